@@ -1,0 +1,63 @@
+"""Typed, frozen settings for the server side, read from the environment once (in cli.py).
+
+Constructors everywhere else take these objects (or plain keyword arguments), never
+``os.environ``, so tests build them directly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_KAFKA = "127.0.0.1:9092"
+DEFAULT_TOPIC = "runstream.events"
+DEFAULT_API = "http://127.0.0.1:8470"
+DEFAULT_PARTITIONS = 6
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A string that never shows up in ``repr``/``str`` or logs."""
+
+    value: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self.value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    kafka_bootstrap: str = DEFAULT_KAFKA
+    #: None means "the local stack's own PostgreSQL" (started by ``runstream up``).
+    db_dsn: Secret | None = None
+    api_url: str = DEFAULT_API
+    home: Path = field(default_factory=lambda: Path.home() / ".runstream")
+    topic: str = DEFAULT_TOPIC
+    partitions: int = DEFAULT_PARTITIONS
+    token: Secret = field(default_factory=lambda: Secret(""))
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.topic}.dlq"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        dsn = env.get("RUNSTREAM_DB")
+        home = env.get("RUNSTREAM_HOME")
+        return cls(
+            kafka_bootstrap=env.get("RUNSTREAM_KAFKA", DEFAULT_KAFKA),
+            db_dsn=Secret(dsn) if dsn else None,
+            api_url=env.get("RUNSTREAM_API", DEFAULT_API).rstrip("/"),
+            home=Path(home).expanduser() if home else Path.home() / ".runstream",
+            topic=env.get("RUNSTREAM_TOPIC", DEFAULT_TOPIC),
+            partitions=int(env.get("RUNSTREAM_PARTITIONS", str(DEFAULT_PARTITIONS))),
+            token=Secret(env.get("RUNSTREAM_TOKEN", "")),
+        )
