@@ -10,11 +10,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_KAFKA = "127.0.0.1:9092"
 DEFAULT_TOPIC = "runstream.events"
 DEFAULT_API = "http://127.0.0.1:8470"
 DEFAULT_PARTITIONS = 6
+DEFAULT_PG_PORT = 54329
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class Settings:
     topic: str = DEFAULT_TOPIC
     partitions: int = DEFAULT_PARTITIONS
     token: Secret = field(default_factory=lambda: Secret(""))
+    #: Port of the local stack's own PostgreSQL (used only when db_dsn is None).
+    pg_port: int = DEFAULT_PG_PORT
 
     @property
     def dlq_topic(self) -> str:
@@ -60,4 +64,14 @@ class Settings:
             topic=env.get("RUNSTREAM_TOPIC", DEFAULT_TOPIC),
             partitions=int(env.get("RUNSTREAM_PARTITIONS", str(DEFAULT_PARTITIONS))),
             token=Secret(env.get("RUNSTREAM_TOKEN", "")),
+            pg_port=int(env.get("RUNSTREAM_PG_PORT", str(DEFAULT_PG_PORT))),
         )
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with any password replaced by ``***`` (for status output and logs)."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -131,7 +131,9 @@ def _parsed() -> tuple[int, Any, dict[int, Any], Any]:
     versions = [v for v in schema_versions() if v.subject == EVENTS_SUBJECT]
     newest = versions[-1]
     writer = fastavro.parse_schema(newest.schema)
-    raw_writers = {v.schema_id: fastavro.parse_schema(_strip_logical_types(v.schema)) for v in versions}
+    raw_writers = {
+        v.schema_id: fastavro.parse_schema(_strip_logical_types(v.schema)) for v in versions
+    }
     reader = raw_writers[newest.schema_id]
     return newest.schema_id, writer, raw_writers, reader
 
@@ -174,13 +176,18 @@ class Codec:
         buf = io.BytesIO(data)
         buf.seek(HEADER.size)
         try:
-            event: Event = fastavro.read.schemaless_reader(
+            decoded = fastavro.read.schemaless_reader(
                 buf, writer, self._reader, return_record_name=True
             )
         except Exception as exc:  # fastavro raises many types on truncated/garbled input
             raise DecodeError("bad_avro", f"{type(exc).__name__}: {exc}") from exc
         if buf.tell() != len(data):
-            raise DecodeError("bad_avro", f"{len(data) - buf.tell()} trailing bytes after the record")
+            raise DecodeError(
+                "bad_avro", f"{len(data) - buf.tell()} trailing bytes after the record"
+            )
+        if not isinstance(decoded, dict):
+            raise DecodeError("bad_avro", "the record did not decode to an object")
+        event: Event = decoded
         name, record = event["payload"]
         event["payload"] = (name.rsplit(".", 1)[-1], record)
         return event

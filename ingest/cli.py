@@ -1,0 +1,131 @@
+"""The ``runstream`` command line: the one place that reads the environment.
+
+Each subcommand builds a frozen :class:`~ingest.settings.Settings` from ``RUNSTREAM_*``
+variables and hands it to the component it runs. Logging is configured here, once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ingest.settings import Settings
+from ingest.stack.procs import StackError
+from ingest.stack.stack import Stack
+
+__all__ = ["main"]
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+ENVIRONMENT_HELP = """\
+environment:
+  RUNSTREAM_KAFKA   Kafka bootstrap servers (default 127.0.0.1:9092; loopback = run it locally)
+  RUNSTREAM_DB      PostgreSQL DSN (default: the local stack's own server)
+  RUNSTREAM_API     API base URL (default http://127.0.0.1:8470)
+  RUNSTREAM_HOME    spool, blobs and local stack data (default ~/.runstream)
+  RUNSTREAM_TOPIC   events topic (default runstream.events; dead letters go to <topic>.dlq)
+  RUNSTREAM_TOKEN   bearer token for the API
+  RUNSTREAM_PG_PORT port of the local stack's PostgreSQL (default 54329)
+"""
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    home = getattr(args, "stack_home", None)
+    if home:
+        # Services started by `up` are told which home they belong to.
+        settings = Settings(**{**settings.__dict__, "home": Path(home)})
+    return settings
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    status = Stack(settings).up()
+    _print_status(status, as_json=args.json)
+    return 0 if all(c.get("ok") for c in status.values()) else 1
+
+
+def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
+    stopped = Stack(settings).down()
+    print(f"stopped: {', '.join(stopped)}" if stopped else "nothing of ours was running")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    status = Stack(settings).status()
+    _print_status(status, as_json=args.json)
+    return 0 if all(c.get("ok") for c in status.values()) else 1
+
+
+def _print_status(status: dict[str, dict[str, object]], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(status, sort_keys=True))
+        return
+    for name, info in status.items():
+        mark = "ok  " if info.get("ok") else "DOWN"
+        endpoint = info.get("bootstrap") or info.get("dsn") or info.get("url") or ""
+        extra = ""
+        if name == "postgres" and info.get("ok"):
+            ts = info.get("timescaledb")
+            extra = f"  (TimescaleDB {ts})" if ts else "  (plain PostgreSQL, no TimescaleDB)"
+        if info.get("error"):
+            extra += f"  {info['error']}"
+        print(f"{mark} {name:<9} {endpoint}{extra}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runstream",
+        description=(
+            "Runstream: experiment-tracking ingestion over Kafka into PostgreSQL/TimescaleDB."
+        ),
+        epilog=ENVIRONMENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    up = add(
+        "up",
+        cmd_up,
+        "Start the local stack (Kafka, PostgreSQL and the runstream services) under "
+        "RUNSTREAM_HOME, idempotently, and print the endpoints. The first run fetches the "
+        "Kafka jars with Maven and may install PostgreSQL 15 with apt-get.",
+    )
+    up.add_argument("--json", action="store_true", help="print the status as one JSON object")
+    add("down", cmd_down, "Stop everything `up` started under RUNSTREAM_HOME, and nothing else.")
+    status = add("status", cmd_status, "Show each component's endpoint and health.")
+    status.add_argument(
+        "--json", action="store_true", help="print one JSON object, a key per component"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("aiokafka").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
+    handler: Handler = args.handler
+    try:
+        return handler(args, _settings(args))
+    except StackError as exc:
+        print(f"runstream: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""``runstream up | down | status``: the local single-machine stack.
+
+Components, in start order: Kafka (KRaft), PostgreSQL, then the runstream services
+(ingest worker, API) as background processes of our own. ``up`` is idempotent: what runs
+is left alone, what is missing is started. ``down`` stops, in reverse order, exactly the
+processes recorded under ``<home>/stack`` and nothing else. A component whose endpoint is
+external (``RUNSTREAM_KAFKA`` not on loopback, ``RUNSTREAM_DB`` set) is only checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ingest.settings import Settings, redact_dsn
+from ingest.stack.kafka import KafkaNode, ensure_topics, kafka_healthy
+from ingest.stack.postgres import LocalPostgres, postgres_status
+from ingest.stack.procs import ManagedProcess, StackError, progress, wait_for
+
+__all__ = ["Stack"]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A runstream service run as ``python -m ingest.cli <command>`` by the stack."""
+
+    name: str
+    command: str
+
+    def process(self, home: Path) -> ManagedProcess:
+        # The pid file lives in this home, and the marker names it: never another home's.
+        return ManagedProcess(
+            self.name, home / "stack" / f"{self.name}.pid", f"--stack-home={home}"
+        )
+
+
+#: Filled in as the services exist; ``up`` starts them after Kafka and PostgreSQL.
+SERVICES: tuple[ServiceSpec, ...] = ()
+
+
+class Stack:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.home
+        self.kafka = KafkaNode(home=self.home, bootstrap=settings.kafka_bootstrap)
+        self.postgres = (
+            None if settings.db_dsn else LocalPostgres(home=self.home, port=settings.pg_port)
+        )
+
+    @property
+    def dsn(self) -> str:
+        if self.postgres is None:
+            return self.settings.db_dsn.value if self.settings.db_dsn else ""
+        return self.postgres.dsn
+
+    def up(self) -> dict[str, Any]:
+        started_at = time.monotonic()
+        self.home.mkdir(parents=True, exist_ok=True)
+        if self.kafka.managed and not self.kafka.start():
+            progress(f"Kafka already running on {self.settings.kafka_bootstrap}")
+        created = asyncio.run(
+            ensure_topics(
+                self.settings.kafka_bootstrap,
+                [self.settings.topic, self.settings.dlq_topic],
+                partitions=self.settings.partitions,
+            )
+        )
+        if created:
+            progress(f"created topics {', '.join(created)} ({self.settings.partitions} partitions)")
+        if self.postgres is not None and not self.postgres.start():
+            progress(f"PostgreSQL already running on 127.0.0.1:{self.settings.pg_port}")
+        for spec in SERVICES:
+            self._start_service(spec)
+        status = self.status()
+        progress(f"stack ready in {time.monotonic() - started_at:.1f}s")
+        return status
+
+    def _start_service(self, spec: ServiceSpec) -> None:
+        proc = spec.process(self.home)
+        if proc.running():
+            progress(f"{spec.name} already running")
+            return
+        argv = [sys.executable, "-m", "ingest.cli", spec.command, f"--stack-home={self.home}"]
+        progress(f"starting {spec.name}…")
+        proc.spawn(argv, log_file=self.home / "stack" / f"{spec.name}.log")
+        if not wait_for(lambda: proc.running(), timeout_s=5):
+            raise StackError(
+                f"{spec.name} exited at start; see {self.home / 'stack' / spec.name}.log"
+            )
+
+    def down(self) -> list[str]:
+        stopped = [s.name for s in reversed(SERVICES) if s.process(self.home).stop(timeout_s=30)]
+        if self.postgres is not None and self.postgres.stop():
+            stopped.append("postgres")
+        if self.kafka.managed and self.kafka.stop():
+            stopped.append("kafka")
+        return stopped
+
+    def status(self) -> dict[str, Any]:
+        return asyncio.run(self._status())
+
+    async def _status(self) -> dict[str, Any]:
+        kafka_ok = await kafka_healthy(self.settings.kafka_bootstrap)
+        pg = await postgres_status(self.dsn)
+        out: dict[str, Any] = {
+            "kafka": {
+                "bootstrap": self.settings.kafka_bootstrap,
+                "ok": kafka_ok,
+                "managed": self.kafka.managed,
+                "topics": [self.settings.topic, self.settings.dlq_topic],
+            },
+            "postgres": {
+                "dsn": redact_dsn(self.dsn),
+                "ok": pg.ok,
+                "timescaledb": pg.timescaledb,
+                "mode": ("timescaledb" if pg.timescaledb else "postgresql") if pg.ok else None,
+                "managed": self.postgres is not None,
+            },
+        }
+        if pg.error:
+            out["postgres"]["error"] = pg.error
+        for spec in SERVICES:
+            out[spec.name] = {"ok": spec.process(self.home).running()}
+        return out
