@@ -1,0 +1,195 @@
+"""The local stack: real broker, real database, and the up/down/status lifecycle."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from ingest.settings import Settings
+from ingest.stack.postgres import LocalPostgres
+from ingest.stack.procs import port_open
+from tests.conftest import DbFactory, StackInfo, TopicFactory, unique
+
+
+def runstream(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ingest.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+        env=env,
+    )
+
+
+def free_port(span: int = 1) -> int:
+    """A port p such that p..p+span-1 are free right now."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port + span < 65000 and all(_free(port + i) for i in range(span)):
+            return port
+    raise RuntimeError("no free port range")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+async def test_idempotent_produce_group_consume_commit(
+    stack: StackInfo, topic_factory: TopicFactory
+) -> None:
+    topic = await topic_factory(partitions=3)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=stack.kafka_bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        compression_type="zstd",
+    )
+    await producer.start()
+    try:
+        sent = {f"v{i}".encode() for i in range(300)}
+        for i, value in enumerate(sorted(sent)):
+            await producer.send(topic, key=f"run-{i % 7}".encode(), value=value)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    group = unique("g-")
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=stack.kafka_bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    got: list[bytes] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(got) < len(sent) and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for messages in batch.values():
+                got.extend(m.value for m in messages if m.value is not None)
+        await consumer.commit()
+        committed = [await consumer.committed(TopicPartition(topic, p)) for p in range(3)]
+    finally:
+        await consumer.stop()
+    assert sorted(got) == sorted(sent)  # each exactly once
+    assert sum(c or 0 for c in committed) == len(sent)
+
+
+async def test_postgres_round_trip(db_factory: DbFactory) -> None:
+    dsn = await db_factory()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE TABLE t (x double precision, s text)")
+        rows = [(float("nan"), "a"), (float("inf"), "'; DROP TABLE t; --"), (-1.5, None)]
+        await conn.executemany("INSERT INTO t VALUES ($1, $2)", rows)
+        back = await conn.fetch("SELECT x, s FROM t ORDER BY s NULLS LAST")
+    finally:
+        await conn.close()
+    values = [(r["x"], r["s"]) for r in back]
+    assert values[0][1] == "'; DROP TABLE t; --"
+    assert values[0][0] == float("inf")
+    assert values[1][1] == "a"
+    assert values[1][0] != values[1][0]
+    assert values[2] == (-1.5, None)
+
+
+def test_status_json_reports_healthy_components(stack: StackInfo) -> None:
+    result = runstream("status", "--json")
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["kafka"] == status["kafka"] | {"bootstrap": stack.kafka_bootstrap, "ok": True}
+    assert status["postgres"]["ok"] is True
+    assert "timescaledb" in status["postgres"]
+
+
+def test_up_again_is_a_no_op(stack: StackInfo) -> None:
+    home = stack.settings.home / "stack"
+    before = {p.name: p.read_text() for p in home.glob("*.pid")}
+    result = runstream("up", "--json")
+    assert result.returncode == 0, result.stderr
+    assert "starting" not in result.stderr
+    after = {p.name: p.read_text() for p in home.glob("*.pid")}
+    assert before == after
+
+
+@pytest.fixture
+def private_stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Environment for a second, throwaway stack on its own ports and home."""
+    kafka_port = free_port(span=2)
+    env = {
+        **os.environ,
+        "RUNSTREAM_HOME": str(tmp_path / "home"),
+        "RUNSTREAM_KAFKA": f"127.0.0.1:{kafka_port}",
+        "RUNSTREAM_PG_PORT": str(free_port()),
+    }
+    env.pop("RUNSTREAM_DB", None)
+    yield env
+    runstream("down", env=env)
+    pg = LocalPostgres(home=Path(env["RUNSTREAM_HOME"]), port=int(env["RUNSTREAM_PG_PORT"]))
+    if pg.dir.is_relative_to("/var/lib/runstream"):
+        shutil.rmtree(pg.dir, ignore_errors=True)
+
+
+def _our_processes(marker: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if marker in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_up_then_down_leaves_no_process_of_ours(
+    stack: StackInfo, private_stack_env: dict[str, str]
+) -> None:
+    env = private_stack_env
+    home = env["RUNSTREAM_HOME"]
+    up = runstream("up", "--json", env=env)
+    assert up.returncode == 0, up.stderr
+    status = json.loads(up.stdout)
+    assert status["kafka"]["ok"]
+    assert status["postgres"]["ok"]
+    settings = Settings.from_env(env)
+    pg = LocalPostgres(home=settings.home, port=settings.pg_port)
+    assert _our_processes(home)
+    assert _our_processes(str(pg.data))
+    assert pg.running()
+
+    down = runstream("down", env=env)
+    assert down.returncode == 0, down.stderr
+    assert "kafka" in down.stdout
+    assert "postgres" in down.stdout
+    assert _our_processes(home) == []
+    assert _our_processes(str(pg.data)) == []
+    assert not pg.running()
+    assert not port_open("127.0.0.1", int(env["RUNSTREAM_KAFKA"].rsplit(":", 1)[1]))
+    assert not port_open("127.0.0.1", settings.pg_port)
+    # Nothing else was touched: the session's stack still answers.
+    assert json.loads(runstream("status", "--json").stdout)["kafka"]["ok"] is True
+    assert runstream("down", env=env).stdout.strip() == "nothing of ours was running"
