@@ -157,7 +157,8 @@ class LocalPostgres:
              "-E", "UTF8", "--locale=C.UTF-8"]
         )  # fmt: skip
 
-    def _configure(self, bindir: Path) -> None:
+    def _configure(self, bindir: Path) -> bool:
+        """Write runstream.conf; returns True when its content changed."""
         preload = "timescaledb" if self.timescaledb_available(bindir) else ""
         settings = {
             "listen_addresses": "'127.0.0.1'",
@@ -177,7 +178,10 @@ class LocalPostgres:
         text = self._read(main_conf)
         if include not in text:
             self._write(main_conf, text + f"\n{include}\n")
+        if conf.exists() and self._read(conf) == body:
+            return False
         self._write(conf, body)
+        return True
 
     def _read(self, path: Path) -> str:
         return path.read_text()
@@ -195,8 +199,15 @@ class LocalPostgres:
         """
         bindir = self._bindir(install=True)
         self._init(bindir)
-        self._configure(bindir)
+        changed = self._configure(bindir)
         started = False
+        if changed and self.running():
+            # e.g. TimescaleDB was installed since: shared_preload_libraries needs a restart.
+            progress("PostgreSQL settings changed; restarting it…")
+            self._run(
+                [str(bindir / "pg_ctl"), "restart", "-D", str(self.data), "-m", "fast",
+                 "-l", str(self.log_file), "-w", "-t", "60"]
+            )  # fmt: skip
         if not self.running():
             if port_open("127.0.0.1", self.port):
                 raise StackError(
