@@ -1,0 +1,254 @@
+"""The HTTP API: application factory, an embeddable server, and ``runstream api``.
+
+``create_app`` composes route modules (each a list of ``RouteSpec``) with the shared
+middlewares (metrics → errors → auth; see ``api_http``). Adding the read path means
+writing ``api_runs.py`` with its own ``specs()`` and listing it here; the router,
+``/v1/openapi.json``, metrics labels and auth follow from the specs.
+
+``ApiServer`` embeds the app with ``AppRunner`` + ``TCPSite`` (as faust's aiohttp
+driver does), with idempotent ``start``/``stop`` and ``async with``, so ``service.py``
+can stop HTTP first inside its exit stack and tests can bind port 0.
+
+Body limits: blob uploads are streamed against the blob store's own limit
+(``max_blob_bytes``); any other body read whole is capped by ``max_request_bytes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import signal
+from collections.abc import Sequence
+from importlib import metadata
+from types import TracebackType
+from typing import Any, Final, Self
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+)
+
+from ingest.api_blobs import BlobRoutes
+from ingest.api_http import (
+    HttpMetrics,
+    RouteSpec,
+    auth_middleware,
+    error_middleware,
+)
+from ingest.api_openapi import build_openapi
+from ingest.api_system import DEFAULT_READINESS_TIMEOUT_S, ReadinessCheck, SystemRoutes
+from ingest.blobs import DEFAULT_MAX_BLOB_BYTES, BlobStore
+from ingest.settings import Secret, Settings
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_MAX_REQUEST_BYTES",
+    "DEFAULT_PORT",
+    "ApiServer",
+    "ReadinessCheck",
+    "create_app",
+    "listen_address",
+    "run_api",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 8470
+DEFAULT_MAX_REQUEST_BYTES: Final = 1024 * 1024
+DEFAULT_SHUTDOWN_TIMEOUT_S: Final = 10.0
+
+SPECS_KEY: Final = web.AppKey("runstream_route_specs", tuple[RouteSpec, ...])
+
+
+def create_app(
+    *,
+    blob_store: BlobStore,
+    registry: CollectorRegistry,
+    token: Secret | None = None,
+    readiness_checks: Sequence[ReadinessCheck] = (),
+    readiness_timeout_s: float = DEFAULT_READINESS_TIMEOUT_S,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+) -> web.Application:
+    """Build the API application.
+
+    ``token`` None or empty disables auth. ``readiness_checks`` are added to the blob
+    directory's own check. Metrics are registered on ``registry``; one registry serves
+    one app (a second app on it would collide).
+    """
+    auth_token = token if token else None
+    specs: list[RouteSpec] = []
+
+    def openapi() -> dict[str, Any]:
+        # Reads ``specs`` at request time, when every route module has been added.
+        return build_openapi(specs, version=_version(), auth_enabled=auth_token is not None)
+
+    system = SystemRoutes(
+        registry=registry,
+        readiness_checks=[ReadinessCheck("blobs", blob_store.check_writable), *readiness_checks],
+        readiness_timeout_s=readiness_timeout_s,
+        openapi=openapi,
+    )
+    specs += system.specs()
+    specs += BlobRoutes(store=blob_store, registry=registry).specs()
+
+    middlewares = [HttpMetrics(registry).middleware(), error_middleware()]
+    if auth_token is not None:
+        public = {spec.path for spec in specs if spec.public}
+        middlewares.append(auth_middleware(auth_token, public_routes=public))
+
+    app = web.Application(middlewares=middlewares, client_max_size=max_request_bytes)
+    for spec in specs:
+        app.router.add_route(
+            spec.method, spec.path, spec.handler, expect_handler=spec.expect_handler
+        )
+    app[SPECS_KEY] = tuple(specs)
+    return app
+
+
+class ApiServer:
+    """Serves an application on host:port until stopped. Port 0 picks a free port."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
+    ) -> None:
+        self._app = app
+        self._host = host
+        self._port = port
+        self._shutdown_timeout_s = shutdown_timeout_s
+        self._runner: web.AppRunner | None = None
+
+    def __repr__(self) -> str:
+        return f"ApiServer(host={self._host!r}, port={self.port})"
+
+    @property
+    def port(self) -> int:
+        """The bound port once started (the real one when constructed with 0)."""
+        if self._runner is not None and self._runner.addresses:
+            return int(self._runner.addresses[0][1])
+        return self._port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            return
+        runner = web.AppRunner(
+            self._app, handle_signals=False, shutdown_timeout=self._shutdown_timeout_s
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self._host, self._port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        logger.info("API listening on %s", self.url)
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+def listen_address(api_url: str) -> tuple[str, int]:
+    """Host and port to bind so that ``RUNSTREAM_API`` reaches this server.
+
+    ``http://127.0.0.1:8470`` → ("127.0.0.1", 8470); no port → 8470; no host → 127.0.0.1.
+    """
+    parts = urlsplit(api_url if "//" in api_url else f"//{api_url}")
+    return parts.hostname or DEFAULT_HOST, parts.port or DEFAULT_PORT
+
+
+def default_registry() -> CollectorRegistry:
+    """A fresh registry carrying the process, platform and GC collectors."""
+    registry = CollectorRegistry()
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(collector)
+    return registry
+
+
+async def run_api(
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
+    registry: CollectorRegistry | None = None,
+    stop: asyncio.Event | None = None,
+    shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
+) -> None:
+    """Serve the API until SIGTERM, ``stop`` being set, or cancellation (Ctrl-C).
+
+    host/port default to those of ``settings.api_url``; blobs live in
+    ``settings.home / "blobs"``; auth is on when ``settings.token`` is non-empty.
+    """
+    default_host, default_port = listen_address(settings.api_url)
+    host = default_host if host is None else host
+    port = default_port if port is None else port
+    stop = asyncio.Event() if stop is None else stop
+    blob_store = BlobStore(root=settings.home / "blobs", max_blob_bytes=max_blob_bytes)
+    app = create_app(
+        blob_store=blob_store,
+        registry=default_registry() if registry is None else registry,
+        token=settings.token,
+    )
+    if not settings.token and not _is_loopback(host):
+        logger.warning("API on %s:%s without RUNSTREAM_TOKEN: anyone can upload", host, port)
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        async with ApiServer(app, host=host, port=port, shutdown_timeout_s=shutdown_timeout_s):
+            await stop.wait()
+            logger.info("API stopping")
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _version() -> str:
+    try:
+        return metadata.version("runstream")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def route_specs(app: web.Application) -> tuple[RouteSpec, ...]:
+    """The specs an app was built from (tests compare them with the router)."""
+    return app[SPECS_KEY]
