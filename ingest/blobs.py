@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ingest.errors import IngestError
+
 __all__ = [
     "DEFAULT_MAX_BLOB_BYTES",
     "BlobError",
@@ -60,8 +62,8 @@ TEMP_SUFFIX = ".tmp"
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 
 
-class BlobError(Exception):
-    """Root of blob store errors.
+class BlobError(IngestError):
+    """Root of blob store errors (under the package root, ``ingest.errors.IngestError``).
 
     BlobError
     ├── InvalidDigestError    digest is not 64 lowercase hex characters
