@@ -7,12 +7,14 @@ variables and hands it to the component it runs. Logging is configured here, onc
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ingest.blobs import DEFAULT_MAX_BLOB_BYTES
 from ingest.settings import Settings
 from ingest.stack.procs import StackError
 from ingest.stack.stack import Stack
@@ -58,6 +60,15 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     status = Stack(settings).status()
     _print_status(status, as_json=args.json)
     return 0 if all(c.get("ok") for c in status.values()) else 1
+
+
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.api import run_api  # imported here: `up`/`status` stay light
+
+    asyncio.run(
+        run_api(settings, host=args.host, port=args.port, max_blob_bytes=args.max_blob_bytes)
+    )
+    return 0
 
 
 def _print_status(status: dict[str, dict[str, object]], *, as_json: bool) -> None:
@@ -106,6 +117,23 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--json", action="store_true", help="print one JSON object, a key per component"
     )
+    api = add(
+        "api",
+        cmd_api,
+        "Serve the HTTP API (blob uploads, health, Prometheus metrics) on RUNSTREAM_API's "
+        "host:port until SIGTERM or Ctrl-C.",
+    )
+    api.add_argument("--host", help="bind address (default: RUNSTREAM_API's host)")
+    api.add_argument("--port", type=int, help="port (default: RUNSTREAM_API's port, 8470)")
+    api.add_argument(
+        "--max-blob-bytes",
+        type=int,
+        default=DEFAULT_MAX_BLOB_BYTES,
+        help="largest artifact upload accepted (default 512 MiB)",
+    )
+    for service in (api,):
+        # Set by `runstream up` so `down` finds exactly the services of one home.
+        service.add_argument("--stack-home", help=argparse.SUPPRESS)
     return parser
 
 

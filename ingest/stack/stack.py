@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ class ServiceSpec:
 
     name: str
     command: str
+    #: Path under RUNSTREAM_API answering 200 when the service is up (None: process check).
+    health_path: str | None = None
 
     def process(self, home: Path) -> ManagedProcess:
         # The pid file lives in this home, and the marker names it: never another home's.
@@ -38,8 +41,16 @@ class ServiceSpec:
         )
 
 
-#: Filled in as the services exist; ``up`` starts them after Kafka and PostgreSQL.
-SERVICES: tuple[ServiceSpec, ...] = ()
+#: Started by ``up`` after Kafka and PostgreSQL, in this order; stopped in reverse.
+SERVICES: tuple[ServiceSpec, ...] = (ServiceSpec("api", "api", health_path="/healthz"),)
+
+
+def http_ok(url: str, *, timeout_s: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - our URL
+            return bool(response.status == 200)
+    except (OSError, ValueError):
+        return False
 
 
 class Stack:
@@ -85,12 +96,24 @@ class Stack:
             progress(f"{spec.name} already running")
             return
         argv = [sys.executable, "-m", "ingest.cli", spec.command, f"--stack-home={self.home}"]
-        progress(f"starting {spec.name}…")
-        proc.spawn(argv, log_file=self.home / "stack" / f"{spec.name}.log")
-        if not wait_for(lambda: proc.running(), timeout_s=5):
+        if spec.health_path is not None and self._healthy(spec):
             raise StackError(
-                f"{spec.name} exited at start; see {self.home / 'stack' / spec.name}.log"
+                f"{self.settings.api_url} already answers but not from a {spec.name} this stack "
+                "started; stop that server or set RUNSTREAM_API to another port"
             )
+        progress(f"starting {spec.name}…")
+        log_file = self.home / "stack" / f"{spec.name}.log"
+        proc.spawn(argv, log_file=log_file)
+        if not wait_for(lambda: not proc.running() or self._healthy(spec), timeout_s=30):
+            proc.stop(timeout_s=5)
+            raise StackError(f"{spec.name} did not become healthy in 30s; see {log_file}")
+        if not proc.running():
+            raise StackError(f"{spec.name} exited at start; see {log_file}")
+
+    def _healthy(self, spec: ServiceSpec) -> bool:
+        if spec.health_path is None:
+            return spec.process(self.home).running()
+        return http_ok(self.settings.api_url + spec.health_path)
 
     def down(self) -> list[str]:
         stopped = [s.name for s in reversed(SERVICES) if s.process(self.home).stop(timeout_s=30)]
@@ -101,7 +124,13 @@ class Stack:
         return stopped
 
     def status(self) -> dict[str, Any]:
-        return asyncio.run(self._status())
+        out = asyncio.run(self._status())
+        for spec in SERVICES:
+            info: dict[str, Any] = {"ok": self._healthy(spec), "managed": True}
+            if spec.health_path is not None:
+                info["url"] = self.settings.api_url
+            out[spec.name] = info
+        return out
 
     async def _status(self) -> dict[str, Any]:
         kafka_ok = await kafka_healthy(self.settings.kafka_bootstrap)
@@ -123,6 +152,4 @@ class Stack:
         }
         if pg.error:
             out["postgres"]["error"] = pg.error
-        for spec in SERVICES:
-            out[spec.name] = {"ok": spec.process(self.home).running()}
         return out

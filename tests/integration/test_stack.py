@@ -121,6 +121,7 @@ def test_status_json_reports_healthy_components(stack: StackInfo) -> None:
     assert status["kafka"] == status["kafka"] | {"bootstrap": stack.kafka_bootstrap, "ok": True}
     assert status["postgres"]["ok"] is True
     assert "timescaledb" in status["postgres"]
+    assert status["api"]["ok"] is True
 
 
 def test_up_again_is_a_no_op(stack: StackInfo) -> None:
@@ -142,6 +143,7 @@ def private_stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         "RUNSTREAM_HOME": str(tmp_path / "home"),
         "RUNSTREAM_KAFKA": f"127.0.0.1:{kafka_port}",
         "RUNSTREAM_PG_PORT": str(free_port()),
+        "RUNSTREAM_API": f"http://127.0.0.1:{free_port()}",
     }
     env.pop("RUNSTREAM_DB", None)
     yield env
@@ -175,6 +177,7 @@ def test_up_then_down_leaves_no_process_of_ours(
     status = json.loads(up.stdout)
     assert status["kafka"]["ok"]
     assert status["postgres"]["ok"]
+    assert status["api"] == {"ok": True, "managed": True, "url": env["RUNSTREAM_API"]}
     settings = Settings.from_env(env)
     pg = LocalPostgres(home=settings.home, port=settings.pg_port)
     assert _our_processes(home)
@@ -185,11 +188,13 @@ def test_up_then_down_leaves_no_process_of_ours(
     assert down.returncode == 0, down.stderr
     assert "kafka" in down.stdout
     assert "postgres" in down.stdout
+    assert "api" in down.stdout
     assert _our_processes(home) == []
     assert _our_processes(str(pg.data)) == []
     assert not pg.running()
     assert not port_open("127.0.0.1", int(env["RUNSTREAM_KAFKA"].rsplit(":", 1)[1]))
     assert not port_open("127.0.0.1", settings.pg_port)
+    assert not port_open("127.0.0.1", int(env["RUNSTREAM_API"].rsplit(":", 1)[1]))
     # Nothing else was touched: the session's stack still answers.
     assert json.loads(runstream("status", "--json").stdout)["kafka"]["ok"] is True
     assert runstream("down", env=env).stdout.strip() == "nothing of ours was running"
