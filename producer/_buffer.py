@@ -1,0 +1,203 @@
+"""The bounded hand-off between training threads and the sender thread.
+
+Training threads append under one lock and return; the sender thread swaps the
+contents out under the same lock every ``linger_ms`` (or earlier, once the buffer passes
+a high-water mark) and does all the expensive work — batching, encoding, sending,
+spooling — outside it.
+
+Metric points are stored columnar from the start: one ``Series`` per (run handle, name)
+keeps plain lists of steps, values and times, so the sender turns a whole series into
+packed arrays with a single C call per column instead of a Python loop per point.
+``kinds`` stays ``None`` while a series only ever saw floats (the common case and the
+fast path); the first non-float back-fills it.
+
+The bound is an estimate of the Python memory held (``POINT_COST_BYTES`` per point,
+``len(text)`` for strings, the encoded size for other events). A full buffer never
+blocks: the call drops the item, counts it on its stream and warns once. Lifecycle
+events are exempt so a run's final status is never the thing that gets dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import RunClosedError
+
+logger = logging.getLogger(__name__)
+
+#: Python memory per buffered point: a float object, two ints and three list slots.
+POINT_COST_BYTES = 112
+
+
+@dataclass(slots=True)
+class SeriesPoints:
+    """Points of one series taken out of the buffer; lists are owned by the taker."""
+
+    name: str
+    steps: list[int]
+    values: list[float]
+    times: list[int]
+    kinds: bytearray | None
+    texts: list[str]
+
+
+class Series:
+    """Columns of one metric name being filled by ``Run.log``."""
+
+    __slots__ = ("kinds", "name", "next_step", "steps", "texts", "times", "values")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.next_step = 0
+        self.steps: list[int] = []
+        self.values: list[float] = []
+        self.times: list[int] = []
+        self.kinds: bytearray | None = None
+        self.texts: list[str] = []
+
+    def add_other(self, kind: int, number: float, text: str | None) -> None:
+        """Append a value that is not a plain float (caller holds the lock, steps/times done)."""
+        kinds = self.kinds
+        if kinds is None:
+            kinds = self.kinds = bytearray(b"f") * len(self.values)
+        kinds.append(kind)
+        self.values.append(number)
+        if text is not None:
+            self.texts.append(text)
+
+    def take(self) -> SeriesPoints | None:
+        if not self.steps:
+            return None
+        taken = SeriesPoints(self.name, self.steps, self.values, self.times, self.kinds, self.texts)
+        self.steps, self.values, self.times, self.kinds, self.texts = [], [], [], None, []
+        return taken
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """A non-metric event; ``event_id`` and ``ts_us`` are fixed when the call is made."""
+
+    kind: str
+    record: dict[str, Any]
+    event_id: str
+    ts_us: int
+
+
+class Stream:
+    """One producer identity: a run handle in this process (own ``producer_id`` and ``seq``).
+
+    ``next_seq`` is touched only by the sender thread, which is the sole assigner of
+    sequence numbers; everything else here is guarded by the buffer lock.
+    """
+
+    __slots__ = (
+        "closed",
+        "dropped",
+        "events",
+        "experiment",
+        "heartbeat",
+        "next_seq",
+        "producer_id",
+        "rank",
+        "run_id",
+        "series",
+        "workspace",
+    )
+
+    def __init__(
+        self, *, run_id: str, experiment: str, workspace: str, producer_id: str, rank: int
+    ) -> None:
+        self.run_id = run_id
+        self.experiment = experiment
+        self.workspace = workspace
+        self.producer_id = producer_id
+        self.rank = rank
+        self.series: dict[str, Series] = {}
+        self.events: deque[PendingEvent] = deque()
+        self.next_seq = 0
+        self.dropped = 0
+        self.heartbeat = False
+        self.closed = False
+
+
+Drained = list[tuple[Stream, list[SeriesPoints], list[PendingEvent]]]
+
+
+class Buffer:
+    """Shared by every run handle of one sender; ``lock`` guards all of it."""
+
+    def __init__(self, *, max_bytes: int, wake: Callable[[], None]) -> None:
+        self.lock = threading.Lock()
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        #: Past this many bytes the sender is woken early instead of waiting for linger.
+        self.wake_bytes = max(max_bytes // 16, 1)
+        self.woken = False
+        self.wake = wake
+        self.streams: list[Stream] = []
+        self.dropped = 0
+        self._warned = False
+
+    def register(self, stream: Stream) -> None:
+        with self.lock:
+            self.streams.append(stream)
+
+    def count_drop(self, stream: Stream, n: int = 1) -> None:
+        """Count ``n`` dropped events; warns once per buffer. Caller must NOT hold the lock."""
+        with self.lock:
+            stream.dropped += n
+            self.dropped += n
+            first = not self._warned
+            self._warned = True
+        if first:
+            logger.warning(
+                "runstream is dropping events (run %s): the buffer is full and the spool "
+                "cannot take them; the count is reported in heartbeats and Workspace.stats()",
+                stream.run_id,
+            )
+
+    def put_event(self, stream: Stream, event: PendingEvent, cost_bytes: int) -> bool:
+        """Enqueue a non-metric event; returns False (and counts a drop) when full.
+
+        Raises ``RunClosedError`` for a closed stream (checked under the lock, so nothing
+        is appended after the sender took the stream's last items).
+        """
+        with self.lock:
+            if stream.closed:
+                raise RunClosedError(stream.run_id)
+            if event.kind != "Lifecycle" and self.nbytes + cost_bytes > self.max_bytes:
+                full = True
+            else:
+                full = False
+                stream.events.append(event)
+                self.nbytes += cost_bytes
+                if self.nbytes > self.wake_bytes and not self.woken:
+                    self.woken = True
+                    self.wake()
+        if full:
+            self.count_drop(stream)
+        return not full
+
+    def drain(self) -> Drained:
+        """Take everything buffered; called by the sender thread."""
+        out: Drained = []
+        with self.lock:
+            for stream in self.streams:
+                points = [p for s in stream.series.values() if (p := s.take()) is not None]
+                events = list(stream.events)
+                stream.events.clear()
+                if points or events:
+                    out.append((stream, points, events))
+            self.streams = [s for s in self.streams if not s.closed]
+            self.nbytes = 0
+            self.woken = False
+        return out
+
+    def is_empty(self) -> bool:
+        with self.lock:
+            return self.nbytes == 0
