@@ -1,0 +1,233 @@
+"""On-disk spool of already-encoded Kafka messages (``RUNSTREAM_HOME/spool/events``).
+
+Segment file format::
+
+    b"RSSPOOL1"                                 8-byte magic
+    then records, each:
+      >I  payload length
+      >I  crc32(payload)
+      payload = >H key length, key (run id, utf-8), value (Confluent-framed Avro event)
+
+Crash safety. A record is one ``os.write`` on an ``O_APPEND`` descriptor, so a killed
+process leaves at most a torn last record; readers stop at the first short or
+crc-mismatched record. After a failed write (disk full) the writer truncates back to the
+last whole record, so nothing valid ever follows a torn one. Segments are fsynced when
+sealed and on ``sync()``.
+
+Ownership. A new segment is created under a dot-name, locked (``flock LOCK_EX``) and only
+then renamed to ``<writer>-<n>.seg``, so nobody sees an unlocked live segment. The writer
+keeps the lock while it appends. A replayer — the owning sender after a reconnect, or
+``runstream sync`` in any process — takes the lock non-blocking, checks the path still
+names the locked inode, sends every record, waits for the acks, and unlinks while still
+holding the lock. One segment is thus replayed by one process at a time and deleted only
+after delivery; a crash mid-replay leaves it for the next replay, whose duplicates are
+dropped downstream by ``event_id`` (inside the encoded bytes, so replay never changes it).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._errors import SpoolError
+
+MAGIC = b"RSSPOOL1"
+FRAME = struct.Struct(">II")
+KEY_LEN = struct.Struct(">H")
+SUFFIX = ".seg"
+
+Record = tuple[bytes, bytes]
+
+
+def frame(key: bytes, value: bytes) -> bytes:
+    payload = KEY_LEN.pack(len(key)) + key + value
+    return FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def parse(data: bytes) -> tuple[list[Record], int]:
+    """Whole records of one segment and the number of trailing bytes that were not one."""
+    if not data.startswith(MAGIC):
+        return [], len(data)
+    out: list[Record] = []
+    pos, end = len(MAGIC), len(data)
+    while pos + FRAME.size <= end:
+        length, crc = FRAME.unpack_from(data, pos)
+        start = pos + FRAME.size
+        payload = data[start : start + length]
+        if len(payload) != length or zlib.crc32(payload) != crc or length < KEY_LEN.size:
+            break
+        (key_len,) = KEY_LEN.unpack_from(payload)
+        out.append((payload[2 : 2 + key_len], payload[2 + key_len :]))
+        pos = start + length
+    return out, end - pos
+
+
+def count_records(path: Path) -> int:
+    """Records in a segment without loading it (headers only); 0 if it vanished."""
+    n = 0
+    try:
+        with path.open("rb") as f:
+            if f.read(len(MAGIC)) != MAGIC:
+                return 0
+            while header := f.read(FRAME.size):
+                if len(header) < FRAME.size:
+                    break
+                length, _ = FRAME.unpack(header)
+                f.seek(length, os.SEEK_CUR)
+                n += 1
+    except FileNotFoundError:
+        return 0
+    return n
+
+
+def list_segments(directory: Path) -> list[Path]:
+    """Every visible segment, oldest writer position first within a writer."""
+    try:
+        return sorted(p for p in directory.iterdir() if p.name.endswith(SUFFIX))
+    except FileNotFoundError:
+        return []
+
+
+@dataclass
+class ClaimedSegment:
+    path: Path
+    records: list[Record]
+    torn_bytes: int
+
+    def done(self) -> None:
+        """Everything was delivered: delete the segment (the lock is still held)."""
+        self.path.unlink(missing_ok=True)
+
+
+@contextmanager
+def claim(path: Path) -> Iterator[ClaimedSegment | None]:
+    """Lock a segment for replay; yields None if another process holds it or it is gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield None
+            return
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # replayed and unlinked by someone else between open and lock
+            yield None
+            return
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read()
+        records, torn = parse(data)
+        yield ClaimedSegment(path, records, torn)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+class SpoolWriter:
+    """Appends to this writer's own segments; no I/O until the first ``append``."""
+
+    def __init__(self, directory: Path, *, writer_id: str, max_segment_bytes: int) -> None:
+        self.directory = directory
+        self.writer_id = writer_id
+        self.max_segment_bytes = max_segment_bytes
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self._size = 0
+        self._records = 0
+        self._next = 0
+        self._dirty = False
+        #: Sealed segments of this writer that have not been replayed yet, oldest first.
+        self.sealed: list[Path] = []
+        self.records_written = 0
+
+    @property
+    def active_records(self) -> int:
+        return self._records
+
+    def has_pending(self) -> bool:
+        return bool(self.sealed) or self._records > 0
+
+    def _open(self) -> int:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            name = f"{self.writer_id}-{self._next:08d}{SUFFIX}"
+            tmp = self.directory / f".{name}.new"
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+            fd = os.open(tmp, flags, 0o600)
+        except OSError as exc:
+            raise SpoolError(self.directory, f"cannot create a spool segment: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.write(fd, MAGIC)
+            os.rename(tmp, self.directory / name)
+        except OSError as exc:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise SpoolError(self.directory, f"cannot create a spool segment: {exc}") from exc
+        self._next += 1
+        self._fd, self._path, self._size, self._records = fd, self.directory / name, len(MAGIC), 0
+        return fd
+
+    def append(self, key: bytes, value: bytes) -> None:
+        """Append one message; raises ``SpoolError`` (nothing partial is left behind)."""
+        fd = self._fd if self._fd is not None else self._open()
+        data = frame(key, value)
+        try:
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(f"short write ({written} of {len(data)} bytes)")
+        except OSError as exc:
+            try:
+                os.ftruncate(fd, self._size)
+            except OSError:
+                self.seal()  # cannot repair in place: never write after a torn record
+            raise SpoolError(self._path or self.directory, f"cannot append: {exc}") from exc
+        self._size += len(data)
+        self._records += 1
+        self.records_written += 1
+        self._dirty = True
+        if self._size >= self.max_segment_bytes:
+            self.seal()
+
+    def sync(self) -> None:
+        """fsync the active segment if it changed."""
+        if self._fd is not None and self._dirty:
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                raise SpoolError(self._path or self.directory, f"fsync failed: {exc}") from exc
+            self._dirty = False
+
+    def seal(self) -> None:
+        """Close the active segment (fsync, unlock) so it can be replayed."""
+        fd, path = self._fd, self._path
+        if fd is None or path is None:
+            return
+        self._fd = self._path = None
+        try:
+            if self._dirty:
+                # A failed fsync leaves the data in the page cache; replay reads it either way.
+                with suppress(OSError):
+                    os.fsync(fd)
+        finally:
+            os.close(fd)
+            self._dirty = False
+        if self._records:
+            self.sealed.append(path)
+        else:
+            path.unlink(missing_ok=True)
+        self._records = 0
+
+    def close(self) -> None:
+        self.seal()
