@@ -1,0 +1,66 @@
+"""Tuning knobs of the background sender, frozen and validated once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.codec import DEFAULT_MAX_MESSAGE_BYTES
+
+from ._transport import COMPRESSIONS
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProducerOptions:
+    """How the SDK buffers, batches and sends; the defaults suit a training job.
+
+    Sizes are bytes, durations carry their unit in the name.
+    """
+
+    #: Kafka batch compression: "lz4" or "zstd".
+    compression: str = "lz4"
+    #: Bound of the in-memory buffer between training threads and the sender.
+    buffer_max_bytes: int = 64 << 20
+    #: Largest encoded event (Kafka message value); bigger single calls raise ValueError.
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    #: Target size of one metric batch event (many points, columnar).
+    batch_max_bytes: int = 256 << 10
+    #: Unacknowledged bytes handed to Kafka before new events go to the spool instead.
+    max_inflight_bytes: int = 16 << 20
+    #: How long the sender lets points gather before batching them.
+    linger_ms: int = 50
+    #: Heartbeat period while a run is open.
+    heartbeat_interval_s: float = 10.0
+    #: Per-request Kafka timeout; an unacknowledged message is spooled after it.
+    request_timeout_ms: int = 10_000
+    #: Longest the sender waits on Kafka to accept (not acknowledge) one message.
+    send_block_s: float = 1.0
+    #: Bound of one connection attempt; retries back off up to 30 s.
+    connect_timeout_s: float = 5.0
+    #: Used by the atexit hook that closes every sender still open.
+    close_timeout_s: float = 10.0
+    #: Size at which a spool segment is sealed and a new one started.
+    spool_segment_bytes: int = 16 << 20
+    #: Per-request timeout of artifact uploads.
+    blob_timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.compression not in COMPRESSIONS:
+            raise ValueError(f"compression must be one of {COMPRESSIONS}, not {self.compression!r}")
+        for name in (
+            "buffer_max_bytes",
+            "max_message_bytes",
+            "batch_max_bytes",
+            "max_inflight_bytes",
+            "linger_ms",
+            "request_timeout_ms",
+            "spool_segment_bytes",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        for name in ("heartbeat_interval_s", "send_block_s", "connect_timeout_s", "blob_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.close_timeout_s < 0:
+            raise ValueError("close_timeout_s must not be negative")
+        if not 4096 <= self.batch_max_bytes <= self.max_message_bytes:
+            raise ValueError("batch_max_bytes must be between 4096 and max_message_bytes")

@@ -1,0 +1,575 @@
+"""The background sender: one daemon thread, one asyncio loop, one Kafka producer.
+
+Pipeline, all on the sender thread::
+
+    Buffer.drain ─► metric batches, pending events ─► seq + encode ─► route
+                                                           ├─ ONLINE: Kafka (in flight until acked)
+                                                           └─ else:   spool segment on disk
+    ack failure ─► spool the message, go OFFLINE
+    supervisor  ─► (re)connect with backoff; while not ONLINE replay this sender's
+                   sealed segments in order; an empty spool means ONLINE again
+
+Modes. ``CONNECTING`` until the first connection attempt ends; ``OFFLINE`` after a
+failed attempt or any send failure;
+``SPOOLING`` when more than ``max_inflight_bytes`` are unacknowledged (Kafka slower than
+the logging rate); ``ONLINE`` otherwise; ``CLOSED`` while shutting down. Once a message
+went to the spool, later ones follow it there until the supervisor has replayed the
+spool, so one producer's events reach Kafka in ``seq`` order except around failures
+(then they may repeat or arrive late; the consumer orders by ``seq`` and drops
+duplicates by ``event_id``).
+
+Sequence numbers. This thread is the only one that assigns ``seq`` — when an event is
+encoded, just before routing — so they are gap-free per stream. The only gap is an
+event that was already encoded when both Kafka and the spool failed; it is counted in
+``dropped_events``, which every heartbeat carries.
+
+Flush and close. ``flush`` drains the buffer and waits until nothing is in flight,
+spooled or waiting for upload; it raises ``ProducerTimeoutError`` at its deadline and
+discards nothing. ``close`` does the same within its budget (keeping a reserve), then
+spools everything still undelivered — including messages in flight, which may thus be
+delivered twice — fsyncs the spool and stops the producer, the uploader and the thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import enum
+import functools
+import itertools
+import logging
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Coroutine
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from schemas.codec import Codec
+
+from ._batch import envelope_bytes, event_dict, metric_batches
+from ._blobs import BlobUploader, stage
+from ._buffer import Buffer, PendingEvent, Stream
+from ._errors import KafkaUnavailableError, ProducerError, ProducerTimeoutError, SpoolError
+from ._options import ProducerOptions
+from ._spool import SpoolWriter, claim
+from ._transport import KafkaTransport, deliver, transport_error
+
+logger = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 30.0
+#: Encoded size of a Heartbeat payload, for the buffer's byte estimate.
+HEARTBEAT_COST_BYTES = 256
+
+
+class Mode(enum.Enum):
+    CONNECTING = "connecting"
+    OFFLINE = "offline"
+    ONLINE = "online"
+    SPOOLING = "spooling"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class ProducerStats:
+    """Counters of one workspace's sender since it started (events are Kafka messages)."""
+
+    mode: str
+    events_sent: int
+    events_spooled: int
+    events_replayed: int
+    events_dropped: int
+    events_in_flight: int
+    buffered_bytes: int
+    blobs_uploaded: int
+    blobs_pending: int
+    blobs_dropped: int
+    last_error: str | None
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class Sender:
+    """Owns the thread, the loop, the transport, the spool writer and the uploader."""
+
+    def __init__(
+        self,
+        *,
+        sender_id: str,
+        options: ProducerOptions,
+        codec: Codec,
+        transport: KafkaTransport,
+        spool_dir: Path,
+        blob_dir: Path,
+        api_url: str,
+        token: str,
+    ) -> None:
+        self.options = options
+        self.sender_id = sender_id
+        self._codec = codec
+        self.buffer = Buffer(max_bytes=options.buffer_max_bytes, wake=self.wake)
+        self._transport = transport
+        self.spool_dir = spool_dir
+        self._spool = SpoolWriter(
+            spool_dir, writer_id=self.sender_id, max_segment_bytes=options.spool_segment_bytes
+        )
+        self.blob_dir = blob_dir
+        self.uploader = BlobUploader(
+            api_url=api_url,
+            token=token,
+            directory=blob_dir,
+            timeout_s=options.blob_timeout_s,
+            on_change=self._notify_threadsafe,
+        )
+        self._state_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        # Everything below is touched only on the sender thread.
+        self._mode = Mode.CONNECTING
+        self._connected = False
+        self._inflight: dict[int, tuple[Stream | None, bytes, bytes]] = {}
+        self._inflight_bytes = 0
+        self._tokens = itertools.count()
+        self._spool_pending = 0
+        self._last_spool_sync = 0.0
+        self._sent = self._spooled = self._replayed = self._dropped = 0
+        self._last_error: str | None = None
+        self._warned_offline = False
+
+    def __repr__(self) -> str:
+        return f"Sender(id={self.sender_id[:8]}, mode={self._mode.value}, spool={self.spool_dir})"
+
+    # ---- any thread ----------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def start(self) -> None:
+        """Start the thread and its loop (idempotent)."""
+        with self._state_lock:
+            if self._thread is not None:
+                return
+            if self._closed:
+                raise ProducerError("this workspace's sender is closed")
+            ready = threading.Event()
+            self._thread = threading.Thread(
+                target=self._thread_main, args=(ready,), name="runstream-sender", daemon=True
+            )
+            self._thread.start()
+        ready.wait()
+        _register_for_exit(self)
+
+    def wake(self) -> None:
+        """Ask the sender to drain the buffer now instead of after ``linger_ms``."""
+        loop = self._loop
+        if loop is not None:
+            with suppress(RuntimeError):  # loop already closed
+                loop.call_soon_threadsafe(self._wakeup.set)
+
+    def _notify_threadsafe(self) -> None:
+        loop = self._loop
+        if loop is not None:
+            with suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._changed.set)
+
+    def stage_blob(self, source: BinaryIO) -> tuple[str, int]:
+        return stage(self.blob_dir, source)
+
+    def submit_blob(self, sha256: str) -> None:
+        self.uploader.submit(sha256)
+
+    def stats(self) -> ProducerStats:
+        return ProducerStats(
+            mode=self._mode.value,
+            events_sent=self._sent,
+            events_spooled=self._spooled,
+            events_replayed=self._replayed,
+            events_dropped=self.buffer.dropped,
+            events_in_flight=len(self._inflight),
+            buffered_bytes=self.buffer.nbytes,
+            blobs_uploaded=self.uploader.uploaded,
+            blobs_pending=self.uploader.pending,
+            blobs_dropped=self.uploader.dropped,
+            last_error=self._last_error,
+        )
+
+    def pending_events(self) -> int:
+        return len(self._inflight) + self._spool_pending
+
+    def _call(self, coro: Coroutine[Any, Any, None], operation: str, timeout_s: float) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            coro.close()
+            return
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, loop)
+        except RuntimeError:  # the loop stopped between the check and the call
+            coro.close()
+            return
+        try:
+            future.result(timeout=max(timeout_s, 0.0))
+        except TimeoutError:
+            future.cancel()
+            raise ProducerTimeoutError(operation, timeout_s, self.pending_events()) from None
+
+    def flush(self, timeout_s: float) -> None:
+        """Wait until everything logged so far is acknowledged by Kafka (and blobs uploaded)."""
+        if self._closed:
+            return
+        self._call(self._flush(), "flush", timeout_s)
+
+    def close(self, timeout_s: float) -> None:
+        """Deliver what fits in ``timeout_s``, spool the rest, stop. Idempotent."""
+        with self._state_lock:
+            if self._closed:
+                return
+            self._closed = True
+        deadline = time.monotonic() + timeout_s
+        with self.buffer.lock:
+            for stream in self.buffer.streams:
+                stream.closed = True
+        self._call(self._shutdown(deadline), "close", timeout_s + 1.0)
+        if self._thread is not None:
+            self._thread.join(timeout=max(deadline + 1.0 - time.monotonic(), 0.0))
+
+    # ---- sender thread --------------------------------------------------------------
+
+    def _thread_main(self, ready: threading.Event) -> None:
+        try:
+            asyncio.run(self._main(ready))
+        except Exception:
+            logger.exception("the runstream sender thread failed; events stay in its buffer")
+
+    async def _main(self, ready: threading.Event) -> None:
+        self._wakeup = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._attention = asyncio.Event()
+        self._connect_attempted = asyncio.Event()
+        self._halt = asyncio.Event()
+        self._done = asyncio.Event()
+        self._pump_lock = asyncio.Lock()
+        self._loop = asyncio.get_running_loop()
+        ready.set()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._pump_loop())
+            self._supervisor = tasks.create_task(self._supervise())
+            tasks.create_task(self._heartbeats())
+        await self._done.wait()
+
+    async def _sleep(self, seconds: float, event: asyncio.Event | None = None) -> None:
+        """Sleep, returning early on halt (or on ``event``)."""
+        waits = [asyncio.ensure_future(self._halt.wait())]
+        if event is not None:
+            waits.append(asyncio.ensure_future(event.wait()))
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    async def _pump_loop(self) -> None:
+        await self._connect_attempted.wait()
+        linger_s = self.options.linger_ms / 1000
+        while not self._halt.is_set():
+            await self._sleep(linger_s, self._wakeup)
+            self._wakeup.clear()
+            await self._pump()
+            self._sync_spool(max_age_s=1.0)
+
+    async def _pump(self) -> None:
+        async with self._pump_lock:
+            for stream, series, events in self.buffer.drain():
+                if series:
+                    ts = now_us()
+                    max_bytes = self.options.batch_max_bytes - envelope_bytes(stream)
+                    for record in metric_batches(series, max_bytes=max_bytes):
+                        await self._emit(stream, "MetricBatch", record, str(uuid.uuid4()), ts)
+                for event in events:
+                    await self._emit(stream, event.kind, event.record, event.event_id, event.ts_us)
+        self._changed.set()
+
+    async def _emit(
+        self, stream: Stream, kind: str, record: dict[str, Any], event_id: str, ts_us: int
+    ) -> None:
+        seq = stream.next_seq
+        event = event_dict(
+            stream, seq=seq, event_id=event_id, ts_us=ts_us, kind=kind, record=record
+        )
+        try:
+            data = self._codec.encode(event)
+        except Exception:  # a bug: call sites validate and check sizes before enqueueing
+            logger.exception("cannot encode a %s event of run %s; dropping it", kind, stream.run_id)
+            self._count_drop(stream)
+            return
+        stream.next_seq = seq + 1
+        await self._route(stream, stream.run_id.encode(), data)
+
+    async def _route(self, stream: Stream | None, key: bytes, data: bytes) -> None:
+        if self._mode is Mode.ONLINE and self._inflight_bytes >= self.options.max_inflight_bytes:
+            self._set_mode(Mode.SPOOLING)
+        if self._mode is Mode.ONLINE:
+            try:
+                fut = await asyncio.wait_for(
+                    self._transport.send(key, data), self.options.send_block_s
+                )
+            except (TimeoutError, KafkaUnavailableError) as exc:
+                self._go_offline(exc)
+            else:
+                token = next(self._tokens)
+                self._inflight[token] = (stream, key, data)
+                self._inflight_bytes += len(data)
+                fut.add_done_callback(functools.partial(self._on_ack, token))
+                return
+        self._spool_put(stream, key, data)
+
+    def _on_ack(self, token: int, fut: asyncio.Future[Any]) -> None:
+        entry = self._inflight.pop(token, None)
+        if entry is None:
+            return  # spooled by close() already
+        stream, key, data = entry
+        self._inflight_bytes -= len(data)
+        if fut.cancelled():
+            exc: BaseException | None = KafkaUnavailableError("send cancelled", retriable=True)
+        else:
+            exc = fut.exception()
+        if exc is None:
+            self._sent += 1
+        else:
+            error = transport_error(exc)
+            if error.retriable:
+                self._go_offline(error)
+                self._spool_put(stream, key, data)
+            else:
+                logger.warning("dropping an event Kafka will never accept: %s", error)
+                self._count_drop(stream)
+        self._changed.set()
+
+    def _count_drop(self, stream: Stream | None) -> None:
+        if stream is not None:
+            self.buffer.count_drop(stream)
+        else:
+            with self.buffer.lock:
+                self.buffer.dropped += 1
+
+    def _spool_put(self, stream: Stream | None, key: bytes, data: bytes) -> None:
+        try:
+            self._spool.append(key, data)
+        except SpoolError as exc:
+            self._last_error = str(exc)
+            self._count_drop(stream)
+        else:
+            self._spooled += 1
+            self._spool_pending += 1
+
+    def _sync_spool(self, max_age_s: float) -> None:
+        if time.monotonic() - self._last_spool_sync < max_age_s:
+            return
+        self._last_spool_sync = time.monotonic()
+        try:
+            self._spool.sync()
+        except SpoolError as exc:
+            self._last_error = str(exc)
+
+    def _set_mode(self, mode: Mode) -> None:
+        if self._mode is Mode.CLOSED or mode is self._mode:
+            return
+        logger.debug("sender %s: %s -> %s", self.sender_id[:8], self._mode.value, mode.value)
+        self._mode = mode
+        if mode is not Mode.ONLINE:
+            self._attention.set()
+        self._changed.set()
+
+    def _go_offline(self, exc: BaseException) -> None:
+        self._last_error = str(exc)
+        if not self._warned_offline:
+            self._warned_offline = True
+            logger.warning(
+                "runstream cannot reach Kafka (%s); events are spooled under %s and sent when "
+                "it is back (or by `runstream sync`)",
+                exc,
+                self.spool_dir,
+            )
+        self._set_mode(Mode.OFFLINE)
+
+    async def _supervise(self) -> None:
+        backoff_s = 0.5
+        while not self._halt.is_set():
+            if not self._connected:
+                try:
+                    await asyncio.wait_for(self._transport.start(), self.options.connect_timeout_s)
+                except (TimeoutError, KafkaUnavailableError) as exc:
+                    self._go_offline(exc)
+                    self._connect_attempted.set()
+                    await self._sleep(backoff_s)
+                    backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
+                    continue
+                self._connected = True
+                self._connect_attempted.set()
+            if self._mode is not Mode.ONLINE and self._mode is not Mode.CLOSED:
+                if await self._replay_own():
+                    backoff_s = 0.5
+                    if self._warned_offline:
+                        logger.info("runstream reached Kafka again; the spool is replayed")
+                        self._warned_offline = False
+                else:
+                    await self._sleep(backoff_s)
+                    backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
+                    continue
+            self._attention.clear()
+            await self._sleep(MAX_BACKOFF_S, self._attention)
+
+    async def _replay_own(self) -> bool:
+        """Send this sender's spool in order; True (and ONLINE) once it is empty."""
+        while True:
+            self._spool.seal()  # new messages go to a fresh segment meanwhile
+            if not self._spool.sealed:
+                self._set_mode(Mode.ONLINE)
+                return True
+            for path in list(self._spool.sealed):
+                if not await self._replay_segment(path):
+                    return False
+                self._spool.sealed.remove(path)
+
+    async def _replay_segment(self, path: Path) -> bool:
+        with claim(path) as segment:
+            if segment is None:
+                # Gone means `runstream sync` delivered it; locked means it is doing so now.
+                # (Spool I/O on this thread is by design: it is the sender's own disk queue.)
+                return not path.exists()  # noqa: ASYNC240
+            if segment.torn_bytes:
+                logger.warning("spool segment %s ends in %d torn bytes", path, segment.torn_bytes)
+            outcome = await deliver(
+                self._transport,
+                segment.records,
+                window_bytes=self.options.max_inflight_bytes,
+                send_block_s=self.options.send_block_s,
+            )
+            for error in outcome.rejected:
+                logger.warning("dropping a spooled event Kafka will never accept: %s", error)
+                self._count_drop(None)
+            if outcome.failure is not None:
+                self._go_offline(outcome.failure)
+                return False
+            segment.done()
+        self._replayed += outcome.acked
+        self._sent += outcome.acked
+        self._spool_pending = max(self._spool_pending - len(segment.records), 0)
+        self._changed.set()
+        return True
+
+    async def _heartbeats(self) -> None:
+        interval_s = self.options.heartbeat_interval_s
+        while not self._halt.is_set():
+            await self._sleep(interval_s)
+            with self.buffer.lock:
+                beating = [s for s in self.buffer.streams if s.heartbeat and not s.closed]
+            for stream in beating:
+                event = PendingEvent(
+                    "Heartbeat", {"dropped_events": stream.dropped}, str(uuid.uuid4()), now_us()
+                )
+                self.buffer.put_event(stream, event, HEARTBEAT_COST_BYTES)
+            if beating:
+                self._wakeup.set()
+
+    def _is_quiet(self) -> bool:
+        return (
+            self._mode is Mode.ONLINE
+            and not self._inflight
+            and not self._spool.has_pending()
+            and self.uploader.pending == 0
+        )
+
+    def _is_hopeless(self) -> bool:
+        """Offline, and no upload that could still finish: waiting delivers nothing."""
+        return self._mode is Mode.OFFLINE and (
+            self.uploader.pending == 0 or self.uploader.failing
+        )
+
+    async def _wait_until(self, done: Callable[[], bool]) -> None:
+        while not done():
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def _flush(self) -> None:
+        await self._connect_attempted.wait()
+        await self._pump()
+        self._sync_spool(max_age_s=0.0)
+        await self._wait_until(self._is_quiet)
+
+    async def _shutdown(self, deadline: float) -> None:
+        try:
+            reserve_s = min(1.0, max(deadline - time.monotonic(), 0.0) / 10)
+
+            def budget_s() -> float:
+                return max(deadline - time.monotonic() - reserve_s, 0.0)
+
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._connect_attempted.wait(), budget_s())
+            await self._pump()
+            # Wait for delivery while it can still happen; when offline, the spool (already
+            # on disk) is the answer and the process should not linger.
+            with suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._wait_until(lambda: self._is_quiet() or self._is_hopeless()), budget_s()
+                )
+            # No more connects or replays: a connect finishing after the transport's stop
+            # would leak a producer, and a replay is pointless once the deadline is near.
+            self._supervisor.cancel()
+            await asyncio.wait({self._supervisor})
+            self._mode = Mode.CLOSED
+            await self._pump()  # anything logged meanwhile goes straight to the spool
+            left_in_flight = list(self._inflight.values())
+            self._inflight.clear()
+            self._inflight_bytes = 0
+            for stream, key, data in left_in_flight:
+                self._spool_put(stream, key, data)
+            self._spool.close()
+            self.uploader.stop()
+            self._halt.set()
+            try:
+                await self._transport.stop(max(deadline - time.monotonic(), 0.0))
+            except KafkaUnavailableError as exc:
+                logger.debug("closing the Kafka producer: %s", exc)
+            if self._spool_pending:
+                logger.warning(
+                    "%d runstream events were not delivered before close; they are kept under "
+                    "%s and sent by `runstream sync`",
+                    self._spool_pending,
+                    self.spool_dir,
+                )
+        finally:
+            self._halt.set()
+            self._connect_attempted.set()
+            self._done.set()
+
+
+_live: weakref.WeakSet[Sender] = weakref.WeakSet()
+_live_lock = threading.Lock()
+_exit_hook_installed = False
+
+
+def _register_for_exit(sender: Sender) -> None:
+    global _exit_hook_installed
+    with _live_lock:
+        _live.add(sender)
+        if not _exit_hook_installed:
+            atexit.register(close_all_at_exit)
+            _exit_hook_installed = True
+
+
+def close_all_at_exit() -> None:
+    """Close every open sender, each within its own ``close_timeout_s``."""
+    with _live_lock:
+        senders = list(_live)
+    for sender in senders:
+        try:
+            sender.close(sender.options.close_timeout_s)
+        except ProducerError as exc:
+            logger.warning("runstream: %s", exc)
