@@ -1,0 +1,558 @@
+"""``Run``: the handle training code logs through.
+
+Every method validates its arguments and enqueues; none waits for the network. ``log``
+is the hot path (a few hundred nanoseconds of Python): a float into a known series is a
+type check, one dict lookup and three list appends under the buffer lock. Everything
+else (first use of a name, non-float values, tables, files) takes a slower, still
+non-blocking path that checks the event will fit in one message before enqueueing it.
+
+Each run handle is its own producer identity (``producer_id``), so its ``seq`` numbers
+are gap-free on the run's partition; child runs and other ranks have their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import os
+import re
+import secrets
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Iterable, Mapping
+from io import BytesIO
+from pathlib import Path
+from time import time_ns
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+
+from ._batch import event_dict, max_text_bytes
+from ._buffer import POINT_COST_BYTES, PendingEvent, Series, Stream
+from ._capture import OutputCapture
+from ._errors import ConfigError, RunClosedError, SpoolError
+from ._validate import (
+    INT64_MAX,
+    MAX_ABS_STEP,
+    Scalar,
+    check_artifact_name,
+    check_name,
+    check_step,
+    metric_value,
+    row_cells,
+    table_columns,
+    tag_value,
+    values_list,
+)
+from ._workspace import DEFAULT_FLUSH_TIMEOUT_S, Workspace
+
+if TYPE_CHECKING:
+    from ._experiment import Experiment
+    from ._sender import Sender
+
+logger = logging.getLogger(__name__)
+
+#: Longest error text a Failed event carries (the end of a traceback is kept).
+MAX_ERROR_CHARS = 64 * 1024
+_RUN_ID = re.compile(r"(?P<experiment>.+)_\d+_[0-9a-f]{8}")
+
+
+class SavesFigures(Protocol):
+    """``matplotlib.pyplot`` or a ``matplotlib.figure.Figure``."""
+
+    def savefig(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+def new_run_id(experiment: str) -> str:
+    """Azure-style ``{experiment}_{unix seconds}_{8 hex}``."""
+    return f"{experiment}_{int(time.time())}_{secrets.token_hex(4)}"
+
+
+class Run:
+    """One run of an experiment, as seen by this process (one rank).
+
+    Made by ``Experiment.start_logging``, ``Run.child_run`` or ``Run.get_context``. As a
+    context manager, leaving the block completes the run and an exception fails it with
+    the error recorded (``KeyboardInterrupt`` cancels it).
+    """
+
+    def __init__(
+        self,
+        *,
+        experiment: Experiment,
+        stream: Stream,
+        sender: Sender,
+        parent: Run | None,
+        world_size: int,
+        display_name: str | None,
+        compute_target: str | None,
+        properties: Mapping[str, str],
+        outputs_dir: Path | None,
+    ) -> None:
+        """Internal; ``stream`` is already registered with ``sender`` (see ``open_run``)."""
+        self._experiment = experiment
+        self._workspace = experiment.workspace
+        self._stream = stream
+        self._series = stream.series
+        self._sender = sender
+        self._buffer = sender.buffer
+        self._codec = self._workspace.codec
+        self._max_text_bytes = max_text_bytes(stream, self._workspace.options.batch_max_bytes)
+        self._parent = parent
+        self._world_size = world_size
+        self._display_name = display_name
+        self._compute_target = compute_target
+        self._properties = dict(properties)
+        self._outputs_dir = outputs_dir
+        self._capture: OutputCapture | None = None
+        self._final_status: str | None = None
+        self._uploaded: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Run(id={self.id!r}, experiment={self._experiment.name!r}, rank={self.rank})"
+
+    # ---- identity --------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self._stream.run_id
+
+    @property
+    def experiment(self) -> Experiment:
+        return self._experiment
+
+    @property
+    def parent(self) -> Run | None:
+        return self._parent
+
+    @property
+    def rank(self) -> int:
+        return self._stream.rank
+
+    @property
+    def world_size(self) -> int:
+        return self._world_size
+
+    @property
+    def display_name(self) -> str | None:
+        return self._display_name
+
+    @property
+    def producer_id(self) -> str:
+        return self._stream.producer_id
+
+    @property
+    def dropped_events(self) -> int:
+        """Events of this handle lost because the buffer and the spool were both full."""
+        return self._stream.dropped
+
+    @property
+    def closed(self) -> bool:
+        return self._stream.closed
+
+    # ---- logging ---------------------------------------------------------------------
+
+    def log(self, name: str, value: Scalar, step: int | None = None) -> None:
+        """Log one value; repeated calls with one name form a series.
+
+        ``step`` defaults to one past the series' previous step (0 first).
+        """
+        t = time_ns() // 1000
+        number: float
+        if type(value) is float:
+            fast, number, kind, text, cost = True, value, 0, None, POINT_COST_BYTES
+        else:
+            kind, number, text = metric_value(value, self._max_text_bytes)
+            fast, cost = False, POINT_COST_BYTES + (len(text) if text is not None else 0)
+        if step is not None and (
+            step.__class__ is not int or not -MAX_ABS_STEP <= step <= MAX_ABS_STEP
+        ):
+            step = check_step(step)
+        series = self._series.get(name)
+        if series is None:
+            series = self._new_series(name)
+        buf = self._buffer
+        with buf.lock:
+            closed = self._stream.closed
+            full = buf.nbytes >= buf.max_bytes
+            if not (closed or full):
+                if step is None:
+                    step = series.next_step
+                series.next_step = step + 1
+                series.steps.append(step)
+                series.times.append(t)
+                if fast and series.kinds is None:
+                    series.values.append(number)
+                else:
+                    series.add_other(kind, number, text)
+                buf.nbytes += cost
+                if buf.nbytes > buf.wake_bytes and not buf.woken:
+                    buf.woken = True
+                    buf.wake()
+        if closed:
+            raise RunClosedError(self.id)
+        if full:
+            buf.count_drop(self._stream)
+
+    def _new_series(self, name: str) -> Series:
+        check_name(name, "metric name")
+        with self._buffer.lock:
+            return self._series.setdefault(name, Series(name))
+
+    def log_list(self, name: str, values: Iterable[Scalar]) -> None:
+        """Log a list of values under one name."""
+        check_name(name, "metric name")
+        self._enqueue("ListValue", {"name": name, "values": values_list(name, values)})
+
+    def log_row(self, name: str, **cells: Scalar) -> None:
+        """Log one row; repeated calls with one name build a table, one column per keyword."""
+        check_name(name, "metric name")
+        self._enqueue("Row", {"name": name, "cells": row_cells(name, cells)})
+
+    def log_table(self, name: str, value: Mapping[str, Iterable[Scalar]]) -> None:
+        """Log a table given as ``{column: [values...]}``; columns must be equally long."""
+        check_name(name, "metric name")
+        self._enqueue("Table", {"name": name, "columns": table_columns(name, value)})
+
+    def tag(self, key: str, value: str | None = None) -> None:
+        """Tag the run with a key and an optional string value."""
+        check_name(key, "tag key")
+        self._enqueue("Tag", {"key": key, "value": tag_value(value)})
+
+    def log_image(
+        self,
+        name: str,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        plot: SavesFigures | None = None,
+    ) -> None:
+        """Log an image file (``path=``) or a matplotlib figure (``plot=`` pyplot or a Figure)."""
+        check_name(name, "image name")
+        check_artifact_name(name)
+        if (path is None) == (plot is None):
+            raise ValueError("log_image needs exactly one of path= or plot=")
+        if path is not None:
+            content_type = mimetypes.guess_type(os.fspath(path))[0] or "image/png"
+            self._put_artifact(name, "IMAGE", path, content_type)
+            return
+        savefig = getattr(plot, "savefig", None)
+        if not callable(savefig):
+            raise TypeError("plot must be matplotlib.pyplot or a matplotlib Figure")
+        png = BytesIO()
+        savefig(png, format="png")
+        png.seek(0)
+        self._put_artifact(name, "IMAGE", png, "image/png")
+
+    def upload_file(self, name: str, path_or_stream: str | os.PathLike[str] | BinaryIO) -> None:
+        """Upload a file (path or binary stream) as artifact ``name``, e.g. 'outputs/model.pkl'.
+
+        The bytes are copied aside (and hashed) now; they reach the API in the background.
+        """
+        check_artifact_name(name)
+        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        self._put_artifact(name, "FILE", path_or_stream, content_type)
+
+    def _put_artifact(
+        self,
+        name: str,
+        kind: str,
+        source: str | os.PathLike[str] | BinaryIO,
+        content_type: str,
+    ) -> None:
+        if self._stream.closed:
+            raise RunClosedError(self.id)
+        try:
+            if isinstance(source, str | os.PathLike):
+                path = Path(source)
+                if not path.is_file():
+                    raise ValueError(f"no such file: {str(path)!r}")
+                with path.open("rb") as f:
+                    sha256, size = self._sender.stage_blob(f)
+            elif callable(getattr(source, "read", None)):
+                sha256, size = self._sender.stage_blob(source)
+            else:
+                raise TypeError(f"expected a path or a binary stream, not {type(source).__name__}")
+        except SpoolError as exc:
+            logger.warning("cannot keep the bytes of artifact %r: %s", name, exc)
+            self._buffer.count_drop(self._stream)
+            return
+        record = {
+            "name": name,
+            "kind": kind,
+            "sha256": sha256,
+            "size_bytes": size,
+            "content_type": content_type,
+        }
+        if self._enqueue("Artifact", record):
+            self._sender.submit_blob(sha256)
+            self._uploaded.add(name)
+
+    def _enqueue(self, kind: str, record: dict[str, Any]) -> bool:
+        """Check the encoded size now (raises ValueError), then enqueue; False if dropped."""
+        event = PendingEvent(kind, record, str(uuid.uuid4()), time_ns() // 1000)
+        probe = event_dict(
+            self._stream,
+            seq=INT64_MAX,  # the widest seq varint: the real event is never bigger
+            event_id=event.event_id,
+            ts_us=event.ts_us,
+            kind=kind,
+            record=record,
+        )
+        cost = len(self._codec.encode(probe))
+        return self._buffer.put_event(self._stream, event, cost)
+
+    def _log_lines(self, stream_name: str, lines: list[str]) -> None:
+        """Captured output (see ``_capture``); never raises into ``print``."""
+        try:
+            self._enqueue("LogLines", {"stream": stream_name, "lines": lines})
+        except (ValueError, RunClosedError):
+            self._buffer.count_drop(self._stream)
+
+    # ---- runs and status -------------------------------------------------------------
+
+    def child_run(self, name: str | None = None) -> Run:
+        """Start a child run (own id; ``parent_run_id`` is this run; ``name`` its display name)."""
+        if name is not None:
+            check_name(name, "child run name")
+        return open_run(
+            self._experiment,
+            new_run_id(self._experiment.name),
+            parent=self,
+            rank=self.rank,
+            world_size=self._world_size,
+            display_name=name,
+            compute_target=self._compute_target,
+            properties={},
+            outputs_dir=None,
+            statuses=("NotStarted", "Running"),
+        )
+
+    def _lifecycle(self, status: str, *, error: str | None = None, metadata: bool = False) -> None:
+        record: dict[str, Any] = {
+            "status": status,
+            "parent_run_id": None,
+            "display_name": None,
+            "compute_target": None,
+            "error": error,
+            "properties": {},
+        }
+        if metadata:
+            record["parent_run_id"] = self._parent.id if self._parent is not None else None
+            record["display_name"] = self._display_name
+            record["compute_target"] = self._compute_target
+            record["properties"] = self._properties
+        self._enqueue("Lifecycle", record)
+
+    def _start(self, statuses: tuple[str, ...], capture_output: bool) -> None:
+        for status in statuses:
+            self._lifecycle(status, metadata=True)
+        self._stream.heartbeat = True
+        if capture_output:
+            self._capture = OutputCapture(self._log_lines)
+            self._capture.start()
+
+    def _finishing(self, status: str) -> bool:
+        """Claim the terminal transition; False if the run already ended."""
+        with self._lock:
+            if self._final_status is not None:
+                return False
+            self._final_status = status
+        self._stream.heartbeat = False
+        if self._capture is not None:
+            self._capture.stop()
+            self._capture = None
+        return True
+
+    def complete(self) -> None:
+        """Mark the run Completed (after Finalizing and capturing ./outputs)."""
+        if not self._finishing("Completed"):
+            return
+        self._lifecycle("Finalizing")
+        self._capture_outputs()
+        self._lifecycle("Completed")
+
+    def fail(self, error: BaseException | str | None = None) -> None:
+        """Mark the run Failed, recording ``error`` (an exception's traceback or a message)."""
+        if not self._finishing("Failed"):
+            return
+        text: str | None
+        if isinstance(error, BaseException):
+            text = "".join(traceback.format_exception(error))
+        else:
+            text = error
+        if text is not None and len(text) > MAX_ERROR_CHARS:
+            text = "…" + text[-MAX_ERROR_CHARS:]
+        self._lifecycle("Failed", error=text)
+
+    def cancel(self) -> None:
+        """Mark the run Canceled."""
+        if self._finishing("Canceled"):
+            self._lifecycle("Canceled")
+
+    def _capture_outputs(self) -> None:
+        root = self._outputs_dir
+        if root is None or not root.is_dir():
+            return
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            name = "outputs/" + path.relative_to(root).as_posix()
+            if name in self._uploaded:
+                continue
+            try:
+                self.upload_file(name, path)
+            except (OSError, ValueError) as exc:
+                logger.warning("not capturing %s: %s", path, exc)
+
+    def flush(self, timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S) -> None:
+        """Wait until everything logged so far is acknowledged; ``ProducerTimeoutError`` if not."""
+        self._sender.flush(timeout_s)
+
+    def close(self, timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S) -> None:
+        """End this handle: no more logging; waits up to ``timeout_s`` for delivery.
+
+        Nothing is discarded: what is not delivered in time stays queued (other runs of
+        the workspace are open) or is spooled for ``runstream sync`` (this was the last).
+        Does not change the run's status.
+        """
+        with self._buffer.lock:
+            if self._stream.closed:
+                return
+            self._stream.closed = True
+        self._stream.heartbeat = False
+        if self._capture is not None:
+            self._capture.stop()
+            self._capture = None
+        self._workspace._release(self._stream, timeout_s)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._stream.closed:
+            return
+        if exc is None:
+            self.complete()
+        elif isinstance(exc, KeyboardInterrupt):
+            self.cancel()
+        else:
+            self.fail(exc)
+
+    @classmethod
+    def get_context(
+        cls, *, workspace: Workspace | None = None, env: Mapping[str, str] | None = None
+    ) -> Run:
+        """The run this process was launched for: ``RUNSTREAM_RUN_ID`` (+ ``_EXPERIMENT``,
+        ``_RANK``, ``_WORLD_SIZE``). Every rank opens the same run as its own producer.
+
+        Without ``RUNSTREAM_RUN_ID`` a new run is started in ``RUNSTREAM_EXPERIMENT``
+        (default "default"), so a script also runs outside a launcher. Called without
+        arguments, it returns the same handle on every call in this process.
+        """
+        cacheable = workspace is None and env is None
+        env = os.environ if env is None else env
+        run_id = env.get("RUNSTREAM_RUN_ID") or None
+        rank = _env_int(env, "RUNSTREAM_RANK", 0)
+        world_size = _env_int(env, "RUNSTREAM_WORLD_SIZE", 1)
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ConfigError("RUNSTREAM_RANK", f"rank {rank} is not in 0..{world_size - 1}")
+        key = (run_id, rank)
+        with _context_lock:
+            cached = _context_runs.get(key) if cacheable else None
+            if cached is not None and not cached.closed:
+                return cached
+            run = _open_context_run(
+                workspace or Workspace.from_env(env), env, run_id, rank, world_size
+            )
+            if cacheable:
+                _context_runs[key] = run
+        return run
+
+
+_context_runs: dict[tuple[str | None, int], Run] = {}
+_context_lock = threading.Lock()
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(name, f"must be an integer, not {raw!r}") from None
+
+
+def _open_context_run(
+    workspace: Workspace, env: Mapping[str, str], run_id: str | None, rank: int, world_size: int
+) -> Run:
+    from ._experiment import Experiment
+
+    experiment_name = env.get("RUNSTREAM_EXPERIMENT") or None
+    if run_id is None:
+        experiment = Experiment(workspace, experiment_name or "default")
+        return experiment.start_logging(compute_target=None, outputs_dir="outputs")
+    check_name(run_id, "RUNSTREAM_RUN_ID")
+    if experiment_name is None:
+        match = _RUN_ID.fullmatch(run_id)
+        if match is None:
+            raise ConfigError(
+                "RUNSTREAM_EXPERIMENT",
+                f"is required: RUNSTREAM_RUN_ID {run_id!r} is not <experiment>_<unix>_<8 hex>",
+            )
+        experiment_name = match["experiment"]
+    return open_run(
+        Experiment(workspace, experiment_name),
+        run_id,
+        parent=None,
+        rank=rank,
+        world_size=world_size,
+        display_name=None,
+        compute_target=None,
+        properties={"world_size": str(world_size)},
+        outputs_dir=Path("outputs").absolute(),
+        statuses=("Running",),
+    )
+
+
+def open_run(
+    experiment: Experiment,
+    run_id: str,
+    *,
+    parent: Run | None,
+    rank: int,
+    world_size: int,
+    display_name: str | None,
+    compute_target: str | None,
+    properties: Mapping[str, str],
+    outputs_dir: Path | None,
+    statuses: tuple[str, ...],
+    capture_output: bool = False,
+) -> Run:
+    """Open a run handle as a new producer and emit its first lifecycle events."""
+    stream = Stream(
+        run_id=run_id,
+        experiment=experiment.name,
+        workspace=experiment.workspace.name,
+        producer_id=uuid.uuid4().hex,
+        rank=rank,
+    )
+    run = Run(
+        experiment=experiment,
+        stream=stream,
+        sender=experiment.workspace._open_stream(stream),
+        parent=parent,
+        world_size=world_size,
+        display_name=display_name,
+        compute_target=compute_target,
+        properties=properties,
+        # ./outputs belongs to the whole job: rank 0 of a top-level run uploads it once.
+        outputs_dir=outputs_dir if parent is None and rank == 0 else None,
+    )
+    run._start(statuses, capture_output)
+    return run
