@@ -478,19 +478,17 @@ class Sender:
             if beating:
                 self._wakeup.set()
 
-    def _is_quiet(self) -> bool:
-        return (
-            self._mode is Mode.ONLINE
-            and not self._inflight
-            and not self._spool.has_pending()
-            and self.uploader.pending == 0
-        )
+    def _events_delivered(self) -> bool:
+        return self._mode is Mode.ONLINE and not self._inflight and not self._spool.has_pending()
 
-    def _is_hopeless(self) -> bool:
-        """Offline, and no upload that could still finish: waiting delivers nothing."""
-        return self._mode is Mode.OFFLINE and (
-            self.uploader.pending == 0 or self.uploader.failing
-        )
+    def _is_quiet(self) -> bool:
+        return self._events_delivered() and self.uploader.pending == 0
+
+    def _is_settled_for_close(self) -> bool:
+        """Nothing more will arrive by waiting: each side is delivered or failing."""
+        events_done = self._events_delivered() or self._mode is Mode.OFFLINE
+        blobs_done = self.uploader.pending == 0 or self.uploader.failing
+        return events_done and blobs_done
 
     async def _wait_until(self, done: Callable[[], bool]) -> None:
         while not done():
@@ -517,7 +515,7 @@ class Sender:
             # on disk) is the answer and the process should not linger.
             with suppress(TimeoutError):
                 await asyncio.wait_for(
-                    self._wait_until(lambda: self._is_quiet() or self._is_hopeless()), budget_s()
+                    self._wait_until(self._is_settled_for_close), budget_s()
                 )
             # No more connects or replays: a connect finishing after the transport's stop
             # would leak a producer, and a replay is pointless once the deadline is near.
