@@ -1,0 +1,179 @@
+"""MetricBatch building: columnar packing, kinds/texts, size-capped splitting via the codec."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from array import array
+from typing import Any
+
+import pytest
+
+from producer._batch import event_dict, metric_batches
+from producer._buffer import Series, SeriesPoints, Stream
+from producer._validate import KIND_BOOL, KIND_INT, KIND_STR, metric_value
+from schemas.codec import Codec
+
+CODEC = Codec()
+STREAM = Stream(
+    run_id="exp_1700000000_0a1b2c3d",
+    experiment="exp",
+    workspace="default",
+    producer_id=uuid.uuid4().hex,
+    rank=0,
+)
+
+
+def fill(name: str, values: list[Any], steps: list[int] | None = None) -> SeriesPoints:
+    """What Run.log leaves in a Series for these values (same fast/slow paths)."""
+    series = Series(name)
+    for i, value in enumerate(values):
+        series.steps.append(steps[i] if steps is not None else i)
+        series.times.append(1_700_000_000_000_000 + i)
+        if type(value) is float and series.kinds is None:
+            series.values.append(value)
+        else:
+            kind, number, text = metric_value(value, 1 << 20)
+            series.add_other(kind, number, text)
+    taken = series.take()
+    assert taken is not None
+    return taken
+
+
+def encode_all(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Encode each record as a real event and decode it back (the wire round trip)."""
+    out = []
+    for seq, record in enumerate(records):
+        data = CODEC.encode(
+            event_dict(
+                STREAM,
+                seq=seq,
+                event_id=str(uuid.uuid4()),
+                ts_us=1,
+                kind="MetricBatch",
+                record=record,
+            )
+        )
+        kind, decoded = CODEC.decode(data)["payload"]
+        assert kind == "MetricBatch"
+        out.append(decoded)
+    return out
+
+
+def points(batches: list[dict[str, Any]]) -> dict[str, list[tuple[int, Any, int]]]:
+    """{name: [(step, value, time)]} with values rebuilt from kinds/texts as a reader would."""
+    out: dict[str, list[tuple[int, Any, int]]] = {}
+    for batch in batches:
+        for s in batch["series"]:
+            steps = array("q", s["steps"]).tolist()
+            values = array("d", s["values"]).tolist()
+            times = array("q", s["times"]).tolist()
+            kinds = s["kinds"] or b"f" * len(steps)
+            texts = iter(s["texts"])
+            assert len(steps) == len(values) == len(times) == len(kinds)
+            for step, value, t, kind in zip(steps, values, times, kinds, strict=True):
+                shown: Any = value
+                if kind == KIND_STR:
+                    assert math.isnan(value)
+                    shown = next(texts)
+                elif kind == KIND_INT:
+                    shown = int(value)
+                elif kind == KIND_BOOL:
+                    shown = value == 1.0
+                out.setdefault(s["name"], []).append((step, shown, t))
+            assert next(texts, None) is None
+    return out
+
+
+def test_float_series_packs_columns_and_leaves_kinds_null() -> None:
+    values = [0.5, -1.25, math.inf, -math.inf, 1e-300]
+    (batch,) = encode_all(list(metric_batches([fill("loss", values)], max_bytes=1 << 18)))
+
+    (series,) = batch["series"]
+    assert series["name"] == "loss"
+    assert series["kinds"] is None
+    assert series["texts"] == []
+    assert array("d", series["values"]).tolist() == values
+    assert array("q", series["steps"]).tolist() == [0, 1, 2, 3, 4]
+    assert series["values"] == array("d", values).tobytes()  # little-endian on this host
+
+
+def test_nan_is_kept() -> None:
+    (batch,) = encode_all(list(metric_batches([fill("x", [math.nan])], max_bytes=1 << 18)))
+    assert math.isnan(array("d", batch["series"][0]["values"])[0])
+
+
+def test_mixed_kinds_keep_bool_int_and_text_in_order() -> None:
+    values: list[Any] = [1.5, 2, True, "warm start", False, 3.25, "done", -(2**63)]
+    batches = encode_all(list(metric_batches([fill("mixed", values)], max_bytes=1 << 18)))
+
+    (batch,) = batches
+    assert batch["series"][0]["kinds"] == b"fibsbfsi"
+    assert batch["series"][0]["texts"] == ["warm start", "done"]
+    assert [v for _, v, _ in points(batches)["mixed"]] == values
+
+
+def test_int_beyond_int64_is_stored_as_float() -> None:
+    batches = encode_all(list(metric_batches([fill("big", [2**70])], max_bytes=1 << 18)))
+    assert batches[0]["series"][0]["kinds"] is None  # a float point
+    assert points(batches)["big"][0][1] == float(2**70)
+
+
+def test_several_series_share_one_batch_when_they_fit() -> None:
+    series = [fill("a", [1.0, 2.0]), fill("b", [3.0]), fill("c", ["x"])]
+    (batch,) = encode_all(list(metric_batches(series, max_bytes=1 << 18)))
+    assert [s["name"] for s in batch["series"]] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("max_bytes", [4096, 10_000, 65_536])
+def test_long_series_split_in_order_and_every_event_fits(max_bytes: int) -> None:
+    n = 20_000
+    values = [float(i) for i in range(n)]
+    records = list(
+        metric_batches([fill("loss", values), fill("lr", values[:10])], max_bytes=max_bytes)
+    )
+    limit_codec = Codec(max_message_bytes=max_bytes + 512)  # envelope headroom for the test stream
+
+    batches = []
+    for seq, record in enumerate(records):
+        event = event_dict(
+            STREAM, seq=seq, event_id=str(uuid.uuid4()), ts_us=1, kind="MetricBatch", record=record
+        )
+        batches.append(limit_codec.decode(limit_codec.encode(event))["payload"][1])
+
+    assert len(records) > 1
+    got = points(batches)
+    assert [step for step, _, _ in got["loss"]] == list(range(n))
+    assert [v for _, v, _ in got["loss"]] == values
+    assert [v for _, v, _ in got["lr"]] == values[:10]
+
+
+def test_text_heavy_series_split_by_encoded_size() -> None:
+    texts = ["é" * 1000 + str(i) for i in range(50)]  # 2 KB of UTF-8 each
+    records = list(metric_batches([fill("notes", texts)], max_bytes=8192))
+    batches = encode_all(records)
+
+    assert len(records) >= 50 * 2000 // 8192
+    assert all(
+        len(
+            CODEC.encode(
+                event_dict(
+                    STREAM, seq=0, event_id=str(uuid.uuid4()), ts_us=1, kind="MetricBatch", record=r
+                )
+            )
+        )
+        < 8192 + 512
+        for r in records
+    )
+    assert [v for _, v, _ in points(batches)["notes"]] == texts
+
+
+def test_explicit_steps_are_kept_as_given() -> None:
+    batches = encode_all(
+        list(metric_batches([fill("loss", [0.3, 0.2, 0.1], steps=[120, 5, 120])], max_bytes=4096))
+    )
+    assert [s for s, _, _ in points(batches)["loss"]] == [120, 5, 120]
+
+
+def test_empty_input_makes_no_batch() -> None:
+    assert list(metric_batches([], max_bytes=4096)) == []
