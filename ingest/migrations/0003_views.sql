@@ -27,7 +27,7 @@ $$;
 --     runstream_data.settings 'not_responding_after' (default 60 s);
 --   compute_target; created_at (earliest event), queued_at, started_at (Running),
 --   ended_at (terminal); tags jsonb {key: value|null};
---   then: workspace, preparing_at, finalizing_at, cancel_requested_at, error (of Failed),
+--   then: workspace, preparing_at, finalizing_at, cancel_requested_at, error (text of the Failed event when the status is Failed),
 --   properties jsonb, last_event_at, last_heartbeat_at, dropped_events (sum over producers).
 CREATE VIEW runstream.runs AS
 SELECT r.run_id,
@@ -48,7 +48,7 @@ SELECT r.run_id,
        r.preparing_at,
        r.finalizing_at,
        r.cancel_requested_at,
-       r.error,
+       CASE WHEN r.status = 'Failed' THEN r.error END AS error,
        r.properties,
        r.last_event_at,
        r.last_heartbeat_at,
