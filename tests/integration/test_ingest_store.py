@@ -1,0 +1,188 @@
+"""The store on real PostgreSQL: migrations, races between workers, late data, merges."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import pytest
+
+from ingest.decode import DeadLetter, Event, decode_event
+from ingest.errors import StoreError
+from ingest.status import STATUS_RANK, derive_status
+from ingest.store import Batch, Store, migrate
+from ingest.testing import EventFactory, packed_series
+from schemas.codec import Codec
+from tests.conftest import DbFactory
+
+CODEC = Codec()
+YEAR_US = 365 * 24 * 3600 * 1_000_000
+
+
+def decoded(*events: dict[str, Any]) -> list[Event]:
+    return [decode_event(CODEC, CODEC.encode(e)) for e in events]
+
+
+async def no_dlq(dead: Sequence[DeadLetter]) -> None:
+    raise AssertionError(f"unexpected dead letters {dead}")
+
+
+async def rows(dsn: str, sql: str) -> list[dict[str, Any]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [dict(r) for r in await conn.fetch(sql)]
+    finally:
+        await conn.close()
+
+
+async def test_migrate_is_idempotent_and_safe_to_run_concurrently(db_factory: DbFactory) -> None:
+    dsn = await db_factory()
+    results = await asyncio.gather(migrate(dsn), migrate(dsn), migrate(dsn))
+    assert sorted(results) == [[], [], [1, 2, 3]]
+    assert await migrate(dsn) == []
+    (backend,) = await rows(dsn, "SELECT value FROM runstream_data.settings "
+                                 "WHERE key = 'storage_backend'")
+    ext = await rows(dsn, "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
+    assert backend["value"] == ("timescaledb" if ext else "partitioned")
+
+
+async def test_racing_workers_store_a_batch_once_and_offsets_only_move_forward(
+    db_factory: DbFactory,
+) -> None:
+    dsn = await db_factory()
+    await migrate(dsn)
+    f = EventFactory("exp_1_race")
+    events = decoded(*(f.metrics(packed_series("x", [float(i)] * 100,
+                                               steps=range(i * 100, i * 100 + 100)))
+                       for i in range(50)))
+    async with Store(dsn=dsn) as a, Store(dsn=dsn) as b:
+        results = await asyncio.gather(*(
+            store.write_batch(Batch("t", "g", events=list(events), next_offsets={0: off}),
+                              send_dead_letters=no_dlq)
+            for store, off in ((a, 50), (b, 40), (a, 50), (b, 45))))
+        assert sorted(r.new_events for r in results) == [0, 0, 0, 50]
+        assert sum(r.points for r in results) == 5000
+        assert await a.load_offsets("g", "t", [0, 1]) == {0: 50}
+    (n,) = await rows(dsn, "SELECT count(*) AS n, count(DISTINCT step) AS d "
+                           "FROM runstream.metric_points")
+    assert n == {"n": 5000, "d": 5000}
+
+
+async def test_late_and_far_future_points_are_placed_not_rejected(db_factory: DbFactory) -> None:
+    dsn = await db_factory()
+    await migrate(dsn)
+    f = EventFactory("exp_1_late")
+    now_us = 1_800_000_000_000_000
+    times = [now_us - 40 * YEAR_US, now_us, now_us + 150 * YEAR_US]
+    events = decoded(f.metrics(packed_series("t", [1.0, 2.0, 3.0], times_us=times)),
+                     f.metrics(packed_series("t", [4.0], steps=[3], times_us=[times[0]])))
+    async with Store(dsn=dsn) as store:
+        await store.write_batch(Batch("t", "g", events=events), send_dead_letters=no_dlq)
+        assert await store.ensure_partitions() >= 0  # upkeep still works with data in default
+    got = await rows(dsn, "SELECT step, value, extract(epoch FROM time)::float8 AS t "
+                          "FROM runstream.metric_points ORDER BY step")
+    assert [(g["step"], g["value"]) for g in got] == [(0, 1.0), (1, 2.0), (2, 3.0), (3, 4.0)]
+    assert [g["t"] for g in got[:3]] == [t / 1e6 for t in times]
+
+
+async def test_tags_and_artifacts_keep_the_newest_write_across_batches(
+    db_factory: DbFactory,
+) -> None:
+    dsn = await db_factory()
+    await migrate(dsn)
+    p, q = EventFactory("exp_1_tags"), EventFactory("exp_1_tags")
+    first = p.tag("k", "one", seq=1, ts_us=500)
+    second = p.tag("k", "two", seq=2, ts_us=100)  # clock went back; seq still orders
+    other = q.tag("o", "late", ts_us=900)
+    older_other = p.tag("o", "early", seq=3, ts_us=800)
+    art_new = p.artifact("model.pkl", "b" * 64, 2, seq=5, ts_us=10)
+    art_old = p.artifact("model.pkl", "a" * 64, 1, seq=4, ts_us=20)
+    async with Store(dsn=dsn) as store:
+        for batch in ([second, other, art_new], [first, older_other, art_old]):
+            await store.write_batch(Batch("t", "g", events=decoded(*batch)),
+                                    send_dead_letters=no_dlq)
+    tags = await rows(dsn, "SELECT key, value FROM runstream.tags ORDER BY key")
+    assert [(t["key"], t["value"]) for t in tags] == [("k", "two"), ("o", "late")]
+    (art,) = await rows(dsn, "SELECT sha256 FROM runstream.artifacts")
+    assert art["sha256"] == "b" * 64
+
+
+async def test_sql_status_rule_matches_python_for_every_split_and_order(
+    db_factory: DbFactory,
+) -> None:
+    dsn = await db_factory()
+    await migrate(dsn)
+    statuses = list(STATUS_RANK)
+    expected: dict[str, str] = {}
+    batches: list[list[Event]] = [[], [], []]
+    rng = random.Random(7)
+    for i in range(60):
+        f = EventFactory(f"exp_1_{i:08x}")
+        picked = rng.sample(statuses, rng.randint(1, 4))
+        seen = {s: rng.randint(1, 5) * 1_000_000 for s in picked}
+        expected[f.run_id] = derive_status(seen)
+        for ev in decoded(*(f.lifecycle(s, ts_us=t) for s, t in seen.items())):
+            rng.choice(batches).append(ev)
+    async with Store(dsn=dsn) as store:
+        for batch in batches:
+            rng.shuffle(batch)
+            await store.write_batch(Batch("t", "g", events=batch), send_dead_letters=no_dlq)
+    got = await rows(dsn, "SELECT run_id, status FROM runstream_data.runs")
+    assert {g["run_id"]: g["status"] for g in got} == expected
+
+
+async def test_dead_letters_are_sent_once_even_when_replayed(db_factory: DbFactory) -> None:
+    dsn = await db_factory()
+    await migrate(dsn)
+    sent: list[DeadLetter] = []
+
+    async def dlq(dead: Sequence[DeadLetter]) -> None:
+        sent.extend(dead)
+
+    dead = [DeadLetter("t", 0, i, b"k", b"junk", "bad_magic", "x") for i in range(3)]
+    async with Store(dsn=dsn) as store:
+        for _ in range(2):
+            await store.write_batch(Batch("t", "g", dead_letters=dead, next_offsets={0: 3}),
+                                    send_dead_letters=dlq)
+    assert [d.offset for d in sent] == [0, 1, 2]
+
+
+async def test_failed_dlq_produce_rolls_the_whole_batch_back(db_factory: DbFactory) -> None:
+    dsn = await db_factory()
+    await migrate(dsn)
+
+    async def broken(_: Sequence[DeadLetter]) -> None:
+        raise ConnectionError("broker down")
+
+    f = EventFactory("exp_1_dlqfail")
+    batch = Batch("t", "g", events=decoded(f.heartbeat()),
+                  dead_letters=[DeadLetter("t", 0, 1, None, b"x", "bad_magic", "x")],
+                  next_offsets={0: 2})
+    async with Store(dsn=dsn) as store:
+        with pytest.raises(StoreError, match="broker down") as info:
+            await store.write_batch(batch, send_dead_letters=broken)
+        assert info.value.retriable
+        assert await store.load_offsets("g", "t", [0]) == {}
+    assert await rows(dsn, "SELECT * FROM runstream_data.event_ids") == []
+
+
+async def test_retention_drops_only_old_partitions(db_factory: DbFactory) -> None:
+    dsn = await db_factory()
+    await migrate(dsn)
+    conn = await asyncpg.connect(dsn)
+    try:
+        parts_before = await conn.fetchval(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = "
+            "'runstream_data.metric_chunks'::regclass")
+        dropped = await conn.fetchval("SELECT runstream_data.drop_metrics_older_than('1 day')")
+        parts_after = await conn.fetchval(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = "
+            "'runstream_data.metric_chunks'::regclass")
+    finally:
+        await conn.close()
+    # migrate created last month's partition (ends before now - 1 day unless today is the 1st)
+    assert parts_after == parts_before - dropped
+    assert dropped in (0, 1)

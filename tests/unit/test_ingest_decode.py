@@ -1,0 +1,128 @@
+"""decode: wire bytes → validated events, or the dead-letter reason a user would see."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import pytest
+
+from ingest.decode import Lifecycle, ListValue, MetricBatch, TableBlock, Tag, decode_event
+from ingest.errors import InvalidEventError
+from ingest.testing import EventFactory, packed_series
+from schemas.codec import Codec
+
+CODEC = Codec()
+
+
+def f() -> EventFactory:
+    return EventFactory("exp_1700000000_0123abcd")
+
+
+def reason_for(data: bytes | None) -> str:
+    with pytest.raises(InvalidEventError) as info:
+        decode_event(CODEC, data)
+    return info.value.reason
+
+
+def test_metric_batch_keeps_packed_arrays_and_computes_ranges() -> None:
+    ev = f().metrics(packed_series("loss", [0.5, math.nan, 3, True, "warm"],
+                                   steps=[10, 11, 12, 13, 14], times_us=[5, 1, 9, 2, 3]))
+    out = decode_event(CODEC, CODEC.encode(ev))
+    assert isinstance(out.payload, MetricBatch)
+    (s,) = out.payload.series
+    assert (s.name, s.n, s.step_min, s.step_max, s.time_min_us, s.time_max_us) == (
+        "loss", 5, 10, 14, 1, 9)
+    assert s.kinds == b"ffibs"
+    assert s.texts == (None, None, None, None, "warm")
+    assert out.points == 5
+
+
+def test_all_float_kinds_are_normalised_to_null() -> None:
+    series = packed_series("x", [1.0, 2.0])
+    series["kinds"] = b"ff"
+    out = decode_event(CODEC, CODEC.encode(f().metrics(series)))
+    assert isinstance(out.payload, MetricBatch)
+    assert out.payload.series[0].kinds is None
+
+
+def test_typed_values_of_lists_rows_and_tables() -> None:
+    out = decode_event(CODEC, CODEC.encode(f().list_value("l", [True, 2, 0.5, "s"])))
+    assert isinstance(out.payload, ListValue)
+    v = out.payload.values
+    assert v.kinds == b"bifs"
+    assert v.nums[:3] == (1.0, 2.0, 0.5)
+    assert math.isnan(v.nums[3])
+    assert v.texts == (None, None, None, "s")
+    row = decode_event(CODEC, CODEC.encode(f().row("r", {"x": 1, "y": "a"})))
+    assert isinstance(row.payload, TableBlock)
+    assert row.payload.source == "row"
+    assert [c for c, _ in row.payload.columns] == ["x", "y"]
+
+
+def test_nul_in_free_text_is_replaced_not_rejected() -> None:
+    out = decode_event(CODEC, CODEC.encode(f().tag("k", "a\x00b")))
+    assert isinstance(out.payload, Tag)
+    assert out.payload.value == "a\ufffdb"
+
+
+def test_lifecycle_metadata() -> None:
+    ev = f().lifecycle("Queued", display_name="ridge", compute_target="gpu",
+                       parent_run_id="exp_1_parent", properties={"a": "1"})
+    out = decode_event(CODEC, CODEC.encode(ev))
+    assert out.payload == Lifecycle("Queued", "exp_1_parent", "ridge", "gpu", None, {"a": "1"})
+
+
+def _mutate(event: dict[str, Any], **envelope: Any) -> bytes:
+    return CODEC.encode({**event, **envelope})
+
+
+def _bad_series(**changes: Any) -> bytes:
+    series = packed_series("m", [1.0, 2.0])
+    series.update(changes)
+    return CODEC.encode(f().metrics(series))
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty"),
+        (None, "empty"),
+        (b"\x07" + os.urandom(40), "bad_magic"),
+        (b"\x00\x00\x00\x00\x2a" + b"\x02", "unknown_schema_id"),
+        (CODEC.encode(EventFactory("r").heartbeat())[:-1], "bad_avro"),
+        (CODEC.encode(EventFactory("r").heartbeat()) + b"\x00", "bad_avro"),
+        (_bad_series(values=b"\x00" * 8), "invalid_value"),  # 2 steps, 1 value
+        (_bad_series(times=b"\x00" * 24), "invalid_value"),
+        (_bad_series(steps=b"\x00" * 15, values=b"\x00" * 15, times=b"\x00" * 15),
+         "invalid_value"),
+        (_bad_series(kinds=b"fx"), "invalid_value"),
+        (_bad_series(kinds=b"fs"), "invalid_value"),  # one string point, no text
+        (_bad_series(texts=["orphan"]), "invalid_value"),
+        (_bad_series(name=""), "invalid_value"),
+        (_bad_series(name="a\x00b"), "invalid_value"),
+        (_bad_series(times=(2**62).to_bytes(8, "little") * 2), "invalid_value"),
+        (_mutate(EventFactory("r").heartbeat(), event_id="not-a-uuid"), "invalid_value"),
+        (_mutate(EventFactory("r").heartbeat(), run_id=""), "invalid_value"),
+        (_mutate(EventFactory("r").heartbeat(), seq=-1), "invalid_value"),
+        (CODEC.encode(EventFactory("r").table("t", {"a": [1, 2], "b": [1]})), "invalid_value"),
+        (CODEC.encode(EventFactory("r").table("t", {})), "invalid_value"),
+        (CODEC.encode(EventFactory("r").row("", {"a": 1})), "invalid_value"),
+        (CODEC.encode(EventFactory("r").tag("")), "invalid_value"),
+        (CODEC.encode(EventFactory("r").artifact("../x", "a" * 64, 1)), "invalid_value"),
+        (CODEC.encode(EventFactory("r").artifact("/etc/x", "a" * 64, 1)), "invalid_value"),
+        (CODEC.encode(EventFactory("r").artifact("x", "A" * 64, 1)), "invalid_value"),
+        (CODEC.encode(EventFactory("r").artifact("x", "a" * 64, -1)), "invalid_value"),
+        (CODEC.encode(EventFactory("r").lifecycle("Running", parent_run_id="r")),
+         "invalid_value"),
+        (CODEC.encode(EventFactory("r").heartbeat(dropped_events=-3)), "invalid_value"),
+    ],
+)
+def test_poison_gets_a_reason(data: bytes | None, reason: str) -> None:
+    assert reason_for(data) == reason
+
+
+def test_uuid_is_canonicalised() -> None:
+    ev = f().heartbeat(event_id="0123456789ABCDEF0123456789ABCDEF")
+    assert decode_event(CODEC, CODEC.encode(ev)).event_id == "01234567-89ab-cdef-0123-456789abcdef"
