@@ -14,8 +14,8 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import asyncpg
