@@ -5,8 +5,10 @@ Protocol (the aiokafka "local state consumer" pattern, made safe for many worker
 
     assigned(partitions) → read next offsets from runstream_data.consumer_offsets and
                            seek there (no stored offset: seek to the beginning)
-    fetch task           → getmany → decode (poison → DeadLetter) → bounded queue; when the
-                           queue is full, pause every assigned partition until it drains
+    fetch task           → getmany → decode (poison → DeadLetter) → queue bounded in
+                           batches and in message bytes; when it is full, pause every
+                           assigned partition until the writer frees space (together
+                           with small fetch buffers this bounds the worker's memory)
     write task           → one transaction per batch (store.py): dedup by event_id, rows,
                            DLQ produce, next offsets; then, best effort, commit the same
                            offsets to Kafka so standard lag tooling works
@@ -99,6 +101,7 @@ class _Queued:
     #: (partition, offset, key, value) of each event, aligned with batch.events.
     sources: list[tuple[int, int, bytes | None, bytes | None]] = field(default_factory=list)
     messages: int = 0
+    nbytes: int = 0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -128,6 +131,9 @@ class IngestConsumer:
         max_batch_messages: int = 2000,
         max_batch_points: int = 500_000,
         max_queued_batches: int = 4,
+        max_queued_bytes: int = 32 << 20,
+        fetch_max_bytes: int = 8 << 20,
+        max_partition_fetch_bytes: int = 1 << 20,
         fetch_timeout_ms: int = 100,
         kafka_commit_interval_s: float = 1.0,
         revoke_wait_s: float = 10.0,
@@ -143,12 +149,17 @@ class IngestConsumer:
         self._codec = codec or Codec()
         self._max_batch_messages = max_batch_messages
         self._max_batch_points = max_batch_points
+        self._max_queued_bytes = max_queued_bytes
+        self._fetch_max_bytes = fetch_max_bytes
+        self._max_partition_fetch_bytes = max_partition_fetch_bytes
         self._fetch_timeout_ms = fetch_timeout_ms
         self._commit_interval_s = kafka_commit_interval_s
         self._revoke_wait_s = revoke_wait_s
         self._retry_backoff_max_s = retry_backoff_max_s
         self._session_timeout_ms = session_timeout_ms
         self._queue: asyncio.Queue[_Queued | None] = asyncio.Queue(max_queued_batches)
+        self._queued_bytes = 0
+        self._space = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._generation = 0
         self._idle = asyncio.Event()
@@ -169,6 +180,8 @@ class IngestConsumer:
             auto_offset_reset="earliest",
             session_timeout_ms=self._session_timeout_ms,
             heartbeat_interval_ms=max(1000, self._session_timeout_ms // 3),
+            fetch_max_bytes=self._fetch_max_bytes,
+            max_partition_fetch_bytes=self._max_partition_fetch_bytes,
         )
         consumer.subscribe(topics=[self.topic], listener=_Rebalance(self))
         self._consumer = consumer  # the listener may run before start() returns
@@ -227,6 +240,7 @@ class IngestConsumer:
             if item is None:  # keep the shutdown sentinel
                 self._queue.put_nowait(None)
                 break
+            self._release(item)
         try:
             await asyncio.wait_for(self._idle.wait(), self._revoke_wait_s)
         except TimeoutError:
@@ -255,15 +269,17 @@ class IngestConsumer:
                     continue
                 item = self._decode(data)
                 self._update_lag()
-                if self._queue.full():
+                if self._no_space():
                     paused = consumer.assignment()
                     consumer.pause(*paused)
                     try:
-                        await self._put_or_stop(item, stop)
+                        await self._wait_for_space(stop)
                     finally:
                         consumer.resume(*(tp for tp in paused if tp in consumer.assignment()))
-                else:
-                    self._queue.put_nowait(item)
+                if stop.is_set():
+                    break  # not queued: its offsets were never stored, the next owner re-reads
+                self._queued_bytes += item.nbytes
+                self._queue.put_nowait(item)
             await self._queue.put(None)
             finished = True
         finally:
@@ -271,15 +287,23 @@ class IngestConsumer:
                 with contextlib.suppress(asyncio.QueueFull):
                     self._queue.put_nowait(None)
 
-    async def _put_or_stop(self, item: _Queued, stop: asyncio.Event) -> None:
-        put = asyncio.ensure_future(self._queue.put(item))
-        stopped = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait({put, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopped.cancel()
-            if not put.done():
-                put.cancel()  # shutting down: this batch is simply not written
+    def _no_space(self) -> bool:
+        return self._queue.full() or self._queued_bytes >= self._max_queued_bytes
+
+    async def _wait_for_space(self, stop: asyncio.Event) -> None:
+        while self._no_space() and not stop.is_set():
+            self._space.clear()
+            space = asyncio.ensure_future(self._space.wait())
+            stopped = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({space, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                space.cancel()
+                stopped.cancel()
+
+    def _release(self, item: _Queued) -> None:
+        self._queued_bytes -= item.nbytes
+        self._space.set()
 
     def _decode(self, data: dict[TopicPartition, list[object]]) -> _Queued:
         item = _Queued(self._generation, Batch(topic=self.topic, group_id=self.group_id))
@@ -296,6 +320,7 @@ class IngestConsumer:
                 else:
                     batch.events.append(event)
                     item.sources.append((tp.partition, offset, key, value))
+                item.nbytes += len(value or b"") + len(key or b"")
             if messages:
                 batch.next_offsets[tp.partition] = messages[-1].offset + 1  # type: ignore[attr-defined]
                 item.messages += len(messages)
@@ -320,6 +345,7 @@ class IngestConsumer:
             if item is None:
                 return
             if item.generation != self._generation:
+                self._release(item)
                 continue  # partitions were revoked since this was fetched
             item = self._coalesce(item)
             self._idle.clear()
@@ -327,6 +353,7 @@ class IngestConsumer:
                 await self._write(item)
             finally:
                 self._idle.set()
+                self._release(item)
             if item.generation != self._generation:
                 continue
             for p, off in item.batch.next_offsets.items():
@@ -343,6 +370,7 @@ class IngestConsumer:
                 self._queue.put_nowait(None)  # stays last: nothing else is queued
                 break
             if nxt.generation != item.generation:
+                self._release(nxt)
                 continue
             points += sum(e.points for e in nxt.batch.events)
             item.batch.events += nxt.batch.events
@@ -350,6 +378,7 @@ class IngestConsumer:
             item.batch.next_offsets.update(nxt.batch.next_offsets)
             item.sources += nxt.sources
             item.messages += nxt.messages
+            item.nbytes += nxt.nbytes
         return item
 
     async def _write(self, item: _Queued) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -309,8 +309,13 @@ class WriteResult:
     new_event_ts_us: tuple[int, ...]
 
 
-def _metric_copy(events: Sequence[Event]) -> bytes | None:
-    parts: list[bytes] = []
+COPY_CHUNK_BYTES: Final = 1 << 20
+
+
+def _metric_copy(events: Sequence[Event]) -> Iterator[bytes]:
+    """The binary COPY stream of the batch's metric chunks, in ~1 MiB pieces."""
+    parts: list[bytes] = [pgcopy.COPY_HEADER]
+    size = 0
     head = pgcopy.row_header(len(METRIC_CHUNK_COLUMNS))
     null = pgcopy.field_null()
     for e in events:
@@ -335,9 +340,12 @@ def _metric_copy(events: Sequence[Event]) -> bytes | None:
                 null if s.kinds is None else pgcopy.field_bytea(s.kinds),
                 null if s.texts is None else pgcopy.field_text_array(s.texts),
             )
-    if not parts:
-        return None
-    return b"".join([pgcopy.COPY_HEADER, *parts, pgcopy.COPY_TRAILER])
+            size += 36 * s.n
+            if size >= COPY_CHUNK_BYTES:
+                yield b"".join(parts)
+                parts, size = [], 0
+    parts.append(pgcopy.COPY_TRAILER)
+    yield b"".join(parts)
 
 
 def _columns(rows: Sequence[Sequence[Any]], n: int) -> list[list[Any]]:
@@ -433,10 +441,10 @@ class Store:
 
     async def _write_events(self, conn: Conn, new: Sequence[Event]) -> None:
         await self._merge_runs(conn, new)
-        data = _metric_copy(new)
-        if data is not None:
+        if any(isinstance(e.payload, MetricBatch) and e.points for e in new):
             async def source() -> AsyncIterator[bytes]:
-                yield data
+                for piece in _metric_copy(new):
+                    yield piece
 
             await conn.copy_to_table("metric_chunks", schema_name="runstream_data",
                                      source=source(), columns=METRIC_CHUNK_COLUMNS,
