@@ -34,6 +34,7 @@ from ._capture import OutputCapture
 from ._errors import ConfigError, RunClosedError, SpoolError
 from ._validate import (
     INT64_MAX,
+    KIND_FLOAT,
     MAX_ABS_STEP,
     Scalar,
     check_artifact_name,
@@ -159,30 +160,34 @@ class Run:
 
         ``step`` defaults to one past the series' previous step (0 first).
         """
-        t = time_ns() // 1000
+        t_ns = time_ns()  # nanoseconds: the sender divides, the hot path does not
         number: float
         if type(value) is float:
-            fast, number, kind, text, cost = True, value, 0, None, POINT_COST_BYTES
+            fast = True
+            kind = KIND_FLOAT
+            number = value
+            text = None
+            cost = POINT_COST_BYTES
         else:
             kind, number, text = metric_value(value, self._max_text_bytes)
-            fast, cost = False, POINT_COST_BYTES + (len(text) if text is not None else 0)
+            fast = False
+            cost = POINT_COST_BYTES + (len(text) if text is not None else 0)
         if step is not None and (
-            step.__class__ is not int or not -MAX_ABS_STEP <= step <= MAX_ABS_STEP
+            type(step) is not int or not -MAX_ABS_STEP <= step <= MAX_ABS_STEP
         ):
             step = check_step(step)
-        series = self._series.get(name)
-        if series is None:
-            series = self._new_series(name)
+        series = self._series.get(name) or self._new_series(name)
         buf = self._buffer
         with buf.lock:
-            closed = self._stream.closed
-            full = buf.nbytes >= buf.max_bytes
-            if not (closed or full):
+            if self._stream.closed or buf.nbytes >= buf.max_bytes:
+                refused = True
+            else:
+                refused = False
                 if step is None:
                     step = series.next_step
                 series.next_step = step + 1
                 series.steps.append(step)
-                series.times.append(t)
+                series.times.append(t_ns)
                 if fast and series.kinds is None:
                     series.values.append(number)
                 else:
@@ -191,9 +196,9 @@ class Run:
                 if buf.nbytes > buf.wake_bytes and not buf.woken:
                     buf.woken = True
                     buf.wake()
-        if closed:
-            raise RunClosedError(self.id)
-        if full:
+        if refused:
+            if self._stream.closed:
+                raise RunClosedError(self.id)
             buf.count_drop(self._stream)
 
     def _new_series(self, name: str) -> Series:

@@ -29,7 +29,7 @@ def fill(name: str, values: list[Any], steps: list[int] | None = None) -> Series
     series = Series(name)
     for i, value in enumerate(values):
         series.steps.append(steps[i] if steps is not None else i)
-        series.times.append(1_700_000_000_000_000 + i)
+        series.times.append(1_700_000_000_000_000_000 + i * 1000)  # ns
         if type(value) is float and series.kinds is None:
             series.values.append(value)
         else:
