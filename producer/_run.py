@@ -1,7 +1,7 @@
 """``Run``: the handle training code logs through.
 
 Every method validates its arguments and enqueues; none waits for the network. ``log``
-is the hot path (a few hundred nanoseconds of Python): a float into a known series is a
+is the hot path (about a microsecond of Python): a float into a known series is a
 type check, one dict lookup and three list appends under the buffer lock. Everything
 else (first use of a name, non-float values, tables, files) takes a slower, still
 non-blocking path that checks the event will fit in one message before enqueueing it.

@@ -82,15 +82,21 @@ class Mode(enum.Enum):
 class ProducerStats:
     """Counters of one workspace's sender since it started (events are Kafka messages)."""
 
+    #: connecting, online, spooling (Kafka slower than logging), offline or closed.
     mode: str
+    #: Acknowledged by Kafka, replays from the spool included.
     events_sent: int
+    #: Written to the on-disk spool (Kafka unreachable or slow, or undelivered at close).
     events_spooled: int
+    #: Sent from the spool by this process (the rest goes with `runstream sync`).
     events_replayed: int
+    #: Lost: buffer full and spool unusable, or refused by Kafka for good.
     events_dropped: int
     events_in_flight: int
     buffered_bytes: int
     blobs_uploaded: int
     blobs_pending: int
+    #: Refused by the API for good (digest mismatch, too large).
     blobs_dropped: int
     last_error: str | None
 
@@ -143,7 +149,7 @@ class Sender:
         self._tokens = itertools.count()
         self._spool_pending = 0
         self._last_spool_sync = 0.0
-        self._sent = self._spooled = self._replayed = self._dropped = 0
+        self._sent = self._spooled = self._replayed = 0
         self._last_error: str | None = None
         self._warned_offline = False
 

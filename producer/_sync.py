@@ -37,103 +37,89 @@ class SyncProgress:
     blobs_total: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class SyncResult:
-    events_sent: int
-    events_remaining: int
+    """What ``sync`` did; ``complete`` when nothing is left in the spool."""
+
+    events_total: int = 0
+    events_sent: int = 0
+    events_remaining: int = 0
     #: Segments held by a live producer (it sends them itself).
-    segments_skipped: int
+    segments_skipped: int = 0
     #: Bytes at segment ends that were not a whole record (a crash mid-write); discarded.
-    torn_bytes: int
+    torn_bytes: int = 0
     #: Events Kafka will never accept (e.g. too large); discarded.
-    events_rejected: int
-    blobs_uploaded: int
-    blobs_remaining: int
+    events_rejected: int = 0
+    blobs_total: int = 0
+    #: Stored in the API (by this sync, or meanwhile by a live producer).
+    blobs_uploaded: int = 0
+    blobs_remaining: int = 0
     #: Blobs the API refused for good (digest mismatch, too large); discarded.
-    blobs_rejected: int
-    errors: tuple[str, ...] = ()
+    blobs_rejected: int = 0
+    errors: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
         return self.events_remaining == 0 and self.blobs_remaining == 0
 
+    def progress(self) -> SyncProgress:
+        blobs_done = self.blobs_uploaded + self.blobs_rejected + self.blobs_remaining
+        return SyncProgress(self.events_sent, self.events_total, blobs_done, self.blobs_total)
+
 
 ProgressCallback = Callable[[SyncProgress], None]
 
 
-@dataclass
-class _Tally:
-    events_total: int = 0
-    events_sent: int = 0
-    events_remaining: int = 0
-    segments_skipped: int = 0
-    torn_bytes: int = 0
-    events_rejected: int = 0
-    blobs_total: int = 0
-    blobs_done: int = 0
-    blobs_uploaded: int = 0
-    blobs_remaining: int = 0
-    blobs_rejected: int = 0
-    errors: list[str] = field(default_factory=list)
-    progress: ProgressCallback | None = None
-
-    def report(self) -> None:
-        if self.progress is not None:
-            self.progress(
-                SyncProgress(self.events_sent, self.events_total, self.blobs_done, self.blobs_total)
-            )
-
-
 def sync(workspace: Workspace, *, progress: ProgressCallback | None = None) -> SyncResult:
     """Replay the spooled events to Kafka and upload the staged blobs to the API."""
-    tally = _Tally(progress=progress)
+
+    def report() -> None:
+        if progress is not None:
+            progress(result.progress())
+
     segments = list_segments(workspace.spool_dir)
     blobs = [p for p in list_staged(workspace.blob_dir) if _SHA256.fullmatch(p.name)]
-    tally.events_total = sum(count_records(p) for p in segments)
-    tally.blobs_total = len(blobs)
-    tally.report()
-    if segments:
-        asyncio.run(_sync_events(workspace, segments, tally))
-    for i, path in enumerate(blobs):
-        if not _sync_blob(workspace, path, tally):
-            tally.blobs_remaining += len(blobs) - i - 1  # API unreachable: stop trying
-            break
-    return SyncResult(
-        events_sent=tally.events_sent,
-        events_remaining=tally.events_remaining,
-        segments_skipped=tally.segments_skipped,
-        torn_bytes=tally.torn_bytes,
-        events_rejected=tally.events_rejected,
-        blobs_uploaded=tally.blobs_uploaded,
-        blobs_remaining=tally.blobs_remaining,
-        blobs_rejected=tally.blobs_rejected,
-        errors=tuple(tally.errors),
+    result = SyncResult(
+        events_total=sum(count_records(p) for p in segments), blobs_total=len(blobs)
     )
+    report()
+    if segments:
+        asyncio.run(_sync_events(workspace, segments, result, report))
+    for i, path in enumerate(blobs):
+        reachable = _sync_blob(workspace, path, result)
+        if not reachable:
+            result.blobs_remaining += len(blobs) - i - 1  # API unreachable: stop trying
+        report()
+        if not reachable:
+            break
+    return result
 
 
-async def _sync_events(workspace: Workspace, segments: list[Path], tally: _Tally) -> None:
+async def _sync_events(
+    workspace: Workspace, segments: list[Path], result: SyncResult, report: Callable[[], None]
+) -> None:
     options = workspace.options
     transport = workspace._transport(client_id="runstream-sync")
     try:
         await asyncio.wait_for(transport.start(), options.connect_timeout_s)
     except (TimeoutError, KafkaUnavailableError) as exc:
-        tally.errors.append(str(exc) or "Kafka connection timed out")
-        tally.events_remaining = tally.events_total
+        result.errors.append(str(exc) or "Kafka connection timed out")
+        result.events_remaining = result.events_total
         return
 
     def acked(n: int) -> None:
-        tally.events_sent += n
-        tally.report()
+        result.events_sent += n
+        report()
 
     try:
         for i, path in enumerate(segments):
             with claim(path) as segment:
                 if segment is None:
                     if path.exists():
-                        tally.segments_skipped += 1
-                        tally.events_remaining += count_records(path)
+                        result.segments_skipped += 1
+                        result.events_remaining += count_records(path)
                     continue
-                tally.torn_bytes += segment.torn_bytes
+                result.torn_bytes += segment.torn_bytes
                 outcome = await deliver(
                     transport,
                     segment.records,
@@ -141,18 +127,18 @@ async def _sync_events(workspace: Workspace, segments: list[Path], tally: _Tally
                     send_block_s=options.send_block_s,
                     on_acked=acked,
                 )
-                tally.events_rejected += len(outcome.rejected)
+                result.events_rejected += len(outcome.rejected)
                 if outcome.failure is not None:
-                    tally.errors.append(str(outcome.failure))
-                    tally.events_remaining += len(segment.records) - outcome.acked
-                    tally.events_remaining += sum(count_records(p) for p in segments[i + 1 :])
+                    result.errors.append(str(outcome.failure))
+                    result.events_remaining += len(segment.records) - outcome.acked
+                    result.events_remaining += sum(count_records(p) for p in segments[i + 1 :])
                     return
                 segment.done()
     finally:
         await transport.stop(options.request_timeout_ms / 1000)
 
 
-def _sync_blob(workspace: Workspace, path: Path, tally: _Tally) -> bool:
+def _sync_blob(workspace: Workspace, path: Path, result: SyncResult) -> bool:
     """Upload one staged blob; False when the API is unreachable (stop trying)."""
     try:
         put_blob(
@@ -163,20 +149,16 @@ def _sync_blob(workspace: Workspace, path: Path, tally: _Tally) -> bool:
             timeout_s=workspace.options.blob_timeout_s,
         )
     except FileNotFoundError:
-        tally.blobs_done += 1  # uploaded meanwhile by a live producer
-        return True
+        result.blobs_uploaded += 1  # meanwhile, by a live producer
     except BlobUploadError as exc:
         if exc.status in FATAL_STATUSES:
             path.unlink(missing_ok=True)
-            tally.blobs_rejected += 1
+            result.blobs_rejected += 1
         else:
-            tally.blobs_remaining += 1
-            tally.errors.append(str(exc))
-            if exc.status is None:
-                return False
+            result.blobs_remaining += 1
+            result.errors.append(str(exc))
+            return exc.status is not None
     else:
         path.unlink(missing_ok=True)
-        tally.blobs_uploaded += 1
-    tally.blobs_done += 1
-    tally.report()
+        result.blobs_uploaded += 1
     return True
