@@ -26,6 +26,7 @@ from producer import Experiment, ProducerOptions, Run, Workspace, sync
 from producer._spool import list_segments, parse
 from schemas.codec import Codec
 from tests.conftest import StackInfo, TopicFactory
+from tests.unit.test_producer_batch import run_points
 
 pytestmark = pytest.mark.integration
 
@@ -63,28 +64,6 @@ async def consume(bootstrap: str, topic: str, expected: int, timeout_s: float = 
     finally:
         await consumer.stop()
     return messages
-
-
-def points_of(events: list[dict[str, Any]], run_id: str) -> dict[str, list[tuple[int, Any]]]:
-    out: dict[str, list[tuple[int, Any]]] = defaultdict(list)
-    for event in sorted(events, key=lambda e: (e["producer_id"], e["seq"])):
-        if event["run_id"] != run_id or event["payload"][0] != "MetricBatch":
-            continue
-        for s in event["payload"][1]["series"]:
-            texts = iter(s["texts"])
-            kinds = s["kinds"] or b"f" * (len(s["steps"]) // 8)
-            for step, value, kind in zip(
-                array("q", s["steps"]), array("d", s["values"]), kinds, strict=True
-            ):
-                shown: Any = value
-                if kind == ord("s"):
-                    shown = next(texts)
-                elif kind == ord("i"):
-                    shown = int(value)
-                elif kind == ord("b"):
-                    shown = value == 1.0
-                out[s["name"]].append((step, shown))
-    return dict(out)
 
 
 def payloads(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -145,7 +124,7 @@ async def test_every_call_arrives_exactly_as_logged(
     assert set(by_producer) == {run.producer_id, child.producer_id}
     assert all(seqs == list(range(len(seqs))) for seqs in by_producer.values())
 
-    points = points_of(events, run.id)
+    points = run_points(events, run.id)
     assert points["loss"] == [(i, 1.0 / (i + 1)) for i in range(n)]
     assert points["alpha"] == [(0, 0.5)]
     assert points["loss_at"] == [(120, 0.31)]
@@ -154,7 +133,7 @@ async def test_every_call_arrives_exactly_as_logged(
     assert odd[1:] == [math.inf, -math.inf, 7, True, "warm start"]
     assert [type(v) for v in odd[3:]] == [int, bool, str]
     assert points["best"] == [(0, 3.1)]
-    assert points_of(events, child.id) == {"mse": [(0, 3.1)]}
+    assert run_points(events, child.id) == {"mse": [(0, 3.1)]}
 
     mine = [e for e in events if e["run_id"] == run.id]
     assert payloads(mine, "ListValue") == [{"name": "accuracies", "values": [0.6, 0.7, 0.87]}]
@@ -220,7 +199,7 @@ async def test_unreachable_broker_spools_fast_then_sync_delivers_original_events
     assert [(e["event_id"], e["seq"]) for e in events] == [
         (e["event_id"], e["seq"]) for e in spooled
     ]
-    assert points_of(events, run.id)["loss"] == [(i, float(i)) for i in range(n)]
+    assert run_points(events, run.id)["loss"] == [(i, float(i)) for i in range(n)]
     assert [p["status"] for p in payloads(events, "Lifecycle")][-1] == "Completed"
 
 

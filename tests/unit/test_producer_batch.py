@@ -60,28 +60,48 @@ def encode_all(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def unpack_series(s: dict[str, Any]) -> list[tuple[int, Any, int]]:
+    """(step, value, time) of one decoded Series, values typed back by kind, as a reader would.
+
+    Shared with the other producer tests (unit and integration).
+    """
+    steps = array("q", s["steps"]).tolist()
+    values = array("d", s["values"]).tolist()
+    times = array("q", s["times"]).tolist()
+    kinds = s["kinds"] or b"f" * len(steps)
+    texts = iter(s["texts"])
+    assert len(steps) == len(values) == len(times) == len(kinds)
+    out: list[tuple[int, Any, int]] = []
+    for step, value, t, kind in zip(steps, values, times, kinds, strict=True):
+        shown: Any = value
+        if kind == KIND_STR:
+            assert math.isnan(value)
+            shown = next(texts)
+        elif kind == KIND_INT:
+            shown = int(value)
+        elif kind == KIND_BOOL:
+            shown = value == 1.0
+        out.append((step, shown, t))
+    assert next(texts, None) is None
+    return out
+
+
+def run_points(events: list[dict[str, Any]], run_id: str) -> dict[str, list[tuple[int, Any]]]:
+    """{name: [(step, value)]} of one run's decoded events, in (producer, seq) order."""
+    out: dict[str, list[tuple[int, Any]]] = {}
+    for event in sorted(events, key=lambda e: (e["producer_id"], e["seq"])):
+        if event["run_id"] == run_id and event["payload"][0] == "MetricBatch":
+            for s in event["payload"][1]["series"]:
+                out.setdefault(s["name"], []).extend((st, v) for st, v, _ in unpack_series(s))
+    return out
+
+
 def points(batches: list[dict[str, Any]]) -> dict[str, list[tuple[int, Any, int]]]:
-    """{name: [(step, value, time)]} with values rebuilt from kinds/texts as a reader would."""
+    """{name: [(step, value, time)]} of decoded MetricBatch records."""
     out: dict[str, list[tuple[int, Any, int]]] = {}
     for batch in batches:
         for s in batch["series"]:
-            steps = array("q", s["steps"]).tolist()
-            values = array("d", s["values"]).tolist()
-            times = array("q", s["times"]).tolist()
-            kinds = s["kinds"] or b"f" * len(steps)
-            texts = iter(s["texts"])
-            assert len(steps) == len(values) == len(times) == len(kinds)
-            for step, value, t, kind in zip(steps, values, times, kinds, strict=True):
-                shown: Any = value
-                if kind == KIND_STR:
-                    assert math.isnan(value)
-                    shown = next(texts)
-                elif kind == KIND_INT:
-                    shown = int(value)
-                elif kind == KIND_BOOL:
-                    shown = value == 1.0
-                out.setdefault(s["name"], []).append((step, shown, t))
-            assert next(texts, None) is None
+            out.setdefault(s["name"], []).extend(unpack_series(s))
     return out
 
 

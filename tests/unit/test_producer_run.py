@@ -14,7 +14,6 @@ import math
 import sys
 import threading
 import time
-from array import array
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,6 +37,7 @@ from producer._buffer import Stream
 from producer._spool import list_segments, parse
 from producer._transport import KafkaTransport
 from schemas.codec import Codec
+from tests.unit.test_producer_batch import run_points
 
 CODEC = Codec()
 UNREACHABLE_API = "http://127.0.0.1:9"  # nothing listens: uploads stay staged
@@ -152,28 +152,6 @@ def of_kind(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [e["payload"][1] for e in events if e["payload"][0] == kind]
 
 
-def series_points(events: list[dict[str, Any]], run_id: str) -> dict[str, list[tuple[int, Any]]]:
-    """{name: [(step, value)]} rebuilt from the MetricBatch columns, in seq order."""
-    out: dict[str, list[tuple[int, Any]]] = defaultdict(list)
-    for event in sorted(events, key=lambda e: (e["producer_id"], e["seq"])):
-        if event["run_id"] != run_id or event["payload"][0] != "MetricBatch":
-            continue
-        for s in event["payload"][1]["series"]:
-            texts = iter(s["texts"])
-            steps, values = array("q", s["steps"]), array("d", s["values"])
-            kinds = s["kinds"] or b"f" * len(steps)
-            for step, value, kind in zip(steps, values, kinds, strict=True):
-                shown: Any = value
-                if kind == ord("s"):
-                    shown = next(texts)
-                elif kind == ord("i"):
-                    shown = int(value)
-                elif kind == ord("b"):
-                    shown = value == 1.0
-                out[s["name"]].append((step, shown))
-    return dict(out)
-
-
 def same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
         return math.isnan(b)
@@ -197,7 +175,7 @@ def test_logged_points_arrive_exactly_as_logged(ws: MemoryWorkspace, kafka: Memo
             run.log("many", i / 7)
     run.flush(10.0)
 
-    got = series_points(kafka.events(), run.id)
+    got = run_points(kafka.events(), run.id)
     assert len(got["mixed"]) == len(logged)
     assert all(g[0] == w[0] and same(g[1], w[1]) for g, w in zip(got["mixed"], logged, strict=True))
     assert got["loss"] == [(120, 0.31), (121, 0.30), (5, 0.29)]
@@ -295,8 +273,8 @@ def test_child_runs_are_their_own_producers(ws: MemoryWorkspace, kafka: MemoryKa
     assert (first["parent_run_id"], first["display_name"]) == (run.id, "fold-1")
     assert {e["producer_id"] for e in child_events} == {child.producer_id}
     assert child.producer_id != run.producer_id
-    assert series_points(events, child.id) == {"mse": [(0, 3.1)]}
-    assert series_points(events, run.id) == {"best": [(0, 3.1)]}
+    assert run_points(events, child.id) == {"mse": [(0, 3.1)]}
+    assert run_points(events, run.id) == {"best": [(0, 3.1)]}
 
 
 def test_seq_is_gap_free_per_producer_and_event_ids_unique(
@@ -358,7 +336,7 @@ def test_bad_calls_raise_at_the_call_site_and_change_nothing(
     run.flush(10.0)
 
     events = kafka.events()
-    assert series_points(events, run.id) == {"ok": [(0, 1.0), (1, 2.0)]}
+    assert run_points(events, run.id) == {"ok": [(0, 1.0), (1, 2.0)]}
     assert {e["payload"][0] for e in events} == {"Lifecycle", "MetricBatch"}
     assert [e["seq"] for e in events] == list(range(len(events)))
 
@@ -404,7 +382,7 @@ def test_offline_events_spool_then_replay_unchanged(
     assert delivered[: len(spooled)] == spooled  # same bytes: same event_id and seq
     events = kafka.events()
     assert [e["seq"] for e in events] == list(range(len(events)))
-    assert series_points(events, run.id)["x"] == [(i, float(i)) for i in range(1000)]
+    assert run_points(events, run.id)["x"] == [(i, float(i)) for i in range(1000)]
     assert list_segments(ws.spool_dir) == []
     assert ws.stats().events_replayed == len(spooled)
 
@@ -428,7 +406,7 @@ def test_a_slow_broker_spills_to_the_spool_and_loses_nothing(
     events = kafka.events()
     seqs = sorted({e["seq"] for e in events if e["producer_id"] == run.producer_id})
     assert seqs == list(range(len(seqs)))
-    points = series_points(list({e["event_id"]: e for e in events}.values()), run.id)["x"]
+    points = run_points(list({e["event_id"]: e for e in events}.values()), run.id)["x"]
     assert sorted(points) == [(i, float(i)) for i in range(20_000)]
     assert ws.stats().events_dropped == 0
 
