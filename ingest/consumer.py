@@ -3,8 +3,10 @@ store, with offsets kept in PostgreSQL.
 
 Protocol (the aiokafka "local state consumer" pattern, made safe for many workers)::
 
-    assigned(partitions) → read next offsets from runstream_data.consumer_offsets and
-                           seek there (no stored offset: seek to the beginning)
+    assigned(partitions) → pause them, read next offsets from
+                           runstream_data.consumer_offsets, seek there (no stored offset:
+                           the beginning), bump the generation (anything fetched before the
+                           seek is stale), resume
     fetch task           → getmany → decode (poison → DeadLetter) → queue bounded in
                            batches and in message bytes; when it is full, pause every
                            assigned partition until the writer frees space (together
@@ -216,6 +218,9 @@ class IngestConsumer:
         mine = [tp for tp in assigned if tp.topic == self.topic]
         if not mine or consumer is None:  # None: stopping
             return
+        # aiokafka may start fetching these before we have seeked: hold them, and make
+        # anything fetched until the seek stale (the writer drops stale batches).
+        consumer.pause(*mine)
         try:
             stored = await self._store.load_offsets(self.group_id, self.topic,
                                                     [tp.partition for tp in mine])
@@ -231,6 +236,8 @@ class IngestConsumer:
                 self._stored[tp.partition] = stored[tp.partition]
             else:
                 await consumer.seek_to_beginning(tp)
+        self._generation += 1
+        consumer.resume(*mine)
         logger.info("assigned %s; stored offsets %s", sorted(tp.partition for tp in mine), stored)
 
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -324,7 +331,6 @@ class IngestConsumer:
             if messages:
                 batch.next_offsets[tp.partition] = messages[-1].offset + 1  # type: ignore[attr-defined]
                 item.messages += len(messages)
-        self._metrics.events_consumed.inc(item.messages)
         return item
 
     def _update_lag(self) -> None:
@@ -393,6 +399,7 @@ class IngestConsumer:
             result = await self._write_split(item)
         committed_at = time.time()
         m = self._metrics
+        m.events_consumed.inc(item.messages)
         m.batch_seconds.observe(time.perf_counter() - started)
         m.points_persisted.inc(result.points)
         m.duplicates_dropped.inc(result.duplicates)

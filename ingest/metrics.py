@@ -26,7 +26,9 @@ class IngestMetrics:
         self.registry = registry
         self.events_consumed = Counter(
             "runstream_events_consumed_total",
-            "Messages read from the events topic (valid or not, duplicates included).",
+            "Messages from the events topic whose handling was committed (stored, dropped as "
+            "a duplicate or dead-lettered); re-reads after a rebalance or crash count again "
+            "only if they are committed again.",
             registry=registry,
         )
         self.points_persisted = Counter(

@@ -64,6 +64,7 @@ async def run_worker(
     handle_signals: bool = True,
     max_batch_messages: int = 2000,
     max_queued_batches: int = 4,
+    queue_gauges_interval_s: float = QUEUE_GAUGES_INTERVAL_S,
 ) -> int:
     """Run one ingest worker until ``stop`` is set or SIGTERM/SIGINT; return the exit code.
 
@@ -97,7 +98,7 @@ async def run_worker(
                 write = tg.create_task(worker.run_write(), name="write")
                 tg.create_task(_every(PARTITION_UPKEEP_INTERVAL_S, stop, store.ensure_partitions,
                                       "partition upkeep"), name="partitions")
-                tg.create_task(_every(QUEUE_GAUGES_INTERVAL_S, stop, _queue_gauges(store, metrics),
+                tg.create_task(_every(queue_gauges_interval_s, stop, _queue_gauges(store, metrics),
                                       "queue gauges"), name="queue-gauges")
                 await stop.wait()
                 logger.info("stopping: draining queued batches (deadline %.0f s)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -186,3 +187,30 @@ async def test_retention_drops_only_old_partitions(db_factory: DbFactory) -> Non
     # migrate created last month's partition (ends before now - 1 day unless today is the 1st)
     assert parts_after == parts_before - dropped
     assert dropped in (0, 1)
+
+
+async def test_queue_state_counts_and_wait_percentiles(db_factory: DbFactory) -> None:
+    dsn = await db_factory()
+    await migrate(dsn)
+    now_us = int(time.time() * 1e6)
+    s = 1_000_000
+    events: list[Event] = []
+    for i, wait_s in enumerate((2, 4, 6, 8)):  # left the queue: waits of 2..8 s
+        f = EventFactory(f"exp_1_w{i}")
+        events += decoded(f.lifecycle("Queued", compute_target="c", ts_us=now_us - 60 * s),
+                          f.lifecycle("Running", ts_us=now_us - (60 - wait_s) * s),
+                          f.heartbeat(ts_us=now_us))
+    waiting = EventFactory("exp_1_waiting")
+    events += decoded(waiting.lifecycle("Queued", compute_target="c", ts_us=now_us - 30 * s))
+    done = EventFactory("exp_1_done")
+    events += decoded(done.lifecycle("Running", compute_target="c", ts_us=now_us - 9 * s),
+                      done.lifecycle("Completed", ts_us=now_us - 5 * s))
+    async with Store(dsn=dsn) as store:
+        await store.write_batch(Batch("t", "g", events=events), send_dead_letters=no_dlq)
+        (q,) = await store.queue_state()
+    assert (q.compute_target, q.queued, q.preparing, q.running, q.not_responding) == (
+        "c", 1, 0, 4, 0)
+    assert q.oldest_queued_age_s is not None
+    assert 29 < q.oldest_queued_age_s < 60
+    assert q.queue_wait_p50_s == pytest.approx(5.0)
+    assert (q.completed_1h, q.failed_1h, q.canceled_1h) == (1, 0, 0)

@@ -9,6 +9,7 @@ import math
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -18,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -455,3 +457,68 @@ async def test_kill_9_mid_stream_loses_and_doubles_nothing(
                               "FROM runstream.metric_points")
     assert sent_points > 0
     assert row["n"] == row["d"] == sent_points
+
+
+async def test_an_event_the_database_rejects_is_dead_lettered_not_stalling(
+    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory
+) -> None:
+    topic, dsn = await topic_factory(partitions=1), await new_db(db_factory)
+    conn = await asyncpg.connect(dsn)
+    try:  # a rule the decoder does not know about, enforced by the database itself
+        await conn.execute("ALTER TABLE runstream_data.tags "
+                           "ADD CONSTRAINT no_forbidden CHECK (key <> 'forbidden')")
+    finally:
+        await conn.close()
+    f = EventFactory(run_id())
+    ends = await produce(stack.kafka_bootstrap, topic, encoded(
+        f.tag("fine", "1"), f.tag("forbidden", "x"), f.metrics(packed_series("m", [1.0, 2.0]))))
+    registry = CollectorRegistry()
+    async with worker(stack, topic, dsn, registry=registry) as group:
+        await wait_for(stored_offsets_reach(dsn, topic, group, ends), what="the split batch")
+    tags = await fetch(dsn, "SELECT key FROM runstream.tags")
+    assert [t["key"] for t in tags] == ["fine"]
+    assert len(await fetch(dsn, "SELECT * FROM runstream.metric_points")) == 2
+    dead = await fetch(dsn, 'SELECT "offset", reason FROM runstream.dead_letters')
+    assert [(d["offset"], d["reason"]) for d in dead] == [(1, "store_rejected")]
+    assert registry.get_sample_value("runstream_dead_letters_total",
+                                     {"reason": "store_rejected"}) == 1
+
+
+async def test_worker_serves_prometheus_metrics(
+    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory
+) -> None:
+    topic, dsn = await topic_factory(partitions=2), await new_db(db_factory)
+    f = EventFactory(run_id())
+    good = encoded(f.lifecycle("Queued", compute_target="tpu-pod"),
+                   f.metrics(packed_series("m", [1.0] * 10)))
+    ends = await produce(stack.kafka_bootstrap, topic, [*good, (b"k", b"garbage")])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = replace(stack.settings, topic=topic, db_dsn=Secret(dsn))
+    stop = asyncio.Event()
+    group = unique("metrics-")
+    task = asyncio.create_task(run_worker(settings, dsn=dsn, group_id=group, stop=stop,
+                                          registry=CollectorRegistry(), metrics_port=port,
+                                          handle_signals=False, queue_gauges_interval_s=0.5))
+    try:
+        await wait_for(stored_offsets_reach(dsn, topic, group, ends), what="the events")
+        async with aiohttp.ClientSession() as http:
+            async def scraped() -> bool:
+                async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                    assert resp.status == 200
+                    text = await resp.text()
+                return 'runstream_queue_runs{compute_target="tpu-pod",state="queued"} 1.0' in text
+
+            await wait_for(scraped, timeout_s=30, what="queue gauges")
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                text = await resp.text()
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 60) == 0
+    assert "runstream_events_consumed_total 3.0" in text
+    assert "runstream_points_persisted_total 10.0" in text
+    assert 'runstream_dead_letters_total{reason="bad_magic"} 1.0' in text
+    assert "runstream_consumer_lag{partition=" in text
+    assert "runstream_log_to_commit_seconds_count 2.0" in text
+    assert "run_id" not in text
