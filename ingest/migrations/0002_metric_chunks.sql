@@ -115,6 +115,9 @@ BEGIN
         PERFORM runstream_data.use_lz4('runstream_data.metric_chunks');
         PERFORM create_hypertable('runstream_data.metric_chunks', 'time_min',
                                   chunk_time_interval => interval '7 days');
+        -- before compression is enabled (older releases refuse DDL on compressed tables)
+        CREATE INDEX metric_chunks_series_idx
+            ON runstream_data.metric_chunks (run_id, name, time_min);
         EXECUTE 'ALTER TABLE runstream_data.metric_chunks SET ('
                 'timescaledb.compress, '
                 'timescaledb.compress_segmentby = ''run_id, name'', '
@@ -136,6 +139,8 @@ BEGIN
             (LIKE runstream_data.metric_chunks_template INCLUDING ALL)
             PARTITION BY RANGE (time_min);
         PERFORM runstream_data.use_lz4('runstream_data.metric_chunks');
+        CREATE INDEX metric_chunks_series_idx
+            ON runstream_data.metric_chunks (run_id, name, time_min);
         CREATE TABLE runstream_data.metric_chunks_default
             PARTITION OF runstream_data.metric_chunks DEFAULT;
         PERFORM runstream_data.ensure_metric_partitions(now() - interval '1 month',
@@ -144,5 +149,4 @@ BEGIN
 END
 $do$;
 
-CREATE INDEX metric_chunks_series_idx ON runstream_data.metric_chunks (run_id, name, time_min);
 DROP TABLE runstream_data.metric_chunks_template;
