@@ -343,15 +343,15 @@ class Sender:
         self._spool_put(stream, key, data)
 
     def _on_ack(self, token: int, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled():
+            exc: BaseException | None = KafkaUnavailableError("send cancelled", retriable=True)
+        else:
+            exc = fut.exception()  # always retrieved, so asyncio never logs it as unhandled
         entry = self._inflight.pop(token, None)
         if entry is None:
             return  # spooled by close() already
         stream, key, data = entry
         self._inflight_bytes -= len(data)
-        if fut.cancelled():
-            exc: BaseException | None = KafkaUnavailableError("send cancelled", retriable=True)
-        else:
-            exc = fut.exception()
         if exc is None:
             self._sent += 1
         else:
@@ -400,13 +400,13 @@ class Sender:
         self._changed.set()
 
     def _go_offline(self, exc: BaseException) -> None:
-        self._last_error = str(exc)
+        self._last_error = str(transport_error(exc))
         if not self._warned_offline:
             self._warned_offline = True
             logger.warning(
                 "runstream cannot reach Kafka (%s); events are spooled under %s and sent when "
                 "it is back (or by `runstream sync`)",
-                exc,
+                self._last_error,
                 self.spool_dir,
             )
         self._set_mode(Mode.OFFLINE)
@@ -432,6 +432,11 @@ class Sender:
                         logger.info("runstream reached Kafka again; the spool is replayed")
                         self._warned_offline = False
                 else:
+                    # Start over with a fresh producer (new idempotence state): one that
+                    # lived through a broker failure can be stuck in a fatal error.
+                    self._connected = False
+                    with suppress(KafkaUnavailableError):
+                        await self._transport.stop(timeout_s=1.0)
                     await self._sleep(backoff_s)
                     backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
                     continue

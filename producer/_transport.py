@@ -14,12 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import (
-    KafkaError,
-    KafkaTimeoutError,
-    MessageSizeTooLargeError,
-    RecordTooLargeError,
-)
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 
 from ._errors import KafkaUnavailableError
 
@@ -67,6 +62,8 @@ class KafkaTransport:
             "request_timeout_ms": request_timeout_ms,
         }
         self._producer: Any = None
+        #: Closes still running in the background (kept referenced until they finish).
+        self._closing: set[asyncio.Future[None]] = set()
 
     def __repr__(self) -> str:
         return f"KafkaTransport(bootstrap={self.bootstrap!r}, topic={self.topic!r})"
@@ -98,22 +95,21 @@ class KafkaTransport:
         return fut
 
     async def stop(self, timeout_s: float = 30.0) -> None:
-        """Close; after ``timeout_s`` undelivered messages are failed so the close finishes.
+        """Detach the producer and close it, waiting at most ``timeout_s``.
 
-        Callers spool what they still need before a bounded stop, so failing the rest
-        loses nothing.
+        With the broker down, aiokafka's close waits for pending batches to expire
+        (``request_timeout_ms``); past ``timeout_s`` it goes on in the background, and
+        its messages fail into their ack callbacks (which spool them), so nothing is lost.
+        ``start`` may be called again at once: it builds a fresh producer.
         """
         producer, self._producer = self._producer, None
         if producer is None:
             return
         stopping = asyncio.ensure_future(producer.stop())
+        self._closing.add(stopping)
+        stopping.add_done_callback(self._closing.discard)
         done, _ = await asyncio.wait({stopping}, timeout=max(timeout_s, 0.0))
-        if not done:
-            accumulator = getattr(producer, "_message_accumulator", None)
-            if accumulator is not None:
-                accumulator.fail_all(KafkaTimeoutError("runstream producer closing"))
-            await asyncio.wait({stopping}, timeout=1.0)
-        if stopping.done() and not stopping.cancelled() and (exc := stopping.exception()):
+        if done and not stopping.cancelled() and (exc := stopping.exception()):
             raise transport_error(exc) from exc
 
     async def __aenter__(self) -> KafkaTransport:
