@@ -3,13 +3,17 @@
 PYTHON ?= python3
 RUNSTREAM = $(PYTHON) -m ingest.cli
 
-.PHONY: setup up down test lint
+.PHONY: setup demo up down test lint
 
 setup:
 	bash deploy/prereqs.sh
 	$(PYTHON) -m pip install -q --disable-pip-version-check -e '.[dev]'
 
-## The main job: bring the local stack up and print its endpoints.
+## The main job: start the local stack and run the product page's example (a Ridge alpha
+## sweep on the diabetes data), then print where to look.
+demo: setup
+	$(RUNSTREAM) demo
+
 up: setup
 	$(RUNSTREAM) up
 

@@ -15,8 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ingest.blobs import DEFAULT_MAX_BLOB_BYTES
-from ingest.settings import Settings
-from ingest.stack.procs import StackError
+from ingest.service import DEFAULT_GROUP_ID
+from ingest.settings import Settings, redact_dsn
+from ingest.stack.procs import StackError, progress
 from ingest.stack.stack import Stack
 
 __all__ = ["main"]
@@ -32,6 +33,7 @@ environment:
   RUNSTREAM_TOPIC   events topic (default runstream.events; dead letters go to <topic>.dlq)
   RUNSTREAM_TOKEN   bearer token for the API
   RUNSTREAM_PG_PORT port of the local stack's PostgreSQL (default 54329)
+  RUNSTREAM_METRICS_PORT port of the ingest worker's /metrics (default 8471)
 """
 
 
@@ -71,13 +73,75 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.service import run_worker
+
+    return asyncio.run(
+        run_worker(
+            settings,
+            dsn=Stack(settings).dsn,
+            group_id=args.group,
+            metrics_port=settings.metrics_port if args.metrics_port is None else args.metrics_port,
+        )
+    )
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.store import migrate
+
+    applied = asyncio.run(migrate(Stack(settings).dsn))
+    print(f"applied migrations: {', '.join(map(str, applied))}" if applied else "up to date")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.demo import run_demo
+
+    stack = Stack(settings)
+    stack.up()
+    progress("running the diabetes Ridge sweep (one child run per alpha)…")
+    result = run_demo(settings, dsn=stack.dsn)
+    complete = sum(1 for s in result.statuses.values() if s == "Completed")
+    print(f"experiment diabetes: parent run {result.parent_run_id}")
+    print(
+        f"  {len(result.child_run_ids)} child runs, best alpha {result.best_alpha:g} "
+        f"(mse {result.best_mse:.1f})"
+    )
+    print(
+        f"  stored: {result.stored_runs} runs ({complete} Completed), "
+        f"{result.stored_points} metric points"
+    )
+    print("where to look:")
+    print(f"  API       {settings.api_url}  (artifacts under /v1/blobs/<sha256>)")
+    print(f"  SQL       psql {redact_dsn(stack.dsn)}")
+    print(
+        "            SELECT run_id, display_name, status FROM runstream.runs "  # noqa: S608 - a hint
+        f"WHERE parent_run_id = '{result.parent_run_id}';"
+    )
+    print(
+        "            SELECT run_id, name, step, value FROM runstream.metric_points "
+        "WHERE experiment = 'diabetes';"
+    )
+    print(f"  metrics   http://127.0.0.1:{settings.metrics_port}/metrics")
+    ok = result.stored_runs == len(result.child_run_ids) + 1 and complete == result.stored_runs
+    if not ok:
+        print("runstream: not everything landed in time; see runstream status", file=sys.stderr)
+    return 0 if ok else 1
+
+
 def _print_status(status: dict[str, dict[str, object]], *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(status, sort_keys=True))
         return
     for name, info in status.items():
         mark = "ok  " if info.get("ok") else "DOWN"
-        endpoint = info.get("bootstrap") or info.get("dsn") or info.get("url") or ""
+        endpoint = (
+            info.get("bootstrap")
+            or info.get("dsn")
+            or info.get("url")
+            or info.get("metrics_url")
+            or ""
+        )
         extra = ""
         if name == "postgres" and info.get("ok"):
             ts = info.get("timescaledb")
@@ -131,7 +195,34 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_BLOB_BYTES,
         help="largest artifact upload accepted (default 512 MiB)",
     )
-    for service in (api,):
+    ingest = add(
+        "ingest",
+        cmd_ingest,
+        "Run one ingest worker: consume the events topic in a consumer group and persist "
+        "every event exactly once into PostgreSQL, serving Prometheus metrics. Start as "
+        "many as you like, on any machines; run `runstream migrate` first.",
+    )
+    ingest.add_argument(
+        "--group", default=DEFAULT_GROUP_ID, help=f"consumer group (default {DEFAULT_GROUP_ID})"
+    )
+    ingest.add_argument(
+        "--metrics-port",
+        type=int,
+        help="port of /metrics (default RUNSTREAM_METRICS_PORT or 8471; 0 picks a free one)",
+    )
+    add(
+        "migrate",
+        cmd_migrate,
+        "Apply the numbered SQL migrations to RUNSTREAM_DB (or the local stack's database).",
+    )
+    add(
+        "demo",
+        cmd_demo,
+        "Run the product page's example end to end: start the local stack if needed, sweep "
+        "Ridge regression's alpha over scikit-learn's diabetes data (a child run per alpha), "
+        "wait until everything is stored and print where to look.",
+    )
+    for service in (api, ingest):
         # Set by `runstream up` so `down` finds exactly the services of one home.
         service.add_argument("--stack-home", help=argparse.SUPPRESS)
     return parser

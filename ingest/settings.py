@@ -17,6 +17,7 @@ DEFAULT_TOPIC = "runstream.events"
 DEFAULT_API = "http://127.0.0.1:8470"
 DEFAULT_PARTITIONS = 6
 DEFAULT_PG_PORT = 54329
+DEFAULT_METRICS_PORT = 8471
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class Settings:
     token: Secret = field(default_factory=lambda: Secret(""))
     #: Port of the local stack's own PostgreSQL (used only when db_dsn is None).
     pg_port: int = DEFAULT_PG_PORT
+    #: Port of the ingest worker's /metrics (Prometheus) endpoint; 0 picks a free one.
+    metrics_port: int = DEFAULT_METRICS_PORT
 
     @property
     def dlq_topic(self) -> str:
@@ -65,6 +68,7 @@ class Settings:
             partitions=int(env.get("RUNSTREAM_PARTITIONS", str(DEFAULT_PARTITIONS))),
             token=Secret(env.get("RUNSTREAM_TOKEN", "")),
             pg_port=int(env.get("RUNSTREAM_PG_PORT", str(DEFAULT_PG_PORT))),
+            metrics_port=int(env.get("RUNSTREAM_METRICS_PORT", str(DEFAULT_METRICS_PORT))),
         )
 
 

@@ -13,6 +13,7 @@ import asyncio
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from ingest.settings import Settings, redact_dsn
 from ingest.stack.kafka import KafkaNode, ensure_topics, kafka_healthy
 from ingest.stack.postgres import LocalPostgres, postgres_status
 from ingest.stack.procs import ManagedProcess, StackError, progress, wait_for
+from ingest.store import migrate
 
 __all__ = ["Stack"]
 
@@ -31,8 +33,8 @@ class ServiceSpec:
 
     name: str
     command: str
-    #: Path under RUNSTREAM_API answering 200 when the service is up (None: process check).
-    health_path: str | None = None
+    #: URL answering 200 when the service is up.
+    health_url: Callable[[Settings], str]
 
     def process(self, home: Path) -> ManagedProcess:
         # The pid file lives in this home, and the marker names it: never another home's.
@@ -42,7 +44,10 @@ class ServiceSpec:
 
 
 #: Started by ``up`` after Kafka and PostgreSQL, in this order; stopped in reverse.
-SERVICES: tuple[ServiceSpec, ...] = (ServiceSpec("api", "api", health_path="/healthz"),)
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("ingest", "ingest", lambda s: f"http://127.0.0.1:{s.metrics_port}/metrics"),
+    ServiceSpec("api", "api", lambda s: f"{s.api_url}/healthz"),
+)
 
 
 def http_ok(url: str, *, timeout_s: float = 2.0) -> bool:
@@ -84,6 +89,10 @@ class Stack:
             progress(f"created topics {', '.join(created)} ({self.settings.partitions} partitions)")
         if self.postgres is not None and not self.postgres.start():
             progress(f"PostgreSQL already running on 127.0.0.1:{self.settings.pg_port}")
+        if SERVICES:
+            applied = asyncio.run(migrate(self.dsn))
+            if applied:
+                progress(f"applied migrations {', '.join(map(str, applied))}")
         for spec in SERVICES:
             self._start_service(spec)
         status = self.status()
@@ -96,10 +105,10 @@ class Stack:
             progress(f"{spec.name} already running")
             return
         argv = [sys.executable, "-m", "ingest.cli", spec.command, f"--stack-home={self.home}"]
-        if spec.health_path is not None and self._healthy(spec):
+        if self._healthy(spec):
             raise StackError(
-                f"{self.settings.api_url} already answers but not from a {spec.name} this stack "
-                "started; stop that server or set RUNSTREAM_API to another port"
+                f"{spec.health_url(self.settings)} already answers but not from a {spec.name} "
+                "this stack started; stop that server or choose another port"
             )
         progress(f"starting {spec.name}…")
         log_file = self.home / "stack" / f"{spec.name}.log"
@@ -111,9 +120,7 @@ class Stack:
             raise StackError(f"{spec.name} exited at start; see {log_file}")
 
     def _healthy(self, spec: ServiceSpec) -> bool:
-        if spec.health_path is None:
-            return spec.process(self.home).running()
-        return http_ok(self.settings.api_url + spec.health_path)
+        return http_ok(spec.health_url(self.settings))
 
     def down(self) -> list[str]:
         stopped = [s.name for s in reversed(SERVICES) if s.process(self.home).stop(timeout_s=30)]
@@ -126,10 +133,9 @@ class Stack:
     def status(self) -> dict[str, Any]:
         out = asyncio.run(self._status())
         for spec in SERVICES:
-            info: dict[str, Any] = {"ok": self._healthy(spec), "managed": True}
-            if spec.health_path is not None:
-                info["url"] = self.settings.api_url
-            out[spec.name] = info
+            key = "url" if spec.name == "api" else "metrics_url"
+            url = self.settings.api_url if spec.name == "api" else spec.health_url(self.settings)
+            out[spec.name] = {"ok": self._healthy(spec), "managed": True, key: url}
         return out
 
     async def _status(self) -> dict[str, Any]:
