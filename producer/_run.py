@@ -162,7 +162,7 @@ class Run:
         """
         t_ns = time_ns()  # nanoseconds: the sender divides, the hot path does not
         number: float
-        if type(value) is float:
+        if isinstance(value, float):  # numpy.float64 too (a float subclass)
             fast = True
             kind = KIND_FLOAT
             number = value
