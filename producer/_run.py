@@ -36,7 +36,7 @@ from ._validate import (
     INT64_MAX,
     KIND_FLOAT,
     MAX_ABS_STEP,
-    Scalar,
+    Value,
     check_artifact_name,
     check_name,
     check_step,
@@ -155,7 +155,7 @@ class Run:
 
     # ---- logging ---------------------------------------------------------------------
 
-    def log(self, name: str, value: Scalar, step: int | None = None) -> None:
+    def log(self, name: str, value: Value, step: int | None = None) -> None:
         """Log one value; repeated calls with one name form a series.
 
         ``step`` defaults to one past the series' previous step (0 first).
@@ -206,17 +206,17 @@ class Run:
         with self._buffer.lock:
             return self._series.setdefault(name, Series(name))
 
-    def log_list(self, name: str, values: Iterable[Scalar]) -> None:
+    def log_list(self, name: str, values: Iterable[Value]) -> None:
         """Log a list of values under one name."""
         check_name(name, "metric name")
         self._enqueue("ListValue", {"name": name, "values": values_list(name, values)})
 
-    def log_row(self, name: str, **cells: Scalar) -> None:
+    def log_row(self, name: str, **cells: Value) -> None:
         """Log one row; repeated calls with one name build a table, one column per keyword."""
         check_name(name, "metric name")
         self._enqueue("Row", {"name": name, "cells": row_cells(name, cells)})
 
-    def log_table(self, name: str, value: Mapping[str, Iterable[Scalar]]) -> None:
+    def log_table(self, name: str, value: Mapping[str, Iterable[Value]]) -> None:
         """Log a table given as ``{column: [values...]}``; columns must be equally long."""
         check_name(name, "metric name")
         self._enqueue("Table", {"name": name, "columns": table_columns(name, value)})

@@ -11,7 +11,7 @@ import math
 import numbers
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 MAX_NAME_CHARS = 255
 MAX_ARTIFACT_NAME_CHARS = 1024
@@ -26,6 +26,16 @@ KIND_BOOL = ord("b")
 KIND_STR = ord("s")
 
 Scalar = bool | int | float | str
+
+
+class SupportsItem(Protocol):
+    """A numpy/torch scalar: ``item()`` gives the Python value."""
+
+    def item(self) -> Any: ...
+
+
+#: What logging calls accept: Python scalars, or scalars of array libraries.
+Value = Scalar | SupportsItem
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _EXPERIMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")

@@ -682,3 +682,26 @@ def test_nothing_is_logged_by_the_sdk_at_info_on_a_healthy_run(
         run.log("x", 1.0)
     run.flush(10.0)
     assert [r for r in caplog.records if r.name.startswith("producer")] == []
+
+
+def test_numpy_scalars_are_plain_values_on_the_wire(
+    ws: MemoryWorkspace, kafka: MemoryKafka
+) -> None:
+    import numpy as np
+
+    run = Experiment(ws, "exp").start_logging()
+    run.log("f64", np.float64(0.25))  # a float subclass: the fast path
+    run.log("f32", np.float32(0.5))
+    run.log("i64", np.int64(7))
+    run.log("flag", np.bool_(True))
+    run.log_list("arr", list(np.arange(3)))
+    run.flush(10.0)
+
+    events = kafka.events()
+    assert run_points(events, run.id) == {
+        "f64": [(0, 0.25)],
+        "f32": [(0, 0.5)],
+        "i64": [(0, 7)],
+        "flag": [(0, True)],
+    }
+    assert of_kind(events, "ListValue") == [{"name": "arr", "values": [0, 1, 2]}]
