@@ -129,6 +129,23 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if ok else 1
 
 
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.bench import BenchConfig, format_report, run_bench
+
+    stack = Stack(settings)
+    stack.up()
+    config = BenchConfig(
+        duration_s=args.duration_s,
+        producers=args.producers,
+        workers=args.workers,
+        partitions=args.partitions,
+        latency_rate=args.latency_rate,
+    )
+    result = run_bench(settings, dsn=stack.dsn, config=config, progress=progress)
+    print(json.dumps(result, indent=2) if args.json else format_report(result))
+    return 0
+
+
 def _print_status(status: dict[str, dict[str, object]], *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(status, sort_keys=True))
@@ -221,6 +238,21 @@ def build_parser() -> argparse.ArgumentParser:
         "Run the product page's example end to end: start the local stack if needed, sweep "
         "Ridge regression's alpha over scikit-learn's diabetes data (a child run per alpha), "
         "wait until everything is stored and print where to look.",
+    )
+    bench = add(
+        "bench",
+        cmd_bench,
+        "Measure the write path on this machine (log-call latency with Kafka up and down, "
+        "end-to-end throughput and log-to-commit latency, the COPY baseline) in a database "
+        "and topic of its own; prints a report, or JSON with --json. Takes about 2-3 minutes.",
+    )
+    bench.add_argument("--json", action="store_true", help="print the results as JSON")
+    bench.add_argument("--duration-s", type=float, default=60.0, help="end-to-end run length (60)")
+    bench.add_argument("--producers", type=int, default=2, help="training processes (2)")
+    bench.add_argument("--workers", type=int, default=1, help="ingest workers (1)")
+    bench.add_argument("--partitions", type=int, default=6, help="topic partitions (6)")
+    bench.add_argument(
+        "--latency-rate", type=float, default=50_000, help="paced rate for latency (50000/s)"
     )
     for service in (api, ingest):
         # Set by `runstream up` so `down` finds exactly the services of one home.
