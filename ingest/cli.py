@@ -146,6 +146,41 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.progressbar import ProgressBar
+    from producer import SyncProgress, Workspace, sync
+
+    workspace = Workspace.from_env()
+    bar = ProgressBar("sync")
+
+    def show(p: SyncProgress) -> None:
+        bar.update(
+            p.events_done + p.blobs_done,
+            p.events_total + p.blobs_total,
+            f"events {p.events_done:,}/{p.events_total:,} blobs {p.blobs_done}/{p.blobs_total}",
+        )
+
+    try:
+        result = sync(workspace, progress=show)
+    finally:
+        bar.close()
+    print(
+        f"sent {result.events_sent:,} events, uploaded {result.blobs_uploaded} artifacts; "
+        f"left: {result.events_remaining:,} events, {result.blobs_remaining} artifacts"
+    )
+    if result.events_rejected or result.blobs_rejected or result.torn_bytes:
+        print(
+            f"discarded: {result.events_rejected} events Kafka refused, "
+            f"{result.blobs_rejected} artifacts the API refused, "
+            f"{result.torn_bytes} bytes of torn spool records"
+        )
+    if result.segments_skipped:
+        print(f"{result.segments_skipped} spool files belong to a running process; it sends them")
+    for error in result.errors:
+        print(f"runstream: {error}", file=sys.stderr)
+    return 0 if result.complete else 1
+
+
 def _print_status(status: dict[str, dict[str, object]], *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(status, sort_keys=True))
@@ -238,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Run the product page's example end to end: start the local stack if needed, sweep "
         "Ridge regression's alpha over scikit-learn's diabetes data (a child run per alpha), "
         "wait until everything is stored and print where to look.",
+    )
+    add(
+        "sync",
+        cmd_sync,
+        "Send events and artifact bytes left in RUNSTREAM_HOME/spool (Kafka or the API was "
+        "unreachable, or the process died) and delete them once delivered, with a progress "
+        "bar. Exits non-zero while something is left.",
     )
     bench = add(
         "bench",
