@@ -8,9 +8,8 @@ next owner re-reads from the stored offsets). Then HTTP stops, the consumer leav
 group, the producer flushes and the pool closes. A crashed loop cancels its siblings and
 the worker exits non-zero.
 
-``python -m ingest.service`` runs a worker from the environment (``RUNSTREAM_*``, plus
-``RUNSTREAM_INGEST_GROUP`` and ``RUNSTREAM_METRICS_PORT``); ``runstream ingest`` calls
-``run_worker`` the same way.
+``runstream ingest`` (ingest/cli.py) calls ``run_worker``; ``python -m ingest.service`` does
+the same from the environment alone.
 """
 
 from __future__ import annotations
@@ -27,15 +26,14 @@ from prometheus_client import CollectorRegistry
 
 from ingest.consumer import DeadLetterProducer, IngestConsumer
 from ingest.metrics import IngestMetrics, MetricsServer
-from ingest.settings import Settings
+from ingest.settings import DEFAULT_METRICS_PORT, Settings
 from ingest.store import Store
 
-__all__ = ["DEFAULT_GROUP_ID", "DEFAULT_METRICS_PORT", "main", "run_worker"]
+__all__ = ["DEFAULT_GROUP_ID", "main", "run_worker"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_GROUP_ID = "runstream-ingest"
-DEFAULT_METRICS_PORT = 8471
 PARTITION_UPKEEP_INTERVAL_S = 3600.0
 QUEUE_GAUGES_INTERVAL_S = 15.0
 
@@ -128,19 +126,19 @@ def _queue_gauges(store: Store, metrics: IngestMetrics) -> Callable[[], Awaitabl
 
 
 def main() -> int:
-    """Entry for ``python -m ingest.service``: configuration from the environment."""
+    """``python -m ingest.service``: ``runstream ingest`` without the CLI (environment only;
+    RUNSTREAM_DB is required, RUNSTREAM_INGEST_GROUP picks the consumer group)."""
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
     if settings.db_dsn is None:
         print("RUNSTREAM_DB is not set", file=sys.stderr)
         return 2
-    port = os.environ.get("RUNSTREAM_METRICS_PORT", str(DEFAULT_METRICS_PORT))
     return asyncio.run(run_worker(
         settings,
         dsn=settings.db_dsn.value,
         group_id=os.environ.get("RUNSTREAM_INGEST_GROUP", DEFAULT_GROUP_ID),
-        metrics_port=None if port in ("", "none") else int(port),
+        metrics_port=settings.metrics_port,
     ))
 
 

@@ -124,3 +124,25 @@ class EventFactory:
 
     def heartbeat(self, dropped_events: int = 0, **kw: Any) -> dict[str, Any]:
         return self.event("Heartbeat", {"dropped_events": dropped_events}, **kw)
+
+
+async def enable_timescaledb(dsn: str) -> bool:
+    """Create the timescaledb extension in this (empty) database if the server has it.
+
+    Returns False when the server cannot load it (not installed or not preloaded).
+    """
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        if not await conn.fetchval(
+            "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
+        ):
+            return False
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        except asyncpg.PostgresError:
+            return False
+        return True
+    finally:
+        await conn.close()

@@ -77,7 +77,8 @@ BEGIN
 END
 $fn$;
 
--- Retention: drop metric data older than keep_for (whole partitions/chunks only).
+-- Retention: drop metric data older than keep_for: whole partitions/chunks, plus rows
+-- of the default partition. Returns how many partitions/chunks (default counts as one).
 CREATE FUNCTION runstream_data.drop_metrics_older_than(keep_for interval)
 RETURNS integer LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -102,6 +103,11 @@ BEGIN
             dropped := dropped + 1;
         END IF;
     END LOOP;
+    -- Late data older than every partition sits in the default partition: delete by row.
+    DELETE FROM runstream_data.metric_chunks_default WHERE time_max < now() - keep_for;
+    IF FOUND THEN
+        dropped := dropped + 1;
+    END IF;
     RETURN dropped;
 END
 $fn$;

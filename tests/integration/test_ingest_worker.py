@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from ingest.service import run_worker
 from ingest.settings import Secret
 from ingest.store import migrate
-from ingest.testing import EventFactory, packed_series
+from ingest.testing import EventFactory, enable_timescaledb, packed_series
 from schemas.codec import Codec
 from tests.conftest import DbFactory, StackInfo, TopicFactory, unique
 
@@ -107,10 +107,15 @@ async def fetch(dsn: str, sql: str, *args: Any) -> list[dict[str, Any]]:
         await conn.close()
 
 
-async def new_db(db_factory: DbFactory) -> str:
+async def new_db(db_factory: DbFactory, backend: str = "partitioned") -> str:
     dsn = await db_factory()
+    if backend == "timescaledb" and not await enable_timescaledb(dsn):
+        pytest.skip("TimescaleDB is not available on this PostgreSQL")
     assert await migrate(dsn) == [1, 2, 3]
     return dsn
+
+
+BACKENDS = pytest.mark.parametrize("backend", ["partitioned", "timescaledb"])
 
 
 async def snapshot(dsn: str) -> dict[str, list[str]]:
@@ -123,10 +128,11 @@ async def snapshot(dsn: str) -> dict[str, list[str]]:
     return out
 
 
+@BACKENDS
 async def test_every_payload_kind_lands_in_the_views_as_sent(
-    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory
+    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory, backend: str
 ) -> None:
-    topic, dsn = await topic_factory(partitions=3), await new_db(db_factory)
+    topic, dsn = await topic_factory(partitions=3), await new_db(db_factory, backend)
     rid = run_id("diabetes")
     f = EventFactory(rid, experiment="diabetes")
     t0 = 1_700_000_000_000_000
@@ -198,10 +204,11 @@ async def test_every_payload_kind_lands_in_the_views_as_sent(
     assert prod["missing_events"] == 0
 
 
+@BACKENDS
 async def test_duplicates_and_replay_from_offset_zero_change_nothing(
-    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory
+    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory, backend: str
 ) -> None:
-    topic, dsn = await topic_factory(partitions=4), await new_db(db_factory)
+    topic, dsn = await topic_factory(partitions=4), await new_db(db_factory, backend)
     messages = []
     for r in range(6):
         f = EventFactory(run_id())
@@ -387,14 +394,15 @@ async def test_kill_9_mid_stream_loses_and_doubles_nothing(
     topic, dsn = await topic_factory(partitions=4), await new_db(db_factory)
     group = unique("crash-")
     env = {**os.environ, "RUNSTREAM_KAFKA": stack.kafka_bootstrap, "RUNSTREAM_TOPIC": topic,
-           "RUNSTREAM_DB": dsn, "RUNSTREAM_INGEST_GROUP": group, "RUNSTREAM_METRICS_PORT": ""}
+           "RUNSTREAM_DB": dsn}
 
     logs: list[Path] = []
 
     def start_worker() -> subprocess.Popen[bytes]:
         logs.append(tmp_path / f"worker-{len(logs)}.log")
         with logs[-1].open("wb") as log:
-            return subprocess.Popen([sys.executable, "-m", "ingest.service"], env=env,
+            return subprocess.Popen([sys.executable, "-m", "ingest.cli", "ingest",
+                                     "--group", group, "--metrics-port", "0"], env=env,
                                     stdout=log, stderr=subprocess.STDOUT)
 
     factories = [EventFactory(run_id()) for _ in range(8)]
