@@ -59,6 +59,8 @@ BEGIN
     IF (SELECT value FROM runstream_data.settings WHERE key = 'storage_backend') <> 'partitioned' THEN
         RETURN 0;
     END IF;
+    -- Every worker runs this periodically: one at a time, the others then find it done.
+    PERFORM pg_advisory_xact_lock(hashtext('runstream_data.ensure_metric_partitions'));
     WHILE m < to_ts LOOP
         nxt := (m AT TIME ZONE 'UTC' + interval '1 month') AT TIME ZONE 'UTC';
         part := 'metric_chunks_' || to_char(m AT TIME ZONE 'UTC', 'YYYYMM');
