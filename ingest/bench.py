@@ -1,9 +1,11 @@
 """``runstream bench``: measure the write path on this machine, in one run.
 
 Everything runs for real on the local stack, in a database and topic of its own (dropped
-afterwards):
+afterwards; with TimescaleDB when the stack's database has it):
 
-1. ``log_call`` — one training process calls ``run.log`` in a loop, each call timed.
+1. ``log_call`` — one training process calls ``run.log`` in a loop, each call timed; and
+   ``log_call_noise_floor``, the same loop calling a no-op: what this machine's scheduler
+   and timer alone cost (a VM's stalls show up in its max).
 2. ``log_call_kafka_down`` — the same with Kafka unreachable (a closed port): events go
    to the spool, and no call may stall the loop.
 3. ``e2e`` — ``producers`` training processes (ranks of one run) log as fast as they can
@@ -56,6 +58,7 @@ MLFLOW_LOG_METRIC_S = 0.064
 WARMUP_S = 5.0
 
 SQL_COMMITTED = "SELECT coalesce(sum(n), 0) FROM runstream_data.metric_chunks WHERE run_id = $1"
+SQL_TIMESCALEDB = "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
 SQL_LATENCY = """
 SELECT percentile_cont(ARRAY[0.5, 0.99, 0.999]) WITHIN GROUP (ORDER BY lat),
        max(lat), count(*)
@@ -257,6 +260,13 @@ async def _bench(
     bench_dsn = _with_database(dsn, database)
     result: dict[str, Any] = {"config": asdict(config)}
     try:
+        if await _has_timescaledb(dsn):
+            # Same storage mode as the stack's database.
+            bench = await asyncpg.connect(bench_dsn)
+            try:
+                await bench.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            finally:
+                await bench.close()
         await migrate(bench_dsn)
         await ensure_topics(
             settings.kafka_bootstrap, [topic, f"{topic}.dlq"], partitions=config.partitions
@@ -280,6 +290,14 @@ async def _bench(
             }
             up = _report(_producer(env.producer_env(_run_id(), 0, 1), spec), 300)
             result["log_call"] = {"calls": up["timed_calls"], **_percentiles_us(up["call_ns"])}
+            progress("the same loop calling a no-op instead (this machine's noise floor)…")
+            floor = _report(
+                _producer(env.producer_env(_run_id(), 0, 1), {**spec, "noop": True}), 300
+            )
+            result["log_call_noise_floor"] = {
+                "calls": floor["timed_calls"],
+                **_percentiles_us(floor["call_ns"]),
+            }
             progress(f"log call latency ({config.log_call_duration_s:g}s, Kafka unreachable)…")
             down_env = env.producer_env(
                 _run_id(), 0, 1, RUNSTREAM_KAFKA=f"127.0.0.1:{_closed_port()}"
@@ -355,6 +373,14 @@ async def _bench(
                 await client.close()
 
 
+async def _has_timescaledb(dsn: str) -> bool:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return bool(await conn.fetchval(SQL_TIMESCALEDB))
+    finally:
+        await conn.close()
+
+
 def run_bench(
     settings: Settings, *, dsn: str, config: BenchConfig, progress: Progress
 ) -> dict[str, Any]:
@@ -369,11 +395,14 @@ def format_report(result: dict[str, Any]) -> str:
         result["e2e"],
         result["latency"],
     )
+    floor = result["log_call_noise_floor"]
     mib = 1 << 20
     lines = [
         f"storage: {result['machine']['storage']}, {result['machine']['cpus']} CPUs",
         f"run.log (Kafka up):    p50 {call['p50_us']:.2f} µs  p99 {call['p99_us']:.2f} µs  "
         f"max {call['max_us'] / 1000:.1f} ms  ({call['calls']:,} calls)",
+        f"no-op in that loop:    p50 {floor['p50_us']:.2f} µs  p99 {floor['p99_us']:.2f} µs  "
+        f"max {floor['max_us'] / 1000:.1f} ms  (this machine's noise floor)",
         f"run.log (Kafka down):  p50 {down['p50_us']:.2f} µs  p99 {down['p99_us']:.2f} µs  "
         f"max {down['max_us'] / 1000:.1f} ms  dropped {down['dropped_events']}",
         f"end to end:            {e2e['sustained_points_per_s']:,} points/s sustained "

@@ -4,8 +4,10 @@ It opens the run named by ``RUNSTREAM_RUN_ID`` as rank ``RUNSTREAM_RANK`` (exact
 launched script), then calls ``run.log`` in a training-loop shape — ``series`` metric names
 per step — either as fast as it can or paced to ``rate`` points per second, for
 ``duration_s``. With ``time_calls`` every call is timed with ``perf_counter_ns`` (the
-timer's own cost, about 0.1 µs, is included). It closes the run's producer (bounded) and
-prints one JSON line of what it did: points logged, call latency percentiles, peak RSS.
+timer's own cost, about 0.1 µs, is included); with ``noop`` a do-nothing function stands
+in for ``run.log``, which measures what the loop and the machine alone cost. It closes the
+run's producer (bounded) and prints one JSON line of what it did: points logged, call
+latency percentiles, peak RSS.
 """
 
 from __future__ import annotations
@@ -29,10 +31,14 @@ def percentile(sorted_values: array[int], q: float) -> float:
     return float(sorted_values[index])
 
 
+def _noop(name: str, value: float, step: int | None = None) -> None:
+    """Stands in for run.log to measure the loop and timer alone (the machine's noise)."""
+
+
 def _loop(
-    run: Run, *, names: list[str], duration_s: float, rate: float, time_calls: bool
+    run: Run, *, names: list[str], duration_s: float, rate: float, time_calls: bool, noop: bool
 ) -> tuple[int, array[int]]:
-    log = run.log
+    log = _noop if noop else run.log
     series = len(names)
     latencies: array[int] = array("q")
     clock = time.perf_counter_ns
@@ -74,6 +80,7 @@ def main(spec_json: str) -> int:
         duration_s=float(spec["duration_s"]),
         rate=float(spec.get("rate", 0)),
         time_calls=bool(spec.get("time_calls", False)),
+        noop=bool(spec.get("noop", False)),
     )
     logged_at = time.time()
     close_started = time.perf_counter()
