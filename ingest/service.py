@@ -17,9 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry
@@ -29,7 +27,7 @@ from ingest.metrics import IngestMetrics, MetricsServer
 from ingest.settings import DEFAULT_METRICS_PORT, Settings
 from ingest.store import Store
 
-__all__ = ["DEFAULT_GROUP_ID", "main", "run_worker"]
+__all__ = ["DEFAULT_GROUP_ID", "run_worker"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,24 +121,3 @@ def _queue_gauges(store: Store, metrics: IngestMetrics) -> Callable[[], Awaitabl
         metrics.set_queue_state(await store.queue_state())
 
     return refresh
-
-
-def main() -> int:
-    """``python -m ingest.service``: ``runstream ingest`` without the CLI (environment only;
-    RUNSTREAM_DB is required, RUNSTREAM_INGEST_GROUP picks the consumer group)."""
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings.from_env()
-    if settings.db_dsn is None:
-        print("RUNSTREAM_DB is not set", file=sys.stderr)
-        return 2
-    return asyncio.run(run_worker(
-        settings,
-        dsn=settings.db_dsn.value,
-        group_id=os.environ.get("RUNSTREAM_INGEST_GROUP", DEFAULT_GROUP_ID),
-        metrics_port=settings.metrics_port,
-    ))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
