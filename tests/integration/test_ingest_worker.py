@@ -8,15 +8,10 @@ import asyncio
 import math
 import os
 import random
-import signal
 import socket
-import subprocess
-import sys
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -27,16 +22,20 @@ from prometheus_client import CollectorRegistry
 
 from ingest.service import run_worker
 from ingest.settings import Secret
-from ingest.store import migrate
-from ingest.testing import EventFactory, enable_timescaledb, packed_series
+from ingest.testing import EventFactory, packed_series
 from schemas.codec import Codec
 from tests.conftest import DbFactory, StackInfo, TopicFactory, unique
+from tests.integration.conftest import (
+    WorkerFactory,
+    WorkerProcess,
+    fetch,
+    new_db,
+    run_id,
+    stored_offsets_reach,
+    wait_for,
+)
 
 CODEC = Codec()
-
-
-def run_id(experiment: str = "exp") -> str:
-    return f"{experiment}_{random.randint(1_600_000_000, 1_900_000_000)}_{uuid.uuid4().hex[:8]}"
 
 
 async def produce(bootstrap: str, topic: str,
@@ -59,29 +58,6 @@ def encoded(*events: dict[str, Any]) -> list[tuple[bytes, bytes]]:
     return [(e["run_id"].encode(), CODEC.encode(e)) for e in events]
 
 
-async def wait_for(check: Callable[[], Awaitable[bool]], *, timeout_s: float = 60.0,
-                   what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await check():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        await asyncio.sleep(0.2)
-
-
-def stored_offsets_reach(dsn: str, topic: str, group: str,
-                        ends: dict[int, int]) -> Callable[[], Awaitable[bool]]:
-    """A check: the group's offsets in the database cover every produced message."""
-    async def check() -> bool:
-        rows = await fetch(dsn, "SELECT partition, next_offset FROM "
-                                "runstream_data.consumer_offsets WHERE group_id = $1 AND "
-                                "topic = $2", group, topic)
-        stored = {r["partition"]: r["next_offset"] for r in rows}
-        return all(stored.get(p, 0) >= end for p, end in ends.items())
-
-    return check
-
-
 @asynccontextmanager
 async def worker(stack: StackInfo, topic: str, dsn: str, *, group: str | None = None,
                  registry: CollectorRegistry | None = None) -> AsyncIterator[str]:
@@ -97,22 +73,6 @@ async def worker(stack: StackInfo, topic: str, dsn: str, *, group: str | None = 
     finally:
         stop.set()
         assert await asyncio.wait_for(task, 60) == 0
-
-
-async def fetch(dsn: str, sql: str, *args: Any) -> list[dict[str, Any]]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return [dict(r) for r in await conn.fetch(sql, *args)]
-    finally:
-        await conn.close()
-
-
-async def new_db(db_factory: DbFactory, backend: str = "partitioned") -> str:
-    dsn = await db_factory()
-    if backend == "timescaledb" and not await enable_timescaledb(dsn):
-        pytest.skip("TimescaleDB is not available on this PostgreSQL")
-    assert await migrate(dsn) == [1, 2, 3]
-    return dsn
 
 
 BACKENDS = pytest.mark.parametrize("backend", ["partitioned", "timescaledb"])
@@ -389,21 +349,15 @@ async def test_workers_sharing_a_group_store_everything_once(
 
 
 async def test_kill_9_mid_stream_loses_and_doubles_nothing(
-    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory, tmp_path: Path
+    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory,
+    worker_procs: WorkerFactory,
 ) -> None:
     topic, dsn = await topic_factory(partitions=4), await new_db(db_factory)
     group = unique("crash-")
-    env = {**os.environ, "RUNSTREAM_KAFKA": stack.kafka_bootstrap, "RUNSTREAM_TOPIC": topic,
-           "RUNSTREAM_DB": dsn}
 
-    logs: list[Path] = []
-
-    def start_worker() -> subprocess.Popen[bytes]:
-        logs.append(tmp_path / f"worker-{len(logs)}.log")
-        with logs[-1].open("wb") as log:
-            return subprocess.Popen([sys.executable, "-m", "ingest.cli", "ingest",
-                                     "--group", group, "--metrics-port", "0"], env=env,
-                                    stdout=log, stderr=subprocess.STDOUT)
+    def start_worker() -> WorkerProcess:
+        return worker_procs.start(bootstrap=stack.kafka_bootstrap, topic=topic, dsn=dsn,
+                                  group=group)
 
     factories = [EventFactory(run_id()) for _ in range(8)]
     per_event = 250
@@ -442,8 +396,7 @@ async def test_kill_9_mid_stream_loses_and_doubles_nothing(
             seen = await stored_points()
             await wait_for(progressed, timeout_s=90, what="the worker to make progress")
             await asyncio.sleep(random.uniform(0.0, 0.3))  # somewhere inside a batch
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
+            proc.kill9()
             kills += 1
             proc = start_worker()
         seen = await stored_points()
@@ -454,13 +407,8 @@ async def test_kill_9_mid_stream_loses_and_doubles_nothing(
                        what="the restarted worker to catch up")
     finally:
         feeding.clear()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
     assert kills == 4
-    assert proc.returncode == 0
+    assert proc.stop() == 0, proc.output()
     (row,) = await fetch(dsn, "SELECT count(*) AS n, count(DISTINCT (run_id, step)) AS d "
                               "FROM runstream.metric_points")
     assert sent_points > 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from ingest.settings import Settings
 from ingest.stack.postgres import LocalPostgres
 from ingest.stack.procs import port_open
 from tests.conftest import DbFactory, StackInfo, TopicFactory, unique
+from tests.integration.conftest import free_port
 
 
 def runstream(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -31,26 +31,6 @@ def runstream(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
         timeout=600,
         env=env,
     )
-
-
-def free_port(span: int = 1) -> int:
-    """A port p such that p..p+span-1 are free right now."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port + span < 65000 and all(_free(port + i) for i in range(span)):
-            return port
-    raise RuntimeError("no free port range")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 async def test_idempotent_produce_group_consume_commit(
