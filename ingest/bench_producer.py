@@ -12,6 +12,7 @@ latency percentiles, peak RSS.
 
 from __future__ import annotations
 
+import bisect
 import json
 import resource
 import sys
@@ -94,6 +95,7 @@ def main(spec_json: str) -> int:
         "dropped_events": run.dropped_events,
         "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "timed_calls": len(latencies),
+        "calls_over_5ms": len(latencies) - bisect.bisect_right(latencies, 5_000_000),
         "call_ns": {
             "p50": percentile(latencies, 0.50),
             "p99": percentile(latencies, 0.99),
