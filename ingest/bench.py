@@ -226,7 +226,8 @@ async def _pipeline(
         worker_rss = max(worker_rss, _rss(workers))
         committed = await _committed(conn, run_id)
     drained_s = time.monotonic() - started
-    window = [(t, n) for t, n in samples if WARMUP_S <= t <= duration_s]
+    warmup_s = min(WARMUP_S, duration_s / 3)
+    window = [(t, n) for t, n in samples if warmup_s <= t <= duration_s]
     sustained = (
         (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0]) if len(window) > 1 else 0.0
     )

@@ -140,6 +140,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         workers=args.workers,
         partitions=args.partitions,
         latency_rate=args.latency_rate,
+        latency_duration_s=args.latency_duration_s,
+        log_call_duration_s=args.log_call_duration_s,
     )
     result = run_bench(settings, dsn=stack.dsn, config=config, progress=progress)
     print(json.dumps(result, indent=2) if args.json else format_report(result))
@@ -295,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--partitions", type=int, default=6, help="topic partitions (6)")
     bench.add_argument(
         "--latency-rate", type=float, default=50_000, help="paced rate for latency (50000/s)"
+    )
+    bench.add_argument(
+        "--latency-duration-s", type=float, default=20.0, help="paced run length (20)"
+    )
+    bench.add_argument(
+        "--log-call-duration-s", type=float, default=5.0, help="each timed log-call loop (5)"
     )
     for service in (api, ingest):
         # Set by `runstream up` so `down` finds exactly the services of one home.
