@@ -187,6 +187,7 @@ async def test_worker_killed_9_repeatedly_while_a_job_logs_loses_and_doubles_not
     assert report["iterations"] > 0
     await assert_each_point_once(dsn, report)
     assert worker.stop() == 0, worker.output()
+    print(f"kill -9 x{kills}: {report}")
 
 
 @contextmanager
