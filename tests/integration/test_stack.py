@@ -124,6 +124,7 @@ def private_stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         "RUNSTREAM_KAFKA": f"127.0.0.1:{kafka_port}",
         "RUNSTREAM_PG_PORT": str(free_port()),
         "RUNSTREAM_API": f"http://127.0.0.1:{free_port()}",
+        "RUNSTREAM_METRICS_PORT": str(free_port()),
     }
     env.pop("RUNSTREAM_DB", None)
     yield env
@@ -169,12 +170,14 @@ def test_up_then_down_leaves_no_process_of_ours(
     assert "kafka" in down.stdout
     assert "postgres" in down.stdout
     assert "api" in down.stdout
+    assert "ingest" in down.stdout
     assert _our_processes(home) == []
     assert _our_processes(str(pg.data)) == []
     assert not pg.running()
     assert not port_open("127.0.0.1", int(env["RUNSTREAM_KAFKA"].rsplit(":", 1)[1]))
     assert not port_open("127.0.0.1", settings.pg_port)
     assert not port_open("127.0.0.1", int(env["RUNSTREAM_API"].rsplit(":", 1)[1]))
+    assert not port_open("127.0.0.1", int(env["RUNSTREAM_METRICS_PORT"]))
     # Nothing else was touched: the session's stack still answers.
     assert json.loads(runstream("status", "--json").stdout)["kafka"]["ok"] is True
     assert runstream("down", env=env).stdout.strip() == "nothing of ours was running"
