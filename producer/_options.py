@@ -37,7 +37,8 @@ class ProducerOptions:
     request_timeout_ms: int = 10_000
     #: Longest the sender waits on Kafka to accept (not acknowledge) one message.
     send_block_s: float = 1.0
-    #: Bound of one connection attempt; retries back off up to 30 s.
+    #: Bound of one connection attempt; retries back off up to 5 s (so delivery resumes
+    #: within seconds of the broker coming back).
     connect_timeout_s: float = 5.0
     #: Used by the atexit hook that closes every sender still open.
     close_timeout_s: float = 10.0

@@ -60,7 +60,9 @@ from ._transport import KafkaTransport, deliver, transport_error
 
 logger = logging.getLogger(__name__)
 
-MAX_BACKOFF_S = 30.0
+#: Reconnect attempts back off 0.5 s, 1 s, … up to this; cheap (one TCP connect), and it
+#: bounds how long delivery lags behind a broker that came back.
+MAX_BACKOFF_S = 5.0
 #: A real (not zero) sleep between metric batches of one pass. A thread that only runs
 #: Python code keeps the GIL until another thread forces a switch (5 ms by default), so
 #: a long pass would stall a CPU-bound training loop for that long; blocking briefly in
