@@ -35,8 +35,9 @@ def run_id(experiment: str = "exp") -> str:
     return f"{experiment}_{random.randint(1_600_000_000, 1_900_000_000)}_{uuid.uuid4().hex[:8]}"
 
 
-async def wait_for(check: Callable[[], Awaitable[bool]], *, timeout_s: float = 60.0,
-                   what: str = "condition") -> None:
+async def wait_for(
+    check: Callable[[], Awaitable[bool]], *, timeout_s: float = 60.0, what: str = "condition"
+) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while not await check():
@@ -62,13 +63,20 @@ async def new_db(db_factory: DbFactory, backend: str = "partitioned") -> str:
     return dsn
 
 
-def stored_offsets_reach(dsn: str, topic: str, group: str,
-                         ends: dict[int, int]) -> Callable[[], Awaitable[bool]]:
+def stored_offsets_reach(
+    dsn: str, topic: str, group: str, ends: dict[int, int]
+) -> Callable[[], Awaitable[bool]]:
     """A check: the group's offsets in the database cover every produced message."""
+
     async def check() -> bool:
-        rows = await fetch(dsn, "SELECT partition, next_offset FROM "
-                                "runstream_data.consumer_offsets WHERE group_id = $1 AND "
-                                "topic = $2", group, topic)
+        rows = await fetch(
+            dsn,
+            "SELECT partition, next_offset FROM "
+            "runstream_data.consumer_offsets WHERE group_id = $1 AND "
+            "topic = $2",
+            group,
+            topic,
+        )
         stored = {r["partition"]: r["next_offset"] for r in rows}
         return all(stored.get(p, 0) >= end for p, end in ends.items())
 
@@ -92,6 +100,18 @@ async def topic_ends(bootstrap: str, topic: str) -> dict[int, int]:
     finally:
         await consumer.stop()
     return {tp.partition: end for tp, end in ends.items() if end > 0}
+
+
+def runstream(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user would (a subprocess), capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "ingest.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+        env=env,
+    )
 
 
 def free_port(span: int = 1) -> int:
@@ -148,15 +168,32 @@ class WorkerFactory:
     started: list[WorkerProcess] = field(default_factory=list)
 
     def start(self, *, bootstrap: str, topic: str, dsn: str, group: str) -> WorkerProcess:
-        env = {**os.environ, "RUNSTREAM_KAFKA": bootstrap, "RUNSTREAM_TOPIC": topic,
-               "RUNSTREAM_DB": dsn, "RUNSTREAM_HOME": str(self.logs / "home")}
+        env = {
+            **os.environ,
+            "RUNSTREAM_KAFKA": bootstrap,
+            "RUNSTREAM_TOPIC": topic,
+            "RUNSTREAM_DB": dsn,
+            "RUNSTREAM_HOME": str(self.logs / "home"),
+        }
         log = self.logs / f"worker-{len(self.started)}.log"
         self.logs.mkdir(parents=True, exist_ok=True)
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "ingest.cli", "ingest", "--group", group,
-                 "--metrics-port", "0"],
-                env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-m",
+                    "ingest.cli",
+                    "ingest",
+                    "--group",
+                    group,
+                    "--metrics-port",
+                    "0",
+                ],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         self.started.append(WorkerProcess(proc, log))
         return self.started[-1]
 

@@ -5,25 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import asyncpg
 
 from producer import Experiment, Workspace
 from tests.conftest import StackInfo, TopicFactory
-
-
-def runstream(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ingest.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-        env=env,
-    )
+from tests.integration.conftest import runstream
 
 
 async def test_demo_runs_the_product_example_and_everything_lands(stack: StackInfo) -> None:

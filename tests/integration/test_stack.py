@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,18 +17,7 @@ from ingest.settings import Settings
 from ingest.stack.postgres import LocalPostgres
 from ingest.stack.procs import port_open
 from tests.conftest import DbFactory, StackInfo, TopicFactory, unique
-from tests.integration.conftest import free_port
-
-
-def runstream(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ingest.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-        env=env,
-    )
+from tests.integration.conftest import free_port, runstream
 
 
 async def test_idempotent_produce_group_consume_commit(
