@@ -107,8 +107,9 @@ class Stack:
         argv = [sys.executable, "-m", "ingest.cli", spec.command, f"--stack-home={self.home}"]
         if self._healthy(spec):
             raise StackError(
-                f"{spec.health_url(self.settings)} already answers but not from a {spec.name} "
-                "this stack started; stop that server or choose another port"
+                f"{spec.health_url(self.settings)} already answers, but not from the {spec.name} "
+                "service of this stack; stop that server or choose another port "
+                "(RUNSTREAM_API, RUNSTREAM_METRICS_PORT)"
             )
         progress(f"starting {spec.name}…")
         log_file = self.home / "stack" / f"{spec.name}.log"
