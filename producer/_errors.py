@@ -5,19 +5,25 @@ Tree::
     ProducerError                  root of everything this package raises on purpose
     ├── ConfigError                a RUNSTREAM_* variable or argument is unusable (also ValueError)
     ├── RunClosedError             logging into a run handle after ``close()``
-    ├── ProducerTimeoutError       ``flush``/``close`` ran out of time (also TimeoutError)
+    │   └── ReadOnlyRunError       logging into a handle attached by id (``get_runs``, ``attach``)
+    ├── ProducerTimeoutError       ``flush``/``close``/``wait_for_completion`` ran out of time
+    │                              (also TimeoutError)
     ├── SpoolError                 the on-disk spool cannot be written or read
-    └── TransportError             talking to Kafka or the blob API failed; ``retriable``
+    └── TransportError             talking to Kafka or the API failed; ``retriable``
         ├── KafkaUnavailableError  no broker reachable, or a send failed
-        └── BlobUploadError        ``PUT /v1/blobs/{sha256}`` failed; ``status``, ``sha256``
+        ├── BlobUploadError        ``PUT /v1/blobs/{sha256}`` failed; ``status``, ``sha256``
+        └── ApiError               a read (``get_metrics``, ``get_runs``…) failed; ``status``
+            │                      (None without a response), ``message`` (the server's)
+            └── NotFoundError      404: no such run, file or compute target (yet)
 
 A bad call (empty or over-long name, unsupported value type, unequal table columns,
 missing file, bad artifact name, an event that can never fit in one message) raises a
 plain ``ValueError``/``TypeError`` at the call site instead, like the standard library.
 
-Transport and spool errors are mostly handled inside the background sender, which
-spools, retries or counts a drop; they reach user code through ``runstream sync``
-results, log warnings and ``Workspace.stats()``.
+Read calls raise ``ApiError``/``NotFoundError`` directly: they are answers the caller
+asked for, not background work. Transport and spool errors of the write side are mostly
+handled inside the background sender, which spools, retries or counts a drop; they reach
+user code through ``runstream sync`` results, log warnings and ``Workspace.stats()``.
 """
 
 from __future__ import annotations
@@ -25,11 +31,14 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = [
+    "ApiError",
     "BlobUploadError",
     "ConfigError",
     "KafkaUnavailableError",
+    "NotFoundError",
     "ProducerError",
     "ProducerTimeoutError",
+    "ReadOnlyRunError",
     "RunClosedError",
     "SpoolError",
     "TransportError",
@@ -51,19 +60,38 @@ class ConfigError(ProducerError, ValueError):
 class RunClosedError(ProducerError):
     """The run handle was closed; it accepts no more events."""
 
-    def __init__(self, run_id: str) -> None:
-        super().__init__(f"run {run_id!r} is closed; open a new run or use Run.get_context()")
+    def __init__(self, run_id: str, message: str | None = None) -> None:
+        super().__init__(
+            message or f"run {run_id!r} is closed; open a new run or use Run.get_context()"
+        )
         self.run_id = run_id
 
 
-class ProducerTimeoutError(ProducerError, TimeoutError):
-    """``flush``/``close`` did not finish within ``timeout_s``; nothing was discarded."""
+class ReadOnlyRunError(RunClosedError):
+    """The handle was attached by id to read a run; it cannot log into it."""
 
-    def __init__(self, operation: str, timeout_s: float, pending_events: int) -> None:
+    def __init__(self, run_id: str) -> None:
         super().__init__(
-            f"{operation} did not finish within {timeout_s:g} s; {pending_events} events "
-            "are still queued or spooled (they are kept and sent later, or by `runstream sync`)"
+            run_id,
+            f"run {run_id!r} was attached by id for reading and accepts no logging; log "
+            "through the handle that started it, or Run.get_context() with RUNSTREAM_RUN_ID",
         )
+
+
+class ProducerTimeoutError(ProducerError, TimeoutError):
+    """``flush``/``close`` (nothing was discarded; ``pending_events`` are kept) or
+    ``wait_for_completion`` (``pending_events`` is 0) did not finish within ``timeout_s``.
+    """
+
+    def __init__(
+        self, operation: str, timeout_s: float, pending_events: int, *, detail: str | None = None
+    ) -> None:
+        if detail is None:
+            detail = (
+                f"{pending_events} events are still queued or spooled (they are kept and sent "
+                "later, or by `runstream sync`)"
+            )
+        super().__init__(f"{operation} did not finish within {timeout_s:g} s; {detail}")
         self.operation = operation
         self.timeout_s = timeout_s
         self.pending_events = pending_events
@@ -100,3 +128,22 @@ class BlobUploadError(TransportError):
         super().__init__(f"blob {sha256[:12]}: {message}", retriable=retriable)
         self.sha256 = sha256
         self.status = status
+
+
+class ApiError(TransportError):
+    """A read request to the API failed.
+
+    ``status`` is the HTTP status, or None when no response came (unreachable, timed out,
+    not JSON); ``message`` is the server's own error message when it sent one.
+    """
+
+    def __init__(self, status: int | None, message: str, *, what: str, retriable: bool) -> None:
+        shown = "API unreachable" if status is None else f"HTTP {status}"
+        super().__init__(f"{what}: {shown}: {message}", retriable=retriable)
+        self.status = status
+        self.message = message
+
+
+class NotFoundError(ApiError):
+    """404: the run, file or compute target does not exist, or the ingest worker has not
+    committed it yet (a run becomes visible with its first event)."""

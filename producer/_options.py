@@ -46,6 +46,11 @@ class ProducerOptions:
     spool_segment_bytes: int = 16 << 20
     #: Per-request timeout of artifact uploads.
     blob_timeout_s: float = 60.0
+    #: Per-request timeout of read calls (``get_metrics``, ``get_runs``, downloads…).
+    api_timeout_s: float = 30.0
+    #: How long a read call first waits for this process's pending events to reach Kafka
+    #: (skipped while offline), so a script reads its own writes once the worker commits.
+    read_flush_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
         if self.compression not in COMPRESSIONS:
@@ -61,10 +66,17 @@ class ProducerOptions:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        for name in ("heartbeat_interval_s", "send_block_s", "connect_timeout_s", "blob_timeout_s"):
+        for name in (
+            "heartbeat_interval_s",
+            "send_block_s",
+            "connect_timeout_s",
+            "blob_timeout_s",
+            "api_timeout_s",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        if self.close_timeout_s < 0:
-            raise ValueError("close_timeout_s must not be negative")
+        for name in ("close_timeout_s", "read_flush_timeout_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
         if not 4096 <= self.batch_max_bytes <= self.max_message_bytes:
             raise ValueError("batch_max_bytes must be between 4096 and max_message_bytes")

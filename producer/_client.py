@@ -1,0 +1,215 @@
+"""A small blocking client for the read API (``/v1/...``), on ``urllib`` (no dependency).
+
+Every request has a timeout and carries ``Authorization: Bearer <token>`` when the
+workspace has a token; the token never appears in a message or ``repr``. Failures map
+into the SDK's error tree (see ``_errors``):
+
+- an error status → ``ApiError(status, message)`` with the server's own message from its
+  ``{"error": {"status", "message"}}`` body; 404 → ``NotFoundError``; ``retriable`` for
+  5xx, 408 and 429;
+- no response (refused, reset, timed out) → ``ApiError(None, …, retriable=True)``;
+- a 2xx body that is not the JSON object the endpoint promises → ``ApiError(status, …)``.
+
+Paths are built from quoted segments (``segment``): a run id or metric name can hold any
+character without changing which route it reaches. Artifact names keep their '/'
+(relative POSIX paths, served by the ``{name:.+}`` route).
+
+JSON has no NaN or ±Infinity, so the API writes them as the strings "NaN", "Infinity",
+"-Infinity" in value positions; ``decode_non_finite`` turns them back into floats. A
+string value that is literally one of those three words therefore reads back as a float.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import shutil
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, Any, BinaryIO, Final
+from urllib.parse import quote
+
+from ._errors import ApiError, NotFoundError
+
+#: Longest error body read to find the server's message.
+MAX_ERROR_BODY_BYTES: Final = 64 * 1024
+NON_FINITE: Final[dict[str, float]] = {
+    "NaN": math.nan,
+    "Infinity": math.inf,
+    "-Infinity": -math.inf,
+}
+_CONTAINERS: Final = (list, dict)
+
+Params = Sequence[tuple[str, str]]
+
+
+def segment(value: str) -> str:
+    """One path segment, every reserved character quoted ('/' too)."""
+    return quote(value, safe="")
+
+
+def file_path(name: str) -> str:
+    """An artifact name (relative POSIX path) quoted segment by segment."""
+    return quote(name, safe="/")
+
+
+def query_string(params: Params) -> str:
+    return "&".join(f"{quote(key, safe='')}={quote(value, safe='')}" for key, value in params)
+
+
+def decode_non_finite(value: Any) -> Any:
+    """Values of a decoded JSON document with "NaN"/"Infinity"/"-Infinity" as floats.
+
+    Keys are left alone. Lists of scalars (the bulk of a metrics answer) take one
+    comprehension without a call per element.
+    """
+    kind = type(value)
+    if kind is str:
+        return NON_FINITE.get(value, value)
+    if kind is list:
+        return [
+            NON_FINITE.get(v, v)
+            if type(v) is str
+            else (decode_non_finite(v) if isinstance(v, _CONTAINERS) else v)
+            for v in value
+        ]
+    if kind is dict:
+        return {k: decode_non_finite(v) for k, v in value.items()}
+    return value
+
+
+def _server_message(body: bytes, fallback: str) -> str:
+    try:
+        document = json.loads(body)
+        message = document["error"]["message"]
+    except (ValueError, TypeError, KeyError):
+        text = body.decode("utf-8", "replace").strip()
+        return text[:500] or fallback
+    return str(message)
+
+
+def _http_error(exc: urllib.error.HTTPError, what: str) -> ApiError:
+    try:
+        body = exc.read(MAX_ERROR_BODY_BYTES)
+    except (OSError, http.client.HTTPException):
+        body = b""
+    finally:
+        exc.close()
+    message = _server_message(body, str(exc.reason))
+    if exc.code == 404:
+        return NotFoundError(404, message, what=what, retriable=False)
+    retriable = exc.code >= 500 or exc.code in (408, 429)
+    return ApiError(exc.code, message, what=what, retriable=retriable)
+
+
+class ApiClient:
+    """Blocking GETs against ``api_url``; safe to share between threads (no shared state).
+
+    ``urlopen`` is the seam unit tests replace (``urllib.request.urlopen``'s signature).
+    """
+
+    def __init__(
+        self,
+        *,
+        api_url: str,
+        token: str,
+        timeout_s: float,
+        urlopen: Callable[..., Any] = urllib.request.urlopen,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self._token = token
+        self.timeout_s = timeout_s
+        self._urlopen = urlopen
+
+    def __repr__(self) -> str:
+        return f"ApiClient(api_url={self.api_url!r}, timeout_s={self.timeout_s:g})"
+
+    def url(self, path: str, params: Params = ()) -> str:
+        """``path`` must already be quoted (see ``segment``/``file_path``)."""
+        query = query_string(params)
+        return f"{self.api_url}{path}?{query}" if query else f"{self.api_url}{path}"
+
+    def open(
+        self,
+        path: str,
+        params: Params = (),
+        *,
+        accept: str = "application/json",
+        timeout_s: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> http.client.HTTPResponse:
+        """GET and return the open response (2xx); the caller closes it."""
+        all_headers = {"Accept": accept, **(headers or {})}
+        if self._token:
+            all_headers["Authorization"] = f"Bearer {self._token}"
+        what = f"GET {path}"
+        # The scheme is checked to be http(s) when the Workspace is built.
+        request = urllib.request.Request(  # noqa: S310
+            self.url(path, params), headers=all_headers, method="GET"
+        )
+        try:
+            response: http.client.HTTPResponse = self._urlopen(
+                request, timeout=self.timeout_s if timeout_s is None else timeout_s
+            )
+        except urllib.error.HTTPError as exc:
+            raise _http_error(exc, what) from exc
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            raise ApiError(None, f"{self.api_url}: {reason}", what=what, retriable=True) from exc
+        return response
+
+    def get_json(self, path: str, params: Params = ()) -> dict[str, Any]:
+        """GET a JSON object (the shape of every ``/v1`` answer)."""
+        what = f"GET {path}"
+        with self.open(path, params) as response:
+            try:
+                body = response.read()
+            except (http.client.HTTPException, OSError) as exc:
+                raise ApiError(
+                    None, f"reading the answer: {exc}", what=what, retriable=True
+                ) from exc
+            status = int(response.status)
+        try:
+            document = json.loads(body)
+        except ValueError as exc:
+            raise ApiError(
+                status, f"answer is not JSON: {exc}", what=what, retriable=False
+            ) from exc
+        if not isinstance(document, dict):
+            raise ApiError(
+                status,
+                f"answer is a JSON {type(document).__name__}, not an object",
+                what=what,
+                retriable=False,
+            )
+        return document
+
+    def pages(self, path: str, params: Params, key: str) -> Iterator[dict[str, Any]]:
+        """Every item of ``key`` across pages, following ``next_cursor`` lazily."""
+        cursor: str | None = None
+        while True:
+            page_params = [*params, ("cursor", cursor)] if cursor is not None else list(params)
+            page = self.get_json(path, page_params)
+            items = page.get(key)
+            if not isinstance(items, list):
+                raise ApiError(
+                    200, f"answer has no {key!r} list", what=f"GET {path}", retriable=False
+                )
+            yield from items
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def download(self, path: str, out: IO[bytes] | BinaryIO) -> int:
+        """Stream a GET's body into ``out``; returns the number of bytes written."""
+        with self.open(path, accept="*/*") as response:
+            try:
+                before = out.tell()
+                shutil.copyfileobj(response, out, 1 << 20)
+                return out.tell() - before
+            except (http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+                raise ApiError(
+                    None, f"download interrupted: {exc}", what=f"GET {path}", retriable=True
+                ) from exc
