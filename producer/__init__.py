@@ -4,14 +4,18 @@ from producer import Workspace, Experiment
 ws = Workspace.from_env()
 with Experiment(ws, "diabetes").start_logging(display_name="ridge") as run:
     run.log("alpha", 0.5)
+run.wait_for_completion(show_output=False); run.get_metrics()   # {"alpha": 0.5}
 """
 
 from ._errors import (
+    ApiError,
     BlobUploadError,
     ConfigError,
     KafkaUnavailableError,
+    NotFoundError,
     ProducerError,
     ProducerTimeoutError,
+    ReadOnlyRunError,
     RunClosedError,
     SpoolError,
     TransportError,
@@ -25,14 +29,17 @@ from ._version import __version__
 from ._workspace import Workspace
 
 __all__ = [
+    "ApiError",
     "BlobUploadError",
     "ConfigError",
     "Experiment",
     "KafkaUnavailableError",
+    "NotFoundError",
     "ProducerError",
     "ProducerOptions",
     "ProducerStats",
     "ProducerTimeoutError",
+    "ReadOnlyRunError",
     "Run",
     "RunClosedError",
     "SpoolError",

@@ -8,6 +8,11 @@ non-blocking path that checks the event will fit in one message before enqueuein
 
 Each run handle is its own producer identity (``producer_id``), so its ``seq`` numbers
 are gap-free on the run's partition; child runs and other ranks have their own.
+
+Handles attached by id (``Run.attach``, ``Experiment.get_runs``) only read: they have no
+sender and a closed stream, so every logging call raises ``ReadOnlyRunError`` (``log``
+through its existing closed-stream check, at no cost to the hot path). The read methods
+come from ``RunReads`` (``_reads.py``).
 """
 
 from __future__ import annotations
@@ -29,9 +34,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from ._batch import event_dict, max_text_bytes
-from ._buffer import POINT_COST_BYTES, PendingEvent, Series, Stream
+from ._buffer import POINT_COST_BYTES, Buffer, PendingEvent, Series, Stream
 from ._capture import OutputCapture
-from ._errors import ConfigError, RunClosedError, SpoolError
+from ._client import segment
+from ._errors import ApiError, ConfigError, ReadOnlyRunError, RunClosedError, SpoolError
+from ._reads import RunReads
 from ._validate import (
     INT64_MAX,
     KIND_FLOAT,
@@ -70,12 +77,15 @@ def new_run_id(experiment: str) -> str:
     return f"{experiment}_{int(time.time())}_{secrets.token_hex(4)}"
 
 
-class Run:
+class Run(RunReads):
     """One run of an experiment, as seen by this process (one rank).
 
     Made by ``Experiment.start_logging``, ``Run.child_run`` or ``Run.get_context``. As a
     context manager, leaving the block completes the run and an exception fails it with
-    the error recorded (``KeyboardInterrupt`` cancels it).
+    the error recorded (``KeyboardInterrupt`` cancels it). ``Run.attach``,
+    ``Workspace.get_run`` and ``Experiment.get_runs`` give read-only handles on existing
+    runs. Read methods (``get_metrics``, ``get_details``, ``wait_for_completion``…) work
+    on every handle.
     """
 
     def __init__(
@@ -83,7 +93,7 @@ class Run:
         *,
         experiment: Experiment,
         stream: Stream,
-        sender: Sender,
+        sender: Sender | None,
         parent: Run | None,
         world_size: int,
         display_name: str | None,
@@ -91,13 +101,16 @@ class Run:
         properties: Mapping[str, str],
         outputs_dir: Path | None,
     ) -> None:
-        """Internal; ``stream`` is already registered with ``sender`` (see ``open_run``)."""
+        """Internal; ``stream`` is already registered with ``sender`` (see ``open_run``).
+
+        Without a sender the handle is read-only and ``stream`` must be closed.
+        """
         self._experiment = experiment
         self._workspace = experiment.workspace
         self._stream = stream
         self._series = stream.series
         self._sender = sender
-        self._buffer = sender.buffer
+        self._buffer = sender.buffer if sender is not None else Buffer(max_bytes=0, wake=_no_wake)
         self._codec = self._workspace.codec
         self._max_text_bytes = max_text_bytes(stream, self._workspace.options.batch_max_bytes)
         self._parent = parent
@@ -198,7 +211,7 @@ class Run:
                     buf.wake()
         if refused:
             if self._stream.closed:
-                raise RunClosedError(self.id)
+                raise self._closed_error()
             buf.count_drop(self._stream)
 
     def _new_series(self, name: str) -> Series:
@@ -266,17 +279,16 @@ class Run:
         source: str | os.PathLike[str] | BinaryIO,
         content_type: str,
     ) -> None:
-        if self._stream.closed:
-            raise RunClosedError(self.id)
+        sender = self._open_sender()
         try:
             if isinstance(source, str | os.PathLike):
                 path = Path(source)
                 if not path.is_file():
                     raise ValueError(f"no such file: {str(path)!r}")
                 with path.open("rb") as f:
-                    sha256, size = self._sender.stage_blob(f)
+                    sha256, size = sender.stage_blob(f)
             elif callable(getattr(source, "read", None)):
-                sha256, size = self._sender.stage_blob(source)
+                sha256, size = sender.stage_blob(source)
             else:
                 raise TypeError(f"expected a path or a binary stream, not {type(source).__name__}")
         except SpoolError as exc:
@@ -291,11 +303,26 @@ class Run:
             "content_type": content_type,
         }
         if self._enqueue("Artifact", record):
-            self._sender.submit_blob(sha256)
+            sender.submit_blob(sha256)
             self._uploaded.add(name)
+
+    def _closed_error(self) -> RunClosedError:
+        return RunClosedError(self.id) if self._sender is not None else ReadOnlyRunError(self.id)
+
+    def _open_sender(self) -> Sender:
+        """The sender, for a handle that may still log; raises otherwise."""
+        if self._sender is None or self._stream.closed:
+            raise self._closed_error()
+        return self._sender
+
+    @property
+    def _writes_here(self) -> bool:
+        return self._sender is not None
 
     def _enqueue(self, kind: str, record: dict[str, Any]) -> bool:
         """Check the encoded size now (raises ValueError), then enqueue; False if dropped."""
+        if self._sender is None:
+            raise ReadOnlyRunError(self.id)
         event = PendingEvent(kind, record, str(uuid.uuid4()), time_ns() // 1000)
         probe = event_dict(
             self._stream,
@@ -321,6 +348,7 @@ class Run:
         """Start a child run (own id; ``parent_run_id`` is this run; ``name`` its display name)."""
         if name is not None:
             check_name(name, "child run name")
+        self._open_sender()
         return open_run(
             self._experiment,
             new_run_id(self._experiment.name),
@@ -360,6 +388,8 @@ class Run:
 
     def _finishing(self, status: str) -> bool:
         """Claim the terminal transition; False if the run already ended."""
+        if self._sender is None:
+            raise ReadOnlyRunError(self.id)
         with self._lock:
             if self._final_status is not None:
                 return False
@@ -411,7 +441,8 @@ class Run:
 
     def flush(self, timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S) -> None:
         """Wait until everything logged so far is acknowledged; ``ProducerTimeoutError`` if not."""
-        self._sender.flush(timeout_s)
+        if self._sender is not None:
+            self._sender.flush(timeout_s)
 
     def close(self, timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S) -> None:
         """End this handle: no more logging; waits up to ``timeout_s`` for delivery.
@@ -449,6 +480,15 @@ class Run:
             self.fail(exc)
 
     @classmethod
+    def attach(cls, workspace: Workspace, run_id: str) -> Run:
+        """A read-only handle on an existing run; ``NotFoundError`` if the API does not
+        know it (yet: a run appears when the worker commits its first event)."""
+        check_name(run_id, "run id")
+        workspace._flush_for_read()
+        details = workspace._api.get_json(f"/v1/runs/{segment(run_id)}")
+        return attached_run(workspace, details)
+
+    @classmethod
     def get_context(
         cls, *, workspace: Workspace | None = None, env: Mapping[str, str] | None = None
     ) -> Run:
@@ -477,6 +517,55 @@ class Run:
             if cacheable:
                 _context_runs[key] = run
         return run
+
+
+def _no_wake() -> None:
+    pass
+
+
+def attached_run(
+    workspace: Workspace, summary: Mapping[str, Any], experiment: Experiment | None = None
+) -> Run:
+    """A read-only handle built from a RunSummary (or RunDetails); no I/O.
+
+    Its parent, if any, is a read-only handle known by id only (no display name).
+    """
+    from ._experiment import Experiment
+
+    try:
+        run_id = str(summary["run_id"])
+        experiment_name = str(summary["experiment"])
+    except KeyError as exc:
+        raise ApiError(
+            200, f"run summary without {exc.args[0]!r}", what="GET /v1/runs", retriable=False
+        ) from None
+    if experiment is None or experiment.name != experiment_name:
+        experiment = Experiment(workspace, experiment_name)
+    parent_id = summary.get("parent_run_id")
+    parent = (
+        attached_run(workspace, {"run_id": parent_id, "experiment": experiment_name}, experiment)
+        if parent_id
+        else None
+    )
+    stream = Stream(
+        run_id=run_id,
+        experiment=experiment_name,
+        workspace=workspace.name,
+        producer_id="",
+        rank=0,
+    )
+    stream.closed = True
+    return Run(
+        experiment=experiment,
+        stream=stream,
+        sender=None,
+        parent=parent,
+        world_size=1,
+        display_name=summary.get("display_name"),
+        compute_target=summary.get("compute_target"),
+        properties={},
+        outputs_dir=None,
+    )
 
 
 _context_runs: dict[tuple[str | None, int], Run] = {}

@@ -3,6 +3,12 @@
 The environment is read in exactly one place, ``Workspace.from_env``; everything else
 takes keyword arguments. A workspace starts its sender (thread, Kafka producer) lazily
 when its first run opens, never in the constructor.
+
+The read side (``get_run``, ``compute_targets``, and the read methods of ``Run`` and
+``Experiment``) goes through the API with the workspace's ``ApiClient``. Reads show what
+the ingest worker has committed, usually well under a second after Kafka has the events;
+each read first gives this process's pending events a bounded chance to reach Kafka
+(``_flush_for_read``), so a script reads its own writes as soon as the worker catches up.
 """
 
 from __future__ import annotations
@@ -13,15 +19,20 @@ import uuid
 from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from schemas.codec import Codec
 
 from ._buffer import Stream
+from ._client import ApiClient, segment
 from ._errors import ConfigError, ProducerTimeoutError
 from ._options import ProducerOptions
 from ._sender import ProducerStats, Sender
 from ._transport import KafkaTransport
 from ._validate import check_name
+
+if TYPE_CHECKING:
+    from ._run import Run
 
 DEFAULT_KAFKA = "127.0.0.1:9092"
 DEFAULT_API = "http://127.0.0.1:8470"
@@ -67,6 +78,7 @@ class Workspace:
         self._lock = threading.Lock()
         self._sender: Sender | None = None
         self._open: set[Stream] = set()
+        self._api = self._api_client()
 
     @classmethod
     def from_env(
@@ -109,6 +121,11 @@ class Workspace:
             batch_bytes=self.options.batch_max_bytes,
             request_timeout_ms=self.options.request_timeout_ms,
             client_id=client_id,
+        )
+
+    def _api_client(self) -> ApiClient:
+        return ApiClient(
+            api_url=self.api_url, token=self._token, timeout_s=self.options.api_timeout_s
         )
 
     def _new_sender(self) -> Sender:
@@ -163,6 +180,39 @@ class Workspace:
             sender = self._sender
         if sender is not None:
             sender.flush(timeout_s)
+
+    def _flush_for_read(self) -> None:
+        """Before a read: wait (bounded, never raising) for this process's pending events.
+
+        Skipped while the sender is offline: the events are safe in the spool and waiting
+        would only delay the read by ``read_flush_timeout_s`` every time.
+        """
+        with self._lock:
+            sender = self._sender
+        if sender is None or sender.closed or sender.stats().mode == "offline":
+            return
+        with suppress(ProducerTimeoutError):
+            sender.flush(self.options.read_flush_timeout_s)
+
+    def get_run(self, run_id: str) -> Run:
+        """A read-only handle on an existing run (``Run.attach``); ``NotFoundError`` if unknown."""
+        from ._run import Run
+
+        return Run.attach(self, run_id)
+
+    def compute_targets(self) -> list[dict[str, Any]]:
+        """Queue state of every compute target: ``compute_target``, ``queued``, ``preparing``,
+        ``running``, ``not_responding``, ``oldest_queued_age_s``, ``queue_wait_p50_s``,
+        ``queue_wait_p95_s``, ``completed_1h``, ``failed_1h``, ``canceled_1h``."""
+        self._flush_for_read()
+        return list(self._api.pages("/v1/compute", (), "targets"))
+
+    def compute_target(self, name: str) -> dict[str, Any]:
+        """One target's queue state plus ``active_runs`` (run summaries of its queued,
+        preparing, running and not-responding runs); ``NotFoundError`` if unknown."""
+        check_name(name, "compute target")
+        self._flush_for_read()
+        return self._api.get_json(f"/v1/compute/{segment(name)}")
 
     def close(self, timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S) -> None:
         """Deliver what fits in ``timeout_s``, spool the rest, stop the sender.
