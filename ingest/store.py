@@ -14,6 +14,10 @@ The batch write protocol (one PostgreSQL transaction per consumed batch)::
     4. UPSERT the partitions' next offsets (monotonic: GREATEST).
     COMMIT.
 
+Between 2 and 3, ``notify.notify_changes`` queues a NOTIFY naming the runs and compute
+targets the new events touched. PostgreSQL sends it at COMMIT and drops it on rollback,
+so live readers (``api_events.py``) hear of exactly the batches that became visible.
+
 A crash anywhere before COMMIT leaves nothing behind; the worker that gets the
 partition next seeks to the stored offset and redoes the batch. Kafka's own committed
 offsets are never used for correctness. Retriable failures (deadlock, serialization,
@@ -46,6 +50,7 @@ from ingest.decode import (
     Tag,
 )
 from ingest.errors import MigrationError, StoreError
+from ingest.notify import notify_changes
 from ingest.status import (
     STATUS_COLUMNS,
     QueueState,
@@ -424,6 +429,8 @@ class Store:
             new.sort(key=lambda e: (e.run_id, e.producer_id, e.seq))
         if new:
             await self._write_events(conn, new)
+            # Live updates: delivered on COMMIT only (see notify.py), never before.
+            await notify_changes(conn, new)
         dead_new = 0
         if batch.dead_letters:
             dead_new = await self._write_dead_letters(conn, batch, send_dead_letters)
