@@ -6,12 +6,14 @@ or skipped whatever the push channel does:
 - status from ``GET /v1/runs/{id}`` (RunDetails), log lines from
   ``GET /v1/runs/{id}/logs?after=<cursor>`` (a line cursor: each page continues exactly
   where the last one ended);
-- the Server-Sent Events stream ``GET /v1/runs/{id}/events`` only says *when* to look:
-  a reader thread sets ``wake`` on every "status" or "log" event ("point" events are
-  ignored). The main loop waits on ``wake`` with a timeout, so it still re-checks every
-  ``SSE_SAFETY_POLL_S`` while the stream is quiet, and every ``POLL_INTERVAL_S`` once the
-  stream is unavailable (no such endpoint, refused, ended): polling is the fallback;
-- the stream is opened before the first look, so a change between the two is not missed;
+- the Server-Sent Events stream ``GET /v1/runs/{id}/events?types=log,status`` only says
+  *when* to look: a reader thread sets ``wake`` on every "status" or "log" event (any
+  other type is ignored). The main loop waits on ``wake`` with a timeout, so it still
+  re-checks every ``SSE_SAFETY_POLL_S`` while the stream is quiet, and every
+  ``POLL_INTERVAL_S`` once the stream is unavailable (no such endpoint, refused, ended):
+  polling is the fallback;
+- nothing falls between the first look and the stream's start: the server opens every
+  stream with the current "status" event, which wakes the loop for another look;
 - on a terminal status (Completed, Failed, Canceled) the log is read once more to its
   end — lines are committed before the status that follows them — then the details are
   returned.
@@ -102,7 +104,10 @@ class EventWatcher:
     def _run(self) -> None:
         try:
             response = self._client.open(
-                self._path, accept="text/event-stream", timeout_s=SSE_READ_TIMEOUT_S
+                self._path,
+                [("types", ",".join(sorted(WAKING_EVENTS)))],
+                accept="text/event-stream",
+                timeout_s=SSE_READ_TIMEOUT_S,
             )
         except ApiError:
             self.wake.set()  # the loop switches to polling now

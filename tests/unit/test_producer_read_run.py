@@ -431,7 +431,7 @@ def test_wait_wakes_on_server_sent_events_not_on_the_safety_poll(
     real_urlopen = fake.__call__
 
     def urlopen(request: Any, timeout: float) -> Any:
-        if request.full_url.endswith("/events"):
+        if request.full_url.endswith("/events?types=log%2Cstatus"):
             assert request.get_header("Accept") == "text/event-stream"
             return stream
         return real_urlopen(request, timeout)
