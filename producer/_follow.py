@@ -1,36 +1,45 @@
 """``wait_for_completion``: follow a run until it ends, printing its log lines and status.
 
-Protocol. The content always comes from the paged endpoints, so nothing is printed twice
-or skipped whatever the push channel does:
+A run that has already ended is printed in one pass (``GET /v1/runs/{id}/logs``: all of
+it is committed). Otherwise it is followed in one of two ways, the first when the
+server offers it:
 
-- status from ``GET /v1/runs/{id}`` (RunDetails), log lines from
-  ``GET /v1/runs/{id}/logs?after=<cursor>`` (a line cursor: each page continues exactly
-  where the last one ended);
-- the Server-Sent Events stream ``GET /v1/runs/{id}/events?types=log,status`` only says
-  *when* to look: a reader thread sets ``wake`` on every "status" or "log" event (any
-  other type is ignored). The main loop waits on ``wake`` with a timeout, so it still
-  re-checks every ``SSE_SAFETY_POLL_S`` while the stream is quiet, and every
-  ``POLL_INTERVAL_S`` once the stream is unavailable (no such endpoint, refused, ended):
-  polling is the fallback;
-- nothing falls between the first look and the stream's start: the server opens every
-  stream with the current "status" event, which wakes the loop for another look;
-- on a terminal status (Completed, Failed, Canceled) the log is read once more to its
-  end — lines are committed before the status that follows them — then the details are
-  returned.
+**Event stream** (``GET /v1/runs/{id}/events?types=log,status``). With ``show_output``
+the stream is opened with ``Last-Event-ID: 0_0`` (from the beginning), so it carries the
+run's whole log and then every line as the worker commits it, in commit order; without,
+only status events are asked for. In each round the server writes a status change after
+the lines committed before it, so when a terminal status (Completed, Failed, Canceled)
+arrives every line before it has been printed. The one exception is a connection's
+first event, the current status, which comes *before* what the connection replays: a
+terminal status there is followed by reading on until the stream is quiet for
+``DRAIN_QUIET_S``. A reader thread parses the stream into a bounded queue; the main
+thread prints, keeps the deadline and returns. A stream that ends or breaks is reopened
+with the last event id received, so nothing is printed twice or skipped. While the
+stream is quiet the run's details are re-read every ``SSE_SAFETY_POLL_S``, a safety net.
+
+**Polling**, when there is no event stream (no such endpoint, refused, not an event
+stream): ``GET /v1/runs/{id}`` for the status and ``GET /v1/runs/{id}/logs?after=<cursor>``
+for new lines every ``POLL_INTERVAL_S``. That cursor follows the lines' *logging* time,
+so a line another rank logged earlier but whose events were committed later than lines
+already printed can be missed; the event stream (commit order) has no such gap. If an
+event stream that worked cannot be reopened (``SSE_REOPEN_ATTEMPTS``), following goes on
+by polling the status only, with a note, since the two cursors do not translate.
 
 The reader thread blocks in ``readline`` with a socket timeout above the server's 15 s
 keep-alive; when the wait ends it is told to stop and exits at its next line or timeout
-(a daemon thread: a silent stream never keeps the process alive). The deadline of
-``timeout_s`` is kept by the main loop alone, never by a blocking read.
+(a daemon thread: a silent stream never keeps the process alive). ``timeout_s`` is kept
+by the main thread alone, never by a blocking read.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, TextIO
 
 from ._client import ApiClient
@@ -39,13 +48,19 @@ from ._errors import ApiError, ProducerTimeoutError
 TERMINAL_STATUSES: Final = frozenset({"Completed", "Failed", "Canceled"})
 #: Between looks when there is no event stream.
 POLL_INTERVAL_S: Final = 0.5
-#: Between looks while the event stream is up but quiet (a safety net, not the signal).
+#: Between looks at the details while the event stream is up but quiet (a safety net).
 SSE_SAFETY_POLL_S: Final = 5.0
 #: Socket timeout of the event stream: longer than the server's 15 s keep-alive.
 SSE_READ_TIMEOUT_S: Final = 40.0
+#: Reopening a broken event stream: attempts in a row before giving up on it.
+SSE_REOPEN_ATTEMPTS: Final = 3
+SSE_REOPEN_BACKOFF_S: Final = 0.5
+#: After a terminal status opening a connection: quiet time that ends the missed lines.
+DRAIN_QUIET_S: Final = 0.5
+#: Events parsed but not yet printed (the reader thread waits when it is full).
+QUEUE_EVENTS: Final = 10_000
 LOG_PAGE_LINES: Final = 1000
-#: Event types that may change what the loop prints.
-WAKING_EVENTS: Final = frozenset({"status", "log"})
+FROM_THE_START: Final = "0_0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,31 +84,47 @@ def parse_sse(lines: Iterable[bytes]) -> Iterator[SseEvent]:
             continue
         if line.startswith(":"):
             continue  # comment (keep-alive)
-        field, _, value = line.partition(":")
+        name, _, value = line.partition(":")
         value = value.removeprefix(" ")
-        if field == "event":
+        if name == "event":
             event = value
-        elif field == "data":
+        elif name == "data":
             data.append(value)
-        elif field == "id" and "\0" not in value:
+        elif name == "id" and "\0" not in value:
             last_id = value
 
 
-class EventWatcher:
-    """Reads a run's event stream on a daemon thread and sets ``wake`` when it matters."""
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """The reader thread's last item: ``connected`` says whether the stream ever opened."""
 
-    def __init__(self, client: ApiClient, path: str) -> None:
+    connected: bool
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionEnd:
+    """How one connection went: opened or not, why it ended, events read, the last id."""
+
+    connected: bool
+    error: str
+    events: int
+    last_id: str | None
+
+
+class EventReader:
+    """Reads one connection of a run's event stream into ``events`` on a daemon thread."""
+
+    def __init__(
+        self, client: ApiClient, path: str, *, types: str, last_event_id: str | None
+    ) -> None:
         self._client = client
         self._path = path
-        self.wake = threading.Event()
+        self._types = types
+        self._last_event_id = last_event_id
+        self.events: queue.Queue[SseEvent | StreamEnd] = queue.Queue(QUEUE_EVENTS)
         self._stop = threading.Event()
-        self._alive = threading.Event()
         self._thread = threading.Thread(target=self._run, name="runstream-events", daemon=True)
-
-    @property
-    def alive(self) -> bool:
-        """True while the stream is connected (False before, after, and if unavailable)."""
-        return self._alive.is_set()
 
     def start(self) -> None:
         self._thread.start()
@@ -101,31 +132,41 @@ class EventWatcher:
     def stop(self) -> None:
         self._stop.set()
 
+    def _put(self, item: SseEvent | StreamEnd) -> bool:
+        while not self._stop.is_set():
+            try:
+                self.events.put(item, timeout=0.5)
+            except queue.Full:
+                continue
+            return True
+        return False
+
     def _run(self) -> None:
+        headers = {"Last-Event-ID": self._last_event_id} if self._last_event_id else {}
         try:
             response = self._client.open(
                 self._path,
-                [("types", ",".join(sorted(WAKING_EVENTS)))],
+                [("types", self._types)],
                 accept="text/event-stream",
                 timeout_s=SSE_READ_TIMEOUT_S,
+                headers=headers,
             )
-        except ApiError:
-            self.wake.set()  # the loop switches to polling now
+        except ApiError as exc:
+            self._put(StreamEnd(connected=False, error=str(exc)))
             return
         with response:
-            if not response.headers.get("Content-Type", "").startswith("text/event-stream"):
-                self.wake.set()
+            content_type = response.headers.get("Content-Type", "")
+            if not content_type.startswith("text/event-stream"):
+                self._put(StreamEnd(False, f"answer is {content_type!r}, not an event stream"))
                 return
-            self._alive.set()
+            error = "the server ended the stream"
             try:
                 for event in parse_sse(self._lines(response)):
-                    if event.event in WAKING_EVENTS:
-                        self.wake.set()
-            except (OSError, http.client.HTTPException):
-                pass  # dropped or timed out: polling takes over
-            finally:
-                self._alive.clear()
-                self.wake.set()
+                    if not self._put(event):
+                        return
+            except (OSError, http.client.HTTPException) as exc:
+                error = f"the stream broke: {exc}"
+            self._put(StreamEnd(connected=True, error=error))
 
     def _lines(self, response: http.client.HTTPResponse) -> Iterator[bytes]:
         while not self._stop.is_set():
@@ -133,33 +174,6 @@ class EventWatcher:
             if not line:
                 return
             yield line
-
-
-@dataclass
-class LogTail:
-    """Prints a run's log lines once each, in the server's order, from a cursor."""
-
-    client: ApiClient
-    path: str
-    out: TextIO
-    cursor: str | None = None
-
-    def print_new(self) -> None:
-        while True:
-            params = [("limit", str(LOG_PAGE_LINES))]
-            if self.cursor is not None:
-                params.append(("after", self.cursor))
-            page = self.client.get_json(self.path, params)
-            lines = page.get("lines") or []
-            for line in lines:
-                self.out.write(format_line(line))
-            if lines:
-                self.out.flush()
-            next_cursor = page.get("next_cursor")
-            if next_cursor:
-                self.cursor = str(next_cursor)
-            if not next_cursor or len(lines) < LOG_PAGE_LINES:
-                return
 
 
 def format_line(line: dict[str, Any]) -> str:
@@ -173,6 +187,191 @@ def format_line(line: dict[str, Any]) -> str:
     return f"{prefix}{text}\n"
 
 
+@dataclass
+class Follower:
+    """One wait: the run, what to print, the deadline."""
+
+    client: ApiClient
+    run_path: str
+    run_id: str
+    show_output: bool
+    timeout_s: float | None
+    out: TextIO
+    clock: Callable[[], float] = time.monotonic
+    status: str | None = None
+    deadline: float | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if self.timeout_s is not None:
+            if self.timeout_s < 0:
+                raise ValueError("timeout_s must not be negative")
+            self.deadline = self.clock() + self.timeout_s
+
+    # -- output ------------------------------------------------------------------------
+
+    def write(self, text: str) -> None:
+        if self.show_output:
+            self.out.write(text)
+            self.out.flush()
+
+    def saw_status(self, status: str) -> bool:
+        """Print a change of status; True when the run has ended."""
+        if status != self.status:
+            self.status = status
+            if status not in TERMINAL_STATUSES:
+                self.write(f"Status: {status}\n")
+        return status in TERMINAL_STATUSES
+
+    def finish(self, details: dict[str, Any]) -> dict[str, Any]:
+        error = details.get("error")
+        self.write(
+            f"Status: {self.status}\n\nExecution Summary\n=================\n"
+            f"RunId: {self.run_id}\nWeb View: {details.get('portal_url')}\n"
+            + (f"Error:\n{error}\n" if error else "")
+        )
+        return details
+
+    # -- time --------------------------------------------------------------------------
+
+    def wait_s(self, interval_s: float) -> float:
+        """How long to wait before the next look; raises once the deadline has passed."""
+        if self.deadline is None:
+            return interval_s
+        remaining_s = self.deadline - self.clock()
+        if remaining_s <= 0:
+            raise ProducerTimeoutError(
+                "wait_for_completion",
+                self.timeout_s or 0.0,
+                0,
+                detail=f"run {self.run_id!r} is still {self.status}",
+            )
+        return min(interval_s, remaining_s)
+
+    def details(self) -> dict[str, Any]:
+        return self.client.get_json(self.run_path)
+
+    # -- the two ways ------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        details = self.details()
+        self.write(f"RunId: {self.run_id}\nWeb View: {details.get('portal_url')}\n\n")
+        if str(details.get("status")) in TERMINAL_STATUSES:
+            if self.show_output:  # all of it is committed: one pass prints it
+                self.print_logs(None)
+            self.saw_status(str(details.get("status")))
+            return self.finish(details)
+        return self.follow_stream()
+
+    def follow_stream(self) -> dict[str, Any]:
+        types = "log,status" if self.show_output else "status"
+        last_id = FROM_THE_START if self.show_output else None
+        ever_connected = False
+        failures = 0
+        while True:
+            reader = EventReader(
+                self.client, f"{self.run_path}/events", types=types, last_event_id=last_id
+            )
+            reader.start()
+            try:
+                end = self.read_connection(reader)
+                if isinstance(end, dict):
+                    return self.finish(end)
+            finally:
+                reader.stop()
+            ever_connected |= end.connected
+            if not ever_connected:
+                return self.poll(with_logs=True)
+            if end.connected:
+                last_id = end.last_id or last_id
+                failures = 0 if end.events else failures + 1
+            else:
+                failures += 1
+            if failures >= SSE_REOPEN_ATTEMPTS:
+                self.write(f"(live log unavailable: {end.error}; following the status)\n")
+                return self.poll(with_logs=False)
+            time.sleep(self.wait_s(SSE_REOPEN_BACKOFF_S * max(failures, 1)))
+
+    def read_connection(self, reader: EventReader) -> dict[str, Any] | ConnectionEnd:
+        """Print one connection's events; the final details, or how the connection ended.
+
+        The server opens a stream with the current status and only then sends what a
+        resumed stream missed, so a terminal status as a connection's first event is
+        followed by lines committed before it: those are read until the stream has been
+        quiet for ``DRAIN_QUIET_S``.
+        """
+        events = 0
+        last_id: str | None = None
+        first_status = True
+        while True:
+            try:
+                item = reader.events.get(timeout=self.wait_s(SSE_SAFETY_POLL_S))
+            except queue.Empty:
+                details = self.details()
+                if self.saw_status(str(details.get("status"))):
+                    return details
+                continue
+            if isinstance(item, StreamEnd):
+                return ConnectionEnd(item.connected, item.error, events, last_id)
+            events += 1
+            last_id = item.id or last_id
+            ended = self.handle(item)
+            if item.event == "status":
+                if ended and first_status:
+                    self.drain(reader)
+                first_status = False
+            if ended:
+                return self.details()
+
+    def drain(self, reader: EventReader) -> None:
+        while True:
+            try:
+                item = reader.events.get(timeout=DRAIN_QUIET_S)
+            except queue.Empty:
+                return
+            if isinstance(item, StreamEnd):
+                return
+            self.handle(item)
+
+    def handle(self, event: SseEvent) -> bool:
+        """Print one event; True when it says the run has ended."""
+        try:
+            data = json.loads(event.data)
+        except ValueError:
+            return False
+        if not isinstance(data, dict):
+            return False
+        if event.event == "log":
+            self.write(format_line(data))
+        elif event.event == "status" and "status" in data:
+            return self.saw_status(str(data["status"]))
+        return False
+
+    def poll(self, *, with_logs: bool) -> dict[str, Any]:
+        cursor: str | None = None
+        while True:
+            details = self.details()
+            if with_logs and self.show_output:
+                cursor = self.print_logs(cursor)
+            if self.saw_status(str(details.get("status"))):
+                return self.finish(details)
+            time.sleep(self.wait_s(POLL_INTERVAL_S))
+
+    def print_logs(self, cursor: str | None) -> str | None:
+        """Print the lines after ``cursor``; the cursor to continue from."""
+        while True:
+            params = [("limit", str(LOG_PAGE_LINES))]
+            if cursor is not None:
+                params.append(("after", cursor))
+            page = self.client.get_json(f"{self.run_path}/logs", params)
+            lines = page.get("lines") or []
+            self.write("".join(format_line(line) for line in lines))
+            next_cursor = page.get("next_cursor")
+            if next_cursor:
+                cursor = str(next_cursor)
+            if not next_cursor or len(lines) < LOG_PAGE_LINES:
+                return cursor
+
+
 def wait_for_completion(
     client: ApiClient,
     run_path: str,
@@ -181,56 +380,6 @@ def wait_for_completion(
     show_output: bool,
     timeout_s: float | None,
     out: TextIO,
-    clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
     """Block until the run is Completed, Failed or Canceled; return its details."""
-    if timeout_s is not None and timeout_s < 0:
-        raise ValueError("timeout_s must not be negative")
-    deadline = None if timeout_s is None else clock() + timeout_s
-    limit_s = timeout_s or 0.0
-    watcher = EventWatcher(client, f"{run_path}/events")
-    watcher.start()
-    tail = LogTail(client, f"{run_path}/logs", out)
-    status: str | None = None
-    try:
-        details = client.get_json(run_path)
-        if show_output:
-            out.write(f"RunId: {run_id}\nWeb View: {details.get('portal_url')}\n\n")
-        while True:
-            if show_output:
-                tail.print_new()
-            if details.get("status") != status:
-                status = str(details.get("status"))
-                if show_output and status not in TERMINAL_STATUSES:
-                    out.write(f"Status: {status}\n")
-                    out.flush()
-            if status in TERMINAL_STATUSES:
-                if show_output:
-                    _summary(out, run_id, details)
-                return details
-            wait_s = SSE_SAFETY_POLL_S if watcher.alive else POLL_INTERVAL_S
-            if deadline is not None:
-                remaining_s = deadline - clock()
-                if remaining_s <= 0:
-                    raise ProducerTimeoutError(
-                        "wait_for_completion",
-                        limit_s,
-                        0,
-                        detail=f"run {run_id!r} is still {status}",
-                    )
-                wait_s = min(wait_s, remaining_s)
-            watcher.wake.wait(wait_s)
-            watcher.wake.clear()
-            details = client.get_json(run_path)
-    finally:
-        watcher.stop()
-
-
-def _summary(out: TextIO, run_id: str, details: dict[str, Any]) -> None:
-    status = details.get("status")
-    out.write(f"Status: {status}\n\nExecution Summary\n=================\nRunId: {run_id}\n")
-    out.write(f"Web View: {details.get('portal_url')}\n")
-    error = details.get("error")
-    if error:
-        out.write(f"Error:\n{error}\n")
-    out.flush()
+    return Follower(client, run_path, run_id, show_output, timeout_s, out).run()

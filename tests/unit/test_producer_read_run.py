@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.message
 import io
+import json
 import math
 import os
 import queue
@@ -404,13 +405,15 @@ def test_wait_times_out_with_the_sdk_timeout_error(make_ws: Callable[..., FakeWo
 
 
 class EventStream(io.RawIOBase):
-    """An open ``text/event-stream`` response whose lines the test pushes."""
+    """An open ``text/event-stream`` response whose lines the test pushes (b"" ends it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *events: tuple[str, str, str | None]) -> None:
         self.status = 200
         self.headers = email.message.Message()
         self.headers["Content-Type"] = "text/event-stream"
         self.pending: queue.Queue[bytes] = queue.Queue()
+        for event in events:
+            self.event(*event)
 
     def readline(self, size: int | None = -1) -> bytes:
         return self.pending.get(timeout=30)
@@ -419,40 +422,136 @@ class EventStream(io.RawIOBase):
         for line in lines:
             self.pending.put(line)
 
+    def event(self, name: str, data: str, event_id: str | None = None) -> None:
+        self.push(f"event: {name}\n".encode(), f"data: {data}\n".encode())
+        if event_id is not None:
+            self.push(f"id: {event_id}\n".encode())
+        self.push(b"\n")
+
+    def end(self) -> None:
+        self.push(b"")
+
+
+def status_event(status: str) -> tuple[str, str, None]:
+    return "status", json.dumps({"run_id": RUN_ID, "status": status}), None
+
+
+def log_event(text: str, event_id: str, rank: int = 0) -> tuple[str, str, str]:
+    return "log", json.dumps({"stream": "stdout", "line": text, "rank": rank}), event_id
+
+
+class StreamingApi(FakeApi):
+    """FakeApi whose /events requests get the next of ``streams`` (and are recorded)."""
+
+    def __init__(self, routes: dict[str, Callable[[list[tuple[str, str]]], Answer]]) -> None:
+        super().__init__(routes)
+        self.streams: queue.Queue[EventStream] = queue.Queue()
+        self.stream_requests: list[tuple[str, str | None]] = []
+
+    def __call__(self, request: Any, timeout: float) -> Any:
+        if "/events?" in request.full_url:
+            assert request.get_header("Accept") == "text/event-stream"
+            self.stream_requests.append(
+                (request.full_url.split("?", 1)[1], request.get_header("Last-event-id"))
+            )
+            return self.streams.get(timeout=10)
+        return super().__call__(request, timeout)
+
+
+def in_thread(fn: Callable[[], dict[str, Any]]) -> tuple[threading.Thread, dict[str, Any]]:
+    result: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: result.update(fn()))
+    thread.start()
+    return thread, result
+
 
 def test_wait_wakes_on_server_sent_events_not_on_the_safety_poll(
     make_ws: Callable[..., FakeWorkspace],
 ) -> None:
-    stream = EventStream()
+    stream = EventStream(status_event("Running"))
     status = {"now": "Running"}
-    fake = FakeApi({RUN_PATH: lambda p: (200, details(status["now"]))})
-    ws = make_ws(fake)
-    run = ws.get_run(RUN_ID)
-    real_urlopen = fake.__call__
+    fake = StreamingApi({RUN_PATH: lambda p: (200, details(status["now"]))})
+    fake.streams.put(stream)
+    run = make_ws(fake).get_run(RUN_ID)
 
-    def urlopen(request: Any, timeout: float) -> Any:
-        if request.full_url.endswith("/events?types=log%2Cstatus"):
-            assert request.get_header("Accept") == "text/event-stream"
-            return stream
-        return real_urlopen(request, timeout)
-
-    ws._api = ApiClient(api_url=API, token="", timeout_s=5.0, urlopen=urlopen)
-    result: dict[str, Any] = {}
-    waiter = threading.Thread(
-        target=lambda: result.update(run.wait_for_completion(show_output=False, timeout_s=20))
-    )
-    waiter.start()
-    stream.push(b"event: status\n", b'data: {"status": "Running"}\n', b"\n")
+    waiter, result = in_thread(lambda: run.wait_for_completion(show_output=False, timeout_s=20))
     time.sleep(1.5)
     assert waiter.is_alive()
-    # attach, the first look, the look woken by the first event; polling would have made 3 more
-    assert sum(r.full_url.endswith(RUN_PATH) for r in fake.requests) == 3
+    assert fake.stream_requests == [("types=status", None)]
+    # attach and the first look; polling would have made 3 more by now
+    assert sum(r.full_url.endswith(RUN_PATH) for r in fake.requests) == 2
     status["now"] = "Completed"
     started = time.monotonic()
-    stream.push(b": keep-alive\n", b"event: point\n", b"data: {}\n", b"\n")
-    stream.push(b"event: status\n", b'data: {"status": "Completed"}\n', b"\n")
+    stream.push(b": keep-alive\n\n")
+    stream.event(*status_event("Completed"))
     waiter.join(timeout=10)
     assert not waiter.is_alive()
     assert result["status"] == "Completed"
     assert time.monotonic() - started < 2.0  # woken by the event, not the 5 s safety poll
-    stream.push(b"")  # lets the reader thread see the end
+    stream.end()
+
+
+def test_wait_prints_the_stream_from_the_start_and_resumes_after_a_break(
+    make_ws: Callable[..., FakeWorkspace], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = StreamingApi({RUN_PATH: ok(details("Running"))})
+    first = EventStream(
+        status_event("Running"),
+        log_event("epoch 0", "0_10"),
+        log_event("epoch 1", "0_20", rank=2),
+    )
+    first.end()  # e.g. the API restarted
+    second = EventStream(log_event("epoch 2", "0_30"), status_event("Completed"))
+    fake.streams.put(first)
+    fake.streams.put(second)
+    run = make_ws(fake).get_run(RUN_ID)
+    capsys.readouterr()
+
+    got = run.wait_for_completion(show_output=True, timeout_s=20)
+
+    assert got == details("Running")  # what GET /v1/runs/{id} answers (a stub here)
+    assert fake.stream_requests == [("types=log%2Cstatus", "0_0"), ("types=log%2Cstatus", "0_20")]
+    out = capsys.readouterr().out
+    assert out.split("\n")[3:9] == [
+        "Status: Running",
+        "epoch 0",
+        "[rank 2] epoch 1",
+        "epoch 2",
+        "Status: Completed",
+        "",
+    ]
+    second.end()
+
+
+def test_a_terminal_status_opening_a_stream_is_followed_by_what_it_replays(
+    make_ws: Callable[..., FakeWorkspace], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the run ends between the first look and the stream's start
+    answers = iter(["Running", "Running"])
+    fake = StreamingApi({RUN_PATH: lambda p: (200, details(next(answers, "Failed")))})
+    stream = EventStream(status_event("Failed"), log_event("last words", "0_1"))
+    fake.streams.put(stream)
+    run = make_ws(fake).get_run(RUN_ID)
+    capsys.readouterr()
+
+    assert run.wait_for_completion(show_output=True, timeout_s=20)["status"] == "Failed"
+    out = capsys.readouterr().out
+    assert out.index("last words") < out.index("Status: Failed") < out.index("Execution Summary")
+    stream.end()
+
+
+def test_waiting_on_a_run_that_already_ended_prints_its_log_without_a_stream(
+    make_ws: Callable[..., FakeWorkspace], capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs = LogServer()
+    logs.add(*(f"line {i}" for i in range(2500)))  # three pages
+    fake = StreamingApi({RUN_PATH: ok(details("Completed")), f"{RUN_PATH}/logs": logs})
+    run = make_ws(fake).get_run(RUN_ID)
+    capsys.readouterr()
+
+    run.wait_for_completion()
+
+    out = capsys.readouterr().out.split("\n")
+    assert out[3:2503] == [f"line {i}" for i in range(2500)]
+    assert out[2503] == "Status: Completed"
+    assert fake.stream_requests == []
