@@ -42,6 +42,7 @@ from ingest.api_http import (
     error_middleware,
 )
 from ingest.api_openapi import build_openapi
+from ingest.api_registry import RegistryRoutes
 from ingest.api_system import DEFAULT_READINESS_TIMEOUT_S, ReadinessCheck, SystemRoutes
 from ingest.blobs import DEFAULT_MAX_BLOB_BYTES, BlobStore
 from ingest.settings import Secret, Settings
@@ -97,6 +98,7 @@ def create_app(
     )
     specs += system.specs()
     specs += BlobRoutes(store=blob_store, registry=registry).specs()
+    specs += RegistryRoutes().specs()
 
     middlewares = [HttpMetrics(registry).middleware(), error_middleware()]
     if auth_token is not None:
