@@ -35,6 +35,7 @@ from prometheus_client import (
 )
 
 from ingest.api_blobs import BlobRoutes
+from ingest.api_events import LiveUpdates, StreamOptions
 from ingest.api_http import (
     HttpMetrics,
     RouteSpec,
@@ -76,12 +77,15 @@ def create_app(
     readiness_checks: Sequence[ReadinessCheck] = (),
     readiness_timeout_s: float = DEFAULT_READINESS_TIMEOUT_S,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    db_dsn: Secret | None = None,
+    stream_options: StreamOptions | None = None,
 ) -> web.Application:
     """Build the API application.
 
     ``token`` None or empty disables auth. ``readiness_checks`` are added to the blob
-    directory's own check. Metrics are registered on ``registry``; one registry serves
-    one app (a second app on it would collide).
+    directory's own check. ``db_dsn`` enables the database-backed routes (live updates,
+    ``api_events``); ``stream_options`` tunes their timing (tests). Metrics are
+    registered on ``registry``; one registry serves one app (a second would collide).
     """
     auth_token = token if token else None
     specs: list[RouteSpec] = []
@@ -99,6 +103,10 @@ def create_app(
     specs += system.specs()
     specs += BlobRoutes(store=blob_store, registry=registry).specs()
     specs += RegistryRoutes().specs()
+    live = None
+    if db_dsn:
+        live = LiveUpdates(dsn=db_dsn, registry=registry, options=stream_options)
+        specs += live.specs()
 
     middlewares = [HttpMetrics(registry).middleware(), error_middleware()]
     if auth_token is not None:
@@ -111,6 +119,8 @@ def create_app(
             spec.method, spec.path, spec.handler, expect_handler=spec.expect_handler
         )
     app[SPECS_KEY] = tuple(specs)
+    if live is not None:
+        live.install(app)
     return app
 
 
@@ -220,6 +230,7 @@ async def run_api(
         blob_store=blob_store,
         registry=default_registry() if registry is None else registry,
         token=settings.token,
+        db_dsn=settings.db_dsn,
     )
     if not settings.token and not _is_loopback(host):
         logger.warning("API on %s:%s without RUNSTREAM_TOKEN: anyone can upload", host, port)

@@ -52,6 +52,7 @@ import asyncpg
 from ingest.decode import Event, Heartbeat, Lifecycle
 
 __all__ = [
+    "APPLICATION_NAME",
     "CHANNEL",
     "MAX_NOTICES",
     "MAX_PAYLOAD_BYTES",
@@ -69,6 +70,8 @@ CHANNEL: Final = "runstream_changes"
 #: Under PostgreSQL's hard limit of 8000 bytes (including the terminator).
 MAX_PAYLOAD_BYTES: Final = 7900
 MAX_NOTICES: Final = 16
+#: How the listener's connection shows in pg_stat_activity.
+APPLICATION_NAME: Final = "runstream-change-listener"
 
 SQL_TARGETS_OF_RUNS: Final = """
 SELECT DISTINCT compute_target FROM runstream_data.runs
@@ -278,7 +281,8 @@ class ChangeListener:
         delay_s = 0.25
         while True:
             try:
-                conn = await asyncpg.connect(self._dsn, timeout=10)
+                conn = await asyncpg.connect(
+                    self._dsn, timeout=10, server_settings={"application_name": APPLICATION_NAME})
             except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
                 logger.warning("change listener cannot connect (%s); retrying in %.1f s",
                                type(exc).__name__, delay_s)
