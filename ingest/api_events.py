@@ -13,8 +13,9 @@ reads what is new for it from the tables and writes it out. Notices carry only n
 (run ids, targets), never data: a stream that was woken many times reads once, and one
 that missed notices (listener reconnecting) loses nothing, because it reads from its own
 cursor. While the listener is down, streams poll every ``poll_interval_s`` (0.5 s)
-instead; while it is up they also re-check every ``tick_s`` (5 s), which is how
-time-driven changes (NotResponding, the 1-hour windows of a queue) are seen.
+instead. Every ``tick_s`` (5 s) a run stream re-reads its status and a queue stream its
+queue, woken or not: that is how changes no commit announces are seen (a run turning
+NotResponding, runs leaving a queue's 1-hour windows).
 
 Cursor. A run's batches commit one after another (one run → one partition → one writer,
 which writes batch after batch; a worker losing the partition finishes its in-flight
@@ -315,14 +316,15 @@ class SseWriter:
     """Frames events into a buffer and writes it with a deadline."""
 
     def __init__(self, request: web.Request, response: web.StreamResponse, *,
-                 write_timeout_s: float) -> None:
+                 write_timeout_s: float, written: Counter) -> None:
         self._request = request
         self._response = response
         self._write_timeout_s = write_timeout_s
+        self._written = written
         self._pending: list[str] = []
         self._pending_bytes = 0
+        self._pending_events: dict[str, int] = {}
         self.last_write = asyncio.get_running_loop().time()
-        self.events = 0
 
     def event(self, kind: str, data: Mapping[str, Any], event_id: str | None = None) -> None:
         frame = f"event: {kind}\n"
@@ -331,7 +333,7 @@ class SseWriter:
         frame += f"data: {json.dumps(data, separators=(',', ':'), allow_nan=False)}\n\n"
         self._pending.append(frame)
         self._pending_bytes += len(frame)
-        self.events += 1
+        self._pending_events[kind] = self._pending_events.get(kind, 0) + 1
 
     def raw(self, text: str) -> None:
         self._pending.append(text)
@@ -370,6 +372,9 @@ class SseWriter:
         except ConnectionError:
             raise ClientGoneError("client_gone") from None
         self.last_write = asyncio.get_running_loop().time()
+        for kind, count in self._pending_events.items():
+            self._written.labels(kind).inc(count)
+        self._pending_events.clear()
 
 
 class EventMetrics:
@@ -596,7 +601,8 @@ class EventRoutes:
         response.content_type = EVENT_STREAM
         response.charset = "utf-8"
         await response.prepare(request)
-        writer = SseWriter(request, response, write_timeout_s=self._write_timeout_s)
+        writer = SseWriter(request, response, write_timeout_s=self._write_timeout_s,
+                           written=self._metrics.events)
         writer.raw(f"retry: {RETRY_MS}\n\n")
         loop = asyncio.get_running_loop()
         self._metrics.streams.labels(kind).inc()
@@ -606,7 +612,7 @@ class EventRoutes:
         try:
             stream.start(writer)
             await writer.flush()
-            await stream.round(writer)  # what a resumed stream missed; commits since the head
+            await stream.round(writer, full=True)  # what a resumed stream missed
             await writer.flush()
             next_tick = loop.time() + self._tick_s
             while not self._closing.is_set():
@@ -618,9 +624,11 @@ class EventRoutes:
                     break
                 writer.check_connected()
                 now = loop.time()
-                if woken or now >= next_tick or not self._listener.connected:
+                if woken or not self._listener.connected:
+                    await stream.round(writer, full=True)
+                elif now >= next_tick:
                     next_tick = now + self._tick_s
-                    await stream.round(writer)
+                    await stream.round(writer, full=False)
                 if not writer.pending_bytes and now - writer.last_write >= self._keepalive_s:
                     writer.raw(": keep-alive\n\n")
                 await writer.flush()
@@ -645,8 +653,6 @@ class EventRoutes:
                 self._all_closed.set()
             self._metrics.streams.labels(kind).dec()
             self._metrics.closed.labels(reason).inc()
-            for event, count in stream.counts.items():
-                self._metrics.events.labels(event).inc(count)
         if reason in ("shutdown", "error"):
             await _end(writer, response)
         return response
@@ -663,7 +669,6 @@ class RunStream:
         self._types = types
         self._points = points
         self._logs = logs
-        self.counts: dict[str, int] = dict.fromkeys(EVENT_TYPES, 0)
 
     def _event_id(self) -> str:
         return f"{self._points.token()}_{self._logs.token()}"
@@ -671,19 +676,20 @@ class RunStream:
     def start(self, writer: SseWriter) -> None:
         if "status" in self._types:
             writer.event("status", self._status)
-            self.counts["status"] += 1
 
-    async def round(self, writer: SseWriter) -> None:
-        status = await _run_status(self._pool, self._run_id)
-        if "point" in self._types:
+    async def round(self, writer: SseWriter, *, full: bool) -> None:
+        """Send what is new: the status (only it when not ``full``: the periodic check
+        for NotResponding), else first the points and lines committed so far."""
+        status = None
+        if "status" in self._types:
+            status = await _run_status(self._pool, self._run_id)
+        if full and "point" in self._types:
             await self._drain(writer, self._points, SQL_POINTS_PAGE, "point", point_events)
-        if "log" in self._types:
+        if full and "log" in self._types:
             await self._drain(writer, self._logs, SQL_LOGS_PAGE, "log", log_events)
         if status is not None and status != self._status:
             self._status = status
-            if "status" in self._types:
-                writer.event("status", status)
-                self.counts["status"] += 1
+            writer.event("status", status)
 
     async def _drain(self, writer: SseWriter, position: StreamPosition, sql: str, kind: str,
                      explode: Callable[[Row, range], Iterator[dict[str, Any]]],
@@ -702,7 +708,6 @@ class RunStream:
                 for data in explode(row, position.take(row["ingested_at"], key, n_items)):
                     position.delivered()
                     writer.event(kind, data, self._event_id())
-                    self.counts[kind] += 1
                     if writer.pending_bytes >= FLUSH_BYTES:
                         await writer.flush()
                         await asyncio.sleep(0)  # a busy run must not starve other streams
@@ -720,18 +725,15 @@ class QueueStream:
         self._target = target
         self._read = read
         self._last = first
-        self.counts: dict[str, int] = {"queue": 0}
 
     def start(self, writer: SseWriter) -> None:
         writer.event("queue", self._last)
-        self.counts["queue"] += 1
 
-    async def round(self, writer: SseWriter) -> None:
+    async def round(self, writer: SseWriter, *, full: bool) -> None:
         state = await self._read(self._pool, self._target)
         if state is not None and _queue_key(state) != _queue_key(self._last):
             self._last = state
             writer.event("queue", state)
-            self.counts["queue"] += 1
 
 
 async def _end(writer: SseWriter, response: web.StreamResponse) -> None:

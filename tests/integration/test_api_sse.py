@@ -387,6 +387,32 @@ async def test_queue_events_follow_the_target_s_runs(
                 done.data["canceled_1h"]) == (0, 0, 1, 1)
 
 
+async def test_changes_no_commit_announces_are_seen_by_the_periodic_check(
+    live_api_factory: LiveApiFactory, http: aiohttp.ClientSession
+) -> None:
+    api = await live_api_factory(options=StreamOptions(tick_s=0.3))
+    await fetch(api.dsn, "UPDATE runstream_data.settings SET value = '2 seconds' "
+                "WHERE key = 'not_responding_after'")
+    f = await started_run(api, target="tpu")
+    async with subscribe(http, api.events_url(f.run_id, "?types=status")) as run_stream, \
+            subscribe(http, f"{api.url}/v1/compute/tpu/events") as queue_stream:
+        (running,) = await run_stream.take(1)
+        (queue,) = await queue_stream.take(1)
+        assert (running.data["status"], queue.data["running"], queue.data["not_responding"]
+                ) == ("Running", 1, 0)
+        # No event for 2 s: the run stops responding, and nothing is committed to say so.
+        (silent,) = await run_stream.take(1, timeout_s=10)
+        (queue,) = await queue_stream.take(1, timeout_s=10)
+        assert silent.data["status"] == "NotResponding"
+        assert (queue.data["running"], queue.data["not_responding"]) == (1, 1)
+        committed = await api.commit(f.heartbeat())
+        (back,) = await run_stream.take(1)
+        (queue,) = await queue_stream.take(1)
+        delivered_within_bound("heartbeat", committed, [back, queue])
+        assert back.data["status"] == "Running"
+        assert queue.data["not_responding"] == 0
+
+
 # -- flow control, disconnects, shutdown ---------------------------------------------------
 
 
