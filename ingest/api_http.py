@@ -61,6 +61,8 @@ class RouteSpec:
     response_content: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
     #: Extra OpenAPI operation fields (parameters, requestBody, …).
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: Component schemas (``#/components/schemas/<name>``) the operation references.
+    schemas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: Reachable without a token (liveness/readiness probes).
     public: bool = False
     #: aiohttp ``expect_handler`` for ``Expect: 100-continue`` (None = aiohttp default).
@@ -148,7 +150,10 @@ class HttpMetrics:
         return metrics
 
 
-def error_middleware() -> Middleware:
+def error_middleware(unavailable: tuple[type[Exception], ...] = ()) -> Middleware:
+    """JSON errors; exceptions of the ``unavailable`` types (a dependency is down) are
+    answered 503 with a Retry-After instead of 500."""
+
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
@@ -157,6 +162,10 @@ def error_middleware() -> Middleware:
             if exc.status < 400:
                 raise
             return _json_from_http_exception(exc)
+        except unavailable as exc:
+            logger.warning("%s %s: %s", request.method, route_label(request), exc)
+            return json_error(503, "a dependency is unavailable; retry later",
+                              headers={hdrs.RETRY_AFTER: "1"})
         except Exception:
             logger.exception("unhandled error in %s %s", request.method, route_label(request))
             return json_error(500, "internal server error")

@@ -11,6 +11,7 @@ from ingest.api_http import RouteSpec
 OPENAPI_PATH: Final = "/v1/openapi.json"
 
 _PATH_PARAM_RE = re.compile(r"\{([^}/:]+)")
+_PATH_REGEX_RE = re.compile(r"\{([^}/:]+):[^}]*\}")
 
 _ERROR_SCHEMA: Final = {
     "type": "object",
@@ -33,11 +34,20 @@ def path_parameters(path: str) -> list[str]:
     return _PATH_PARAM_RE.findall(path)
 
 
+def openapi_path(path: str) -> str:
+    """An aiohttp path template as OpenAPI writes it: ``{name:.+}`` → ``{name}``."""
+    return _PATH_REGEX_RE.sub(r"{\1}", path)
+
+
 def build_openapi(
     specs: Iterable[RouteSpec], *, version: str, auth_enabled: bool
 ) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {"Error": _ERROR_SCHEMA}
     for spec in specs:
+        for name, schema in spec.schemas.items():
+            if schemas.setdefault(name, schema) != schema:
+                raise ValueError(f"two different component schemas named {name!r}")
         operation: dict[str, Any] = {
             "operationId": spec.operation_id,
             "summary": spec.summary,
@@ -46,12 +56,12 @@ def build_openapi(
         }
         if auth_enabled and spec.public:
             operation["security"] = []
-        paths.setdefault(spec.path, {})[spec.method.lower()] = operation
+        paths.setdefault(openapi_path(spec.path), {})[spec.method.lower()] = operation
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "Runstream API", "version": version},
         "paths": paths,
-        "components": {"schemas": {"Error": _ERROR_SCHEMA}},
+        "components": {"schemas": schemas},
     }
     if auth_enabled:
         document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}

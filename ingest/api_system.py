@@ -56,6 +56,7 @@ class SystemRoutes:
         readiness_checks: Sequence[ReadinessCheck],
         readiness_timeout_s: float = DEFAULT_READINESS_TIMEOUT_S,
         openapi: Callable[[], dict[str, Any]],
+        before_scrape: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         names = [check.name for check in readiness_checks]
         if len(set(names)) != len(names):
@@ -64,6 +65,7 @@ class SystemRoutes:
         self._timeout_s = readiness_timeout_s
         self._metrics_handler = make_aiohttp_handler(registry)
         self._openapi = openapi
+        self._before_scrape = tuple(before_scrape)
 
     def specs(self) -> list[RouteSpec]:
         return [
@@ -82,7 +84,7 @@ class SystemRoutes:
                 path="/readyz",
                 handler=self.readyz,
                 operation_id="readyz",
-                summary="Readiness: every dependency (blob directory, …) is reachable.",
+                summary="Readiness: every dependency (blob directory, database) is reachable.",
                 responses={200: "Ready.", 503: "A dependency is unreachable."},
                 response_content={200: _STATUS_CONTENT, 503: _STATUS_CONTENT},
                 public=True,
@@ -123,6 +125,9 @@ class SystemRoutes:
         )
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
+        # Gauges read from elsewhere (the database's queues) are refreshed first.
+        for refresh in self._before_scrape:
+            await refresh()
         return await self._metrics_handler(request)
 
     async def openapi(self, request: web.Request) -> web.StreamResponse:
