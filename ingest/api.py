@@ -20,7 +20,7 @@ import contextlib
 import ipaddress
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from importlib import metadata
 from types import TracebackType
 from typing import Any, Final, Self
@@ -35,6 +35,7 @@ from prometheus_client import (
 )
 
 from ingest.api_blobs import BlobRoutes
+from ingest.api_compute import ComputeRoutes, QueueGauges
 from ingest.api_events import LiveUpdates, StreamOptions
 from ingest.api_http import (
     HttpMetrics,
@@ -42,10 +43,13 @@ from ingest.api_http import (
     auth_middleware,
     error_middleware,
 )
+from ingest.api_metrics import MetricRoutes
 from ingest.api_openapi import build_openapi
 from ingest.api_registry import RegistryRoutes
+from ingest.api_runs import RunRoutes
 from ingest.api_system import DEFAULT_READINESS_TIMEOUT_S, ReadinessCheck, SystemRoutes
 from ingest.blobs import DEFAULT_MAX_BLOB_BYTES, BlobStore
+from ingest.reads import DatabaseUnavailableError, ReadStore
 from ingest.settings import Secret, Settings
 
 __all__ = [
@@ -79,13 +83,17 @@ def create_app(
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     db_dsn: Secret | None = None,
     stream_options: StreamOptions | None = None,
+    public_url: str | None = None,
 ) -> web.Application:
     """Build the API application.
 
     ``token`` None or empty disables auth. ``readiness_checks`` are added to the blob
     directory's own check. ``db_dsn`` enables the database-backed routes (live updates,
-    ``api_events``); ``stream_options`` tunes their timing (tests). Metrics are
-    registered on ``registry``; one registry serves one app (a second would collide).
+    ``api_events``; the /v1 queries, ``api_runs``/``api_metrics``/``api_compute``, whose
+    pool opens with the app and adds a ``database`` readiness check); ``stream_options``
+    tunes their timing (tests). ``public_url`` is the base of ``portal_url`` (default:
+    the request's own origin). Metrics are registered on ``registry``; one registry
+    serves one app (a second would collide).
     """
     auth_token = token if token else None
     specs: list[RouteSpec] = []
@@ -94,21 +102,35 @@ def create_app(
         # Reads ``specs`` at request time, when every route module has been added.
         return build_openapi(specs, version=_version(), auth_enabled=auth_token is not None)
 
+    checks = [ReadinessCheck("blobs", blob_store.check_writable)]
+    reads = ReadStore(dsn=db_dsn.value) if db_dsn else None
+    gauges = None
+    if reads is not None:
+        checks.append(ReadinessCheck("database", reads.ping))
+        gauges = QueueGauges(reads=reads, registry=registry)
     system = SystemRoutes(
         registry=registry,
-        readiness_checks=[ReadinessCheck("blobs", blob_store.check_writable), *readiness_checks],
+        readiness_checks=[*checks, *readiness_checks],
         readiness_timeout_s=readiness_timeout_s,
         openapi=openapi,
+        before_scrape=() if gauges is None else (gauges.refresh,),
     )
     specs += system.specs()
     specs += BlobRoutes(store=blob_store, registry=registry).specs()
+    if reads is not None:
+        specs += RunRoutes(reads=reads, blob_store=blob_store, public_url=public_url).specs()
+        specs += MetricRoutes(reads=reads).specs()
+        specs += ComputeRoutes(reads=reads).specs()
     specs += RegistryRoutes().specs()
     live = None
     if db_dsn:
         live = LiveUpdates(dsn=db_dsn, registry=registry, options=stream_options)
         specs += live.specs()
 
-    middlewares = [HttpMetrics(registry).middleware(), error_middleware()]
+    middlewares = [
+        HttpMetrics(registry).middleware(),
+        error_middleware(unavailable=(DatabaseUnavailableError,)),
+    ]
     if auth_token is not None:
         public = {spec.path for spec in specs if spec.public}
         middlewares.append(auth_middleware(auth_token, public_routes=public))
@@ -121,7 +143,18 @@ def create_app(
     app[SPECS_KEY] = tuple(specs)
     if live is not None:
         live.install(app)
+    if reads is not None:
+        app.cleanup_ctx.append(_started(reads))
     return app
+
+
+def _started(reads: ReadStore) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        await reads.start()
+        yield
+        await reads.stop()
+
+    return context
 
 
 class ApiServer:
@@ -215,11 +248,15 @@ async def run_api(
     registry: CollectorRegistry | None = None,
     stop: asyncio.Event | None = None,
     shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
+    dsn: str | None = None,
 ) -> None:
     """Serve the API until SIGTERM, ``stop`` being set, or cancellation (Ctrl-C).
 
     host/port default to those of ``settings.api_url``; blobs live in
     ``settings.home / "blobs"``; auth is on when ``settings.token`` is non-empty.
+    ``dsn`` is the PostgreSQL the /v1 queries and live updates read (default:
+    ``settings.db_dsn``; neither: those routes are not served). ``portal_url`` of a run
+    is based on ``settings.api_url``.
     """
     default_host, default_port = listen_address(settings.api_url)
     host = default_host if host is None else host
@@ -230,7 +267,8 @@ async def run_api(
         blob_store=blob_store,
         registry=default_registry() if registry is None else registry,
         token=settings.token,
-        db_dsn=settings.db_dsn,
+        db_dsn=Secret(dsn) if dsn else settings.db_dsn,
+        public_url=settings.api_url,
     )
     if not settings.token and not _is_loopback(host):
         logger.warning("API on %s:%s without RUNSTREAM_TOKEN: anyone can upload", host, port)
