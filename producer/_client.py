@@ -41,6 +41,8 @@ NON_FINITE: Final[dict[str, float]] = {
     "-Infinity": -math.inf,
 }
 _CONTAINERS: Final = (list, dict)
+#: Element types of a list that needs no decoding.
+_PLAIN: Final = frozenset({float, int, bool, type(None)})
 
 Params = Sequence[tuple[str, str]]
 
@@ -62,13 +64,16 @@ def query_string(params: Params) -> str:
 def decode_non_finite(value: Any) -> Any:
     """Values of a decoded JSON document with "NaN"/"Infinity"/"-Infinity" as floats.
 
-    Keys are left alone. Lists of scalars (the bulk of a metrics answer) take one
-    comprehension without a call per element.
+    Keys are left alone. Works in place on what ``json.loads`` returned. A list of
+    numbers only (the bulk of a metrics answer) is recognised from its set of element
+    types and kept as it is; other lists take one comprehension, not a call per element.
     """
     kind = type(value)
     if kind is str:
         return NON_FINITE.get(value, value)
     if kind is list:
+        if _PLAIN.issuperset(map(type, value)):
+            return value
         return [
             NON_FINITE.get(v, v)
             if type(v) is str
