@@ -123,8 +123,8 @@ def create_app(
         specs += ComputeRoutes(reads=reads).specs()
     specs += RegistryRoutes().specs()
     live = None
-    if db_dsn:
-        live = LiveUpdates(dsn=db_dsn, registry=registry, options=stream_options)
+    if db_dsn and reads is not None:
+        live = LiveUpdates(dsn=db_dsn, reads=reads, registry=registry, options=stream_options)
         specs += live.specs()
 
     middlewares = [

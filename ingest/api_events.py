@@ -66,10 +66,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -79,9 +77,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ingest.api_http import RouteSpec, json_error
+from ingest.api_params import query_parameter, str_param, str_params
+from ingest.api_runs import RUN_ID_PARAMETER
+from ingest.api_shapes import queue_state
 from ingest.notify import ChangeListener, Subscription
+from ingest.reads import DatabaseUnavailableError, ReadStore
 from ingest.settings import Secret
 from ingest.status import STATUS_COLUMNS
+from ingest.values import KIND_FLOAT, dumps, iso, micros_to_iso, typed_value
 
 __all__ = [
     "EVENT_TYPES",
@@ -149,27 +152,7 @@ WHERE run_id = $1 AND ingested_at >= $2
 ORDER BY ingested_at, producer_id, seq
 LIMIT $6
 """
-SQL_QUEUE_STATE: Final = """
-SELECT compute_target, queued, preparing, running, not_responding, oldest_queued_at,
-       oldest_queued_age_s, queue_wait_p50_s,
-       (SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM
-                   coalesce(v.preparing_at, v.started_at) - v.queued_at))
-        FROM runstream.runs v
-        WHERE v.compute_target = $1 AND coalesce(v.preparing_at, v.started_at) > now() - coalesce(
-            (SELECT value::interval FROM runstream_data.settings
-             WHERE key = 'queue_stats_window'), interval '24 hours')) AS queue_wait_p95_s,
-       completed_1h, failed_1h, canceled_1h
-FROM runstream.compute_targets WHERE compute_target = $1
-"""
-QUEUE_FIELDS: Final = (
-    "compute_target", "queued", "preparing", "running", "not_responding",
-    "oldest_queued_age_s", "queue_wait_p50_s", "queue_wait_p95_s", "completed_1h",
-    "failed_1h", "canceled_1h",
-)  # fmt: skip
-
-PoolGetter = Callable[[], asyncpg.Pool]
 Row = asyncpg.Record | Mapping[str, Any]
-QueueStateReader = Callable[[asyncpg.Pool, str], Awaitable[dict[str, Any] | None]]
 
 
 class ClientGoneError(Exception):
@@ -251,30 +234,6 @@ def parse_event_id(event_id: str) -> tuple[StreamPosition, StreamPosition]:
 # -- values ---------------------------------------------------------------------------------
 
 
-def _iso(t: datetime | None) -> str | None:
-    return None if t is None else t.isoformat()
-
-
-def _iso_us(us: int) -> str:
-    return (_EPOCH + timedelta(microseconds=us)).isoformat()
-
-
-def _number(x: float) -> float | str:
-    if math.isfinite(x):
-        return x
-    return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
-
-
-def _point_value(value: float, kind: int, text: str | None) -> Any:
-    if kind == 0x69:  # i
-        return int(value)
-    if kind == 0x62:  # b
-        return value != 0.0
-    if kind == 0x73:  # s
-        return text
-    return _number(value)
-
-
 def point_events(row: Row, indexes: range) -> Iterator[dict[str, Any]]:
     """The points of one metric chunk row, at ``indexes``, as "point" event data."""
     steps, values, times = row["steps"], row["values"], row["times"]
@@ -282,31 +241,17 @@ def point_events(row: Row, indexes: range) -> Iterator[dict[str, Any]]:
     texts: Sequence[str | None] | None = row["texts"]
     name, rank = row["name"], row["rank"]
     for i in indexes:
-        kind = 0x66 if kinds is None else kinds[i]
+        kind = KIND_FLOAT if kinds is None else kinds[i]
         text = None if texts is None else texts[i]
-        yield {"name": name, "step": steps[i], "value": _point_value(values[i], kind, text),
-               "rank": rank, "time": _iso_us(times[i])}
+        yield {"name": name, "step": steps[i], "value": typed_value(values[i], kind, text),
+               "rank": rank, "time": micros_to_iso(times[i])}
 
 
 def log_events(row: Row, indexes: range) -> Iterator[dict[str, Any]]:
-    stream, rank, time = row["stream"], row["rank"], _iso(row["logged_at"])
+    stream, rank, time = row["stream"], row["rank"], iso(row["logged_at"])
     lines = row["lines"]
     for i in indexes:
         yield {"stream": stream, "line": lines[i], "rank": rank, "time": time}
-
-
-def _queue_json(row: asyncpg.Record) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in QUEUE_FIELDS:
-        value = row[name]
-        out[name] = _number(value) if isinstance(value, float) else value
-    return out
-
-
-async def read_queue_state(pool: asyncpg.Pool, target: str) -> dict[str, Any] | None:
-    """QueueState of one compute target, or None when no run ever named it."""
-    row = await pool.fetchrow(SQL_QUEUE_STATE, target)
-    return None if row is None else _queue_json(row)
 
 
 # -- the wire -------------------------------------------------------------------------------
@@ -330,7 +275,7 @@ class SseWriter:
         frame = f"event: {kind}\n"
         if event_id is not None:
             frame += f"id: {event_id}\n"
-        frame += f"data: {json.dumps(data, separators=(',', ':'), allow_nan=False)}\n\n"
+        frame += f"data: {dumps(data)}\n\n"
         self._pending.append(frame)
         self._pending_bytes += len(frame)
         self._pending_events[kind] = self._pending_events.get(kind, 0) + 1
@@ -405,33 +350,21 @@ class StreamOptions:
 
 
 class LiveUpdates:
-    """What the SSE routes need, tied to an app's lifetime: the ``ChangeListener`` and a
-    pool for the streams' reads (a small one of its own unless ``pool`` is given).
+    """What the SSE routes need, tied to an app's lifetime: the ``ChangeListener`` (its
+    own connection) next to the read path's pool (``reads``, opened by the app).
 
-    ``install(app)`` opens both on startup and closes them on cleanup, and ends the
-    streams on shutdown (before aiohttp waits for handlers to finish).
+    ``install(app)`` starts the listener on startup and stops it on cleanup, and ends
+    the streams on shutdown (before aiohttp waits for handlers to finish).
     """
 
-    def __init__(self, *, dsn: Secret, registry: CollectorRegistry,
-                 pool: PoolGetter | None = None, pool_max_size: int = 4,
+    def __init__(self, *, dsn: Secret, reads: ReadStore, registry: CollectorRegistry,
                  options: StreamOptions | None = None) -> None:
-        self._dsn = dsn
-        self._shared_pool = pool
-        self._own_pool: asyncpg.Pool | None = None
-        self._pool_max_size = pool_max_size
         self.listener = ChangeListener(dsn=dsn.value)
-        self.routes = EventRoutes(pool=self.pool, listener=self.listener, registry=registry,
-                                  options=options or StreamOptions())
+        self.routes = EventRoutes(reads=reads, listener=self.listener, registry=registry,
+                                  options=options)
 
     def __repr__(self) -> str:
         return f"LiveUpdates(listener={self.listener!r})"
-
-    def pool(self) -> asyncpg.Pool:
-        if self._shared_pool is not None:
-            return self._shared_pool()
-        if self._own_pool is None:
-            raise RuntimeError("LiveUpdates is not started")
-        return self._own_pool
 
     def specs(self) -> list[RouteSpec]:
         return self.routes.specs()
@@ -441,39 +374,25 @@ class LiveUpdates:
         app.on_shutdown.append(self.routes.on_shutdown)
 
     async def _lifetime(self, app: web.Application) -> AsyncIterator[None]:
-        if self._shared_pool is None:
-            self._own_pool = await asyncpg.create_pool(
-                self._dsn.value, min_size=1, max_size=self._pool_max_size)
-        try:
-            async with self.listener:
-                yield
-        finally:
-            pool, self._own_pool = self._own_pool, None
-            if pool is not None:
-                await pool.close()
+        async with self.listener:
+            yield
 
 
 # -- the routes -----------------------------------------------------------------------------
 
 
-_RUN_PARAM: Final = {"name": "run_id", "in": "path", "required": True,
-                     "schema": {"type": "string"}}
 _TARGET_PARAM: Final = {"name": "target", "in": "path", "required": True,
                         "schema": {"type": "string"}}
 _LAST_ID_PARAMS: Final = [
     {"name": "Last-Event-ID", "in": "header", "required": False,
      "description": "Resume after this event id (sent by EventSource on reconnect).",
      "schema": {"type": "string"}},
-    {"name": "last_event_id", "in": "query", "required": False,
-     "description": 'As Last-Event-ID, for clients that cannot set headers; "0_0" replays '
-                    "from the beginning.",
-     "schema": {"type": "string"}},
+    query_parameter("last_event_id", 'As Last-Event-ID, for clients that cannot set '
+                    'headers; "0_0" replays from the beginning.', {"type": "string"}),
 ]
-_TYPES_PARAM: Final = {
-    "name": "types", "in": "query", "required": False,
-    "description": "Comma-separated (or repeated) subset of point, log, status; default all.",
-    "schema": {"type": "string"},
-}
+_TYPES_PARAM: Final = query_parameter(
+    "types", "Which events (repeated, or comma-separated); default all.",
+    {"type": "string", "enum": list(EVENT_TYPES)}, repeatable=True)
 
 
 def _stream_content(description: str) -> dict[str, Any]:
@@ -481,25 +400,23 @@ def _stream_content(description: str) -> dict[str, Any]:
 
 
 class EventRoutes:
-    """The two SSE endpoints, over a pool for reads and a ``ChangeListener`` for wake-ups."""
+    """The two SSE endpoints, over the read path's pool and a ``ChangeListener``."""
 
     def __init__(
         self,
         *,
-        pool: PoolGetter,
+        reads: ReadStore,
         listener: ChangeListener,
         registry: CollectorRegistry,
         options: StreamOptions | None = None,
-        queue_state: QueueStateReader = read_queue_state,
     ) -> None:
-        self._pool = pool
+        self._reads = reads
         self._listener = listener
         options = options or StreamOptions()
         self._keepalive_s = options.keepalive_s
         self._write_timeout_s = options.write_timeout_s
         self._tick_s = options.tick_s
         self._poll_interval_s = options.poll_interval_s
-        self._queue_state = queue_state
         self._metrics = EventMetrics(registry)
         self._closing = asyncio.Event()
         self._open: set[SseWriter] = set()
@@ -519,7 +436,7 @@ class EventRoutes:
                     'Events "point" {name, step, value, rank, time}, "log" {stream, line, '
                     'rank, time}, "status" {run_id, status, error, status_times}; comment '
                     "lines every 15 s of silence; ids resume with Last-Event-ID.")},
-                extra={"parameters": [_RUN_PARAM, _TYPES_PARAM, *_LAST_ID_PARAMS]},
+                extra={"parameters": [RUN_ID_PARAMETER, _TYPES_PARAM, *_LAST_ID_PARAMS]},
             ),
             RouteSpec(
                 method="GET",
@@ -557,39 +474,38 @@ class EventRoutes:
     async def run_events(self, request: web.Request) -> web.StreamResponse:
         run_id = request.match_info["run_id"]
         try:
-            types = _parse_types(request.query.getall("types", []))
+            types = _parse_types(str_params(request, "types"))
         except ValueError as exc:
             return json_error(400, f"types: unknown event type {exc}; use {', '.join(EVENT_TYPES)}")
-        last_id = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+        last_id = request.headers.get("Last-Event-ID") or str_param(request, "last_event_id")
         resume = None
         if last_id:
             try:
                 resume = parse_event_id(last_id)
             except ValueError:
                 return json_error(400, "last_event_id: not an event id of this stream")
-        pool = self._pool()
+        reads = self._reads
         # Subscribe before reading anything, so a commit between the two still wakes us.
         with self._listener.subscribe(runs=[run_id]) as sub:
-            status = await _run_status(pool, run_id)
+            status = await _run_status(reads, run_id)
             if status is None:
                 return json_error(404, f"no run {run_id!r}")
             if resume is None:
-                points, logs = await _heads(pool, run_id)
+                points, logs = await _heads(reads, run_id)
             else:
                 points, logs = resume
-            stream = RunStream(pool, run_id, status, types=types, points=points, logs=logs)
+            stream = RunStream(reads, run_id, status, types=types, points=points, logs=logs)
             return await self._serve(request, "run", sub, stream)
 
     # -- /v1/compute/{target}/events ------------------------------------------------------
 
     async def compute_events(self, request: web.Request) -> web.StreamResponse:
         target = request.match_info["target"]
-        pool = self._pool()
         with self._listener.subscribe(targets=[target]) as sub:
-            state = await self._queue_state(pool, target)
+            state = await _queue(self._reads, target)
             if state is None:
                 return json_error(404, f"no compute target {target!r}")
-            stream = QueueStream(pool, target, self._queue_state, state)
+            stream = QueueStream(self._reads, target, state)
             return await self._serve(request, "compute", sub, stream)
 
     # -- the loop both share --------------------------------------------------------------
@@ -638,7 +554,7 @@ class EventRoutes:
                 logger.info("dropping a slow %s event stream (no progress in %.0f s)",
                             kind, self._write_timeout_s)
             writer.abort()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except (DatabaseUnavailableError, asyncpg.PostgresError):
             # Headers are sent: all we can do is end the stream; the client reconnects
             # with its Last-Event-ID and loses nothing.
             logger.warning("%s event stream ended by a database error", kind, exc_info=True)
@@ -661,9 +577,9 @@ class EventRoutes:
 class RunStream:
     """One run's cursors and what one round sends."""
 
-    def __init__(self, pool: asyncpg.Pool, run_id: str, status: dict[str, Any], *,
+    def __init__(self, reads: ReadStore, run_id: str, status: dict[str, Any], *,
                  types: frozenset[str], points: StreamPosition, logs: StreamPosition) -> None:
-        self._pool = pool
+        self._reads = reads
         self._run_id = run_id
         self._status = status
         self._types = types
@@ -682,7 +598,7 @@ class RunStream:
         for NotResponding), else first the points and lines committed so far."""
         status = None
         if "status" in self._types:
-            status = await _run_status(self._pool, self._run_id)
+            status = await _run_status(self._reads, self._run_id)
         if full and "point" in self._types:
             await self._drain(writer, self._points, SQL_POINTS_PAGE, "point", point_events)
         if full and "log" in self._types:
@@ -697,10 +613,10 @@ class RunStream:
         while True:
             t, producer, seq, idx, same_t = position.params()
             if kind == "point":
-                rows = await self._pool.fetch(sql, self._run_id, t, producer, seq, idx,
+                rows = await self._reads.fetch(sql, self._run_id, t, producer, seq, idx,
                                               PAGE_ROWS, LATE_POINTS_WINDOW, same_t)
             else:
-                rows = await self._pool.fetch(sql, self._run_id, t, producer, seq, same_t,
+                rows = await self._reads.fetch(sql, self._run_id, t, producer, seq, same_t,
                                               PAGE_ROWS)
             for row in rows:
                 key = (row["producer_id"], row["seq"], row["series_idx"])
@@ -719,18 +635,16 @@ class RunStream:
 class QueueStream:
     """One compute target's last sent queue state."""
 
-    def __init__(self, pool: asyncpg.Pool, target: str, read: QueueStateReader,
-                 first: dict[str, Any]) -> None:
-        self._pool = pool
+    def __init__(self, reads: ReadStore, target: str, first: dict[str, Any]) -> None:
+        self._reads = reads
         self._target = target
-        self._read = read
         self._last = first
 
     def start(self, writer: SseWriter) -> None:
         writer.event("queue", self._last)
 
     async def round(self, writer: SseWriter, *, full: bool) -> None:
-        state = await self._read(self._pool, self._target)
+        state = await _queue(self._reads, self._target)
         if state is not None and _queue_key(state) != _queue_key(self._last):
             self._last = state
             writer.event("queue", state)
@@ -763,19 +677,25 @@ def _parse_types(values: Sequence[str]) -> frozenset[str]:
     return frozenset(chosen)
 
 
-async def _run_status(pool: asyncpg.Pool, run_id: str) -> dict[str, Any] | None:
-    row = await pool.fetchrow(SQL_RUN_STATUS, run_id)
+async def _queue(reads: ReadStore, target: str) -> dict[str, Any] | None:
+    """QueueState of a compute target (as GET /v1/compute/{target}); None if unknown."""
+    row = await reads.queue(target)
+    return None if row is None else queue_state(row)
+
+
+async def _run_status(reads: ReadStore, run_id: str) -> dict[str, Any] | None:
+    row = await reads.fetchrow(SQL_RUN_STATUS, run_id)
     if row is None:
         return None
     return {
         "run_id": run_id,
         "status": row["status"],
         "error": row["error"],
-        "status_times": {s: _iso(row[c]) for s, c in STATUS_COLUMNS.items()},
+        "status_times": {s: iso(row[c]) for s, c in STATUS_COLUMNS.items()},
     }
 
 
-async def _heads(pool: asyncpg.Pool, run_id: str) -> tuple[StreamPosition, StreamPosition]:
-    points = await pool.fetchval(SQL_POINTS_HEAD, run_id, LATE_POINTS_WINDOW)
-    logs = await pool.fetchval(SQL_LOGS_HEAD, run_id)
+async def _heads(reads: ReadStore, run_id: str) -> tuple[StreamPosition, StreamPosition]:
+    points = await reads.fetchval(SQL_POINTS_HEAD, run_id, LATE_POINTS_WINDOW)
+    logs = await reads.fetchval(SQL_LOGS_HEAD, run_id)
     return StreamPosition.after(points), StreamPosition.after(logs)

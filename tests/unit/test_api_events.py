@@ -92,4 +92,4 @@ def test_point_data_keeps_types_and_spells_non_finite_numbers() -> None:
     assert type(values[1]) is int
     first = next(point_events(row, range(1)))
     assert first == {"name": "m", "step": 0, "value": 1.5, "rank": 2,
-                     "time": "1970-01-01T00:00:00+00:00"}
+                     "time": "1970-01-01T00:00:00.000000+00:00"}
