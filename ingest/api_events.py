@@ -29,7 +29,8 @@ already committed (new data only) unless it resumes from an event id.
 
 Event ids and resuming. Every point and log event carries ``id: <points>_<logs>``, each
 part ``<µs>`` (all of that transaction delivered) or ``<µs>+<n>`` (its first n items
-delivered). Reconnecting with ``Last-Event-ID`` (browsers do it by themselves; or the
+delivered); "status" and "queue" events carry none (a reconnected stream starts with the
+current state anyway). Reconnecting with ``Last-Event-ID`` (browsers do it by themselves; or the
 ``last_event_id`` query parameter) continues exactly after the last event received. The
 id ``0_0`` means "from the beginning". Points logged more than ``LATE_POINTS_WINDOW`` (1 day)
 before the cursor's transaction (a spool replayed days later) are not streamed: live
@@ -59,7 +60,14 @@ streams are unaffected (they only share the listener, which never waits for anyo
 Disconnects are seen at the next write or within a second (the transport is checked
 whenever the stream wakes). A comment line is sent after ``keepalive_s`` (15 s) of
 silence, so proxies and clients see a live connection. On shutdown every stream ends at
-once (``close``), so ``ApiServer.stop`` does not wait for clients.
+once (``close``) and one stuck writing to a client that does not read is cut after
+``SHUTDOWN_GRACE_S`` (1 s), so ``ApiServer.stop`` does not wait for clients.
+
+Reads go through the read path's pool (``ReadStore``): a database outage answers 503
+before a stream starts and ends a running one (the client resumes by its id). Metrics:
+``runstream_sse_streams{kind}`` open streams, ``runstream_sse_events_total{event}``
+events written, ``runstream_sse_closed_total{reason}`` streams ended (client_gone,
+slow_client, shutdown, error).
 """
 
 from __future__ import annotations
