@@ -1,0 +1,94 @@
+"""Fault: consumer-group rebalances under load. One ingest worker runs throughout while a
+second joins and leaves the group again and again during a training job; every join and
+every leave moves partitions between them mid-stream. The ledger must balance: nothing
+lost or doubled, each series in order, every run ended as planned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from ingest.ledger import LedgerJob, RunPlan, Workload, check, job_env
+from tests.conftest import DbFactory, StackInfo, TopicFactory, unique
+from tests.integration.conftest import (
+    WorkerFactory,
+    WorkerProcess,
+    new_db,
+    stored_offsets_reach,
+    topic_ends,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
+
+CYCLES = 4
+
+
+def assignments(worker: WorkerProcess) -> int:
+    return sum(" assigned [" in line for line in worker.output().splitlines())
+
+
+async def test_second_worker_joining_and_leaving_under_load_loses_and_doubles_nothing(
+    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory,
+    worker_procs: WorkerFactory, tmp_path: Path,
+) -> None:
+    started = time.monotonic()
+    topic, dsn = await topic_factory(partitions=6), await new_db(db_factory)
+    group = unique("faults-rebalance-")
+    workload = Workload(ticks=300, points_per_tick=100, pace_s=0.1, runs=(
+        RunPlan("parent"), RunPlan("a", parent="parent", end="fail"),
+        RunPlan("b", parent="parent", end="cancel"), RunPlan("c", parent="parent")))
+
+    def start_worker() -> WorkerProcess:
+        return worker_procs.start(bootstrap=stack.kafka_bootstrap, topic=topic, dsn=dsn,
+                                  group=group)
+
+    first = start_worker()
+    job = LedgerJob(workload, out=tmp_path / "job.out",
+                    env=job_env(kafka=stack.kafka_bootstrap, topic=topic, home=tmp_path / "sdk"))
+    try:
+        await asyncio.to_thread(job.wait_ticks, 5)
+        for cycle in range(CYCLES):
+            second = start_worker()
+
+            async def joined(second: WorkerProcess = second) -> bool:
+                return assignments(second) >= 1
+
+            await wait_for(joined, timeout_s=30, what=f"the second worker to join ({cycle})")
+            ticks = job.ticks_done()
+            await asyncio.to_thread(job.wait_ticks, ticks + 10)  # both consume meanwhile
+            before = assignments(first)
+            assert second.stop() == 0, second.output()  # leaves the group: another rebalance
+
+            async def took_back(before: int = before) -> bool:
+                return assignments(first) > before
+
+            # Its leave is a rebalance of its own, not merged with the next join.
+            await wait_for(took_back, timeout_s=30, what="the first worker to take all back")
+            assert job.proc.poll() is None, "the job ended before the last rebalance"
+        report = await asyncio.to_thread(job.finish)
+    finally:
+        job.stop()
+    await wait_for(stored_offsets_reach(dsn, topic, group,
+                                        await topic_ends(stack.kafka_bootstrap, topic)),
+                   timeout_s=60, what="the remaining worker to store everything")
+    result = await check(dsn, workload, job.run_ids())
+    rebalanced = assignments(first)
+    assert first.stop() == 0, first.output()
+
+    assert result.ok, result.as_dict()
+    assert (result.lost, result.doubled, result.missing_events) == (0, 0, 0)
+    assert result.points_stored == workload.points
+    assert result.statuses == {"parent": "Completed", "a": "Failed", "b": "Canceled",
+                               "c": "Completed"}
+    assert report["events_dropped"] == 0
+    # The first worker was assigned partitions at start and again after every join and
+    # every leave of the second one (eager rebalancing revokes and reassigns everything).
+    assert rebalanced >= 1 + 2 * CYCLES, first.output()
+    print(f"rebalances: {CYCLES} joins + {CYCLES} leaves, first worker assigned "
+          f"{rebalanced}x; ledger {result.as_dict()}; job {report}; "
+          f"{time.monotonic() - started:.1f} s")
