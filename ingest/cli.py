@@ -68,7 +68,13 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.api import run_api  # imported here: `up`/`status` stay light
 
     asyncio.run(
-        run_api(settings, host=args.host, port=args.port, max_blob_bytes=args.max_blob_bytes)
+        run_api(
+            settings,
+            host=args.host,
+            port=args.port,
+            max_blob_bytes=args.max_blob_bytes,
+            dsn=Stack(settings).dsn,
+        )
     )
     return 0
 
@@ -238,8 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     api = add(
         "api",
         cmd_api,
-        "Serve the HTTP API (blob uploads, health, Prometheus metrics) on RUNSTREAM_API's "
-        "host:port until SIGTERM or Ctrl-C.",
+        "Serve the HTTP API (runs, metrics, files, logs, compute targets, live updates, "
+        "blob uploads, the schema registry, health and Prometheus metrics) on "
+        "RUNSTREAM_API's host:port, reading RUNSTREAM_DB (or the local stack's database), "
+        "until SIGTERM or Ctrl-C.",
     )
     api.add_argument("--host", help="bind address (default: RUNSTREAM_API's host)")
     api.add_argument("--port", type=int, help="port (default: RUNSTREAM_API's port, 8470)")
