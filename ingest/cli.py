@@ -118,7 +118,9 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         f"{result.stored_points} metric points"
     )
     print("where to look:")
-    print(f"  API       {settings.api_url}  (artifacts under /v1/blobs/<sha256>)")
+    run_url = f"{settings.api_url}/v1/runs/{result.parent_run_id}"
+    print(f"  API       {run_url}")
+    print("            and …/metrics, …/children, …/files, …/events (live)")
     print(f"  SQL       psql {redact_dsn(stack.dsn)}")
     print(
         "            SELECT run_id, display_name, status FROM runstream.runs "  # noqa: S608 - a hint
