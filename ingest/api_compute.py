@@ -23,7 +23,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
 
 from ingest.api_http import RouteSpec
-from ingest.api_params import json_ok, not_found
+from ingest.api_params import UNAVAILABLE, json_ok, not_found, path_param
 from ingest.api_shapes import queue_state, ref, run_summary, schemas_for
 from ingest.reads import ReadStore
 
@@ -63,7 +63,7 @@ class ComputeRoutes:
                 method="GET", path="/v1/compute", handler=self.targets,
                 operation_id="listComputeTargets",
                 summary="Queue state of every compute target that has runs.",
-                responses={200: "The targets, by name."},
+                responses={**UNAVAILABLE, 200: "The targets, by name."},
                 response_content={200: {"application/json": {"schema": _TARGETS}}},
                 schemas=schemas_for("QueueState"),
             ),
@@ -71,7 +71,7 @@ class ComputeRoutes:
                 method="GET", path="/v1/compute/{target}", handler=self.target,
                 operation_id="getComputeTarget",
                 summary="One compute target's queue state and its active runs (oldest first).",
-                responses={200: "The target.", 404: "No run ever used this target."},
+                responses={**UNAVAILABLE, 200: "The target.", 404: "No run ever used this target."},
                 response_content={200: {"application/json": {"schema": _TARGET}}},
                 extra={"parameters": [_TARGET_PARAMETER]},
                 schemas=schemas_for("QueueState", "RunSummary"),
@@ -83,7 +83,7 @@ class ComputeRoutes:
         return json_ok({"targets": [queue_state(r) for r in rows]})
 
     async def target(self, request: web.Request) -> web.StreamResponse:
-        target = request.match_info["target"]
+        target = path_param(request, "target", "compute target")
         row, active = await asyncio.gather(
             self._reads.queue(target), self._reads.active_runs(target)
         )

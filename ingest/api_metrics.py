@@ -29,10 +29,12 @@ from aiohttp import web
 
 from ingest.api_http import RouteSpec
 from ingest.api_params import (
+    UNAVAILABLE,
     bad_request,
     int_param,
     not_found,
     optional_int_param,
+    path_param,
     query_parameter,
     str_params,
 )
@@ -152,7 +154,7 @@ class MetricRoutes:
                 summary="All metrics of a run (or the named ones), shaped like "
                 "run.get_metrics(). Non-finite floats are the strings NaN, Infinity, "
                 "-Infinity.",
-                responses={200: "The metrics (an unknown name is left out).",
+                responses={**UNAVAILABLE, 200: "The metrics (an unknown name is left out).",
                            400: "A bad parameter.", 404: "No such run."},
                 response_content={200: {"application/json": {"schema": _METRICS}}},
                 extra={"parameters": [
@@ -167,7 +169,7 @@ class MetricRoutes:
                 operation_id="getRunMetricSeries",
                 summary="One metric series: its points, or at most max_points buckets by "
                 "step range with count, min, max and last, so spikes stay visible.",
-                responses={200: "The series.", 400: "A bad parameter.",
+                responses={**UNAVAILABLE, 200: "The series.", 400: "A bad parameter.",
                            404: "No such run, or the run has no such series."},
                 response_content={200: {"application/json": {"schema": _SERIES}}},
                 extra={"parameters": [
@@ -192,7 +194,7 @@ class MetricRoutes:
     # -- the metrics dict -------------------------------------------------------------------
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
-        run_id = request.match_info["run_id"]
+        run_id = path_param(request, "run_id", "run")
         names = str_params(request, "name") or None
         if names is not None and not all(names):
             raise bad_request("parameter 'name' is empty")
@@ -257,8 +259,8 @@ class MetricRoutes:
     # -- one series -------------------------------------------------------------------------
 
     async def series(self, request: web.Request) -> web.StreamResponse:
-        run_id = request.match_info["run_id"]
-        name = request.match_info["name"]
+        run_id = path_param(request, "run_id", "run")
+        name = path_param(request, "name", f"metric series in run {run_id!r}:")
         max_points = int_param(request, "max_points", default=DEFAULT_MAX_POINTS, minimum=1,
                                maximum=MAX_MAX_POINTS)
         rank = optional_int_param(request, "rank", minimum=0, maximum=MAX_RANK)

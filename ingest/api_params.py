@@ -22,8 +22,11 @@ from aiohttp import web
 from ingest.values import dumps
 
 __all__ = [
+    "CURSOR_PARAMETER",
     "DEFAULT_LIMIT",
+    "LIMIT_PARAMETER",
     "MAX_LIMIT",
+    "UNAVAILABLE",
     "bad_request",
     "cursor_param",
     "decode_cursor",
@@ -33,12 +36,16 @@ __all__ = [
     "limit_param",
     "not_found",
     "optional_int_param",
+    "path_param",
     "query_parameter",
+    "storable",
     "str_param",
     "str_params",
     "time_param",
 ]
 
+#: Documented on every route that reads the database (see ``reads.DatabaseUnavailableError``).
+UNAVAILABLE: Final = {503: "The database is unreachable or not migrated; retry later."}
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
 MAX_CURSOR_CHARS: Final = 4096
@@ -58,9 +65,32 @@ def json_ok(document: Any) -> web.Response:
     return web.Response(text=dumps(document), content_type="application/json")
 
 
+def storable(value: str) -> bool:
+    """Whether PostgreSQL can take ``value`` as text (no NUL, valid UTF-8)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # lone surrogates
+        return False
+    return True
+
+
 def str_params(request: web.Request, name: str) -> list[str]:
     """Every value of a repeatable parameter, in order."""
-    return request.query.getall(name, [])
+    values: list[str] = request.query.getall(name, [])
+    for value in values:
+        if not storable(value):
+            raise bad_request(f"parameter {name!r} contains NUL or invalid characters")
+    return values
+
+
+def path_param(request: web.Request, name: str, what: str) -> str:
+    """A path segment naming something; one that no stored name can have is a 404."""
+    value = request.match_info[name]
+    if not storable(value):
+        raise not_found(f"no {what} {value[:80]!r}")
+    return value
 
 
 def str_param(request: web.Request, name: str) -> str | None:
@@ -114,7 +144,10 @@ def time_param(request: web.Request, name: str) -> datetime | None:
             f"parameter {name!r} must be an ISO 8601 time such as 2026-01-31T12:00:00Z, "
             f"got {text[:40]!r}"
         ) from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    except OverflowError:
+        raise bad_request(f"parameter {name!r} is out of range") from None
 
 
 def encode_cursor(kind: str, values: Sequence[Any]) -> str:
@@ -136,6 +169,11 @@ def decode_cursor(text: str, kind: str, name: str = "cursor") -> list[Any]:
             or not isinstance(document.get("v"), list)):
         raise bad_request(problem)
     values: list[Any] = document["v"]
+    for value in values:
+        if (isinstance(value, str) and not storable(value)) or (
+            isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX
+        ):
+            raise bad_request(problem)
     return values
 
 

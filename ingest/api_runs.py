@@ -30,12 +30,14 @@ from ingest.api_http import RouteSpec
 from ingest.api_params import (
     CURSOR_PARAMETER,
     LIMIT_PARAMETER,
+    UNAVAILABLE,
     bad_request,
     cursor_param,
     encode_cursor,
     json_ok,
     limit_param,
     not_found,
+    path_param,
     query_parameter,
     str_param,
     str_params,
@@ -179,14 +181,14 @@ class RunRoutes:
                 method="GET", path="/v1/experiments", handler=self.experiments,
                 operation_id="listExperiments",
                 summary="Experiments (per workspace) with their run counts, by name.",
-                responses={200: "A page of experiments.", 400: "A bad parameter."},
+                responses={**UNAVAILABLE, 200: "A page of experiments.", 400: "A bad parameter."},
                 response_content={200: _json(_EXPERIMENTS_PAGE)},
                 extra={"parameters": _PAGE_PARAMETERS},
             ),
             RouteSpec(
                 method="GET", path="/v1/runs", handler=self.runs, operation_id="listRuns",
                 summary="Runs, filtered and ordered (by creation or a metric's last value).",
-                responses={200: "A page of runs.", 400: "A bad parameter."},
+                responses={**UNAVAILABLE, 200: "A page of runs.", 400: "A bad parameter."},
                 response_content={200: _json(ref("RunPage"))},
                 extra={"parameters": _RUN_LIST_PARAMETERS},
                 schemas=schemas_for("RunPage"),
@@ -196,14 +198,14 @@ class RunRoutes:
                 operation_id="getRun",
                 summary="One run: status and the time of each status, tags, parent, "
                 "children, error, properties, portal URL.",
-                responses={200: "The run.", 404: "No such run."},
+                responses={**UNAVAILABLE, 200: "The run.", 404: "No such run."},
                 response_content={200: _json(ref("RunDetails"))},
                 extra={"parameters": run}, schemas=schemas_for("RunDetails"),
             ),
             RouteSpec(
                 method="GET", path="/v1/runs/{run_id}/children", handler=self.children,
                 operation_id="listChildRuns", summary="A run's child runs, oldest first.",
-                responses={200: "A page of runs.", 400: "A bad parameter.",
+                responses={**UNAVAILABLE, 200: "A page of runs.", 400: "A bad parameter.",
                            404: "No such run."},
                 response_content={200: _json(ref("RunPage"))},
                 extra={"parameters": [*run, *_PAGE_PARAMETERS]},
@@ -212,14 +214,14 @@ class RunRoutes:
             RouteSpec(
                 method="GET", path="/v1/runs/{run_id}/files", handler=self.files,
                 operation_id="listRunFiles", summary="A run's files and images, by name.",
-                responses={200: "The files.", 404: "No such run."},
+                responses={**UNAVAILABLE, 200: "The files.", 404: "No such run."},
                 response_content={200: _json(_FILES)},
                 extra={"parameters": run},
             ),
             RouteSpec(
                 method="GET", path="/v1/runs/{run_id}/files/{name:.+}", handler=self.file,
                 operation_id="downloadRunFile", summary="The bytes of one of a run's files.",
-                responses={200: "The file's bytes (Content-Type of the artifact).",
+                responses={**UNAVAILABLE, 200: "The file's bytes (Content-Type of the artifact).",
                            404: "No such run, file, or stored bytes."},
                 response_content={200: {"*/*": {"schema": {"type": "string",
                                                            "format": "binary"}}}},
@@ -229,7 +231,7 @@ class RunRoutes:
                 method="GET", path="/v1/runs/{run_id}/logs", handler=self.logs,
                 operation_id="listRunLogLines",
                 summary="A run's captured log lines, in (time, producer, seq, line) order.",
-                responses={200: "A page of lines.", 400: "A bad parameter.",
+                responses={**UNAVAILABLE, 200: "A page of lines.", 400: "A bad parameter.",
                            404: "No such run."},
                 response_content={200: _json(_LOGS)},
                 extra={"parameters": [
@@ -281,7 +283,7 @@ class RunRoutes:
         return await self._run_page(request, where, metric=metric, descending=order == "desc")
 
     async def run(self, request: web.Request) -> web.StreamResponse:
-        run_id = request.match_info["run_id"]
+        run_id = path_param(request, "run_id", "run")
         row = await self._reads.run_details(run_id)
         if row is None:
             raise not_found(f"no run {run_id!r}")
@@ -306,7 +308,7 @@ class RunRoutes:
 
     async def file(self, request: web.Request) -> web.StreamResponse:
         run_id = await self._existing_run(request)
-        name = request.match_info["name"]
+        name = path_param(request, "name", f"file in run {run_id!r}:")
         row = await self._reads.file(run_id, name)
         if row is None:
             raise not_found(f"run {run_id!r} has no file {name!r}")
@@ -355,7 +357,7 @@ class RunRoutes:
     # -- helpers ------------------------------------------------------------------------------
 
     async def _existing_run(self, request: web.Request) -> str:
-        run_id = request.match_info["run_id"]
+        run_id = path_param(request, "run_id", "run")
         if not await self._reads.run_exists(run_id):
             raise not_found(f"no run {run_id!r}")
         return run_id
