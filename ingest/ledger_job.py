@@ -10,8 +10,9 @@ that kills this process still knows how far it got:
   with ``report_every_tick``, else at checkpoints). A checkpoint first calls
   ``flush(checkpoint_timeout_s)``: when it returns, the ticks before are acknowledged by
   Kafka; when it times out (Kafka unreachable), they are at least in the fsynced spool;
-- ``{"kind": "held", "tick": n}`` when it starts waiting for ``hold_file`` before tick
-  ``n`` (nothing is logged meanwhile; the test breaks or heals something);
+- ``{"kind": "held", "tick": n, "mode": ..., "dropped": ...}`` every 0.5 s while it waits
+  for ``hold_file`` before tick ``n`` (nothing is logged meanwhile; the test breaks or
+  heals something, watching the sender's mode and drop count);
 - ``{"kind": "done", ...}`` after the runs ended and a final bounded flush: ticks,
   points, slowest log call, the sender's counters.
 """
@@ -68,9 +69,10 @@ def main(spec_json: str) -> int:
     ordered = list(runs.values())
     for tick in range(int(spec["ticks"])):
         if hold is not None and tick == hold["tick"]:
-            say(kind="held", tick=tick)
             while not os.path.exists(hold["file"]):
-                time.sleep(0.05)
+                say(kind="held", tick=tick, mode=ws.stats().mode,
+                    dropped=sum(run.dropped_events for run in runs.values()))
+                time.sleep(0.5)
         for j in range(per_tick):
             i = tick * per_tick + j
             for r, run in enumerate(ordered):
@@ -89,7 +91,8 @@ def main(spec_json: str) -> int:
                 ws.flush(float(spec.get("checkpoint_timeout_s", 1.0)))
         if checkpoint or spec.get("report_every_tick", False):
             say(kind="tick", tick=tick, points=points, checkpoint=checkpoint,
-                slowest_log_ms=slowest_s * 1e3, mode=ws.stats().mode)
+                slowest_log_ms=slowest_s * 1e3, mode=ws.stats().mode,
+                dropped=sum(run.dropped_events for run in ordered))
         time.sleep(float(spec.get("pace_s", 0.0)))
     ended_at = clock()
     for plan in reversed(spec["runs"]):

@@ -1,0 +1,239 @@
+"""Faults between a training process and the broker, made with a network namespace.
+
+The training job runs inside a network namespace of this module's own, joined to the
+host by a veth pair; a private broker listens on the host end of the pair (and the
+ingest worker on the host reaches it there directly). Taking the namespace's end of the
+link down cuts the job off from the broker — its open connections go silent, new ones
+fail — while the worker keeps consuming; bringing it up heals the cut.
+
+(``tc netem`` and iptables are not available in this kernel/image; the link is the cut.)
+
+- a 30 s cut in the middle of a run: every point delivered exactly once after healing,
+  and no ``log`` call blocked meanwhile;
+- a full spool: ``RUNSTREAM_HOME`` on a 2 MiB tmpfs while the job is cut off, so the
+  spool fills and events are dropped — counted by the SDK, reported by heartbeats once
+  the cut heals (``runstream.runs.dropped_events``), every gap in a producer's sequence
+  is one of those counted drops, and the training loop never blocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ingest.ledger import LedgerJob, RunPlan, Workload, check, job_env
+from ingest.stack.kafka import KafkaNode, ensure_topics, kafka_version, pom_path
+from tests.conftest import DbFactory, StackInfo, unique
+from tests.integration.conftest import (
+    WorkerFactory,
+    free_port,
+    new_db,
+    stored_offsets_reach,
+    topic_ends,
+    wait_for,
+)
+from tests.integration.test_e2e_faults import no_resource_warnings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+CUT_S = 30.0
+
+
+def ip(*args: str, netns: str | None = None) -> None:
+    argv = ["ip", *args] if netns is None else ["ip", "netns", "exec", netns, "ip", *args]
+    subprocess.run(argv, check=True, capture_output=True, timeout=30)
+
+
+class VethBroker(KafkaNode):
+    """A private broker whose client listener is on the host end of the veth pair (the
+    controller stays on 127.0.0.1)."""
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        text = self.config.read_text().replace("PLAINTEXT://127.0.0.1:", f"PLAINTEXT://{self.host}:")
+        self.config.write_text(text)
+
+
+@dataclass
+class Lab:
+    netns: str
+    inner_link: str
+    bootstrap: str
+
+    @property
+    def prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.netns]
+
+    def cut(self) -> None:
+        ip("link", "set", self.inner_link, "down", netns=self.netns)
+
+    def heal(self) -> None:
+        ip("link", "set", self.inner_link, "up", netns=self.netns)
+
+
+@pytest.fixture(scope="module")
+def lab(stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    if shutil.which("ip") is None:
+        pytest.fail("iproute2 (`ip`) is needed: apt-get install -y iproute2")
+    tag = uuid.uuid4().hex[:6]
+    netns, outer, inner = f"rsf{tag}", f"rsh{tag}", f"rsn{tag}"
+    subnet = f"10.{random.randint(200, 250)}.{random.randint(0, 255)}"
+    host_ip, job_ip = f"{subnet}.1", f"{subnet}.2"
+    ip("netns", "add", netns)
+    home = tmp_path_factory.mktemp("veth-broker")
+    node: VethBroker | None = None
+    try:
+        ip("link", "add", outer, "type", "veth", "peer", "name", inner)
+        ip("link", "set", inner, "netns", netns)
+        ip("addr", "add", f"{host_ip}/30", "dev", outer)
+        ip("link", "set", outer, "up")
+        ip("addr", "add", f"{job_ip}/30", "dev", inner, netns=netns)
+        ip("link", "set", inner, "up", netns=netns)
+        ip("link", "set", "lo", "up", netns=netns)
+        node = VethBroker(home=home, bootstrap=f"{host_ip}:{free_port(span=2)}")
+        libs = f"libs-{kafka_version(pom_path())}"
+        cached = stack.settings.home / "stack" / "kafka" / libs
+        if cached.is_dir():
+            node.dir.mkdir(parents=True, exist_ok=True)
+            (node.dir / libs).symlink_to(cached, target_is_directory=True)
+        with no_resource_warnings():
+            node.start()
+        yield Lab(netns=netns, inner_link=inner, bootstrap=node.bootstrap)
+    finally:
+        if node is not None:
+            with no_resource_warnings():
+                node.stop()
+        subprocess.run(["ip", "netns", "del", netns], check=False, timeout=30)
+        subprocess.run(["ip", "link", "del", outer], check=False, timeout=30,
+                       capture_output=True)
+
+
+@pytest.fixture
+def tiny_home(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs to be a job's RUNSTREAM_HOME (its spool fills up quickly)."""
+    home = tmp_path / "tiny"
+    home.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(home)],
+                   check=True, timeout=30)
+    try:
+        yield home
+    finally:
+        subprocess.run(["umount", "-l", str(home)], check=False, timeout=30)
+
+
+async def new_topic(lab: Lab, partitions: int = 2) -> str:
+    topic = unique("net.")
+    await ensure_topics(lab.bootstrap, [topic, f"{topic}.dlq"], partitions=partitions)
+    return topic
+
+
+async def test_job_cut_off_from_the_broker_for_30_s_delivers_everything_once_without_blocking(
+    lab: Lab, db_factory: DbFactory, worker_procs: WorkerFactory, tmp_path: Path,
+) -> None:
+    started = time.monotonic()
+    topic, dsn = await new_topic(lab), await new_db(db_factory)
+    group = unique("faults-cut-")
+    worker = worker_procs.start(bootstrap=lab.bootstrap, topic=topic, dsn=dsn, group=group)
+    workload = Workload(ticks=450, points_per_tick=100, pace_s=0.1, runs=(
+        RunPlan("parent"), RunPlan("child", parent="parent", end="cancel")))
+    job = LedgerJob(workload, out=tmp_path / "job.out", prefix=lab.prefix,
+                    env=job_env(kafka=lab.bootstrap, topic=topic, home=tmp_path / "sdk"))
+    try:
+        await asyncio.to_thread(job.wait_ticks, 30)
+        await asyncio.to_thread(lab.cut)
+        cut_at = time.monotonic()
+        ticks_at_cut = job.ticks_done()
+        try:
+            await asyncio.sleep(CUT_S)
+        finally:
+            await asyncio.to_thread(lab.heal)
+        cut_s = time.monotonic() - cut_at
+        ticks_during_cut = job.ticks_done() - ticks_at_cut
+        offline = [x for x in job.lines() if x.get("kind") == "tick" and x["mode"] != "online"]
+        assert job.proc.poll() is None, "the job ended before the cut healed"
+        report = await asyncio.to_thread(job.finish)
+    finally:
+        job.stop()
+    await wait_for(stored_offsets_reach(dsn, topic, group, await topic_ends(lab.bootstrap, topic)),
+                   timeout_s=60, what="the worker to store everything")
+    result = await check(dsn, workload, job.run_ids())
+    assert worker.stop() == 0, worker.output()
+
+    assert result.ok, result.as_dict()
+    assert (result.lost, result.doubled, result.missing_events) == (0, 0, 0)
+    assert result.points_stored == workload.points
+    assert result.statuses == {"parent": "Completed", "child": "Canceled"}
+    assert report["events_dropped"] == 0
+    assert report["spooled"] > 0, report  # the cut was real for the SDK
+    assert report["replayed"] > 0, report
+    assert offline, "the SDK never noticed the cut"
+    assert ticks_during_cut >= 50  # training went on throughout the cut
+    assert report["slowest_log_ms"] < 100, report
+    print(f"cut {cut_s:.1f} s: {ticks_during_cut} ticks logged during it, slowest log call "
+          f"{report['slowest_log_ms']:.2f} ms; ledger {result.as_dict()}; job {report}; "
+          f"{time.monotonic() - started:.1f} s")
+
+
+async def test_full_spool_counts_and_reports_drops_and_never_blocks_training(
+    lab: Lab, db_factory: DbFactory, worker_procs: WorkerFactory, tmp_path: Path,
+    tiny_home: Path,
+) -> None:
+    started = time.monotonic()
+    topic, dsn = await new_topic(lab), await new_db(db_factory)
+    group = unique("faults-full-")
+    home = tiny_home
+    go = tmp_path / "healed"
+    # ~100 KB of encoded points per tick: the 2 MiB spool is full after ~20 ticks.
+    workload = Workload(ticks=90, points_per_tick=2000, pace_s=0.05, hold_tick=60,
+                        hold_file=str(go), series=("loss", "acc"),
+                        runs=(RunPlan("parent"),), options={"heartbeat_interval_s": 1.0})
+    worker = worker_procs.start(bootstrap=lab.bootstrap, topic=topic, dsn=dsn, group=group)
+    job = LedgerJob(workload, out=tmp_path / "job.out", prefix=lab.prefix,
+                    env=job_env(kafka=lab.bootstrap, topic=topic, home=home))
+    try:
+        await asyncio.to_thread(job.wait_ticks, 3)
+        await asyncio.to_thread(lab.cut)
+        try:
+            # Unacknowledged sends go to the spool when their request times out (10 s);
+            # the spool fills and the rest is dropped.
+            def dropping() -> bool:
+                held = job.last("held")
+                return held is not None and held["dropped"] > 0
+
+            await asyncio.to_thread(job.wait, dropping, timeout_s=60,
+                                    what="the full spool to drop events")
+            assert shutil.disk_usage(home).free < 256 << 10
+        finally:
+            await asyncio.to_thread(lab.heal)
+        go.touch()
+        report = await asyncio.to_thread(job.finish)
+    finally:
+        job.stop()
+    await wait_for(stored_offsets_reach(dsn, topic, group, await topic_ends(lab.bootstrap, topic)),
+                   timeout_s=60, what="the worker to store everything")
+    result = await check(dsn, workload, job.run_ids())
+    assert worker.stop() == 0, worker.output()
+
+    dropped = report["dropped"]["parent"]
+    assert dropped == report["events_dropped"] > 0, report
+    assert result.dropped_events == dropped  # reported by a heartbeat after the cut healed
+    # Every sequence gap is a counted drop (an encoded event neither Kafka nor the spool
+    # took); drops before encoding (a full buffer) leave no gap.
+    assert 0 < result.missing_events <= dropped
+    assert result.lost > 0  # the points of the dropped events, and only those:
+    assert (result.doubled, result.unexpected, result.order_violations) == (0, 0, 0)
+    assert result.statuses == {"parent": "Completed"}
+    assert report["slowest_log_ms"] < 100, report
+    print(f"full spool: {dropped} events dropped and reported, {result.lost} of "
+          f"{workload.points} points lost with them, {result.missing_events} seq gaps, "
+          f"slowest log call {report['slowest_log_ms']:.2f} ms; ledger {result.as_dict()}; "
+          f"{time.monotonic() - started:.1f} s")
