@@ -45,6 +45,7 @@ from ingest.api_params import (
 )
 from ingest.api_shapes import (
     RUN_STATUSES,
+    list_answer,
     ref,
     run_details,
     run_summary,
@@ -95,72 +96,31 @@ _RUN_LIST_PARAMETERS: Final = [
 ]
 _PAGE_PARAMETERS: Final = [LIMIT_PARAMETER, CURSOR_PARAMETER]
 
-_EXPERIMENTS_PAGE: Final = {
-    "type": "object",
-    "required": ["experiments", "next_cursor"],
-    "properties": {
-        "experiments": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["name", "workspace", "runs", "last_run_at"],
-                "properties": {
-                    "name": {"type": "string"},
-                    "workspace": {"type": "string"},
-                    "runs": {"type": "integer", "minimum": 1},
-                    "last_run_at": {"type": "string", "format": "date-time"},
-                },
-            },
-        },
-        "next_cursor": {"type": ["string", "null"]},
-    },
-}
-_FILES: Final = {
-    "type": "object",
-    "required": ["files"],
-    "properties": {
-        "files": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["name", "kind", "sha256", "size_bytes", "content_type",
-                             "created_at"],
-                "properties": {
-                    "name": {"type": "string"},
-                    "kind": {"type": "string", "description": "FILE or IMAGE."},
-                    "sha256": {"type": "string"},
-                    "size_bytes": {"type": "integer", "minimum": 0},
-                    "content_type": {"type": "string"},
-                    "created_at": {"type": "string", "format": "date-time"},
-                },
-            },
-        },
-    },
-}
-_LOGS: Final = {
-    "type": "object",
-    "required": ["lines", "next_cursor"],
-    "properties": {
-        "lines": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["stream", "line", "rank", "time"],
-                "properties": {
-                    "stream": {"type": "string"},
-                    "line": {"type": "string"},
-                    "rank": {"type": "integer"},
-                    "time": {"type": "string", "format": "date-time"},
-                },
-            },
-        },
-        "next_cursor": {
-            "type": ["string", "null"],
-            "description": "Position after the last line returned (also on the last page): "
-            "pass as ?after= to continue or to poll for new lines.",
-        },
-    },
-}
+_TIME: Final = {"type": "string", "format": "date-time"}
+_EXPERIMENTS_PAGE: Final = list_answer("experiments", {
+    "name": {"type": "string"},
+    "workspace": {"type": "string"},
+    "runs": {"type": "integer", "minimum": 1},
+    "last_run_at": _TIME,
+}, cursor={"type": ["string", "null"]})
+_FILES: Final = list_answer("files", {
+    "name": {"type": "string"},
+    "kind": {"type": "string", "description": "FILE or IMAGE."},
+    "sha256": {"type": "string"},
+    "size_bytes": {"type": "integer", "minimum": 0},
+    "content_type": {"type": "string"},
+    "created_at": _TIME,
+})
+_LOGS: Final = list_answer("lines", {
+    "stream": {"type": "string"},
+    "line": {"type": "string"},
+    "rank": {"type": "integer"},
+    "time": _TIME,
+}, cursor={
+    "type": ["string", "null"],
+    "description": "Position after the last line returned (also on the last page): pass "
+    "as ?after= to continue or to poll for new lines.",
+})
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from ingest.values import iso
 __all__ = [
     "RUN_STATUSES",
     "SCHEMAS",
+    "list_answer",
     "queue_state",
     "ref",
     "run_details",
@@ -217,6 +218,18 @@ SCHEMAS: Final[dict[str, dict[str, Any]]] = {
         },
     },
 }
+
+
+def list_answer(
+    key: str, item_properties: dict[str, Any], *, cursor: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Schema of ``{key: [item, …]}`` (plus ``next_cursor`` when ``cursor`` is given)."""
+    properties: dict[str, Any] = {key: {"type": "array", "items": {
+        "type": "object", "required": list(item_properties), "properties": item_properties,
+    }}}
+    if cursor is not None:
+        properties["next_cursor"] = cursor
+    return {"type": "object", "required": list(properties), "properties": properties}
 
 
 def schemas_for(*names: str) -> dict[str, dict[str, Any]]:

@@ -48,6 +48,7 @@ __all__ = [
     "bench_metrics",
     "bench_run_details",
     "run_read_bench",
+    "store_events",
 ]
 
 CHUNK_POINTS: Final = 10_000
@@ -58,7 +59,9 @@ async def _no_dead_letters(dead: Sequence[DeadLetter]) -> None:
     raise RuntimeError(f"bench events were dead-lettered: {dead[:1]}")
 
 
-async def _store(dsn: str, events: Sequence[dict[str, Any]], *, batch: int = 50) -> None:
+async def store_events(dsn: str, events: Sequence[dict[str, Any]], *, batch: int = 50) -> None:
+    """Commit ``events`` (``EventFactory`` dicts) through the real write path: encoded and
+    decoded by the codec, ``batch`` per ``Store.write_batch`` transaction."""
     decoded = [decode_event(_CODEC, _CODEC.encode(e)) for e in events]
     async with Store(dsn=dsn) as store:
         for i in range(0, len(decoded), batch):
@@ -103,7 +106,7 @@ async def bench_downsample(
             "loss", [math.exp(-s / points) + rng.random() * 0.01 for s in steps],
             steps=steps, times_us=[start_us + s for s in steps])))
     load_started = time.perf_counter()
-    await _store(dsn, events, batch=10)
+    await store_events(dsn, events, batch=10)
     load_s = time.perf_counter() - load_started
     url = f"{api_url}/v1/runs/{rid}/metrics/loss?max_points={max_points}"
     async with aiohttp.ClientSession(headers=_auth(token)) as http:
@@ -144,7 +147,7 @@ async def bench_metrics(
                         for name in names[i : i + per_event]))
             for i in range(0, metrics, per_event)
         ]
-    await _store(dsn, events, batch=20)
+    await store_events(dsn, events, batch=20)
     url = f"{api_url}/v1/runs/{rid}/metrics"
     async with aiohttp.ClientSession(headers=_auth(token)) as http:
         await _timed_get(http, url)  # warm: connections, plans
@@ -184,7 +187,7 @@ async def bench_run_details(
         events += [f.lifecycle("Queued", compute_target="bench", parent_run_id=parent,
                                display_name=f"run {i}", properties={"i": str(i)}),
                    f.lifecycle("Running"), f.tag("bench"), f.tag("i", str(i))]
-    await _store(dsn, events, batch=200)
+    await store_events(dsn, events, batch=200)
     latencies: list[float] = []
     errors = 0
     connector = aiohttp.TCPConnector(limit=200)

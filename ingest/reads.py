@@ -22,6 +22,7 @@ import asyncpg
 from ingest import queries as q
 from ingest.errors import IngestError
 from ingest.series import BucketPlan
+from ingest.store import Store
 
 __all__ = [
     "DatabaseUnavailableError",
@@ -97,6 +98,9 @@ class SeriesStats:
 
 
 class ReadStore:
+    """The read queries, on a pool owned by a write-side ``Store`` (same lifecycle, its
+    batch write unused)."""
+
     def __init__(
         self,
         *,
@@ -104,27 +108,18 @@ class ReadStore:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S,
     ) -> None:
-        self._dsn = dsn
-        self._max_connections = max_connections
+        self._connections = Store(dsn=dsn, min_size=0, max_size=max_connections,
+                                  command_timeout_s=command_timeout_s)
         self._command_timeout_s = command_timeout_s
-        self._pool: asyncpg.Pool | None = None
 
-    def __repr__(self) -> str:  # the DSN may carry a password
-        return f"ReadStore(max_connections={self._max_connections})"
+    def __repr__(self) -> str:  # never the DSN: it may carry a password
+        return "ReadStore()"
 
     async def start(self) -> None:
-        if self._pool is None:
-            self._pool = await asyncpg.create_pool(
-                self._dsn,
-                min_size=0,
-                max_size=self._max_connections,
-                command_timeout=self._command_timeout_s,
-            )
+        await self._connections.start()
 
     async def stop(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        await self._connections.stop()
 
     async def __aenter__(self) -> ReadStore:
         await self.start()
@@ -135,9 +130,10 @@ class ReadStore:
 
     @property
     def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise DatabaseUnavailableError("the database pool is not started")
-        return self._pool
+        try:
+            return self._connections.pool
+        except RuntimeError:
+            raise DatabaseUnavailableError("the database pool is not started") from None
 
     async def _call(self, work: Callable[[], Awaitable[T]]) -> T:
         try:

@@ -1,7 +1,8 @@
 """Helpers of the read-API tests (test_api_read_*.py, test_api_schemathesis.py).
 
 Data goes in the way a worker writes it: events built with ``EventFactory``, encoded and
-decoded with the real codec, committed by ``ingest.store.Store.write_batch``. The API is
+decoded with the real codec, committed by ``ingest.store.Store.write_batch``
+(``ingest.bench_read.store_events``). The API is
 the real server (``create_app`` + ``ApiServer`` on an ephemeral port) on that database.
 
 ``build_world`` stores a small, fixed set of runs that exercises every endpoint: two
@@ -15,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,29 +25,13 @@ import aiohttp
 from prometheus_client import CollectorRegistry
 
 from ingest.api import ApiServer, create_app
+from ingest.bench_read import store_events
 from ingest.blobs import BlobStore
-from ingest.decode import DeadLetter, decode_event
 from ingest.settings import Secret
-from ingest.store import Batch, Store
 from ingest.testing import EventFactory, packed_series
-from schemas.codec import Codec
 from tests.integration.conftest import run_id
 
-CODEC = Codec()
 HOUR_US = 3600 * 1_000_000
-
-
-async def no_dead_letters(dead: Sequence[DeadLetter]) -> None:
-    raise AssertionError(f"unexpected dead letters {dead}")
-
-
-async def store_events(dsn: str, events: Sequence[dict[str, Any]], *, batch: int = 500) -> None:
-    """Commit ``events`` through the store's real write path, ``batch`` per transaction."""
-    decoded = [decode_event(CODEC, CODEC.encode(e)) for e in events]
-    async with Store(dsn=dsn) as store:
-        for i in range(0, len(decoded), batch):
-            await store.write_batch(Batch("test", "test", events=decoded[i : i + batch]),
-                                    send_dead_letters=no_dead_letters)
 
 
 @dataclass(frozen=True)

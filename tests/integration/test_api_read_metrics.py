@@ -16,6 +16,7 @@ from urllib.parse import quote, urlencode
 import aiohttp
 import pytest
 
+from ingest.bench_read import store_events
 from ingest.testing import EventFactory, packed_series
 from tests.conftest import DbFactory
 from tests.integration.api_reads import (
@@ -25,7 +26,6 @@ from tests.integration.api_reads import (
     error_message,
     get_json,
     read_api,
-    store_events,
 )
 from tests.integration.conftest import fetch, new_db, run_id
 

@@ -12,6 +12,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from ingest.bench_read import store_events
 from ingest.testing import EventFactory, packed_series
 from tests.conftest import DbFactory
 from tests.integration.api_reads import (
@@ -22,7 +23,6 @@ from tests.integration.api_reads import (
     get_json,
     read_api,
     sha,
-    store_events,
 )
 from tests.integration.conftest import new_db, run_id
 

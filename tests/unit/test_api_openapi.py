@@ -77,3 +77,51 @@ def test_without_auth_no_security_is_claimed() -> None:
 def test_path_parameters() -> None:
     assert path_parameters("/v1/runs/{run_id}/metrics/{name}") == ["run_id", "name"]
     assert path_parameters("/healthz") == []
+
+
+def _read_app() -> web.Application:
+    # With a database the /v1 read routes are served; nothing connects until startup.
+    store = BlobStore(root=Path("/nonexistent/blobs"))
+    return create_app(blob_store=store, registry=CollectorRegistry(),
+                      db_dsn=Secret("postgresql://nobody@127.0.0.1:1/none"))
+
+
+def test_read_routes_are_documented_as_served() -> None:
+    app = _read_app()
+    served = {
+        (route.method.lower(), route.resource.canonical)
+        for route in app.router.routes()
+        if route.resource is not None
+    }
+    doc = _document(app, auth_enabled=False)
+    documented = {(m, path) for path, ops in doc["paths"].items() for m in ops}
+    assert documented == served
+    assert ("get", "/v1/runs/{run_id}/files/{name}") in documented
+    assert ("get", "/v1/runs/{run_id}/metrics/{name}") in documented
+    for path, operations in doc["paths"].items():
+        for operation in operations.values():
+            declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
+            assert declared == set(path_parameters(path)), (path, operation["operationId"])
+
+
+def test_every_schema_reference_resolves() -> None:
+    doc = _document(_read_app(), auth_enabled=False)
+    components = doc["components"]["schemas"]
+    refs: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                refs.append(node["$ref"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(doc["paths"])
+    walk(components)
+    assert {"RunSummary", "RunDetails", "QueueState", "Value"} <= set(components)
+    for ref in refs:
+        assert ref.startswith("#/components/schemas/")
+        assert ref.rsplit("/", 1)[1] in components, ref
