@@ -16,6 +16,7 @@ with count, min/max over finite values, the last value (highest step, then lates
 then highest rank) and the time range. Before bucketing, chunks not yet summarised into
 tiles are summarised when there are more than ``TILE_AFTER_UNTILED_POINTS`` of their
 points (the first request after a large upload pays for that once); fewer are read raw.
+Tiles that still count chunks since deleted (retention) are rebuilt first.
 """
 
 from __future__ import annotations
@@ -282,7 +283,8 @@ class MetricRoutes:
                           "points": [_point(r) for r in rows]})
         lo, hi = max(lo, stats.step_min), min(hi, stats.step_max)
         plan = self._plan(stats, lo, hi, max_points)
-        if plan.level is not None and stats.untiled_points > TILE_AFTER_UNTILED_POINTS:
+        if plan.level is not None and (stats.untiled_points > TILE_AFTER_UNTILED_POINTS
+                                       or stats.stale_tiles):
             await self._reads.tile_series(run_id, name)
             stats = await self._reads.series_stats(run_id, name, rank, lo, hi)
             plan = self._plan(stats, lo, hi, max_points)

@@ -202,7 +202,8 @@ SELECT EXISTS (SELECT 1 FROM runstream_data.metric_chunks c
                WHERE c.run_id = $1 AND c.name = $2)
 """
 # Points in [$4, $5] (chunks partly inside are counted point by point), the step range
-# of the chunks involved, and how many points are not yet summarised in tiles.
+# of the chunks involved, how many points are not yet summarised in tiles, and whether
+# the tiles hold chunks since deleted.
 SQL_SERIES_STATS: Final = """
 SELECT count(*) AS chunks, count(DISTINCT c.rank) AS ranks,
        coalesce(sum(CASE WHEN c.step_min >= $4 AND c.step_max <= $5 THEN c.n
@@ -213,7 +214,12 @@ SELECT count(*) AS chunks, count(DISTINCT c.rank) AS ranks,
            SELECT m.producer_id, m.seq, m.series_idx FROM runstream_data.metric_tiled_chunks m
            WHERE m.run_id = $1 AND m.name = $2)), 0)::bigint AS untiled_points,
        (SELECT s.min_level FROM runstream_data.metric_tile_series s
-        WHERE s.run_id = $1 AND s.name = $2) AS min_level
+        WHERE s.run_id = $1 AND s.name = $2) AS min_level,
+       -- tiles holding chunks that are gone (retention drops the oldest): rebuild first
+       coalesce((SELECT min(m.time_min) FROM runstream_data.metric_tiled_chunks m
+                 WHERE m.run_id = $1 AND m.name = $2)
+                < (SELECT min(c2.time_min) FROM runstream_data.metric_chunks c2
+                   WHERE c2.run_id = $1 AND c2.name = $2), false) AS stale_tiles
 FROM runstream_data.metric_chunks c
 WHERE c.run_id = $1 AND c.name = $2 AND ($3::integer IS NULL OR c.rank = $3)
   AND c.step_max >= $4 AND c.step_min <= $5

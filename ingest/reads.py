@@ -95,6 +95,7 @@ class SeriesStats:
     untiled_points: int
     min_level: int | None
     ranks: int
+    stale_tiles: bool
 
 
 class ReadStore:
@@ -259,7 +260,7 @@ class ReadStore:
         return SeriesStats(
             chunks=row["chunks"], points=row["points"], step_min=row["step_min"],
             step_max=row["step_max"], untiled_points=row["untiled_points"],
-            min_level=row["min_level"], ranks=row["ranks"],
+            min_level=row["min_level"], ranks=row["ranks"], stale_tiles=row["stale_tiles"],
         )
 
     async def series_points(

@@ -341,3 +341,28 @@ async def test_metric_names_with_slashes_and_spaces(
     async with http.get(f"{api.url}/v1/runs/{rid}/metrics/train/loss") as r:
         assert (await r.json())["name"] == "train/loss"
     assert (await series(http, api, rid, "Y over X ü"))["points"][0]["value"] == 3.0
+
+
+async def test_tiles_are_rebuilt_when_old_chunks_are_dropped(
+    http: aiohttp.ClientSession, api: ReadApi, dsn: str
+) -> None:
+    rid = run_id()
+    points: list[tuple[int, int, int, Any]] = []
+    events = []
+    day_us = 86_400 * 1_000_000
+    old, new = 1_700_000_000_000_000, 1_700_000_000_000_000 + 30 * day_us
+    for rank, start in ((0, old), (1, new)):  # both ranks log steps 0..29,999
+        f = EventFactory(rid, rank=rank)
+        for k in range(30):
+            steps = list(range(k * 1000, k * 1000 + 1000))
+            times = [start + s for s in steps]
+            values = [float(rank * 100 + k)] * 1000
+            events.append(f.metrics(packed_series("loss", values, steps=steps, times_us=times)))
+            points += [(s, rank, t, v) for s, t, v in zip(steps, times, values, strict=True)]
+    await store_events(dsn, events)
+    check_buckets(await series(http, api, rid, "loss", max_points=100), points, 100)
+    # What retention does: the oldest chunks go (rank 0's, on the same steps as rank 1's).
+    await fetch(dsn, "DELETE FROM runstream_data.metric_chunks WHERE time_min < "
+                     "runstream_data.micros_to_timestamptz($1)", new)
+    kept = [p for p in points if p[1] == 1]
+    check_buckets(await series(http, api, rid, "loss", max_points=100), kept, 100)
