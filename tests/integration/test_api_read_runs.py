@@ -4,6 +4,7 @@ through the real server, on a database filled through the real store write path.
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
@@ -250,6 +251,24 @@ async def test_files_list_and_download(
     async with http.get(f"{api.url}/v1/runs/{world.finished}/files/notes%2Freadme.txt") as r:
         assert await r.read() == world.files["notes/readme.txt"]
     assert await get_json(http, url(api, f"/v1/runs/{world.failed}/files")) == {"files": []}
+
+
+async def test_bytes_uploaded_through_the_api_come_back(
+    http: aiohttp.ClientSession, api: ReadApi, world: World, dsn: str
+) -> None:
+    data = bytes(range(256)) * 4099  # about 1 MiB: several read chunks
+    async with http.put(f"{api.url}/v1/blobs/{sha(data)}", data=io.BytesIO(data)) as r:
+        assert r.status == 201
+    f = EventFactory(world.failed, experiment="alpha")
+    await store_events(dsn, [f.artifact("outputs/ckpt/last.pt", sha(data), len(data),
+                                        kind="IMAGE", content_type="image/png")])
+    listing = await get_json(http, url(api, f"/v1/runs/{world.failed}/files"))
+    assert [(x["name"], x["kind"], x["size_bytes"]) for x in listing["files"]] == [
+        ("outputs/ckpt/last.pt", "IMAGE", len(data))]
+    async with http.get(f"{api.url}/v1/runs/{world.failed}/files/outputs/ckpt/last.pt") as r:
+        assert r.status == 200
+        assert r.content_type == "image/png"
+        assert await r.read() == data
 
 
 async def test_file_download_404s(
