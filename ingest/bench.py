@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,8 @@ import asyncpg
 import psutil
 
 from ingest.bench_baseline import copy_baseline
+from ingest.bench_faults import run_fault_bench
+from ingest.bench_read import run_read_bench
 from ingest.settings import Settings
 from ingest.stack.kafka import ensure_topics
 from ingest.store import migrate
@@ -82,6 +84,8 @@ class BenchConfig:
     latency_rate: float = 50_000.0
     latency_duration_s: float = 20.0
     log_call_duration_s: float = 5.0
+    #: The read suite at a tenth of its sizes (smoke tests, not figures).
+    quick_read: bool = False
 
 
 def _with_database(dsn: str, database: str) -> str:
@@ -259,24 +263,40 @@ async def _latency(conn: asyncpg.Connection, run_id: str) -> dict[str, Any]:
     }
 
 
+@contextlib.asynccontextmanager
+async def _scratch_database(dsn: str) -> AsyncIterator[str]:
+    """A fresh, migrated database on the stack's server (same storage mode), dropped after."""
+    database = f"runstream_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(_with_database(dsn, "postgres"))
+    await admin.execute(f'CREATE DATABASE "{database}"')
+    scratch = _with_database(dsn, database)
+    try:
+        if await _has_timescaledb(dsn):
+            conn = await asyncpg.connect(scratch)
+            try:
+                await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            finally:
+                await conn.close()
+        await migrate(scratch)
+        yield scratch
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.close()
+
+
 async def _bench(
     settings: Settings, dsn: str, config: BenchConfig, progress: Progress
 ) -> dict[str, Any]:
-    database = f"runstream_bench_{uuid.uuid4().hex[:8]}"
+    async with _scratch_database(dsn) as bench_dsn:
+        return await _write_bench(settings, bench_dsn, config, progress)
+
+
+async def _write_bench(
+    settings: Settings, bench_dsn: str, config: BenchConfig, progress: Progress
+) -> dict[str, Any]:
     topic = f"runstream.bench.{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(_with_database(dsn, "postgres"))
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    bench_dsn = _with_database(dsn, database)
     result: dict[str, Any] = {"config": asdict(config)}
     try:
-        if await _has_timescaledb(dsn):
-            # Same storage mode as the stack's database.
-            bench = await asyncpg.connect(bench_dsn)
-            try:
-                await bench.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-            finally:
-                await bench.close()
-        await migrate(bench_dsn)
         await ensure_topics(
             settings.kafka_bootstrap, [topic, f"{topic}.dlq"], partitions=config.partitions
         )
@@ -365,8 +385,6 @@ async def _bench(
         }
         return result
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
         with contextlib.suppress(Exception):
             from aiokafka.admin import AIOKafkaAdminClient
 
@@ -386,14 +404,73 @@ async def _has_timescaledb(dsn: str) -> bool:
         await conn.close()
 
 
-def run_bench(
-    settings: Settings, *, dsn: str, config: BenchConfig, progress: Progress
+SUITES = ("write", "read", "faults")
+
+
+async def _suites(
+    settings: Settings, dsn: str, config: BenchConfig, suites: Sequence[str], progress: Progress
 ) -> dict[str, Any]:
-    return asyncio.run(_bench(settings, dsn, config, progress))
+    result: dict[str, Any] = {}
+    if "write" in suites:
+        result.update(await _bench(settings, dsn, config, progress))
+    if "read" in suites:
+        progress("read path: downsampling, metrics dict, run details under load…")
+        async with _scratch_database(dsn) as read_dsn:
+            with tempfile.TemporaryDirectory(prefix="runstream-bench-read-") as tmp:
+                result["read"] = await run_read_bench(
+                    dsn=read_dsn, home=Path(tmp), quick=config.quick_read
+                )
+    if "faults" in suites:
+        progress("faults: the ledger workload through worker kills and rebalances…")
+        result["faults"] = await run_fault_bench(settings, dsn=dsn, progress=progress)
+    return result
+
+
+def run_bench(
+    settings: Settings,
+    *,
+    dsn: str,
+    config: BenchConfig,
+    progress: Progress,
+    suites: Sequence[str] = ("write", "read"),
+) -> dict[str, Any]:
+    """Run the named suites (``write``, ``read``, ``faults``) and return one JSON-able dict."""
+    unknown = set(suites) - set(SUITES)
+    if unknown:
+        raise ValueError(f"unknown bench suites {sorted(unknown)}; choose from {SUITES}")
+    return asyncio.run(_suites(settings, dsn, config, suites, progress))
 
 
 def format_report(result: dict[str, Any]) -> str:
     """The human-readable summary ``runstream bench`` prints without ``--json``."""
+    lines: list[str] = []
+    if "e2e" in result:
+        lines += _write_lines(result)
+    if "read" in result:
+        lines += _read_lines(result["read"])
+    if "faults" in result:
+        f = result["faults"]
+        lines.append(
+            "faults (ledger):       "
+            + ", ".join(f"{k} {v}" for k, v in f.items() if not isinstance(v, dict | list))
+        )
+    return "\n".join(lines)
+
+
+def _read_lines(read: dict[str, Any]) -> list[str]:
+    down, metrics, details = read["downsample"], read["metrics"], read["run_details"]
+    return [
+        f"downsample:            {down['points']:,} points → {down['buckets']} buckets: "
+        f"p50 {down['p50_ms']} ms, p99 {down['p99_ms']} ms (first {down['first_ms']} ms)",
+        f"get_metrics():         {metrics['metrics']} metrics x {metrics['points_per_metric']:,} "
+        f"points: HTTP p50 {metrics['http_p50_ms']} ms, SDK p50 "
+        f"{metrics['sdk_get_metrics_p50_ms']} ms",
+        f"run details:           {details['achieved_per_s']} req/s for {details['duration_s']:g}s: "
+        f"p50 {details['p50_ms']} ms, p99 {details['p99_ms']} ms, {details['errors']} errors",
+    ]
+
+
+def _write_lines(result: dict[str, Any]) -> list[str]:
     call, down, e2e, lat = (
         result["log_call"],
         result["log_call_kafka_down"],
@@ -425,4 +502,4 @@ def format_report(result: dict[str, Any]) -> str:
         f"log_batch throughput; log_metric call is "
         f"{result['ratios']['mlflow_log_metric_vs_log_call_p50']:,}x slower than run.log",
     ]
-    return "\n".join(lines)
+    return lines

@@ -150,8 +150,10 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         latency_rate=args.latency_rate,
         latency_duration_s=args.latency_duration_s,
         log_call_duration_s=args.log_call_duration_s,
+        quick_read=args.quick_read,
     )
-    result = run_bench(settings, dsn=stack.dsn, config=config, progress=progress)
+    suites = ("write", "read") if args.suite == "all" else (args.suite,)
+    result = run_bench(settings, dsn=stack.dsn, config=config, progress=progress, suites=suites)
     print(json.dumps(result, indent=2) if args.json else format_report(result))
     return 0
 
@@ -296,9 +298,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench = add(
         "bench",
         cmd_bench,
-        "Measure the write path on this machine (log-call latency with Kafka up and down, "
-        "end-to-end throughput and log-to-commit latency, the COPY baseline) in a database "
-        "and topic of its own; prints a report, or JSON with --json. Takes about 2-3 minutes.",
+        "Measure on this machine, in a database and topic of its own: `write` (log-call "
+        "latency with Kafka up and down, end-to-end throughput and log-to-commit latency, the "
+        "COPY baseline), `read` (downsampling a 1M-point series, get_metrics of 100x10k "
+        "points, run details at 200 req/s), `faults` (a known workload through worker kills "
+        "and rebalances, counting lost and doubled points). `all` = write + read (about 4 "
+        "minutes). Prints a report, or JSON with --json.",
+    )
+    bench.add_argument(
+        "--quick-read",
+        action="store_true",
+        help="read suite at a tenth of its sizes (a smoke test, not figures)",
+    )
+    bench.add_argument(
+        "suite",
+        nargs="?",
+        default="all",
+        choices=("all", "write", "read", "faults"),
+        help="what to measure (default all = write + read)",
     )
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument("--duration-s", type=float, default=60.0, help="end-to-end run length (60)")

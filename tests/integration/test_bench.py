@@ -16,7 +16,7 @@ from tests.conftest import StackInfo
 def test_bench_json_reports_every_figure_and_loses_nothing(stack: StackInfo) -> None:
     result = subprocess.run(
         [
-            sys.executable, "-m", "ingest.cli", "bench", "--json",
+            sys.executable, "-m", "ingest.cli", "bench", "all", "--json", "--quick-read",
             "--duration-s", "6", "--latency-duration-s", "3", "--log-call-duration-s", "1",
             "--latency-rate", "5000",
         ],
@@ -42,3 +42,9 @@ def test_bench_json_reports_every_figure_and_loses_nothing(stack: StackInfo) -> 
         assert run["worker_peak_rss_bytes"] > 0
     assert report["copy_baseline"]["points"] == report["e2e"]["points_committed"]
     assert report["ratios"]["e2e_sustained_vs_copy"] > 0
+    read = report["read"]
+    assert read["downsample"]["buckets"] <= read["downsample"]["max_points"]
+    assert 0 < read["downsample"]["p50_ms"] <= read["downsample"]["p99_ms"]
+    assert read["metrics"]["http_p50_ms"] > 0
+    assert read["run_details"]["requests"] > 0
+    assert read["run_details"]["errors"] == 0
