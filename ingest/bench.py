@@ -37,11 +37,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import psutil
@@ -49,9 +48,8 @@ import psutil
 from ingest.bench_baseline import copy_baseline
 from ingest.bench_faults import run_fault_bench
 from ingest.bench_read import run_read_bench
+from ingest.bench_scratch import scratch_database, scratch_topic, timescaledb_version
 from ingest.settings import Settings
-from ingest.stack.kafka import ensure_topics
-from ingest.store import migrate
 
 __all__ = ["BenchConfig", "run_bench"]
 
@@ -60,7 +58,6 @@ MLFLOW_LOG_METRIC_S = 0.064
 WARMUP_S = 5.0
 
 SQL_COMMITTED = "SELECT coalesce(sum(n), 0) FROM runstream_data.metric_chunks WHERE run_id = $1"
-SQL_TIMESCALEDB = "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
 SQL_LATENCY = """
 SELECT percentile_cont(ARRAY[0.5, 0.99, 0.999]) WITHIN GROUP (ORDER BY lat),
        max(lat), count(*)
@@ -86,10 +83,6 @@ class BenchConfig:
     log_call_duration_s: float = 5.0
     #: The read suite at a tenth of its sizes (smoke tests, not figures).
     quick_read: bool = False
-
-
-def _with_database(dsn: str, database: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
 
 
 def _closed_port() -> int:
@@ -263,145 +256,96 @@ async def _latency(conn: asyncpg.Connection, run_id: str) -> dict[str, Any]:
     }
 
 
-@contextlib.asynccontextmanager
-async def _scratch_database(dsn: str) -> AsyncIterator[str]:
-    """A fresh, migrated database on the stack's server (same storage mode), dropped after."""
-    database = f"runstream_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(_with_database(dsn, "postgres"))
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    scratch = _with_database(dsn, database)
-    try:
-        if await _has_timescaledb(dsn):
-            conn = await asyncpg.connect(scratch)
-            try:
-                await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-            finally:
-                await conn.close()
-        await migrate(scratch)
-        yield scratch
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
-
-
 async def _bench(
     settings: Settings, dsn: str, config: BenchConfig, progress: Progress
 ) -> dict[str, Any]:
-    async with _scratch_database(dsn) as bench_dsn:
-        return await _write_bench(settings, bench_dsn, config, progress)
+    async with (
+        scratch_database(dsn) as bench_dsn,
+        scratch_topic(settings.kafka_bootstrap, partitions=config.partitions) as topic,
+    ):
+        return await _write_bench(settings, bench_dsn, topic, config, progress)
 
 
 async def _write_bench(
-    settings: Settings, bench_dsn: str, config: BenchConfig, progress: Progress
+    settings: Settings, bench_dsn: str, topic: str, config: BenchConfig, progress: Progress
 ) -> dict[str, Any]:
-    topic = f"runstream.bench.{uuid.uuid4().hex[:8]}"
     result: dict[str, Any] = {"config": asdict(config)}
-    try:
-        await ensure_topics(
-            settings.kafka_bootstrap, [topic, f"{topic}.dlq"], partitions=config.partitions
-        )
-        conn = await asyncpg.connect(bench_dsn)
-        mode = await conn.fetchval(
-            "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
-        )
-        result["machine"] = {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "storage": f"timescaledb {mode}" if mode else "postgresql (native partitioning)",
+    conn = await asyncpg.connect(bench_dsn)
+    mode = await timescaledb_version(bench_dsn)
+    result["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "storage": f"timescaledb {mode}" if mode else "postgresql (native partitioning)",
+    }
+    with tempfile.TemporaryDirectory(prefix="runstream-bench-") as tmp:
+        env = _Env(settings=settings, dsn=bench_dsn, topic=topic, home=Path(tmp))
+        progress(f"log call latency ({config.log_call_duration_s:g}s, Kafka up)…")
+        spec = {
+            "duration_s": config.log_call_duration_s,
+            "time_calls": True,
+            "series": config.series,
         }
-        with tempfile.TemporaryDirectory(prefix="runstream-bench-") as tmp:
-            env = _Env(settings=settings, dsn=bench_dsn, topic=topic, home=Path(tmp))
-            progress(f"log call latency ({config.log_call_duration_s:g}s, Kafka up)…")
-            spec = {
-                "duration_s": config.log_call_duration_s,
-                "time_calls": True,
-                "series": config.series,
-            }
-            up = _report(_producer(env.producer_env(_run_id(), 0, 1), spec), 300)
-            result["log_call"] = _calls(up)
-            progress("the same loop calling a no-op instead (this machine's noise floor)…")
-            floor = _report(
-                _producer(env.producer_env(_run_id(), 0, 1), {**spec, "noop": True}), 300
+        up = _report(_producer(env.producer_env(_run_id(), 0, 1), spec), 300)
+        result["log_call"] = _calls(up)
+        progress("the same loop calling a no-op instead (this machine's noise floor)…")
+        floor = _report(_producer(env.producer_env(_run_id(), 0, 1), {**spec, "noop": True}), 300)
+        result["log_call_noise_floor"] = _calls(floor)
+        progress(f"log call latency ({config.log_call_duration_s:g}s, Kafka unreachable)…")
+        down_env = env.producer_env(_run_id(), 0, 1, RUNSTREAM_KAFKA=f"127.0.0.1:{_closed_port()}")
+        down = _report(_producer(down_env, {**spec, "close_timeout_s": 5}), 300)
+        result["log_call_kafka_down"] = {
+            **_calls(down),
+            "dropped_events": down["dropped_events"],
+        }
+        with _workers(env, config.workers) as workers:
+            await asyncio.sleep(3.0)  # group join and partition assignment
+            progress(
+                f"end to end: {config.producers} producers x {config.duration_s:g}s at full "
+                f"speed, {config.workers} worker(s), {config.partitions} partitions…"
             )
-            result["log_call_noise_floor"] = _calls(floor)
-            progress(f"log call latency ({config.log_call_duration_s:g}s, Kafka unreachable)…")
-            down_env = env.producer_env(
-                _run_id(), 0, 1, RUNSTREAM_KAFKA=f"127.0.0.1:{_closed_port()}"
+            e2e = await _pipeline(
+                env,
+                conn,
+                workers,
+                producers=config.producers,
+                duration_s=config.duration_s,
+                rate=0,
+                series=config.series,
+                progress=progress,
             )
-            down = _report(_producer(down_env, {**spec, "close_timeout_s": 5}), 300)
-            result["log_call_kafka_down"] = {
-                **_calls(down),
-                "dropped_events": down["dropped_events"],
-            }
-            with _workers(env, config.workers) as workers:
-                await asyncio.sleep(3.0)  # group join and partition assignment
-                progress(
-                    f"end to end: {config.producers} producers x {config.duration_s:g}s at full "
-                    f"speed, {config.workers} worker(s), {config.partitions} partitions…"
-                )
-                e2e = await _pipeline(
-                    env,
-                    conn,
-                    workers,
-                    producers=config.producers,
-                    duration_s=config.duration_s,
-                    rate=0,
-                    series=config.series,
-                    progress=progress,
-                )
-                e2e.update(await _latency(conn, e2e["run_id"]))
-                result["e2e"] = e2e
-                rate, secs = config.latency_rate, config.latency_duration_s
-                progress(f"latency at {rate:,.0f} points/s for {secs:g}s…")
-                paced = await _pipeline(
-                    env,
-                    conn,
-                    workers,
-                    producers=config.producers,
-                    duration_s=config.latency_duration_s,
-                    rate=config.latency_rate,
-                    series=config.series,
-                    progress=progress,
-                )
-                paced.update(await _latency(conn, paced["run_id"]))
-                result["latency"] = {"rate_points_per_s": config.latency_rate, **paced}
-        await conn.close()
-        progress(f"COPY baseline: {e2e['points_committed']:,} points, one row each…")
-        baseline = await copy_baseline(bench_dsn, points=e2e["points_committed"])
-        result["copy_baseline"] = {
-            "points": baseline.points,
-            "points_per_s": round(baseline.points_per_s),
-        }
-        result["ratios"] = {
-            "e2e_sustained_vs_copy": round(
-                e2e["sustained_points_per_s"] / baseline.points_per_s, 3
-            ),
-            "e2e_sustained_vs_mlflow_log_batch": round(
-                e2e["sustained_points_per_s"] / MLFLOW_LOG_BATCH_POINTS_PER_S, 1
-            ),
-            "mlflow_log_metric_vs_log_call_p50": round(
-                MLFLOW_LOG_METRIC_S / (result["log_call"]["p50_us"] / 1e6)
-            ),
-        }
-        return result
-    finally:
-        with contextlib.suppress(Exception):
-            from aiokafka.admin import AIOKafkaAdminClient
-
-            client = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-            await client.start()
-            try:
-                await client.delete_topics([topic, f"{topic}.dlq"])
-            finally:
-                await client.close()
-
-
-async def _has_timescaledb(dsn: str) -> bool:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return bool(await conn.fetchval(SQL_TIMESCALEDB))
-    finally:
-        await conn.close()
+            e2e.update(await _latency(conn, e2e["run_id"]))
+            result["e2e"] = e2e
+            rate, secs = config.latency_rate, config.latency_duration_s
+            progress(f"latency at {rate:,.0f} points/s for {secs:g}s…")
+            paced = await _pipeline(
+                env,
+                conn,
+                workers,
+                producers=config.producers,
+                duration_s=config.latency_duration_s,
+                rate=config.latency_rate,
+                series=config.series,
+                progress=progress,
+            )
+            paced.update(await _latency(conn, paced["run_id"]))
+            result["latency"] = {"rate_points_per_s": config.latency_rate, **paced}
+    await conn.close()
+    progress(f"COPY baseline: {e2e['points_committed']:,} points, one row each…")
+    baseline = await copy_baseline(bench_dsn, points=e2e["points_committed"])
+    result["copy_baseline"] = {
+        "points": baseline.points,
+        "points_per_s": round(baseline.points_per_s),
+    }
+    result["ratios"] = {
+        "e2e_sustained_vs_copy": round(e2e["sustained_points_per_s"] / baseline.points_per_s, 3),
+        "e2e_sustained_vs_mlflow_log_batch": round(
+            e2e["sustained_points_per_s"] / MLFLOW_LOG_BATCH_POINTS_PER_S, 1
+        ),
+        "mlflow_log_metric_vs_log_call_p50": round(
+            MLFLOW_LOG_METRIC_S / (result["log_call"]["p50_us"] / 1e6)
+        ),
+    }
+    return result
 
 
 SUITES = ("write", "read", "faults")
@@ -415,7 +359,7 @@ async def _suites(
         result.update(await _bench(settings, dsn, config, progress))
     if "read" in suites:
         progress("read path: downsampling, metrics dict, run details under load…")
-        async with _scratch_database(dsn) as read_dsn:
+        async with scratch_database(dsn) as read_dsn:
             with tempfile.TemporaryDirectory(prefix="runstream-bench-read-") as tmp:
                 result["read"] = await run_read_bench(
                     dsn=read_dsn, home=Path(tmp), quick=config.quick_read

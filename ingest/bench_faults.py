@@ -15,7 +15,6 @@ developer can run against their stack.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -26,16 +25,13 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
+from ingest.bench_scratch import scratch_database, scratch_topic
 from ingest.ledger import LedgerJob, RunPlan, Workload, check, job_env
 from ingest.settings import Settings
-from ingest.stack.kafka import ensure_topics
-from ingest.store import migrate
+from ingest.stack.kafka import topic_ends
 
 __all__ = ["run_fault_bench"]
 
@@ -46,10 +42,6 @@ SQL_STORED = """
 SELECT partition, next_offset FROM runstream_data.consumer_offsets
 WHERE group_id = $1 AND topic = $2
 """
-
-
-def _with_database(dsn: str, database: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
 
 
 class _Worker:
@@ -83,23 +75,6 @@ async def _until(check: Callable[[], Any], timeout_s: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
         await asyncio.sleep(0.2)
-
-
-async def _topic_ends(bootstrap: str, topic: str) -> dict[int, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        (described,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(partitions)
-    finally:
-        await consumer.stop()
-    return {tp.partition: end for tp, end in ends.items() if end > 0}
 
 
 async def _faults(settings: Settings, dsn: str, topic: str, home: Path, *, worker_kills: int,
@@ -139,7 +114,7 @@ async def _faults(settings: Settings, dsn: str, topic: str, home: Path, *, worke
             await asyncio.to_thread(job.wait_ticks, job.ticks_done() + 10, 60.0)
         faults_while_logging = job.proc.poll() is None
         done = await asyncio.to_thread(job.finish, 300.0)
-        ends = await _topic_ends(settings.kafka_bootstrap, topic)
+        ends = await topic_ends(settings.kafka_bootstrap, topic)
 
         async def caught_up() -> bool:
             stored = {r["partition"]: r["next_offset"]
@@ -183,34 +158,12 @@ async def run_fault_bench(settings: Settings, *, dsn: str, worker_kills: int = 3
     ``dsn`` names any database of the stack's server (used to create and drop its own).
     """
     say = progress or (lambda _message: None)
-    database = f"runstream_faults_{uuid.uuid4().hex[:8]}"
-    topic = f"runstream.faults.{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(_with_database(dsn, "postgres"))
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    bench_dsn = _with_database(dsn, database)
-    try:
-        has_tsdb = await admin.fetchval(
-            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
-        if has_tsdb:
-            conn = await asyncpg.connect(bench_dsn)
-            try:
-                await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-            finally:
-                await conn.close()
-        await migrate(bench_dsn)
-        await ensure_topics(settings.kafka_bootstrap, [topic, f"{topic}.dlq"], partitions=4)
+    async with (
+        scratch_database(dsn, prefix="runstream_faults") as bench_dsn,
+        scratch_topic(settings.kafka_bootstrap, partitions=4, prefix="runstream.faults") as topic,
+    ):
         with tempfile.TemporaryDirectory(prefix="runstream-faults-") as tmp:
             say(f"ledger workload: {ticks} ticks; {worker_kills} kills, {rebalances} rebalances")
             return await _faults(settings, bench_dsn, topic, Path(tmp),
                                  worker_kills=worker_kills, rebalances=rebalances,
                                  ticks=ticks, progress=say)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
-        with contextlib.suppress(Exception):
-            client = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-            await client.start()
-            try:
-                await client.delete_topics([topic, f"{topic}.dlq"])
-            finally:
-                await client.close()

@@ -20,12 +20,13 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from ingest.stack.procs import ManagedProcess, StackError, port_open, progress, wait_for
 
-__all__ = ["KafkaNode", "ensure_topics", "kafka_healthy", "pom_path"]
+__all__ = ["KafkaNode", "ensure_topics", "kafka_healthy", "pom_path", "topic_ends"]
 
 HEAP = "512m"
 LOOPBACK = ("127.0.0.1", "localhost")
@@ -271,3 +272,23 @@ async def ensure_topics(
             await asyncio.sleep(0.5)
         finally:
             await admin.close()
+
+
+async def topic_ends(bootstrap: str, topic: str) -> dict[int, int]:
+    """Per partition, the offset after the last message now on ``topic`` (empty ones left out)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+    if not partitions:
+        raise StackError(f"topic {topic} has no partitions: {described}")
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    return {tp.partition: end for tp, end in ends.items() if end > 0}

@@ -22,8 +22,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from ingest.store import available_migrations, migrate
 from ingest.testing import enable_timescaledb
@@ -81,25 +79,6 @@ def stored_offsets_reach(
         return all(stored.get(p, 0) >= end for p, end in ends.items())
 
     return check
-
-
-async def topic_ends(bootstrap: str, topic: str) -> dict[int, int]:
-    """Per partition, the offset after the last message now on ``topic`` (empty ones left out)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        (described,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
-    assert partitions, f"topic {topic} has no partitions: {described}"
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(partitions)
-    finally:
-        await consumer.stop()
-    return {tp.partition: end for tp, end in ends.items() if end > 0}
 
 
 def runstream(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
