@@ -41,7 +41,12 @@ from ingest.api_params import (
 )
 from ingest.api_runs import RUN_ID_PARAMETER
 from ingest.api_shapes import SCHEMAS, ref
-from ingest.reads import TILE_AFTER_UNTILED_POINTS, ReadStore, SeriesStats
+from ingest.reads import (
+    TILE_AFTER_UNTILED_POINTS,
+    DatabaseUnavailableError,
+    ReadStore,
+    SeriesStats,
+)
 from ingest.series import (
     LEVELS,
     MAX_STEP,
@@ -276,11 +281,16 @@ class MetricRoutes:
                 raise not_found(f"no run {run_id!r}")
             if not await self._reads.series_exists(run_id, name):
                 raise not_found(f"run {run_id!r} has no metric series {name!r}")
-        if stats.points <= max_points or stats.step_min is None or stats.step_max is None:
-            rows = (await self._reads.series_points(run_id, name, rank, lo, hi)
-                    if stats.points else [])
-            return _json({**head, "total_points": len(rows), "downsampled": False,
-                          "points": [_point(r) for r in rows]})
+        if stats.points <= max_points:
+            points = (await self._reads.series_points(run_id, name, rank, lo, hi,
+                                                      max_points + 1) if stats.points else [])
+            if len(points) <= max_points:
+                return _json({**head, "total_points": len(points), "downsampled": False,
+                              "points": [_point(r) for r in points]})
+            # More arrived since: downsample after all.
+            stats = await self._reads.series_stats(run_id, name, rank, lo, hi)
+        if stats.step_min is None or stats.step_max is None:
+            raise DatabaseUnavailableError("the series vanished while being read")
         lo, hi = max(lo, stats.step_min), min(hi, stats.step_max)
         plan = self._plan(stats, lo, hi, max_points)
         if plan.level is not None and (stats.untiled_points > TILE_AFTER_UNTILED_POINTS
@@ -289,8 +299,9 @@ class MetricRoutes:
             stats = await self._reads.series_stats(run_id, name, rank, lo, hi)
             plan = self._plan(stats, lo, hi, max_points)
         rows = await self._reads.series_buckets(run_id, name, rank, plan)
-        return _json({**head, "total_points": stats.points, "downsampled": True,
-                      "buckets": [_bucket(r) for r in rows]})
+        # Counted from the buckets, so they agree even while points keep arriving.
+        return _json({**head, "total_points": sum(r["count"] for r in rows),
+                      "downsampled": True, "buckets": [_bucket(r) for r in rows]})
 
     @staticmethod
     def _plan(stats: SeriesStats, lo: int, hi: int, max_points: int) -> BucketPlan:

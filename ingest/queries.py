@@ -236,6 +236,7 @@ FROM (
 ) p
 WHERE p.s BETWEEN $4 AND $5
 ORDER BY p.s, p.rank, p.t
+LIMIT $6
 """
 SQL_TILE_SERIES: Final = "SELECT runstream_data.tile_metric_series($1, $2)"
 # Buckets ((step - $8) / $7) from whole tiles of level $6 (tile numbers $9..$10, i.e.

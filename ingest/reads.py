@@ -264,9 +264,10 @@ class ReadStore:
         )
 
     async def series_points(
-        self, run_id: str, name: str, rank: int | None, lo: int, hi: int
+        self, run_id: str, name: str, rank: int | None, lo: int, hi: int, limit: int
     ) -> list[asyncpg.Record]:
-        return await self.fetch(q.SQL_SERIES_POINTS, run_id, name, rank, lo, hi)
+        """The first ``limit`` points in [lo, hi], in (step, rank, time) order."""
+        return await self.fetch(q.SQL_SERIES_POINTS, run_id, name, rank, lo, hi, limit)
 
     async def tile_series(self, run_id: str, name: str) -> None:
         """Summarise the series' new chunks into tiles (migration 0006), committed."""
