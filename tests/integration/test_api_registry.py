@@ -17,11 +17,11 @@ import aiohttp
 import pytest
 
 from ingest.api_registry import REGISTRY_CONTENT_TYPE
+from ingest.stack.kafka import topic_ends
 from producer import Experiment, Workspace
 from schemas.codec import EVENTS_SUBJECT
 from tests.conftest import StackInfo, TopicFactory, unique
 from tests.integration import test_api_server as server_tests
-from tests.integration.conftest import topic_ends
 from tests.integration.test_api_server import TOKEN, Api, ApiFactory, error_of
 
 pytestmark = pytest.mark.integration

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from ingest.stack.kafka import KafkaNode, ensure_topics, kafka_version, pom_path
+from ingest.stack.kafka import KafkaNode, ensure_topics, kafka_version, pom_path, topic_ends
 from tests.conftest import DbFactory, StackInfo, TopicFactory, unique
 from tests.integration.conftest import (
     WorkerFactory,
@@ -35,7 +35,6 @@ from tests.integration.conftest import (
     free_port,
     new_db,
     stored_offsets_reach,
-    topic_ends,
     wait_for,
 )
 

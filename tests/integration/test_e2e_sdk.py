@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from ingest.stack.kafka import topic_ends
 from producer import Experiment, Run, Workspace
 from tests.conftest import DbFactory, StackInfo, TopicFactory, unique
 from tests.integration.conftest import (
@@ -36,7 +37,6 @@ from tests.integration.conftest import (
     new_db,
     run_id,
     stored_offsets_reach,
-    topic_ends,
     wait_for,
 )
 

@@ -31,14 +31,13 @@ from pathlib import Path
 import pytest
 
 from ingest.ledger import LedgerJob, RunPlan, Workload, check, job_env
-from ingest.stack.kafka import KafkaNode, ensure_topics, kafka_version, pom_path
+from ingest.stack.kafka import KafkaNode, ensure_topics, kafka_version, pom_path, topic_ends
 from tests.conftest import DbFactory, StackInfo, unique
 from tests.integration.conftest import (
     WorkerFactory,
     free_port,
     new_db,
     stored_offsets_reach,
-    topic_ends,
     wait_for,
 )
 from tests.integration.test_e2e_faults import no_resource_warnings

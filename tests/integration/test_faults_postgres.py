@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 
 from ingest.ledger import LedgerJob, RunPlan, Workload, check, job_env
+from ingest.stack.kafka import topic_ends
 from ingest.stack.postgres import LocalPostgres, find_bindir
 from ingest.store import available_migrations, migrate
 from tests.conftest import StackInfo, TopicFactory, unique
@@ -28,7 +29,6 @@ from tests.integration.conftest import (
     fetch,
     free_port,
     stored_offsets_reach,
-    topic_ends,
     wait_for,
 )
 

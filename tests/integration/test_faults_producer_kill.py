@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from ingest.ledger import LedgerJob, RunPlan, Workload, check, job_env, series_points
+from ingest.stack.kafka import topic_ends
 from producer._spool import list_segments, parse
 from schemas.codec import Codec
 from tests.conftest import DbFactory, StackInfo, TopicFactory, unique
@@ -28,7 +29,6 @@ from tests.integration.conftest import (
     new_db,
     runstream,
     stored_offsets_reach,
-    topic_ends,
     wait_for,
 )
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from ingest.ledger import LedgerJob, RunPlan, Workload, check, job_env
+from ingest.stack.kafka import topic_ends
 from tests.conftest import DbFactory, StackInfo, TopicFactory, unique
 from tests.integration.conftest import (
     WorkerFactory,
     WorkerProcess,
     new_db,
     stored_offsets_reach,
-    topic_ends,
     wait_for,
 )
 

@@ -20,13 +20,13 @@ import psutil
 import pytest
 
 from ingest.ledger import LedgerJob, RunPlan, Workload, check, job_env
+from ingest.stack.kafka import topic_ends
 from tests.conftest import DbFactory, StackInfo, TopicFactory, unique
 from tests.integration.conftest import (
     WorkerFactory,
     fetch,
     new_db,
     stored_offsets_reach,
-    topic_ends,
     wait_for,
 )
 
