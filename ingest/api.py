@@ -35,7 +35,7 @@ from prometheus_client import (
 )
 
 from ingest.api_blobs import BlobRoutes
-from ingest.api_compute import ComputeRoutes, QueueGauges
+from ingest.api_compute import ComputeRoutes, QueueGaugeRefresher
 from ingest.api_events import LiveUpdates, StreamOptions
 from ingest.api_http import (
     HttpMetrics,
@@ -107,7 +107,7 @@ def create_app(
     gauges = None
     if reads is not None:
         checks.append(ReadinessCheck("database", reads.ping))
-        gauges = QueueGauges(reads=reads, registry=registry)
+        gauges = QueueGaugeRefresher(reads=reads, registry=registry)
     system = SystemRoutes(
         registry=registry,
         readiness_checks=[*checks, *readiness_checks],

@@ -7,7 +7,7 @@ failed and canceled in the last hour. A target's active runs are those queued,
 preparing, running (or not responding), finalizing or cancel-requested; a run that ended
 leaves the list.
 
-``QueueGauges`` puts the same numbers on the API's ``/metrics`` (labels: target and
+``QueueGaugeRefresher`` puts the same numbers on the API's ``/metrics`` (labels: target and
 state only), refreshed when scraped — at most every ``min_interval_s`` — so Prometheus can
 read them from the API as well as from the ingest workers.
 """
@@ -20,18 +20,18 @@ import time
 from typing import Any, Final
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry
 
 from ingest.api_http import RouteSpec
 from ingest.api_params import UNAVAILABLE, json_ok, not_found, path_param
 from ingest.api_shapes import queue_state, ref, run_summary, schemas_for
+from ingest.metrics import QueueGauges
 from ingest.reads import ReadStore
 
-__all__ = ["ComputeRoutes", "QueueGauges"]
+__all__ = ["ComputeRoutes", "QueueGaugeRefresher"]
 
 logger = logging.getLogger(__name__)
 
-_QUEUE_STATES: Final = ("queued", "preparing", "running", "not_responding")
 _TARGET_PARAMETER: Final = {
     "name": "target", "in": "path", "required": True, "description": "Compute target name.",
     "schema": {"type": "string", "minLength": 1},
@@ -92,8 +92,9 @@ class ComputeRoutes:
         return json_ok({**queue_state(row), "active_runs": [run_summary(r) for r in active]})
 
 
-class QueueGauges:
-    """Queue gauges on the API's registry, refreshed from the database on scrape."""
+class QueueGaugeRefresher:
+    """The queue gauges (ingest.metrics.QueueGauges) on the API's registry, refreshed from
+    the database on scrape."""
 
     def __init__(
         self, *, reads: ReadStore, registry: CollectorRegistry, min_interval_s: float = 5.0,
@@ -104,16 +105,7 @@ class QueueGauges:
         self._timeout_s = timeout_s
         self._refreshed_at: float | None = None
         self._lock = asyncio.Lock()
-        # Same names and labels as the ingest worker's (ingest/metrics.py).
-        self.runs = Gauge(
-            "runstream_queue_runs", "Runs per compute target and queue state.",
-            ["compute_target", "state"], registry=registry,
-        )
-        self.oldest_age_seconds = Gauge(
-            "runstream_queue_oldest_age_seconds",
-            "Age of the oldest queued run per compute target (0 when none is queued).",
-            ["compute_target"], registry=registry,
-        )
+        self.gauges = QueueGauges(registry)
 
     async def refresh(self) -> None:
         """Re-read the queues unless that was done less than ``min_interval_s`` ago; a
@@ -132,10 +124,4 @@ class QueueGauges:
             self._set([queue_state(r) for r in rows])
 
     def _set(self, states: list[dict[str, Any]]) -> None:
-        self.runs.clear()
-        self.oldest_age_seconds.clear()
-        for s in states:
-            for state in _QUEUE_STATES:
-                self.runs.labels(s["compute_target"], state).set(s[state])
-            self.oldest_age_seconds.labels(s["compute_target"]).set(
-                s["oldest_queued_age_s"] or 0)
+        self.gauges.set((s["compute_target"], s, s["oldest_queued_age_s"]) for s in states)

@@ -7,7 +7,8 @@ topic's partitions), ``compute_target`` and ``state``; never a run id.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Final
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -18,7 +19,37 @@ from ingest.status import QueueState
 __all__ = ["IngestMetrics", "MetricsServer"]
 
 _LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-_QUEUE_STATES = ("queued", "preparing", "running", "not_responding")
+QUEUE_STATES: Final = ("queued", "preparing", "running", "not_responding")
+
+
+class QueueGauges:
+    """Queue state per compute target, labelled by target (and state) only — never a run.
+
+    The ingest worker and the API both export these from their own registries.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.runs = Gauge(
+            "runstream_queue_runs",
+            "Runs per compute target and queue state.",
+            ["compute_target", "state"],
+            registry=registry,
+        )
+        self.oldest_age_seconds = Gauge(
+            "runstream_queue_oldest_age_seconds",
+            "Age of the oldest queued run per compute target (0 when none is queued).",
+            ["compute_target"],
+            registry=registry,
+        )
+
+    def set(self, targets: Iterable[tuple[str, Mapping[str, float], float | None]]) -> None:
+        """Replace every value: (compute target, count per QUEUE_STATES, oldest queued age)."""
+        self.runs.clear()
+        self.oldest_age_seconds.clear()
+        for target, counts, oldest_age_s in targets:
+            for state in QUEUE_STATES:
+                self.runs.labels(target, state).set(counts[state])
+            self.oldest_age_seconds.labels(target).set(oldest_age_s or 0)
 
 
 class IngestMetrics:
@@ -70,18 +101,7 @@ class IngestMetrics:
             buckets=_LATENCY_BUCKETS_S,
             registry=registry,
         )
-        self.queue_runs = Gauge(
-            "runstream_queue_runs",
-            "Runs per compute target and queue state.",
-            ["compute_target", "state"],
-            registry=registry,
-        )
-        self.queue_oldest_age_seconds = Gauge(
-            "runstream_queue_oldest_age_seconds",
-            "Age of the oldest queued run per compute target (0 when none is queued).",
-            ["compute_target"],
-            registry=registry,
-        )
+        self.queue = QueueGauges(registry)
 
     def observe_log_to_commit(self, committed_at_s: float, event_ts_us: Iterable[int]) -> None:
         observe = self.log_to_commit_seconds.observe
@@ -97,12 +117,14 @@ class IngestMetrics:
                 self.consumer_lag.remove(str(p))
 
     def set_queue_state(self, states: Sequence[QueueState]) -> None:
-        self.queue_runs.clear()
-        self.queue_oldest_age_seconds.clear()
-        for s in states:
-            for state in _QUEUE_STATES:
-                self.queue_runs.labels(s.compute_target, state).set(getattr(s, state))
-            self.queue_oldest_age_seconds.labels(s.compute_target).set(s.oldest_queued_age_s or 0)
+        self.queue.set(
+            (
+                s.compute_target,
+                {state: getattr(s, state) for state in QUEUE_STATES},
+                s.oldest_queued_age_s,
+            )
+            for s in states
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -119,8 +141,9 @@ class MetricsServer:
         self.bound_port: int | None = None
 
     async def _serve_metrics(self, _request: web.Request) -> web.Response:
-        return web.Response(body=self._metrics.render(),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     async def _serve_health(self, _request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
