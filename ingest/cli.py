@@ -32,6 +32,8 @@ environment:
   RUNSTREAM_HOME    spool, blobs and local stack data (default ~/.runstream)
   RUNSTREAM_TOPIC   events topic (default runstream.events; dead letters go to <topic>.dlq)
   RUNSTREAM_TOKEN   bearer token for the API
+  RUNSTREAM_WORKSPACE workspace name the SDK puts on events (default "default")
+  RUNSTREAM_PARTITIONS partitions of the topics `up` creates (default 6)
   RUNSTREAM_PG_PORT port of the local stack's PostgreSQL (default 54329)
   RUNSTREAM_METRICS_PORT port of the ingest worker's /metrics (default 8471)
 """
