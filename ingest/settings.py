@@ -6,6 +6,7 @@ Constructors everywhere else take these objects (or plain keyword arguments), ne
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,7 +45,11 @@ class Settings:
     home: Path = field(default_factory=lambda: Path.home() / ".runstream")
     topic: str = DEFAULT_TOPIC
     partitions: int = DEFAULT_PARTITIONS
+    #: Admin token of the API: reads and writes every workspace ("" with no
+    #: ``workspace_tokens`` = no auth).
     token: Secret = field(default_factory=lambda: Secret(""))
+    #: Workspace-scoped API tokens: workspace name -> the tokens that grant it.
+    workspace_tokens: Mapping[str, tuple[Secret, ...]] = field(default_factory=dict)
     #: Port of the local stack's own PostgreSQL (used only when db_dsn is None).
     pg_port: int = DEFAULT_PG_PORT
     #: Port of the ingest worker's /metrics (Prometheus) endpoint; 0 picks a free one.
@@ -67,9 +72,39 @@ class Settings:
             topic=env.get("RUNSTREAM_TOPIC", DEFAULT_TOPIC),
             partitions=int(env.get("RUNSTREAM_PARTITIONS", str(DEFAULT_PARTITIONS))),
             token=Secret(env.get("RUNSTREAM_TOKEN", "")),
+            workspace_tokens=parse_workspace_tokens(env.get("RUNSTREAM_WORKSPACE_TOKENS", "")),
             pg_port=int(env.get("RUNSTREAM_PG_PORT", str(DEFAULT_PG_PORT))),
             metrics_port=int(env.get("RUNSTREAM_METRICS_PORT", str(DEFAULT_METRICS_PORT))),
         )
+
+
+def parse_workspace_tokens(text: str) -> dict[str, tuple[Secret, ...]]:
+    """``RUNSTREAM_WORKSPACE_TOKENS``: a JSON object of workspace -> token or list of tokens.
+
+    ``{"vision": "tok-a", "nlp": ["tok-b", "tok-b-next"]}`` (a list lets a token be rotated
+    without downtime). Errors name the problem, never a token.
+    """
+    if not text.strip():
+        return {}
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"RUNSTREAM_WORKSPACE_TOKENS is not valid JSON (line {exc.lineno}, column "
+            f"{exc.colno}); expected an object of workspace -> token or list of tokens"
+        ) from None
+    if not isinstance(raw, dict):
+        raise ValueError("RUNSTREAM_WORKSPACE_TOKENS must be a JSON object of workspace -> token")
+    tokens: dict[str, tuple[Secret, ...]] = {}
+    for workspace, value in raw.items():
+        values = value if isinstance(value, list) else [value]
+        if not workspace or not values or not all(isinstance(v, str) and v for v in values):
+            raise ValueError(
+                f"RUNSTREAM_WORKSPACE_TOKENS[{workspace!r}] must be a non-empty token string "
+                "or a non-empty list of them"
+            )
+        tokens[workspace] = tuple(Secret(v) for v in values)
+    return tokens
 
 
 def redact_dsn(dsn: str) -> str:
