@@ -20,7 +20,7 @@ import contextlib
 import ipaddress
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from importlib import metadata
 from types import TracebackType
 from typing import Any, Final, Self
@@ -34,13 +34,13 @@ from prometheus_client import (
     CollectorRegistry,
 )
 
+from ingest.api_auth import TokenTable, auth_middleware
 from ingest.api_blobs import BlobRoutes
 from ingest.api_compute import ComputeRoutes, QueueGaugeRefresher
 from ingest.api_events import LiveUpdates, StreamOptions
 from ingest.api_http import (
     HttpMetrics,
     RouteSpec,
-    auth_middleware,
     error_middleware,
 )
 from ingest.api_metrics import MetricRoutes
@@ -78,6 +78,7 @@ def create_app(
     blob_store: BlobStore,
     registry: CollectorRegistry,
     token: Secret | None = None,
+    workspace_tokens: Mapping[str, Sequence[Secret]] | None = None,
     readiness_checks: Sequence[ReadinessCheck] = (),
     readiness_timeout_s: float = DEFAULT_READINESS_TIMEOUT_S,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
@@ -87,20 +88,21 @@ def create_app(
 ) -> web.Application:
     """Build the API application.
 
-    ``token`` None or empty disables auth. ``readiness_checks`` are added to the blob
-    directory's own check. ``db_dsn`` enables the database-backed routes (live updates,
+    ``token`` is the admin token, ``workspace_tokens`` grant one workspace each
+    (``ingest/api_auth.py``); with neither, auth is off. ``readiness_checks`` are added to
+    the blob directory's own check. ``db_dsn`` enables the database-backed routes (live updates,
     ``api_events``; the /v1 queries, ``api_runs``/``api_metrics``/``api_compute``, whose
     pool opens with the app and adds a ``database`` readiness check); ``stream_options``
     tunes their timing (tests). ``public_url`` is the base of ``portal_url`` (default:
     the request's own origin). Metrics are registered on ``registry``; one registry
     serves one app (a second would collide).
     """
-    auth_token = token if token else None
+    tokens = TokenTable(admin=token, workspaces=workspace_tokens)
     specs: list[RouteSpec] = []
 
     def openapi() -> dict[str, Any]:
         # Reads ``specs`` at request time, when every route module has been added.
-        return build_openapi(specs, version=_version(), auth_enabled=auth_token is not None)
+        return build_openapi(specs, version=_version(), auth_enabled=tokens.enabled)
 
     checks = [ReadinessCheck("blobs", blob_store.check_writable)]
     reads = ReadStore(dsn=db_dsn.value) if db_dsn else None
@@ -131,9 +133,12 @@ def create_app(
         HttpMetrics(registry).middleware(),
         error_middleware(unavailable=(DatabaseUnavailableError,)),
     ]
-    if auth_token is not None:
+    if tokens.enabled:
         public = {spec.path for spec in specs if spec.public}
-        middlewares.append(auth_middleware(auth_token, public_routes=public))
+        run_workspace = None if reads is None else reads.run_workspace
+        middlewares.append(
+            auth_middleware(tokens, public_routes=public, run_workspace=run_workspace)
+        )
 
     app = web.Application(middlewares=middlewares, client_max_size=max_request_bytes)
     for spec in specs:
@@ -253,7 +258,8 @@ async def run_api(
     """Serve the API until SIGTERM, ``stop`` being set, or cancellation (Ctrl-C).
 
     host/port default to those of ``settings.api_url``; blobs live in
-    ``settings.home / "blobs"``; auth is on when ``settings.token`` is non-empty.
+    ``settings.home / "blobs"``; auth is on when ``settings.token`` or
+    ``settings.workspace_tokens`` is set.
     ``dsn`` is the PostgreSQL the /v1 queries and live updates read (default:
     ``settings.db_dsn``; neither: those routes are not served). ``portal_url`` of a run
     is based on ``settings.api_url``.
@@ -267,11 +273,17 @@ async def run_api(
         blob_store=blob_store,
         registry=default_registry() if registry is None else registry,
         token=settings.token,
+        workspace_tokens=settings.workspace_tokens,
         db_dsn=Secret(dsn) if dsn else settings.db_dsn,
         public_url=settings.api_url,
     )
-    if not settings.token and not _is_loopback(host):
-        logger.warning("API on %s:%s without RUNSTREAM_TOKEN: anyone can upload", host, port)
+    if not settings.token and not settings.workspace_tokens and not _is_loopback(host):
+        logger.warning(
+            "API on %s:%s without RUNSTREAM_TOKEN or RUNSTREAM_WORKSPACE_TOKENS: anyone can "
+            "read and upload",
+            host,
+            port,
+        )
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGTERM, stop.set)

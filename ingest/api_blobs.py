@@ -10,6 +10,12 @@ is sent from the handler rather than aiohttp's expect hook, because that hook ru
 outside the middlewares (no auth, no metrics, no JSON errors): the route's expect hook
 only rejects unknown ``Expect`` values.
 
+With a workspace-scoped token (``ingest/api_auth.py``) an upload is also recorded for
+its workspace, and probe/download by digest answer 404 unless that workspace uploaded
+the bytes itself: a digest is not a capability across workspaces. Such an upload always
+sends its body (the bytes are verified before the claim), except when its own workspace
+already holds the blob.
+
 Download streams the file from the executor with an exact ``Content-Length`` and a
 strong ``ETag`` equal to the digest (blobs never change), honouring ``If-None-Match``.
 """
@@ -25,6 +31,7 @@ from typing import Any, Final
 from aiohttp import HttpVersion11, hdrs, http_exceptions, web
 from prometheus_client import CollectorRegistry, Counter
 
+from ingest.api_auth import WORKSPACE_HEADER, Grant, forbidden_workspace, grant_of
 from ingest.api_http import RouteSpec, json_error
 from ingest.blobs import (
     BlobInfo,
@@ -139,13 +146,17 @@ class BlobRoutes:
         if not is_valid_digest(digest):
             self._uploads.labels("invalid").inc()
             return _bad_digest(digest)
+        workspace = _upload_workspace(request, grant_of(request))
         limit = self._store.max_blob_bytes
         declared = request.content_length
         if declared is not None and declared > limit and not _is_encoded(request):
             self._uploads.labels("too_large").inc()
             return _too_large(limit)
+        held = workspace is None or await asyncio.to_thread(
+            self._store.claimed, digest, (workspace,)
+        )
         if _wants_continue(request):
-            info = await asyncio.to_thread(self._store.stat, digest)
+            info = await asyncio.to_thread(self._store.stat, digest) if held else None
             if info is not None:
                 self._uploads.labels("exists").inc()
                 return _put_result(digest, info.size_bytes, created=False)
@@ -169,18 +180,29 @@ class BlobRoutes:
             logger.error("blob store out of space: %s", exc)
             self._uploads.labels("no_space").inc()
             return json_error(507, "blob store is out of space")
+        if workspace is not None and not held:
+            await asyncio.to_thread(self._store.claim, digest, workspace)
         if result.created:
             self._uploads.labels("created").inc()
             self._received.inc(result.size_bytes)
         else:
             self._uploads.labels("exists").inc()
-        return _put_result(digest, result.size_bytes, created=result.created)
+        # A workspace's first upload of bytes another workspace sent reads as "created":
+        # whether anyone else holds them is not this token's business.
+        return _put_result(digest, result.size_bytes, created=result.created or not held)
 
     async def get(self, request: web.Request) -> web.StreamResponse:
         digest = request.match_info["sha256"]
         if not is_valid_digest(digest):
             return _bad_digest(digest)
+        granted = grant_of(request).workspaces
         info = await asyncio.to_thread(self._store.stat, digest)
+        if (
+            info is not None
+            and granted is not None
+            and not await asyncio.to_thread(self._store.claimed, digest, granted)
+        ):
+            info = None
         if info is None:
             return json_error(404, str(BlobNotFoundError(digest)))
         etag = f'"{digest}"'
@@ -201,6 +223,22 @@ class BlobRoutes:
             return response
         await response.write_eof()
         return response
+
+
+def _upload_workspace(request: web.Request, grant: Grant) -> str | None:
+    """The workspace a scoped upload is for (None: an admin upload, claimed by nobody)."""
+    if grant.workspaces is None:
+        return None
+    named = request.headers.get(WORKSPACE_HEADER)
+    if named is not None:
+        if not grant.allows(named):
+            raise forbidden_workspace(named)
+        return named
+    if len(grant.workspaces) == 1:
+        return next(iter(grant.workspaces))
+    raise web.HTTPBadRequest(
+        text=f"this token grants several workspaces; name one in the {WORKSPACE_HEADER} header"
+    )
 
 
 async def _defer_continue(request: web.Request) -> web.StreamResponse | None:

@@ -22,6 +22,7 @@ from typing import Any, Final
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from ingest.api_auth import grant_of
 from ingest.api_http import RouteSpec
 from ingest.api_params import UNAVAILABLE, json_ok, not_found, path_param
 from ingest.api_shapes import queue_state, ref, run_summary, schemas_for
@@ -85,7 +86,8 @@ class ComputeRoutes:
     async def target(self, request: web.Request) -> web.StreamResponse:
         target = path_param(request, "target", "compute target")
         row, active = await asyncio.gather(
-            self._reads.queue(target), self._reads.active_runs(target)
+            self._reads.queue(target),
+            self._reads.active_runs(target, grant_of(request).sorted()),
         )
         if row is None:
             raise not_found(f"no compute target {target!r}")

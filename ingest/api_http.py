@@ -13,26 +13,20 @@ Middlewares, outermost first:
 - ``errors``: every error leaves as ``{"error": {"status": N, "message": "..."}}`` with
   the same status and headers (``Allow``, ``WWW-Authenticate``) aiohttp would have sent;
   an unexpected exception is logged with its traceback and answered with a plain 500.
-- ``auth`` (only with a token): ``Authorization: Bearer <token>`` compared in constant
-  time; 401 without credentials, 403 with wrong ones. Routes marked ``public`` (health
-  probes) are exempt. Unknown routes need credentials too, so the 404/405 answers do
-  not reveal which paths exist.
+- ``auth`` (only with tokens configured): ``ingest/api_auth.py``.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CollectorRegistry, Counter, Histogram
-
-from ingest.settings import Secret
 
 logger = logging.getLogger(__name__)
 
@@ -90,23 +84,6 @@ def route_label(request: web.BaseRequest) -> str:
 
 def method_label(method: str) -> str:
     return method if method in KNOWN_METHODS else "other"
-
-
-def bearer_token(authorization: str | None) -> str | None:
-    """The credentials of an ``Authorization: Bearer …`` header, else None."""
-    if not authorization:
-        return None
-    scheme, _, credentials = authorization.strip().partition(" ")
-    credentials = credentials.strip()
-    if scheme.lower() != "bearer" or not credentials:
-        return None
-    return credentials
-
-
-def token_matches(presented: str, expected: Secret) -> bool:
-    # Bytes, because compare_digest rejects non-ASCII str; timing does not reveal
-    # where the first differing byte is.
-    return hmac.compare_digest(presented.encode(), expected.value.encode())
 
 
 class HttpMetrics:
@@ -188,21 +165,3 @@ def _json_from_http_exception(exc: web.HTTPException) -> web.Response:
     if message.startswith(prefix):
         message = message[len(prefix) :]
     return json_error(exc.status, message or exc.reason, headers=keep)
-
-
-def auth_middleware(token: Secret, *, public_routes: Collection[str]) -> Middleware:
-    @web.middleware
-    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if route_label(request) in public_routes:
-            return await handler(request)
-        presented = bearer_token(request.headers.get(hdrs.AUTHORIZATION))
-        if presented is None:
-            raise web.HTTPUnauthorized(
-                text="missing bearer token",
-                headers={hdrs.WWW_AUTHENTICATE: 'Bearer realm="runstream"'},
-            )
-        if not token_matches(presented, token):
-            raise web.HTTPForbidden(text="invalid bearer token")
-        return await handler(request)
-
-    return auth

@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from aiohttp import hdrs, web
 
+from ingest.api_auth import Grant, forbidden_workspace, grant_of
 from ingest.api_blobs import READ_CHUNK_BYTES
 from ingest.api_http import RouteSpec
 from ingest.api_params import (
@@ -211,7 +212,8 @@ class RunRoutes:
         if after is not None and not _strings(after, 2):
             raise bad_request("parameter 'cursor' is not a cursor of this listing")
         rows = await self._reads.experiments(
-            None if after is None else (after[0], after[1]), limit + 1
+            None if after is None else (after[0], after[1]), limit + 1,
+            workspaces=grant_of(request).sorted(),
         )
         page, more = rows[:limit], len(rows) > limit
         return json_ok({
@@ -226,9 +228,14 @@ class RunRoutes:
         })
 
     async def runs(self, request: web.Request) -> web.StreamResponse:
+        grant = grant_of(request)
+        workspace = str_param(request, "workspace")
+        if workspace is not None and not grant.allows(workspace):
+            raise forbidden_workspace(workspace)
         where = RunFilter(
             experiment=str_param(request, "experiment"),
-            workspace=str_param(request, "workspace"),
+            workspace=workspace,
+            workspaces=_granted(grant),
             statuses=_statuses(request),
             tags=_tags(request),
             compute_target=str_param(request, "compute_target"),
@@ -253,7 +260,10 @@ class RunRoutes:
     async def children(self, request: web.Request) -> web.StreamResponse:
         run_id = await self._existing_run(request)
         return await self._run_page(
-            request, RunFilter(parent_run_id=run_id), metric=None, descending=False
+            request,
+            RunFilter(parent_run_id=run_id, workspaces=_granted(grant_of(request))),
+            metric=None,
+            descending=False,
         )
 
     async def files(self, request: web.Request) -> web.StreamResponse:
@@ -418,3 +428,8 @@ def _from_micros(us: int, name: str = "cursor") -> datetime:
         return _EPOCH + timedelta(microseconds=us)
     except OverflowError:
         raise bad_request(f"parameter {name!r} is not a cursor of this listing") from None
+
+
+def _granted(grant: Grant) -> tuple[str, ...] | None:
+    workspaces = grant.sorted()
+    return None if workspaces is None else tuple(workspaces)

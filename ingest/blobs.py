@@ -15,6 +15,12 @@ absent, never partial:
    ``os.replace`` it onto its final name and ``fsync`` the directory.
 4. Any failure (mismatch, too large, client gone) removes the temp file.
 
+Workspace claims (``claim``/``claimed``): an upload made with a workspace-scoped token
+also leaves an empty marker ``<root>/.workspaces/<h>/ab/<sha256>`` (``h`` = the first 32
+hex digits of the SHA-256 of the workspace name, so hostile names never become paths).
+Only a workspace that has sent the bytes itself may then probe or download the blob by
+digest (``ingest/api_auth.py``); the bytes themselves are stored once.
+
 Blobs are immutable, so uploads are idempotent: a blob already present yields
 ``created=False``. Two concurrent first uploads of the same digest may both report
 ``created=True``; both wrote identical bytes and the later rename wins harmlessly.
@@ -32,7 +38,7 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -57,6 +63,7 @@ DEFAULT_MAX_BLOB_BYTES = 512 * 1024 * 1024
 #: Bytes gathered in memory before one executor write; bounds memory per upload.
 WRITE_BUFFER_BYTES = 1024 * 1024
 TEMP_PREFIX = ".upload-"
+CLAIMS_DIR = ".workspaces"
 TEMP_SUFFIX = ".tmp"
 
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
@@ -177,6 +184,24 @@ class BlobStore:
 
     async def exists(self, digest: str) -> bool:
         return await asyncio.to_thread(self.path_for(digest).is_file)
+
+    # -- workspace claims ------------------------------------------------------------
+
+    def claim_path(self, digest: str, workspace: str) -> Path:
+        if not is_valid_digest(digest):
+            raise InvalidDigestError(digest)
+        space = hashlib.sha256(workspace.encode()).hexdigest()[:32]
+        return self._root / CLAIMS_DIR / space / digest[0:2] / digest
+
+    def claimed(self, digest: str, workspaces: Iterable[str]) -> bool:
+        """Whether one of ``workspaces`` uploaded this blob itself. Blocking (stats)."""
+        return any(self.claim_path(digest, w).is_file() for w in workspaces)
+
+    def claim(self, digest: str, workspace: str) -> None:
+        """Record that ``workspace`` sent the bytes of a stored blob. Blocking."""
+        path = self.claim_path(digest, workspace)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
 
     # -- writing -------------------------------------------------------------------
 

@@ -31,7 +31,8 @@ environment:
   RUNSTREAM_API     API base URL (default http://127.0.0.1:8470)
   RUNSTREAM_HOME    spool, blobs and local stack data (default ~/.runstream)
   RUNSTREAM_TOPIC   events topic (default runstream.events; dead letters go to <topic>.dlq)
-  RUNSTREAM_TOKEN   bearer token for the API
+  RUNSTREAM_TOKEN   API bearer token: the SDK sends it; the API takes it as the admin token
+  RUNSTREAM_WORKSPACE_TOKENS API tokens scoped to workspaces, JSON {"ws": "token" | [tokens]}
   RUNSTREAM_WORKSPACE workspace name the SDK puts on events (default "default")
   RUNSTREAM_PARTITIONS partitions of the topics `up` creates (default 6)
   RUNSTREAM_PG_PORT port of the local stack's PostgreSQL (default 54329)

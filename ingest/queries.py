@@ -24,7 +24,8 @@ RUN_SUMMARY_COLUMNS: Final = (
 SQL_EXPERIMENTS: Final = """
 SELECT v.experiment AS name, v.workspace, count(*) AS runs, max(v.created_at) AS last_run_at
 FROM runstream.runs v
-WHERE $1::text IS NULL OR (v.experiment, v.workspace) > ($1, $2::text)
+WHERE ($1::text IS NULL OR (v.experiment, v.workspace) > ($1, $2::text))
+  AND ($4::text[] IS NULL OR v.workspace = ANY($4::text[]))
 GROUP BY v.experiment, v.workspace
 ORDER BY v.experiment, v.workspace
 LIMIT $3
@@ -34,6 +35,8 @@ LIMIT $3
 
 RUNS_EXPERIMENT: Final = "v.experiment = ${}"
 RUNS_WORKSPACE: Final = "v.workspace = ${}"
+#: The workspaces a scoped token grants (``ingest/api_auth.py``).
+RUNS_WORKSPACES: Final = "v.workspace = ANY(${}::text[])"
 RUNS_STATUS: Final = "v.status = ANY(${}::text[])"
 RUNS_COMPUTE_TARGET: Final = "v.compute_target = ${}"
 RUNS_PARENT: Final = "v.parent_run_id = ${}"
@@ -107,6 +110,7 @@ METRIC_AFTER_NULL_ASC: Final = "(k.sort_value IS NULL AND k.run_id > ${0})"
 # --- one run ------------------------------------------------------------------------------
 
 SQL_RUN_EXISTS: Final = "SELECT EXISTS (SELECT 1 FROM runstream_data.runs WHERE run_id = $1)"
+SQL_RUN_WORKSPACE: Final = "SELECT workspace FROM runstream_data.runs WHERE run_id = $1"
 
 SQL_RUN_DETAILS: Final = f"""
 SELECT {RUN_SUMMARY_COLUMNS},
@@ -304,6 +308,7 @@ SQL_QUEUE: Final = _QUEUE_COLUMNS + "WHERE q.compute_target = $1"
 SQL_ACTIVE_RUNS: Final = f"""
 SELECT {RUN_SUMMARY_COLUMNS} FROM runstream.runs v
 WHERE v.compute_target = $1
+  AND ($2::text[] IS NULL OR v.workspace = ANY($2::text[]))
   AND v.status IN ('Queued', 'Preparing', 'Running', 'NotResponding', 'Finalizing',
                    'CancelRequested')
 ORDER BY v.created_at, v.run_id

@@ -66,6 +66,8 @@ class RunFilter:
 
     experiment: str | None = None
     workspace: str | None = None
+    #: Only these workspaces (a scoped token's grant); None: any.
+    workspaces: tuple[str, ...] | None = None
     statuses: tuple[str, ...] = ()
     #: (key, value): the run has the tag; value None matches any value.
     tags: tuple[tuple[str, str | None], ...] = ()
@@ -161,6 +163,11 @@ class ReadStore:
     async def run_exists(self, run_id: str) -> bool:
         return bool(await self.fetchval(q.SQL_RUN_EXISTS, run_id))
 
+    async def run_workspace(self, run_id: str) -> str | None:
+        """The run's workspace; None when there is no such run."""
+        workspace = await self.fetchval(q.SQL_RUN_WORKSPACE, run_id)
+        return None if workspace is None else str(workspace)
+
     async def runs(self, where: RunFilter, order: RunOrder, limit: int) -> list[asyncpg.Record]:
         """One page of RunSummary rows (plus ``sort_value`` when ordered by a metric)."""
         args: list[Any] = []
@@ -202,9 +209,12 @@ class ReadStore:
     async def run_details(self, run_id: str) -> asyncpg.Record | None:
         return await self.fetchrow(q.SQL_RUN_DETAILS, run_id)
 
-    async def experiments(self, after: tuple[str, str] | None, limit: int) -> list[asyncpg.Record]:
+    async def experiments(
+        self, after: tuple[str, str] | None, limit: int, workspaces: Sequence[str] | None = None
+    ) -> list[asyncpg.Record]:
+        """A page of experiments, only of ``workspaces`` when given."""
         name, workspace = after if after is not None else (None, None)
-        return await self.fetch(q.SQL_EXPERIMENTS, name, workspace, limit)
+        return await self.fetch(q.SQL_EXPERIMENTS, name, workspace, limit, _names(workspaces))
 
     async def files(self, run_id: str) -> list[asyncpg.Record]:
         return await self.fetch(q.SQL_FILES, run_id)
@@ -227,8 +237,11 @@ class ReadStore:
     async def queue(self, target: str) -> asyncpg.Record | None:
         return await self.fetchrow(q.SQL_QUEUE, target)
 
-    async def active_runs(self, target: str) -> list[asyncpg.Record]:
-        return await self.fetch(q.SQL_ACTIVE_RUNS, target)
+    async def active_runs(
+        self, target: str, workspaces: Sequence[str] | None = None
+    ) -> list[asyncpg.Record]:
+        """A target's active runs, only of ``workspaces`` when given."""
+        return await self.fetch(q.SQL_ACTIVE_RUNS, target, _names(workspaces))
 
     # -- metrics -----------------------------------------------------------------------------
 
@@ -301,6 +314,8 @@ def _conditions(where: RunFilter, args: list[Any]) -> list[str]:
         add(q.RUNS_EXPERIMENT, where.experiment)
     if where.workspace is not None:
         add(q.RUNS_WORKSPACE, where.workspace)
+    if where.workspaces is not None:
+        add(q.RUNS_WORKSPACES, list(where.workspaces))
     if where.statuses:
         add(q.RUNS_STATUS, list(where.statuses))
     if where.compute_target is not None:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from ingest.api import listen_address
-from ingest.api_http import bearer_token, error_body, method_label, token_matches
+from ingest.api_auth import ADMIN, TokenTable, bearer_token
+from ingest.api_http import error_body, method_label
 from ingest.blobs import InvalidDigestError, is_valid_digest, shard_path
 from ingest.settings import Secret
 
@@ -59,11 +60,12 @@ def test_bearer_token_parsing(header: str | None, token: str | None) -> None:
 
 
 def test_token_comparison_is_exact_and_accepts_non_ascii() -> None:
-    secret = Secret("s3cret")
-    assert token_matches("s3cret", secret)
-    assert not token_matches("s3cre", secret)
-    assert not token_matches("s3cret ", secret)
-    assert not token_matches("sécret", secret)
+    table = TokenTable(admin=Secret("s3cret"), workspaces={"w": (Secret("sécret"),)})
+    assert table.grant("s3cret") is ADMIN
+    assert table.grant("s3cre") is None
+    assert table.grant("s3cret ") is None
+    assert table.grant("sécret") is not ADMIN
+    assert table.grant("secret") is None
 
 
 def test_unknown_methods_share_one_metric_label() -> None:
