@@ -9,7 +9,13 @@ keeps flowing. DLQ reasons (the ``reason`` header):
 - ``invalid_value`` — decodes but breaks the contract: bad uuid, empty or over-long
   names, packed arrays of unequal length, kinds/texts that do not match, table columns of
   unequal length, unsafe artifact paths, times outside what PostgreSQL can store, NUL in
-  a name.
+  a name, over-size tag values.
+
+Name limits are what keeps the store able to take every event that decodes: a name is at
+most 1024 UTF-8 bytes, an id at most 256 characters (≤ 1024 bytes), a producer id at most
+64 characters, so an index entry such as (run_id, name, producer_id, …) stays under
+PostgreSQL's 2704-byte btree limit. The SDK's own limits (``producer/_validate.py``) are
+within these.
 
 NUL characters inside free text (string values, log lines, tag values, errors) cannot be
 stored in PostgreSQL ``text``; they are replaced with U+FFFD rather than losing the event.
@@ -51,12 +57,17 @@ __all__ = [
 ]
 
 MAX_NAME_CHARS: Final = 1024
+MAX_NAME_BYTES: Final = 1024
 MAX_ID_CHARS: Final = 256
+MAX_PRODUCER_ID_CHARS: Final = 64
+#: The SDK's limit too (``producer._validate.MAX_TAG_VALUE_BYTES``).
+MAX_TAG_VALUE_BYTES: Final = 8 * 1024
 #: Accepted timestamp range (microseconds since the Unix epoch): years 0001..9999.
 MIN_TIME_US: Final = -62_135_596_800_000_000
 MAX_TIME_US: Final = 253_402_300_799_999_999
 _KINDS: Final = b"fibs"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LITTLE = sys.byteorder == "little"
 REASON_INVALID: Final = "invalid_value"
 
@@ -189,6 +200,8 @@ def _name(value: Any, what: str, max_chars: int = MAX_NAME_CHARS) -> str:
         raise _invalid(f"{what} is empty")
     if len(value) > max_chars:
         raise _invalid(f"{what} is {len(value)} characters, over {max_chars}")
+    if len(value) * 4 > MAX_NAME_BYTES and len(value.encode()) > MAX_NAME_BYTES:
+        raise _invalid(f"{what} is {len(value.encode())} bytes of UTF-8, over {MAX_NAME_BYTES}")
     if "\x00" in value:
         raise _invalid(f"{what} contains NUL")
     return value
@@ -288,7 +301,20 @@ def _artifact_name(value: Any) -> str:
     parts = name.split("/")
     if name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in parts):
         raise _invalid(f"artifact name {name!r} is not a clean relative POSIX path")
+    if _CONTROL.search(name):
+        # Served back as a path and in a Content-Disposition header: no line breaks there.
+        raise _invalid(f"artifact name {name!r} contains a control character")
     return name
+
+
+def _tag_value(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if len(value) * 4 > MAX_TAG_VALUE_BYTES and len(value.encode()) > MAX_TAG_VALUE_BYTES:
+        raise _invalid(
+            f"tag value is {len(value.encode())} bytes of UTF-8, over {MAX_TAG_VALUE_BYTES}"
+        )
+    return _text(value)
 
 
 def _payload(kind: str, raw: dict[str, Any]) -> Payload:
@@ -323,8 +349,7 @@ def _payload(kind: str, raw: dict[str, Any]) -> Payload:
             _name(raw["content_type"], "artifact content_type"),
         )
     if kind == "Tag":
-        value = raw["value"]
-        return Tag(_name(raw["key"], "tag key"), None if value is None else _text(value))
+        return Tag(_name(raw["key"], "tag key"), _tag_value(raw["value"]))
     if kind == "Lifecycle":
         parent = raw["parent_run_id"]
         return Lifecycle(
@@ -369,7 +394,7 @@ def decode_event(codec: Codec, data: bytes | None) -> Event:
         run_id=run_id,
         experiment=_name(raw["experiment"], "experiment", MAX_ID_CHARS),
         workspace=_name(raw["workspace"], "workspace", MAX_ID_CHARS),
-        producer_id=_name(raw["producer_id"], "producer_id", MAX_ID_CHARS),
+        producer_id=_name(raw["producer_id"], "producer_id", MAX_PRODUCER_ID_CHARS),
         seq=raw["seq"],
         rank=raw["rank"],
         ts_us=_time(raw["ts"], "ts"),

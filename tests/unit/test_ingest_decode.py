@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from ingest.decode import Lifecycle, ListValue, MetricBatch, TableBlock, Tag, decode_event
+from ingest.decode import (
+    Artifact,
+    Lifecycle,
+    ListValue,
+    MetricBatch,
+    TableBlock,
+    Tag,
+    decode_event,
+)
 from ingest.errors import InvalidEventError
 from ingest.testing import EventFactory, packed_series
 from schemas.codec import Codec
@@ -27,13 +35,25 @@ def reason_for(data: bytes | None) -> str:
 
 
 def test_metric_batch_keeps_packed_arrays_and_computes_ranges() -> None:
-    ev = f().metrics(packed_series("loss", [0.5, math.nan, 3, True, "warm"],
-                                   steps=[10, 11, 12, 13, 14], times_us=[5, 1, 9, 2, 3]))
+    ev = f().metrics(
+        packed_series(
+            "loss",
+            [0.5, math.nan, 3, True, "warm"],
+            steps=[10, 11, 12, 13, 14],
+            times_us=[5, 1, 9, 2, 3],
+        )
+    )
     out = decode_event(CODEC, CODEC.encode(ev))
     assert isinstance(out.payload, MetricBatch)
     (s,) = out.payload.series
     assert (s.name, s.n, s.step_min, s.step_max, s.time_min_us, s.time_max_us) == (
-        "loss", 5, 10, 14, 1, 9)
+        "loss",
+        5,
+        10,
+        14,
+        1,
+        9,
+    )
     assert s.kinds == b"ffibs"
     assert s.texts == (None, None, None, None, "warm")
     assert out.points == 5
@@ -68,8 +88,13 @@ def test_nul_in_free_text_is_replaced_not_rejected() -> None:
 
 
 def test_lifecycle_metadata() -> None:
-    ev = f().lifecycle("Queued", display_name="ridge", compute_target="gpu",
-                       parent_run_id="exp_1_parent", properties={"a": "1"})
+    ev = f().lifecycle(
+        "Queued",
+        display_name="ridge",
+        compute_target="gpu",
+        parent_run_id="exp_1_parent",
+        properties={"a": "1"},
+    )
     out = decode_event(CODEC, CODEC.encode(ev))
     assert out.payload == Lifecycle("Queued", "exp_1_parent", "ridge", "gpu", None, {"a": "1"})
 
@@ -95,8 +120,7 @@ def _bad_series(**changes: Any) -> bytes:
         (CODEC.encode(EventFactory("r").heartbeat()) + b"\x00", "bad_avro"),
         (_bad_series(values=b"\x00" * 8), "invalid_value"),  # 2 steps, 1 value
         (_bad_series(times=b"\x00" * 24), "invalid_value"),
-        (_bad_series(steps=b"\x00" * 15, values=b"\x00" * 15, times=b"\x00" * 15),
-         "invalid_value"),
+        (_bad_series(steps=b"\x00" * 15, values=b"\x00" * 15, times=b"\x00" * 15), "invalid_value"),
         (_bad_series(kinds=b"fx"), "invalid_value"),
         (_bad_series(kinds=b"fs"), "invalid_value"),  # one string point, no text
         (_bad_series(texts=["orphan"]), "invalid_value"),
@@ -114,8 +138,7 @@ def _bad_series(**changes: Any) -> bytes:
         (CODEC.encode(EventFactory("r").artifact("/etc/x", "a" * 64, 1)), "invalid_value"),
         (CODEC.encode(EventFactory("r").artifact("x", "A" * 64, 1)), "invalid_value"),
         (CODEC.encode(EventFactory("r").artifact("x", "a" * 64, -1)), "invalid_value"),
-        (CODEC.encode(EventFactory("r").lifecycle("Running", parent_run_id="r")),
-         "invalid_value"),
+        (CODEC.encode(EventFactory("r").lifecycle("Running", parent_run_id="r")), "invalid_value"),
         (CODEC.encode(EventFactory("r").heartbeat(dropped_events=-3)), "invalid_value"),
     ],
 )
@@ -126,3 +149,75 @@ def test_poison_gets_a_reason(data: bytes | None, reason: str) -> None:
 def test_uuid_is_canonicalised() -> None:
     ev = f().heartbeat(event_id="0123456789ABCDEF0123456789ABCDEF")
     assert decode_event(CODEC, CODEC.encode(ev)).event_id == "01234567-89ab-cdef-0123-456789abcdef"
+
+
+# ---- limits that keep every decoded event storable and every artifact name safe to serve --
+
+SHA = "a" * 64
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../x",
+        "a/../../b",
+        "a/..",
+        "/etc/passwd",
+        "//server/share",
+        "a\\..\\b",
+        "C:\\x",
+        "a\x00b",
+        "x\r\nSet-Cookie: a=b",
+        "tab\there",
+        "del\x7f",
+        "a//b",
+        "./a",
+        "a/",
+        "é" * 513,  # 513 characters but 1026 bytes of UTF-8
+    ],
+)
+def test_unsafe_artifact_names_are_dead_lettered(name: str) -> None:
+    assert reason_for(CODEC.encode(f().artifact(name, SHA, 1))) == "invalid_value"
+
+
+@pytest.mark.parametrize(
+    "name", ["outputs/model v2.pkl", "é" * 512, "a..b/..c/d..", "'; DROP TABLE x; --", "%2e%2e/x"]
+)
+def test_hostile_but_safe_artifact_names_pass(name: str) -> None:
+    out = decode_event(CODEC, CODEC.encode(f().artifact(name, SHA, 1)))
+    assert isinstance(out.payload, Artifact)
+    assert out.payload.name == name
+
+
+def _named_events(name: str) -> list[dict[str, Any]]:
+    return [
+        f().metrics(packed_series(name, [1.0])),
+        f().list_value(name, [1]),
+        f().row("r", {name: 1}),
+        f().table(name, {"c": [1]}),
+        f().tag(name, "v"),
+    ]
+
+
+def test_names_are_limited_in_utf8_bytes_so_the_store_can_index_them() -> None:
+    fits, over = "😀" * 256, "😀" * 257  # 1024 and 1028 bytes, far under 1024 characters
+    for event in _named_events(fits):
+        decode_event(CODEC, CODEC.encode(event))
+    for event in _named_events(over):
+        assert reason_for(CODEC.encode(event)) == "invalid_value"
+
+
+def test_producer_ids_are_short() -> None:
+    ok = EventFactory("r", producer_id="p" * 64).heartbeat()
+    assert decode_event(CODEC, CODEC.encode(ok)).producer_id == "p" * 64
+    long = EventFactory("r", producer_id="p" * 65).heartbeat()
+    assert reason_for(CODEC.encode(long)) == "invalid_value"
+
+
+def test_tag_values_over_8_kib_are_dead_lettered() -> None:
+    for fits in ("v" * 8192, "€" * 2730):  # 8192 and 8190 bytes
+        out = decode_event(CODEC, CODEC.encode(f().tag("k", fits)))
+        assert isinstance(out.payload, Tag)
+        assert out.payload.value == fits
+    for over in ("v" * 8193, "€" * 2731):  # 8193 bytes each
+        assert reason_for(CODEC.encode(f().tag("k", over))) == "invalid_value"
