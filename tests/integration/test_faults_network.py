@@ -52,16 +52,6 @@ def ip(*args: str, netns: str | None = None) -> None:
     subprocess.run(argv, check=True, capture_output=True, timeout=30)
 
 
-class VethBroker(KafkaNode):
-    """A private broker whose client listener is on the host end of the veth pair (the
-    controller stays on 127.0.0.1)."""
-
-    def _write_config(self) -> None:
-        super()._write_config()
-        text = self.config.read_text().replace("PLAINTEXT://127.0.0.1:", f"PLAINTEXT://{self.host}:")
-        self.config.write_text(text)
-
-
 @dataclass
 class Lab:
     netns: str
@@ -89,7 +79,7 @@ def lab(stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     host_ip, job_ip = f"{subnet}.1", f"{subnet}.2"
     ip("netns", "add", netns)
     home = tmp_path_factory.mktemp("veth-broker")
-    node: VethBroker | None = None
+    node: KafkaNode | None = None
     try:
         ip("link", "add", outer, "type", "veth", "peer", "name", inner)
         ip("link", "set", inner, "netns", netns)
@@ -98,7 +88,10 @@ def lab(stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         ip("addr", "add", f"{job_ip}/30", "dev", inner, netns=netns)
         ip("link", "set", inner, "up", netns=netns)
         ip("link", "set", "lo", "up", netns=netns)
-        node = VethBroker(home=home, bootstrap=f"{host_ip}:{free_port(span=2)}")
+        # The client listener is on the host end of the veth pair (the controller stays on
+        # 127.0.0.1).
+        node = KafkaNode(home=home, bootstrap=f"{host_ip}:{free_port(span=2)}",
+                         listen_host=host_ip)
         libs = f"libs-{kafka_version(pom_path())}"
         cached = stack.settings.home / "stack" / "kafka" / libs
         if cached.is_dir():
