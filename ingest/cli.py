@@ -19,6 +19,7 @@ from ingest.service import DEFAULT_GROUP_ID
 from ingest.settings import Settings, redact_dsn
 from ingest.stack.procs import StackError, progress
 from ingest.stack.stack import Stack
+from producer._kafka_security import ENV_VARS as KAFKA_SECURITY_ENV
 
 __all__ = ["main"]
 
@@ -37,7 +38,8 @@ environment:
   RUNSTREAM_PARTITIONS partitions of the topics `up` creates (default 6)
   RUNSTREAM_PG_PORT port of the local stack's PostgreSQL (default 54329)
   RUNSTREAM_METRICS_PORT port of the ingest worker's /metrics (default 8471)
-"""
+Kafka security (SDK, workers and `up`/`status` alike):
+""" + "".join(f"  {name} {meaning}\n" for name, meaning in KAFKA_SECURITY_ENV.items())
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
+
+from ._validate import valid_text
 
 #: Longer lines are cut so one line can never outgrow a message.
 MAX_LINE_CHARS = 16 * 1024
+#: Lines written at once go out in events of at most this much text (UTF-8, upper bound),
+#: so a burst of output never makes one event too big to send.
+MAX_LINES_EVENT_BYTES = 256 * 1024
 
 Emit = Callable[[str, list[str]], None]
 
@@ -47,7 +52,8 @@ class _Tee:
             return
         self._guard.active = True
         try:
-            self._emit(self._name, [line[:MAX_LINE_CHARS] for line in lines])
+            for group in _groups([valid_text(line[:MAX_LINE_CHARS]) for line in lines]):
+                self._emit(self._name, group)
         finally:
             self._guard.active = False
 
@@ -62,6 +68,20 @@ class _Tee:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._original, name)
+
+
+def _groups(lines: list[str]) -> Iterator[list[str]]:
+    group: list[str] = []
+    size = 0
+    for line in lines:
+        cost = 4 * len(line) + 5  # at most 4 UTF-8 bytes a character, plus a length prefix
+        if group and size + cost > MAX_LINES_EVENT_BYTES:
+            yield group
+            group, size = [], 0
+        group.append(line)
+        size += cost
+    if group:
+        yield group
 
 
 class OutputCapture:

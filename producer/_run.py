@@ -33,6 +33,8 @@ from time import time_ns
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
+from schemas.codec import MessageTooLargeError
+
 from ._batch import event_dict, max_text_bytes
 from ._buffer import POINT_COST_BYTES, Buffer, PendingEvent, Series, Stream
 from ._capture import OutputCapture
@@ -43,14 +45,18 @@ from ._validate import (
     INT64_MAX,
     KIND_FLOAT,
     MAX_ABS_STEP,
+    MAX_NAME_CHARS,
+    MAX_RUN_EXPERIMENT_CHARS,
     Value,
     check_artifact_name,
     check_name,
+    check_properties,
     check_step,
     metric_value,
     row_cells,
     table_columns,
     tag_value,
+    valid_text,
     values_list,
 )
 from ._workspace import DEFAULT_FLUSH_TIMEOUT_S, Workspace
@@ -73,7 +79,14 @@ class SavesFigures(Protocol):
 
 
 def new_run_id(experiment: str) -> str:
-    """Azure-style ``{experiment}_{unix seconds}_{8 hex}``."""
+    """Azure-style ``{experiment}_{unix seconds}_{8 hex}``, at most 255 characters."""
+    if len(experiment) > MAX_RUN_EXPERIMENT_CHARS:
+        raise ValueError(
+            f"experiment name is {len(experiment)} characters: its runs' ids "
+            f"('<experiment>_<unix seconds>_<8 hex>') would pass the {MAX_NAME_CHARS}-character "
+            f"limit of a run id; start runs in an experiment of at most "
+            f"{MAX_RUN_EXPERIMENT_CHARS} characters"
+        )
     return f"{experiment}_{int(time.time())}_{secrets.token_hex(4)}"
 
 
@@ -332,7 +345,10 @@ class Run(RunReads):
             kind=kind,
             record=record,
         )
-        cost = len(self._codec.encode(probe))
+        try:
+            cost = len(self._codec.encode(probe))
+        except MessageTooLargeError as exc:
+            raise ValueError(_too_large(kind, record, exc)) from exc
         return self._buffer.put_event(self._stream, event, cost)
 
     def _log_lines(self, stream_name: str, lines: list[str]) -> None:
@@ -419,6 +435,8 @@ class Run(RunReads):
             text = error
         if text is not None and len(text) > MAX_ERROR_CHARS:
             text = "…" + text[-MAX_ERROR_CHARS:]
+        if text is not None:
+            text = valid_text(text)
         self._lifecycle("Failed", error=text)
 
     def cancel(self) -> None:
@@ -521,6 +539,24 @@ class Run(RunReads):
 
 def _no_wake() -> None:
     pass
+
+
+#: Label and what to do instead, by kind of event, when one call does not fit in a message.
+_TOO_LARGE = {
+    "ListValue": ("list", "split it over several log_list calls of one name (they append)"),
+    "Table": ("table", "split the rows over several log_table calls of one name (they append)"),
+    "Row": ("row", "shorten its text values"),
+}
+
+
+def _too_large(kind: str, record: Mapping[str, Any], exc: MessageTooLargeError) -> str:
+    what, advice = _TOO_LARGE.get(kind, (kind, "make it smaller"))
+    name = record.get("name", record.get("key"))
+    label = f"{what} {name!r}" if isinstance(name, str) else what
+    return (
+        f"{label} is {exc.size_bytes} bytes encoded, over the {exc.max_message_bytes}-byte "
+        f"limit of one message; {advice}, or upload the data as a file (run.upload_file)"
+    )
 
 
 def attached_run(
@@ -629,6 +665,7 @@ def open_run(
     capture_output: bool = False,
 ) -> Run:
     """Open a run handle as a new producer and emit its first lifecycle events."""
+    properties = check_properties(properties)
     stream = Stream(
         run_id=run_id,
         experiment=experiment.name,

@@ -10,11 +10,37 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sized
+from itertools import islice
 from typing import Any, Protocol
 
+# Limits (README "Limits" lists them). Names count characters, artifact names and free
+# text count UTF-8 bytes. Names of ≤ 255 characters (≤ 1020 bytes) and artifact names of
+# ≤ 1024 bytes keep every index entry (run id + name + producer id) under PostgreSQL's
+# 2704-byte btree limit, so the store never refuses what the SDK accepted. The count
+# limits make a list or table of numbers always fit in one 1 MiB message (a cell is at
+# most 11 bytes on the wire; 256 column names of 1020 bytes are another 262 KB); text
+# cells are bounded by the message limit itself, checked by encoding the event at the
+# call site (``Run._enqueue``).
+
+#: Metric, column, tag key, display, compute target, property and child run names.
 MAX_NAME_CHARS = 255
-MAX_ARTIFACT_NAME_CHARS = 1024
+#: Artifact (file, image) names, a relative POSIX path.
+MAX_ARTIFACT_NAME_BYTES = 1024
+#: A run id is ``{experiment}_{unix seconds}_{8 hex}`` and must itself be a valid name.
+RUN_ID_SUFFIX_CHARS = 20
+MAX_RUN_EXPERIMENT_CHARS = MAX_NAME_CHARS - RUN_ID_SUFFIX_CHARS
+#: One tag value (MLflow allows 8000 characters; this is 8 KiB of UTF-8).
+MAX_TAG_VALUE_BYTES = 8 * 1024
+#: Properties of a run (given once, at start) and the size of each value.
+MAX_PROPERTIES = 100
+MAX_PROPERTY_VALUE_BYTES = 8 * 1024
+#: Values of one ``log_list`` call.
+MAX_LIST_VALUES = 65_536
+#: Columns of one ``log_table`` call, cells of one ``log_row`` call.
+MAX_COLUMNS = 256
+#: Cells (rows x columns) of one ``log_table`` call.
+MAX_TABLE_CELLS = 65_536
 #: Explicit steps stay well inside int64 so the implicit ``step + 1`` counter never overflows.
 MAX_ABS_STEP = 1 << 62
 INT64_MIN = -(1 << 63)
@@ -38,6 +64,8 @@ class SupportsItem(Protocol):
 Value = Scalar | SupportsItem
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Lone surrogates (e.g. from ``surrogateescape``d bytes) have no UTF-8 encoding.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _EXPERIMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 
 
@@ -51,6 +79,8 @@ def check_name(name: object, what: str = "name") -> str:
         raise ValueError(f"{what} is {len(name)} characters, over the {MAX_NAME_CHARS} limit")
     if _CONTROL.search(name):
         raise ValueError(f"{what} {name!r} contains a control character")
+    if not name.isascii() and _SURROGATE.search(name):
+        raise ValueError(f"{what} {name!r} contains a lone surrogate (not valid Unicode)")
     return name
 
 
@@ -72,9 +102,14 @@ def check_artifact_name(name: object) -> str:
         raise TypeError(f"artifact name must be a str, not {type(name).__name__}")
     if not name:
         raise ValueError("artifact name must not be empty")
-    if len(name) > MAX_ARTIFACT_NAME_CHARS:
+    if not name.isascii() and _SURROGATE.search(name):
+        raise ValueError(f"artifact name {name!r} contains a lone surrogate (not valid Unicode)")
+    if len(name) * 4 > MAX_ARTIFACT_NAME_BYTES and (size := utf8_bytes(name)) > (
+        MAX_ARTIFACT_NAME_BYTES
+    ):
         raise ValueError(
-            f"artifact name is {len(name)} characters, over the {MAX_ARTIFACT_NAME_CHARS} limit"
+            f"artifact name is {size} bytes of UTF-8, over the {MAX_ARTIFACT_NAME_BYTES}-byte "
+            "limit; use a shorter path"
         )
     if _CONTROL.search(name):
         raise ValueError(f"artifact name {name!r} contains a control character (e.g. NUL)")
@@ -118,6 +153,8 @@ def cell(value: object, what: str = "value") -> Scalar:
     v = scalar(value, what)
     if isinstance(v, int) and not isinstance(v, bool) and not INT64_MIN <= v <= INT64_MAX:
         return _int_as_float(v)
+    if isinstance(v, str) and not v.isascii() and _SURROGATE.search(v):
+        raise ValueError(f"{what} {v[:80]!r} contains a lone surrogate (not valid Unicode)")
     return v
 
 
@@ -132,6 +169,9 @@ def metric_value(value: object, max_text_bytes: int) -> tuple[int, float, str | 
         return KIND_FLOAT, _int_as_float(v), None
     if isinstance(v, float):
         return KIND_FLOAT, v, None
+    if not v.isascii() and _SURROGATE.search(v):
+        # Would fail only when the sender encodes the batch, taking its other points along.
+        raise ValueError(f"string value {v[:80]!r} contains a lone surrogate (not valid Unicode)")
     if len(v) * 4 > max_text_bytes and len(v.encode()) > max_text_bytes:
         raise ValueError(
             f"string value is {len(v.encode())} bytes, over the {max_text_bytes}-byte limit "
@@ -149,15 +189,38 @@ def check_step(step: object) -> int:
     return s
 
 
-def values_list(name: str, values: object) -> list[Scalar]:
+def values_list(name: str, values: object, limit: int = MAX_LIST_VALUES) -> list[Scalar]:
+    """At most ``limit`` scalars; a longer iterable raises before it is read to the end."""
     if isinstance(values, str | bytes | bytearray | Mapping) or not isinstance(values, Iterable):
         raise TypeError(f"{name!r}: values must be a list of scalars, not {type(values).__name__}")
-    return [cell(v, f"{name!r} item") for v in values]
+    if isinstance(values, Sized) and len(values) > limit:
+        raise _too_many_values(name, len(values), limit)
+    out = [cell(v, f"{name!r} item") for v in islice(values, limit + 1)]
+    if len(out) > limit:
+        raise _too_many_values(name, None, limit)
+    return out
+
+
+class _TooManyValuesError(ValueError):
+    pass
+
+
+def _too_many_values(name: str, count: int | None, limit: int) -> ValueError:
+    have = f"{count} values" if count is not None else "more values"
+    return _TooManyValuesError(
+        f"{name!r} has {have}, over the {limit} limit of one call; split it over several "
+        "calls with the same name (they append in order) or upload it as a file"
+    )
 
 
 def row_cells(name: str, cells: Mapping[str, Any]) -> list[dict[str, Any]]:
     if not cells:
         raise ValueError(f"row {name!r} needs at least one column, e.g. log_row(name, x=1, y=2)")
+    if len(cells) > MAX_COLUMNS:
+        raise ValueError(
+            f"row {name!r} has {len(cells)} columns, over the {MAX_COLUMNS} limit; "
+            "log the other columns under another name or upload a file"
+        )
     return [
         {"column": check_name(col, "column name"), "value": cell(v, f"column {col!r}")}
         for col, v in cells.items()
@@ -169,10 +232,24 @@ def table_columns(name: str, table: object) -> list[dict[str, Any]]:
         raise TypeError(f"table {name!r} must be a dict of column -> list, not {type(table)!r}")
     if not table:
         raise ValueError(f"table {name!r} has no columns")
-    columns = [
-        {"name": check_name(col, "column name"), "values": values_list(f"{name}.{col}", values)}
-        for col, values in table.items()
-    ]
+    if len(table) > MAX_COLUMNS:
+        raise ValueError(
+            f"table {name!r} has {len(table)} columns, over the {MAX_COLUMNS} limit; "
+            "log the other columns under another name or upload a file"
+        )
+    # Equal columns of more rows than this would pass the cell limit.
+    max_rows = MAX_TABLE_CELLS // len(table)
+    columns = []
+    for col, values in table.items():
+        col_name = check_name(col, "column name")
+        try:
+            columns.append({"name": col_name, "values": values_list(col_name, values, max_rows)})
+        except _TooManyValuesError:
+            raise ValueError(
+                f"table {name!r} has over {max_rows} rows x {len(table)} columns, over the "
+                f"{MAX_TABLE_CELLS}-cell limit of one call; split the rows over several "
+                "log_table calls with the same name (they append in order)"
+            ) from None
     lengths = {c["name"]: len(c["values"]) for c in columns}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"table {name!r} has columns of unequal length: {lengths}")
@@ -180,8 +257,48 @@ def table_columns(name: str, table: object) -> list[dict[str, Any]]:
 
 
 def tag_value(value: object) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
+    if value is None:
+        return None
     if isinstance(value, bool | int | float):
         return str(value)
-    raise TypeError(f"tag value must be a str (or None), not {type(value).__name__}")
+    if not isinstance(value, str):
+        raise TypeError(f"tag value must be a str (or None), not {type(value).__name__}")
+    return _short_text(value, "tag value", MAX_TAG_VALUE_BYTES)
+
+
+def check_properties(properties: Mapping[str, str]) -> dict[str, str]:
+    """A run's properties: at most ``MAX_PROPERTIES``, names as names, values bounded."""
+    if len(properties) > MAX_PROPERTIES:
+        raise ValueError(
+            f"{len(properties)} properties, over the {MAX_PROPERTIES} limit; "
+            "put the rest in tags (run.tag) or a file"
+        )
+    for key, value in properties.items():
+        check_name(key, "property name")
+        if not isinstance(value, str):
+            raise TypeError(f"property {key!r} must be a str, not {type(value).__name__}")
+        _short_text(value, f"property {key!r}", MAX_PROPERTY_VALUE_BYTES)
+    return dict(properties)
+
+
+def _short_text(text: str, what: str, max_bytes: int) -> str:
+    if not text.isascii() and _SURROGATE.search(text):
+        raise ValueError(f"{what} contains a lone surrogate (not valid Unicode)")
+    if len(text) * 4 > max_bytes and (size := utf8_bytes(text)) > max_bytes:
+        raise ValueError(
+            f"{what} is {size} bytes of UTF-8, over the {max_bytes}-byte limit; "
+            "upload long text as a file (run.upload_file)"
+        )
+    return text
+
+
+def utf8_bytes(text: str) -> int:
+    return len(text.encode())
+
+
+def valid_text(text: str) -> str:
+    """Free text the SDK must not refuse (captured output, error tracebacks): lone
+    surrogates become U+FFFD instead of failing the event."""
+    if text.isascii() or not _SURROGATE.search(text):
+        return text
+    return _SURROGATE.sub("\ufffd", text)
