@@ -42,6 +42,7 @@ from ingest.decode import DeadLetter, Event, decode_event
 from ingest.errors import InvalidEventError, StoreError
 from ingest.metrics import IngestMetrics
 from ingest.store import Batch, Store, WriteResult
+from producer._kafka_security import KafkaSecurity, explain_failures
 from schemas.codec import Codec
 
 __all__ = ["DeadLetterProducer", "IngestConsumer"]
@@ -54,8 +55,10 @@ REASON_STORE_REJECTED = "store_rejected"
 class DeadLetterProducer:
     """Produces poison messages to the DLQ topic and waits until they are durable."""
 
-    def __init__(self, *, bootstrap: str, dlq_topic: str, source_topic: str) -> None:
+    def __init__(self, *, bootstrap: str, dlq_topic: str, source_topic: str,
+                 security: KafkaSecurity | None = None) -> None:
         self._bootstrap = bootstrap
+        self._security = security or KafkaSecurity()
         self.dlq_topic = dlq_topic
         self._source_topic = source_topic
         self._producer: AIOKafkaProducer | None = None
@@ -63,8 +66,14 @@ class DeadLetterProducer:
     async def start(self) -> None:
         if self._producer is None:
             producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all",
-                                        enable_idempotence=True)
-            await producer.start()
+                                        enable_idempotence=True,
+                                        **self._security.client_kwargs())
+            try:
+                async with explain_failures(self._bootstrap, self._security):
+                    await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
             self._producer = producer
 
     async def stop(self) -> None:
@@ -141,10 +150,12 @@ class IngestConsumer:
         revoke_wait_s: float = 10.0,
         retry_backoff_max_s: float = 5.0,
         session_timeout_ms: int = 10_000,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self.topic = topic
         self.group_id = group_id
         self._bootstrap = bootstrap
+        self._security = security or KafkaSecurity()
         self._store = store
         self._dlq = dead_letters
         self._metrics = metrics
@@ -184,13 +195,16 @@ class IngestConsumer:
             heartbeat_interval_ms=max(1000, self._session_timeout_ms // 3),
             fetch_max_bytes=self._fetch_max_bytes,
             max_partition_fetch_bytes=self._max_partition_fetch_bytes,
+            **self._security.client_kwargs(),
         )
         consumer.subscribe(topics=[self.topic], listener=_Rebalance(self))
         self._consumer = consumer  # the listener may run before start() returns
         try:
-            await consumer.start()
+            async with explain_failures(self._bootstrap, self._security):
+                await consumer.start()
         except BaseException:
             self._consumer = None
+            await consumer.stop()
             raise
 
     async def stop(self) -> None:

@@ -79,11 +79,12 @@ async def run_worker(
             store = await stack.enter_async_context(Store(dsn=dsn))
             dlq = await stack.enter_async_context(DeadLetterProducer(
                 bootstrap=settings.kafka_bootstrap, dlq_topic=settings.dlq_topic,
-                source_topic=settings.topic))
+                source_topic=settings.topic, security=settings.kafka_security))
             worker = await stack.enter_async_context(IngestConsumer(
                 bootstrap=settings.kafka_bootstrap, topic=settings.topic, group_id=group_id,
                 store=store, dead_letters=dlq, metrics=metrics,
-                max_batch_messages=max_batch_messages, max_queued_batches=max_queued_batches))
+                max_batch_messages=max_batch_messages, max_queued_batches=max_queued_batches,
+                security=settings.kafka_security))
             if metrics_port is not None:
                 server = await stack.enter_async_context(
                     MetricsServer(metrics, host=metrics_host, port=metrics_port))

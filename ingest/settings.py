@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from producer._kafka_security import KafkaSecurity
+
 DEFAULT_KAFKA = "127.0.0.1:9092"
 DEFAULT_TOPIC = "runstream.events"
 DEFAULT_API = "http://127.0.0.1:8470"
@@ -39,6 +41,8 @@ class Secret:
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     kafka_bootstrap: str = DEFAULT_KAFKA
+    #: TLS / SASL of every Kafka client (``RUNSTREAM_KAFKA_SECURITY_PROTOCOL`` and friends).
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     #: None means "the local stack's own PostgreSQL" (started by ``runstream up``).
     db_dsn: Secret | None = None
     api_url: str = DEFAULT_API
@@ -66,6 +70,7 @@ class Settings:
         home = env.get("RUNSTREAM_HOME")
         return cls(
             kafka_bootstrap=env.get("RUNSTREAM_KAFKA", DEFAULT_KAFKA),
+            kafka_security=KafkaSecurity.from_env(env),
             db_dsn=Secret(dsn) if dsn else None,
             api_url=env.get("RUNSTREAM_API", DEFAULT_API).rstrip("/"),
             home=Path(home).expanduser() if home else Path.home() / ".runstream",

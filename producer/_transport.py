@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 
 from ._errors import KafkaUnavailableError
+from ._kafka_security import KafkaSecurity, KafkaSecurityError, explain_failures
 
 COMPRESSIONS = ("lz4", "zstd")
 #: Room for the Kafka record and batch headers on top of the largest event.
@@ -45,11 +46,13 @@ class KafkaTransport:
         batch_bytes: int,
         request_timeout_ms: int,
         client_id: str,
+        security: KafkaSecurity | None = None,
     ) -> None:
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression must be one of {COMPRESSIONS}, not {compression!r}")
         self.bootstrap = bootstrap
         self.topic = topic
+        self.security = security or KafkaSecurity()
         self._config: dict[str, Any] = {
             "bootstrap_servers": bootstrap,
             "client_id": client_id,
@@ -69,14 +72,24 @@ class KafkaTransport:
         return f"KafkaTransport(bootstrap={self.bootstrap!r}, topic={self.topic!r})"
 
     async def start(self) -> None:
-        """Connect; raises ``KafkaUnavailableError`` (retriable) when no broker answers."""
+        """Connect; raises ``KafkaUnavailableError`` (retriable) when no broker answers, or
+        when it refuses the credentials or TLS setup (the message says why; the events wait
+        in the spool for a fixed configuration and ``runstream sync``)."""
         if self._producer is not None:
             return
-        producer = AIOKafkaProducer(**self._config)
         try:
-            await producer.start()
+            # Built per start: a rotated certificate file is read on the next connection.
+            security = self.security.client_kwargs()
+        except ValueError as exc:
+            raise KafkaUnavailableError(str(exc), retriable=True) from exc
+        producer = AIOKafkaProducer(**self._config, **security)
+        try:
+            async with explain_failures(self.bootstrap, self.security):
+                await producer.start()
         except BaseException as exc:  # also a cancelled (timed out) start: never leak it
             await asyncio.shield(producer.stop())
+            if isinstance(exc, KafkaSecurityError):
+                raise KafkaUnavailableError(str(exc), retriable=True) from exc
             if isinstance(exc, KafkaError | OSError):
                 raise KafkaUnavailableError(
                     f"no Kafka broker reachable at {self.bootstrap}: {exc}", retriable=True

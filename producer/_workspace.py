@@ -26,6 +26,7 @@ from schemas.codec import Codec
 from ._buffer import Stream
 from ._client import ApiClient, segment
 from ._errors import ConfigError, ProducerTimeoutError
+from ._kafka_security import KafkaSecurity
 from ._options import ProducerOptions
 from ._sender import ProducerStats, Sender
 from ._transport import KafkaTransport
@@ -49,7 +50,7 @@ class Workspace:
     """Connection settings plus the background sender shared by all runs logged through it.
 
     Use ``Workspace.from_env()`` in scripts; tests and embedding code pass keyword
-    arguments. ``token`` is never shown in ``repr`` or logs.
+    arguments. ``token`` and the Kafka password are never shown in ``repr`` or logs.
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class Workspace:
         topic: str = DEFAULT_TOPIC,
         token: str = "",
         options: ProducerOptions | None = None,
+        kafka_security: KafkaSecurity | None = None,
     ) -> None:
         self.name = check_name(name, "workspace name")
         if not api_url.startswith(("http://", "https://")):
@@ -69,6 +71,7 @@ class Workspace:
         if not kafka_bootstrap:
             raise ConfigError("kafka_bootstrap", "must not be empty")
         self.kafka_bootstrap = kafka_bootstrap
+        self.kafka_security = kafka_security or KafkaSecurity()
         self.api_url = api_url.rstrip("/")
         self.home = Path(home).expanduser() if home is not None else default_home()
         self.topic = check_name(topic, "topic")
@@ -84,7 +87,9 @@ class Workspace:
     def from_env(
         cls, env: Mapping[str, str] | None = None, *, options: ProducerOptions | None = None
     ) -> Workspace:
-        """Read ``RUNSTREAM_{WORKSPACE,KAFKA,API,HOME,TOPIC,TOKEN}`` once."""
+        """Read ``RUNSTREAM_{WORKSPACE,KAFKA,API,HOME,TOPIC,TOKEN}`` and the Kafka security
+        variables (``RUNSTREAM_KAFKA_SECURITY_PROTOCOL``, ``…_USERNAME``, ``…_PASSWORD``,
+        ``…_CA_FILE``…; see ``KafkaSecurity.from_env``) once."""
         env = os.environ if env is None else env
         return cls(
             name=env.get("RUNSTREAM_WORKSPACE") or DEFAULT_WORKSPACE,
@@ -94,6 +99,7 @@ class Workspace:
             topic=env.get("RUNSTREAM_TOPIC") or DEFAULT_TOPIC,
             token=env.get("RUNSTREAM_TOKEN", ""),
             options=options,
+            kafka_security=KafkaSecurity.from_env(env),
         )
 
     def __repr__(self) -> str:
@@ -121,6 +127,7 @@ class Workspace:
             batch_bytes=self.options.batch_max_bytes,
             request_timeout_ms=self.options.request_timeout_ms,
             client_id=client_id,
+            security=self.kafka_security,
         )
 
     def _api_client(self) -> ApiClient:

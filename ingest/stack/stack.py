@@ -4,7 +4,8 @@ Components, in start order: Kafka (KRaft), PostgreSQL, then the runstream servic
 (ingest worker, API) as background processes of our own. ``up`` is idempotent: what runs
 is left alone, what is missing is started. ``down`` stops, in reverse order, exactly the
 processes recorded under ``<home>/stack`` and nothing else. A component whose endpoint is
-external (``RUNSTREAM_KAFKA`` not on loopback, ``RUNSTREAM_DB`` set) is only checked.
+external (``RUNSTREAM_KAFKA`` not on loopback, ``RUNSTREAM_DB`` set) is only checked; so is
+a Kafka that clients reach with TLS or SASL (the local broker is plaintext only).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ingest.stack.kafka import KafkaNode, ensure_topics, kafka_healthy
 from ingest.stack.postgres import LocalPostgres, postgres_status
 from ingest.stack.procs import ManagedProcess, StackError, progress, wait_for
 from ingest.store import migrate
+from producer._kafka_security import security_failure
 
 __all__ = ["Stack"]
 
@@ -63,6 +65,10 @@ class Stack:
         self.settings = settings
         self.home = settings.home
         self.kafka = KafkaNode(home=self.home, bootstrap=settings.kafka_bootstrap)
+        #: Whether ``up`` starts the broker: on loopback, and reached in plaintext.
+        self.kafka_managed = (
+            self.kafka.managed and settings.kafka_security.security_protocol == "PLAINTEXT"
+        )
         self.postgres = (
             None if settings.db_dsn else LocalPostgres(home=self.home, port=settings.pg_port)
         )
@@ -76,13 +82,14 @@ class Stack:
     def up(self) -> dict[str, Any]:
         started_at = time.monotonic()
         self.home.mkdir(parents=True, exist_ok=True)
-        if self.kafka.managed and not self.kafka.start():
+        if self.kafka_managed and not self.kafka.start():
             progress(f"Kafka already running on {self.settings.kafka_bootstrap}")
         created = asyncio.run(
             ensure_topics(
                 self.settings.kafka_bootstrap,
                 [self.settings.topic, self.settings.dlq_topic],
                 partitions=self.settings.partitions,
+                security=self.settings.kafka_security,
             )
         )
         if created:
@@ -140,13 +147,14 @@ class Stack:
         return out
 
     async def _status(self) -> dict[str, Any]:
-        kafka_ok = await kafka_healthy(self.settings.kafka_bootstrap)
+        bootstrap, security = self.settings.kafka_bootstrap, self.settings.kafka_security
+        kafka_ok = await kafka_healthy(bootstrap, security=security)
         pg = await postgres_status(self.dsn)
         out: dict[str, Any] = {
             "kafka": {
                 "bootstrap": self.settings.kafka_bootstrap,
                 "ok": kafka_ok,
-                "managed": self.kafka.managed,
+                "managed": self.kafka_managed,
                 "topics": [self.settings.topic, self.settings.dlq_topic],
             },
             "postgres": {
@@ -157,6 +165,8 @@ class Stack:
                 "managed": self.postgres is not None,
             },
         }
+        if not kafka_ok and (failure := await security_failure(bootstrap, security)):
+            out["kafka"]["error"] = str(failure)
         if pg.error:
             out["postgres"]["error"] = pg.error
         return out
