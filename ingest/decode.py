@@ -60,6 +60,8 @@ MAX_NAME_CHARS: Final = 1024
 MAX_NAME_BYTES: Final = 1024
 MAX_ID_CHARS: Final = 256
 MAX_PRODUCER_ID_CHARS: Final = 64
+#: rank is an Avro int (the store's ``integer``), but fastavro writes and reads any int64.
+MAX_RANK: Final = 2**31 - 1
 #: The SDK's limit too (``producer._validate.MAX_TAG_VALUE_BYTES``).
 MAX_TAG_VALUE_BYTES: Final = 8 * 1024
 #: Accepted timestamp range (microseconds since the Unix epoch): years 0001..9999.
@@ -383,8 +385,8 @@ def decode_event(codec: Codec, data: bytes | None) -> Event:
     except (ValueError, TypeError) as exc:
         raise _invalid(f"event_id {raw['event_id']!r} is not a uuid") from exc
     run_id = _name(raw["run_id"], "run_id", MAX_ID_CHARS)
-    if raw["seq"] < 0 or raw["rank"] < 0:
-        raise _invalid("seq and rank must not be negative")
+    if raw["seq"] < 0 or not 0 <= raw["rank"] <= MAX_RANK:
+        raise _invalid(f"seq must not be negative and rank must be in 0..{MAX_RANK}")
     kind, body = raw["payload"]
     payload = _payload(kind, body)
     if isinstance(payload, Lifecycle) and payload.parent_run_id == run_id:
