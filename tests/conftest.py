@@ -23,6 +23,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from ingest.settings import Settings
 from ingest.stack.kafka import ensure_topics
 
+# The ``reliability`` fixture and the figures it writes for RELIABILITY.md.
+pytest_plugins = ["tests.reliability"]
+
 
 @dataclass(frozen=True)
 class StackInfo:
