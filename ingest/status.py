@@ -15,7 +15,10 @@ Completed, then Failed, then Canceled). ``NotResponding`` is not stored: the
 included) is older than the ``not_responding_after`` setting.
 
 Metadata of a run (display name, compute target, parent, properties) comes from its
-earliest Lifecycle event that carries any; the error text from its earliest Failed event.
+earliest Lifecycle event that carries any; the error text from its earliest Failed event
+(none if that event has none; among Failed events with the same earliest time, a text
+over none, then the greatest text), so it does not depend on arrival order or batching
+either.
 
 Tags and artifact references: the newest write wins — within one producer by ``seq``
 (gap-free, so this is the order the user made the calls), across producers by event
@@ -80,6 +83,15 @@ def derive_status(first_seen_us: dict[str, int]) -> str:
     return max(reached, key=STATUS_RANK.__getitem__, default="NotStarted")
 
 
+def _tied_error(a: str | None, b: str | None) -> str | None:
+    """The error kept from two earliest Failed events with the same time, whichever came
+    first: a text over none, then the greater in code-point order — what ``greatest()``
+    under the "C" collation keeps in ``store.SQL_MERGE_RUNS``."""
+    if a is None or b is None:
+        return b if a is None else a
+    return max(a, b)
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class WriteStamp:
     """Identifies one write for last-write-wins."""
@@ -133,6 +145,8 @@ class RunDelta:
             self.first_seen_us[lc.status] = ts
             if lc.status == "Failed":
                 self.error = lc.error
+        elif ts == prev and lc.status == "Failed":
+            self.error = _tied_error(self.error, lc.error)
         has_meta = (
             lc.display_name is not None
             or lc.compute_target is not None

@@ -162,7 +162,10 @@ ON CONFLICT (run_id) DO UPDATE SET
         ELSE excluded.properties || r.properties END,
     meta_at = least(r.meta_at, excluded.meta_at),
     error = CASE WHEN excluded.failed_at < r.failed_at OR r.failed_at IS NULL
-        THEN coalesce(excluded.error, r.error) ELSE r.error END,
+            THEN excluded.error
+        WHEN excluded.failed_at = r.failed_at
+            THEN greatest(r.error COLLATE "C", excluded.error COLLATE "C")
+        ELSE r.error END,
     not_started_at = least(r.not_started_at, excluded.not_started_at),
     queued_at = least(r.queued_at, excluded.queued_at),
     preparing_at = least(r.preparing_at, excluded.preparing_at),
