@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from ingest.ledger import LedgerResult, compare
 from ingest.stack.kafka import KafkaNode, ensure_topics, kafka_version, pom_path, topic_ends
 from tests.conftest import DbFactory, StackInfo, TopicFactory, unique
 from tests.integration.conftest import (
@@ -37,6 +38,7 @@ from tests.integration.conftest import (
     stored_offsets_reach,
     wait_for,
 )
+from tests.reliability import Reliability, storage_backend
 
 pytestmark = pytest.mark.integration
 
@@ -122,6 +124,22 @@ def stored_events(dsn: str) -> Callable[[], Awaitable[int]]:
     return count
 
 
+async def ledger_counts(dsn: str, report: dict[str, Any]) -> LedgerResult:
+    """The script's points counted the ledger's way (lost, doubled, unexpected, order), for
+    RELIABILITY.md; ``assert_each_point_once`` is what checks them."""
+    n = report["iterations"]
+    expected: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for rid in report["run_ids"]:
+        expected[(rid, "loss")] = [(i, i / 4) for i in range(n)]
+        expected[(rid, "acc")] = [(2 * i, float(-i)) for i in range(n)]
+    stored: dict[tuple[str, str], list[tuple[int, float, Any]]] = {}
+    for row in await fetch(dsn, "SELECT run_id, name, step, value, time FROM "
+                                "runstream.metric_points ORDER BY run_id, name, step, rank, time"):
+        stored.setdefault((row["run_id"], row["name"]), []).append(
+            (row["step"], row["value"], row["time"]))
+    return compare(expected, stored, LedgerResult(events=await stored_events(dsn)()))
+
+
 async def assert_each_point_once(dsn: str, report: dict[str, Any]) -> None:
     """Every (run, name, rank, step) the script logged is stored once, with its value."""
     n = report["iterations"]
@@ -152,7 +170,7 @@ async def assert_each_point_once(dsn: str, report: dict[str, Any]) -> None:
 
 async def test_worker_killed_9_repeatedly_while_a_job_logs_loses_and_doubles_nothing(
     stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory,
-    worker_procs: WorkerFactory, tmp_path: Path,
+    worker_procs: WorkerFactory, tmp_path: Path, reliability: Reliability,
 ) -> None:
     topic, dsn = await topic_factory(partitions=4), await new_db(db_factory)
     group = unique("e2e-kill-")
@@ -181,6 +199,15 @@ async def test_worker_killed_9_repeatedly_while_a_job_logs_loses_and_doubles_not
     await wait_for(stored_offsets_reach(dsn, topic, group,
                                         await topic_ends(stack.kafka_bootstrap, topic)),
                    timeout_s=60, what="the last worker to catch up")
+    counted = await ledger_counts(dsn, report)
+    reliability.record(
+        guarantee="a worker killed mid-transaction redoes its batch from the stored offsets",
+        faults=f"`kill -9` of the worker x{kills} while an SDK job logs (parent + child run)",
+        events=counted.events, points=counted.points_expected, lost=counted.lost,
+        doubled=counted.doubled, storage=await storage_backend(dsn),
+        notes=f"{counted.unexpected} unexpected, {counted.order_violations} out of order; "
+              f"slowest log call {report['slowest_log_ms']:.1f} ms",
+        kills=kills, ledger=counted.as_dict(), job=report)
     assert kills == 3
     assert report["dropped"] == 0
     assert report["iterations"] > 0
@@ -231,6 +258,7 @@ def sigkill(node: KafkaNode) -> None:
 
 async def test_broker_killed_and_restarted_mid_run_delivers_everything_once_without_stalling(
     db_factory: DbFactory, worker_procs: WorkerFactory, stack: StackInfo, tmp_path: Path,
+    reliability: Reliability,
 ) -> None:
     dsn = await new_db(db_factory)
     group = unique("e2e-outage-")
@@ -266,11 +294,24 @@ async def test_broker_killed_and_restarted_mid_run_delivers_everything_once_with
                        timeout_s=60, what="the worker to store everything")
         assert worker.stop() == 0, worker.output()
 
+    (during,) = await fetch(dsn, "SELECT count(*) AS n FROM runstream.metric_points "
+                                 "WHERE time > $1 AND time < $2", down_at, up_at)
+    counted = await ledger_counts(dsn, report)
+    outage_s = (up_at - down_at).total_seconds()
+    reliability.record(
+        guarantee="a broker crash is ridden out by the SDK's spool and replay; no log call "
+                  "waits on it",
+        faults=f"broker SIGKILL, {outage_s:.0f} s down, restarted",
+        events=counted.events, points=counted.points_expected, lost=counted.lost,
+        doubled=counted.doubled, storage=await storage_backend(dsn),
+        notes=f"{during['n']:,} points logged during the outage; {report['spooled']:,} events "
+              f"spooled, {report['replayed']:,} replayed; slowest log call "
+              f"{report['slowest_log_ms']:.1f} ms (limit 50)",
+        outage_s=outage_s, points_during_outage=during["n"], ledger=counted.as_dict(),
+        job=report)
     assert report["slowest_log_ms"] < 50, report
     assert report["dropped"] == 0
     assert report["spooled"] > 0  # the outage was real for the SDK, too
     await assert_each_point_once(dsn, report)
-    (during,) = await fetch(dsn, "SELECT count(*) AS n FROM runstream.metric_points "
-                                 "WHERE time > $1 AND time < $2", down_at, up_at)
     assert during["n"] > 1000  # logged while the broker was down, delivered after
     print(f"outage: {report}, points logged during it: {during['n']}")

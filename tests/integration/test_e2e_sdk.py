@@ -39,6 +39,7 @@ from tests.integration.conftest import (
     stored_offsets_reach,
     wait_for,
 )
+from tests.reliability import Reliability, storage_backend
 
 pytestmark = pytest.mark.integration
 
@@ -376,7 +377,7 @@ RANK_SCRIPT = textwrap.dedent(
 
 
 async def test_four_ranks_log_100k_points_into_one_run_each_exactly_once(
-    pipeline: Pipeline, tmp_path: Path
+    pipeline: Pipeline, tmp_path: Path, reliability: Reliability
 ) -> None:
     rid = run_id("mnist")
     world = 4
@@ -417,6 +418,15 @@ async def test_four_ranks_log_100k_points_into_one_run_each_exactly_once(
     producers = await pipeline.rows("SELECT rank, events, max_seq, missing_events "
                                     "FROM runstream.producers WHERE run_id = $1 ORDER BY rank",
                                     rid)
+    reliability.record(
+        guarantee="ranks of one distributed run each land exactly once, in (step, rank, time) "
+                  "order",
+        faults=f"{world} processes x 25,000 points into one run, concurrently",
+        events=sum(p["events"] for p in producers), points=100_000,
+        lost=100_000 - counts["d"], doubled=counts["n"] - counts["d"],
+        storage=await storage_backend(pipeline.dsn),
+        notes=f"{len(producers)} producers, {sum(p['missing_events'] for p in producers)} "
+              f"seq gaps", ranks=world)
     assert [p["rank"] for p in producers] == list(range(world))
     assert all(p["missing_events"] == 0 and p["events"] == p["max_seq"] + 1
                for p in producers), producers

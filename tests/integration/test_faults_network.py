@@ -41,6 +41,7 @@ from tests.integration.conftest import (
     wait_for,
 )
 from tests.integration.test_e2e_faults import no_resource_warnings
+from tests.reliability import Reliability, storage_backend
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -130,6 +131,7 @@ async def new_topic(lab: Lab, partitions: int = 2) -> str:
 
 async def test_job_cut_off_from_the_broker_for_30_s_delivers_everything_once_without_blocking(
     lab: Lab, db_factory: DbFactory, worker_procs: WorkerFactory, tmp_path: Path,
+    reliability: Reliability,
 ) -> None:
     started = time.monotonic()
     topic, dsn = await new_topic(lab), await new_db(db_factory)
@@ -158,6 +160,16 @@ async def test_job_cut_off_from_the_broker_for_30_s_delivers_everything_once_wit
     await wait_for(stored_offsets_reach(dsn, topic, group, await topic_ends(lab.bootstrap, topic)),
                    timeout_s=60, what="the worker to store everything")
     result = await check(dsn, workload, job.run_ids())
+    reliability.record(
+        guarantee="a network cut between job and broker: everything delivered once, no log "
+                  "call blocked",
+        faults=f"the job's veth link down for {cut_s:.0f} s (network namespace)",
+        events=result.events, points=result.points_expected, lost=result.lost,
+        doubled=result.doubled, storage=await storage_backend(dsn),
+        notes=f"{report['spooled']:,} events spooled, {report['replayed']:,} replayed; "
+              f"{ticks_during_cut} ticks logged during the cut; slowest log call "
+              f"{report['slowest_log_ms']:.1f} ms (limit 100)",
+        cut_s=cut_s, ticks_during_cut=ticks_during_cut, ledger=result.as_dict(), job=report)
     assert worker.stop() == 0, worker.output()
 
     assert result.ok, result.as_dict()
@@ -177,7 +189,7 @@ async def test_job_cut_off_from_the_broker_for_30_s_delivers_everything_once_wit
 
 async def test_full_spool_counts_and_reports_drops_and_never_blocks_training(
     lab: Lab, db_factory: DbFactory, worker_procs: WorkerFactory, tmp_path: Path,
-    tiny_home: Path,
+    tiny_home: Path, reliability: Reliability,
 ) -> None:
     started = time.monotonic()
     topic, dsn = await new_topic(lab), await new_db(db_factory)
@@ -216,6 +228,16 @@ async def test_full_spool_counts_and_reports_drops_and_never_blocks_training(
     assert worker.stop() == 0, worker.output()
 
     dropped = report["dropped"]["parent"]
+    reliability.record(
+        guarantee="a full spool disk: drops are counted and reported, never silent",
+        faults="a 2 MiB tmpfs spool filled while the job is cut off from the broker",
+        events=result.events, points=result.points_expected, lost=result.lost,
+        doubled=result.doubled, storage=await storage_backend(dsn),
+        notes=f"lost = the points of the {dropped} events dropped, each counted by the SDK "
+              f"and reported by heartbeat ({result.dropped_events} in "
+              f"`runstream.runs.dropped_events`); {result.missing_events} seq gaps; slowest "
+              f"log call {report['slowest_log_ms']:.1f} ms (limit 100)",
+        dropped_events=dropped, ledger=result.as_dict(), job=report)
     assert dropped == report["events_dropped"] > 0, report
     assert result.dropped_events == dropped  # reported by a heartbeat after the cut healed
     # Every sequence gap is a counted drop (an encoded event neither Kafka nor the spool

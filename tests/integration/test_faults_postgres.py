@@ -31,6 +31,7 @@ from tests.integration.conftest import (
     stored_offsets_reach,
     wait_for,
 )
+from tests.reliability import Reliability, storage_backend
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -69,6 +70,7 @@ async def reachable(dsn: str) -> bool:
 
 async def test_postgres_immediate_shutdown_and_restart_during_ingest_loses_nothing(
     stack: StackInfo, topic_factory: TopicFactory, worker_procs: WorkerFactory, tmp_path: Path,
+    reliability: Reliability,
 ) -> None:
     started = time.monotonic()
     topic = await topic_factory(partitions=3)
@@ -84,6 +86,7 @@ async def test_postgres_immediate_shutdown_and_restart_during_ingest_loses_nothi
         job = LedgerJob(workload, out=tmp_path / "job.out", env=job_env(
             kafka=stack.kafka_bootstrap, topic=topic, home=tmp_path / "sdk"))
         crashes = 0
+        down_s: list[float] = []
         try:
             for _ in range(2):
                 (before,) = await fetch(dsn, "SELECT count(*) AS n FROM "
@@ -97,11 +100,13 @@ async def test_postgres_immediate_shutdown_and_restart_during_ingest_loses_nothi
                 await wait_for(progressed, timeout_s=30, what="the worker to write")
                 await asyncio.to_thread(crash, pg)  # mid-stream: likely inside a transaction
                 crashes += 1
+                crashed_at = time.monotonic()
                 down_at = job.ticks_done()
                 await asyncio.to_thread(job.wait_ticks, down_at + 20)  # 2+ s without a database
                 assert worker.proc.poll() is None, worker.output()
                 await asyncio.to_thread(pg.start)
                 await wait_for(lambda: reachable(dsn), timeout_s=30, what="PostgreSQL back")
+                down_s.append(time.monotonic() - crashed_at)
                 assert job.proc.poll() is None, "the job ended before the last crash"
             report = await asyncio.to_thread(job.finish)
         finally:
@@ -111,6 +116,16 @@ async def test_postgres_immediate_shutdown_and_restart_during_ingest_loses_nothi
                        timeout_s=60, what="the worker to store everything after the restarts")
         result = await check(dsn, workload, job.run_ids())
         retried = worker.output().count("batch write failed, retrying")
+        reliability.record(
+            guarantee="a database crash rolls back the batch; the worker retries",
+            faults=f"`pg_ctl stop -m immediate` x{crashes} mid-stream, restarted (down "
+                   f"{', '.join(f'{s:.1f}' for s in down_s)} s)",
+            events=result.events, points=result.points_expected, lost=result.lost,
+            doubled=result.doubled, storage=await storage_backend(dsn),
+            notes=f"the worker retried {retried} batch writes and never exited; "
+                  f"{result.missing_events} seq gaps",
+            crashes=crashes, down_s=down_s, retried_writes=retried, ledger=result.as_dict(),
+            job=report)
         assert worker.stop() == 0, worker.output()
 
     assert crashes == 2

@@ -31,6 +31,7 @@ from tests.integration.conftest import (
     stored_offsets_reach,
     wait_for,
 )
+from tests.reliability import Reliability, storage_backend
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
@@ -48,7 +49,7 @@ def spooled_events(spool_dir: Path) -> tuple[list[dict[str, object]], int]:
 
 async def test_producer_killed_9_then_sync_delivers_exactly_what_it_had_spooled(
     stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory,
-    worker_procs: WorkerFactory, tmp_path: Path,
+    worker_procs: WorkerFactory, tmp_path: Path, reliability: Reliability,
 ) -> None:
     started = time.monotonic()
     topic, dsn = await topic_factory(partitions=3), await new_db(db_factory)
@@ -93,6 +94,18 @@ async def test_producer_killed_9_then_sync_delivers_exactly_what_it_had_spooled(
                                         await topic_ends(stack.kafka_bootstrap, topic)),
                    timeout_s=60, what="the worker to store the synced spool")
     result = await check(dsn, workload, run_ids, expected=durable)
+    reliability.record(
+        guarantee="a producer killed mid-run loses only what was still in its memory; "
+                  "`runstream sync` sends what it spooled",
+        faults="SIGKILL of the job while Kafka is unreachable, then `runstream sync`",
+        events=result.events, points=result.points_expected, lost=result.lost,
+        doubled=result.doubled, storage=await storage_backend(dsn),
+        notes=f"expected = the spool's content: {len(events):,} events, {durable_points:,} "
+              f"durable points (torn bytes {torn}); killed after {logged_ticks} ticks, last "
+              f"checkpoint at {checkpointed_ticks}",
+        spooled_events=len(events), durable_points=durable_points, torn_bytes=torn,
+        ticks_logged=logged_ticks, ticks_checkpointed=checkpointed_ticks,
+        ledger=result.as_dict())
     assert worker.stop() == 0, worker.output()
 
     assert result.ok, result.as_dict()

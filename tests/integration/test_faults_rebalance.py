@@ -22,6 +22,7 @@ from tests.integration.conftest import (
     stored_offsets_reach,
     wait_for,
 )
+from tests.reliability import Reliability, storage_backend
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
@@ -34,7 +35,7 @@ def assignments(worker: WorkerProcess) -> int:
 
 async def test_second_worker_joining_and_leaving_under_load_loses_and_doubles_nothing(
     stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory,
-    worker_procs: WorkerFactory, tmp_path: Path,
+    worker_procs: WorkerFactory, tmp_path: Path, reliability: Reliability,
 ) -> None:
     started = time.monotonic()
     topic, dsn = await topic_factory(partitions=6), await new_db(db_factory)
@@ -78,6 +79,17 @@ async def test_second_worker_joining_and_leaving_under_load_loses_and_doubles_no
                    timeout_s=60, what="the remaining worker to store everything")
     result = await check(dsn, workload, job.run_ids())
     rebalanced = assignments(first)
+    reliability.record(
+        guarantee="rebalances never double a batch",
+        faults=f"a second worker joins and leaves the group x{CYCLES} (the first one "
+               f"reassigned {rebalanced}x)",
+        events=result.events, points=result.points_expected, lost=result.lost,
+        doubled=result.doubled, storage=await storage_backend(dsn),
+        notes=f"{len(workload.runs)} runs, final statuses "
+              f"{result.status_mismatches or 'as planned'}; {result.missing_events} seq gaps; "
+              f"slowest log call {report['slowest_log_ms']:.1f} ms",
+        cycles=CYCLES, first_worker_assignments=rebalanced, ledger=result.as_dict(),
+        job=report)
     assert first.stop() == 0, first.output()
 
     assert result.ok, result.as_dict()

@@ -29,6 +29,7 @@ from tests.integration.conftest import (
     stored_offsets_reach,
     wait_for,
 )
+from tests.reliability import Reliability, storage_backend
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
@@ -53,7 +54,7 @@ def broker_bytes_received(pid: int, port: int) -> int:
 
 async def test_locked_tables_pause_the_worker_with_bounded_memory_and_lose_nothing(
     stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory,
-    worker_procs: WorkerFactory, tmp_path: Path,
+    worker_procs: WorkerFactory, tmp_path: Path, reliability: Reliability,
 ) -> None:
     started = time.monotonic()
     topic, dsn = await topic_factory(partitions=2), await new_db(db_factory)
@@ -106,6 +107,17 @@ async def test_locked_tables_pause_the_worker_with_bounded_memory_and_lose_nothi
     late = [received for elapsed, received in samples if elapsed >= 4.0]
     read_late = late[-1] - late[0]
     read_early = late[0] - samples[0][1]
+    reliability.record(
+        guarantee="a slow database pauses consumption, memory stays bounded",
+        faults=f"ACCESS EXCLUSIVE locks on the worker's tables for {LOCK_S:.0f} s",
+        events=result.events, points=result.points_expected, lost=result.lost,
+        doubled=result.doubled, storage=await storage_backend(dsn),
+        notes=f"worker RSS {rss_before >> 20} -> peak {rss_peak >> 20} MiB; "
+              f"{produced_while_locked} messages produced during the lock; the worker read "
+              f"{read_late >> 10} KiB from the broker in its last {LOCK_S - 4:.0f} s",
+        rss_before_bytes=rss_before, rss_peak_bytes=rss_peak, lock_waiters=waiting,
+        produced_while_locked=produced_while_locked, read_early_bytes=read_early,
+        read_late_bytes=read_late, ledger=result.as_dict(), job=report)
     assert produced_while_locked >= 40, (ends_before, ends_locked)
     assert read_late < 256 << 10, samples
     assert rss_peak - rss_before < 128 << 20, (rss_before, rss_peak)

@@ -9,6 +9,7 @@ import math
 import os
 import random
 import socket
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -34,6 +35,7 @@ from tests.integration.conftest import (
     stored_offsets_reach,
     wait_for,
 )
+from tests.reliability import BAD_INPUT, Reliability, storage_backend
 
 CODEC = Codec()
 
@@ -166,7 +168,8 @@ async def test_every_payload_kind_lands_in_the_views_as_sent(
 
 @BACKENDS
 async def test_duplicates_and_replay_from_offset_zero_change_nothing(
-    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory, backend: str
+    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory, backend: str,
+    reliability: Reliability,
 ) -> None:
     topic, dsn = await topic_factory(partitions=4), await new_db(db_factory, backend)
     messages = []
@@ -197,6 +200,18 @@ async def test_duplicates_and_replay_from_offset_zero_change_nothing(
         await wait_for(stored_offsets_reach(dsn, topic, group2, ends),
                        what="replay")
     after = await snapshot(dsn)
+    reliability.record(
+        guarantee="replaying the topic from offset 0 changes nothing; duplicate event ids "
+                  "are dropped",
+        faults=f"{len(duplicates) + 5} duplicate messages (same event ids), then a fresh "
+               f"consumer group from offset 0",
+        events=len(messages), points=6 * 5 * 50,
+        lost=max(6 * 5 * 50 - len(before["metric_points"]), 0), doubled=dups["n"],
+        storage=await storage_backend(dsn),
+        notes=f"{registry.get_sample_value('runstream_duplicates_dropped_total') or 0:.0f} "
+              f"duplicates dropped; every view "
+              f"{'identical' if after == before else 'DIFFERENT'} after the replay",
+        views_identical=after == before)
     assert after == before
 
 
@@ -205,7 +220,8 @@ def _truncated(data: bytes) -> bytes:
 
 
 async def test_poison_messages_go_to_the_dlq_and_neighbours_stay_intact(
-    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory
+    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory,
+    reliability: Reliability,
 ) -> None:
     topic, dsn = await topic_factory(partitions=1), await new_db(db_factory)
     f = EventFactory(run_id())
@@ -238,6 +254,19 @@ async def test_poison_messages_go_to_the_dlq_and_neighbours_stay_intact(
     points = await fetch(dsn, "SELECT step, value FROM runstream.metric_points ORDER BY step")
     assert [(p["step"], p["value"]) for p in points] == [(i, float(i)) for i in range(6)]
     dead = await fetch(dsn, 'SELECT "offset", reason FROM runstream.dead_letters ORDER BY 1')
+    stored = [(p["step"], p["value"]) for p in points]
+    reasons = Counter(reason for _, reason in poison)
+    reliability.record(
+        guarantee="random bytes, unknown schema id, truncated Avro, invalid values go to the "
+                  "dead-letter topic with `reason` and source topic/partition/offset; "
+                  "neighbours intact",
+        faults=f"{len(poison)} poison messages between {len(good)} good ones on one partition: "
+               + ", ".join(f"{r} x{n}" if n > 1 else r for r, n in reasons.items()),
+        events=len(messages), points=len(good),
+        lost=len({(i, float(i)) for i in range(len(good))} - set(stored)),
+        doubled=len(stored) - len(set(stored)), storage=await storage_backend(dsn),
+        notes=f"{len(dead)} dead-lettered ({', '.join(sorted({d['reason'] for d in dead}))})",
+        section=BAD_INPUT, dead_letters=len(dead))
     assert [(d["offset"], d["reason"]) for d in dead] == [
         (2 * i + 1, reason) for i, (_, reason) in enumerate(poison)]
     for reason in ("bad_magic", "unknown_schema_id", "bad_avro"):
@@ -269,7 +298,8 @@ async def test_poison_messages_go_to_the_dlq_and_neighbours_stay_intact(
 
 
 async def test_lifecycle_out_of_order_gives_final_status_and_queue_counts(
-    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory
+    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory,
+    reliability: Reliability,
 ) -> None:
     topic, dsn = await topic_factory(partitions=3), await new_db(db_factory)
     t0 = 1_700_000_000_000_000
@@ -308,11 +338,21 @@ async def test_lifecycle_out_of_order_gives_final_status_and_queue_counts(
                        what="lifecycle events")
 
     rows = await fetch(dsn, "SELECT run_id, status, error, queued_at FROM runstream.runs")
+    (q,) = await fetch(dsn, "SELECT * FROM runstream.compute_targets")
+    statuses = {r["run_id"]: r["status"] for r in rows}
+    reliability.record(
+        guarantee="lifecycle events in any order give the same final status and queue counts",
+        faults=f"the lifecycle events of {len(runs)} runs shuffled, a Failed after Completed, "
+               f"a Running run without heartbeats",
+        events=len(messages), storage=await storage_backend(dsn),
+        notes=f"{sum(statuses.get(r) != st for r, st in runs.items())} of {len(runs)} final "
+              f"statuses wrong; queue (queued, preparing, running, not responding) = "
+              f"{(q['queued'], q['preparing'], q['running'], q['not_responding'])}",
+        section=BAD_INPUT)
     assert {r["run_id"]: r["status"] for r in rows} == runs
     errors = {r["status"]: r["error"] for r in rows}
     assert errors["Failed"] == "boom"
     assert errors["Completed"] is None
-    (q,) = await fetch(dsn, "SELECT * FROM runstream.compute_targets")
     assert q["compute_target"] == "cluster-a"
     assert (q["queued"], q["preparing"], q["running"], q["not_responding"]) == (1, 1, 2, 1)
     assert q["oldest_queued_at"].timestamp() == (t0 + 2 * s) / 1e6
@@ -321,7 +361,8 @@ async def test_lifecycle_out_of_order_gives_final_status_and_queue_counts(
 
 
 async def test_workers_sharing_a_group_store_everything_once(
-    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory
+    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory,
+    reliability: Reliability,
 ) -> None:
     topic, dsn = await topic_factory(partitions=6), await new_db(db_factory)
     group = unique("shared-")
@@ -345,12 +386,17 @@ async def test_workers_sharing_a_group_store_everything_once(
                        what="both workers")
     (row,) = await fetch(dsn, "SELECT count(*) AS n, count(DISTINCT (run_id, step)) AS d "
                               "FROM runstream.metric_points")
+    reliability.record(
+        guarantee="two workers in one group store everything once",
+        faults="a second worker joins the group mid-stream and leaves (two rebalances)",
+        events=12 * 15, points=12 * 15 * 100, lost=12 * 15 * 100 - row["d"],
+        doubled=row["n"] - row["d"], storage=await storage_backend(dsn))
     assert row["n"] == row["d"] == 12 * 15 * 100
 
 
 async def test_kill_9_mid_stream_loses_and_doubles_nothing(
     stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory,
-    worker_procs: WorkerFactory,
+    worker_procs: WorkerFactory, reliability: Reliability,
 ) -> None:
     topic, dsn = await topic_factory(partitions=4), await new_db(db_factory)
     group = unique("crash-")
@@ -411,12 +457,20 @@ async def test_kill_9_mid_stream_loses_and_doubles_nothing(
     assert proc.stop() == 0, proc.output()
     (row,) = await fetch(dsn, "SELECT count(*) AS n, count(DISTINCT (run_id, step)) AS d "
                               "FROM runstream.metric_points")
+    reliability.record(
+        guarantee="a worker killed with raw events in flight redoes its batch from the "
+                  "stored offsets",
+        faults=f"`kill -9` of the worker x{kills} (each right after it stored more), then "
+               f"SIGTERM",
+        events=sum(ends.values()), points=sent_points, lost=sent_points - row["d"],
+        doubled=row["n"] - row["d"], storage=await storage_backend(dsn), kills=kills)
     assert sent_points > 0
     assert row["n"] == row["d"] == sent_points
 
 
 async def test_an_event_the_database_rejects_is_dead_lettered_not_stalling(
-    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory
+    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory,
+    reliability: Reliability,
 ) -> None:
     topic, dsn = await topic_factory(partitions=1), await new_db(db_factory)
     conn = await asyncpg.connect(dsn)
@@ -432,9 +486,18 @@ async def test_an_event_the_database_rejects_is_dead_lettered_not_stalling(
     async with worker(stack, topic, dsn, registry=registry) as group:
         await wait_for(stored_offsets_reach(dsn, topic, group, ends), what="the split batch")
     tags = await fetch(dsn, "SELECT key FROM runstream.tags")
-    assert [t["key"] for t in tags] == ["fine"]
-    assert len(await fetch(dsn, "SELECT * FROM runstream.metric_points")) == 2
+    points = await fetch(dsn, "SELECT * FROM runstream.metric_points")
     dead = await fetch(dsn, 'SELECT "offset", reason FROM runstream.dead_letters')
+    reliability.record(
+        guarantee="an event the database rejects is dead-lettered, the partition keeps flowing",
+        faults="a CHECK constraint the decoder does not know rejects the middle of 3 events",
+        events=3, points=2, lost=max(2 - len(points), 0), doubled=max(len(points) - 2, 0),
+        storage=await storage_backend(dsn),
+        notes=f"{len(dead)} dead-lettered ({', '.join(d['reason'] for d in dead)}); tags "
+              f"stored: {', '.join(t['key'] for t in tags)}",
+        section=BAD_INPUT, dead_letters=len(dead))
+    assert [t["key"] for t in tags] == ["fine"]
+    assert len(points) == 2
     assert [(d["offset"], d["reason"]) for d in dead] == [(1, "store_rejected")]
     assert registry.get_sample_value("runstream_dead_letters_total",
                                      {"reason": "store_rejected"}) == 1
