@@ -14,7 +14,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import asyncpg
+
 from ingest.blobs import DEFAULT_MAX_BLOB_BYTES
+from ingest.redact import install as install_redaction
+from ingest.redact import redact, secrets_of
 from ingest.service import DEFAULT_GROUP_ID
 from ingest.settings import Settings, redact_dsn
 from ingest.stack.procs import StackError, progress
@@ -345,17 +349,32 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format=log_format)
     logging.getLogger("aiokafka").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
     handler: Handler = args.handler
     try:
-        return handler(args, _settings(args))
-    except StackError as exc:
+        settings = _settings(args)
+    except ValueError as exc:  # a malformed environment variable; the message names it
         print(f"runstream: error: {exc}", file=sys.stderr)
         return 2
+    secrets = secrets_of(settings)
+    install_redaction(secrets, log_format)
+    try:
+        return handler(args, settings)
+    except StackError as exc:
+        print(f"runstream: error: {redact(str(exc), secrets)}", file=sys.stderr)
+        return 2
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        if args.verbose:  # through logging, so the traceback is redacted too
+            logging.getLogger("runstream").exception("runstream %s failed", args.command)
+            return 1
+        what = f"{type(exc).__name__}: {exc}"
+        print(
+            f"runstream {args.command}: error: {redact(what, secrets)} (-v shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from producer._kafka_security import KafkaSecurity
+# One ``Secret`` for the SDK and the server (the SDK must not import ``ingest``).
+from producer._kafka_security import KafkaSecurity, Secret
+
+__all__ = ["KafkaSecurity", "Secret", "Settings", "parse_workspace_tokens", "redact_dsn"]
 
 DEFAULT_KAFKA = "127.0.0.1:9092"
 DEFAULT_TOPIC = "runstream.events"
@@ -21,21 +24,6 @@ DEFAULT_API = "http://127.0.0.1:8470"
 DEFAULT_PARTITIONS = 6
 DEFAULT_PG_PORT = 54329
 DEFAULT_METRICS_PORT = 8471
-
-
-@dataclass(frozen=True)
-class Secret:
-    """A string that never shows up in ``repr``/``str`` or logs."""
-
-    value: str = field(repr=False)
-
-    def __repr__(self) -> str:
-        return "Secret('***')" if self.value else "Secret('')"
-
-    __str__ = __repr__
-
-    def __bool__(self) -> bool:
-        return bool(self.value)
 
 
 @dataclass(frozen=True, kw_only=True)
