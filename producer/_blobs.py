@@ -93,8 +93,13 @@ def list_staged(directory: Path) -> list[Path]:
         return []
 
 
-def put_blob(api_url: str, sha256: str, path: Path, *, token: str, timeout_s: float) -> int:
+def put_blob(
+    api_url: str, sha256: str, path: Path, *, token: str, timeout_s: float, workspace: str = ""
+) -> int:
     """PUT one staged blob; returns the HTTP status (200 or 201).
+
+    ``workspace`` is sent as ``X-Runstream-Workspace``: with a token scoped to several
+    workspaces the API records the bytes for that one.
 
     Raises ``FileNotFoundError`` if the staged file is gone (someone else uploaded it) and
     ``BlobUploadError`` otherwise.
@@ -103,6 +108,8 @@ def put_blob(api_url: str, sha256: str, path: Path, *, token: str, timeout_s: fl
     headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    if workspace:
+        headers["X-Runstream-Workspace"] = workspace
     with path.open("rb") as body:
         # The scheme is checked to be http(s) when the Workspace is built.
         request = urllib.request.Request(  # noqa: S310
@@ -132,8 +139,10 @@ class BlobUploader:
         directory: Path,
         timeout_s: float = 60.0,
         on_change: Callable[[], None] = lambda: None,
+        workspace: str = "",
     ) -> None:
         self.api_url = api_url
+        self.workspace = workspace
         self.directory = directory
         self._token = token
         self._timeout_s = timeout_s
@@ -205,7 +214,14 @@ class BlobUploader:
         """Upload one blob; True means keep it and retry later."""
         path = self.directory / sha256
         try:
-            put_blob(self.api_url, sha256, path, token=self._token, timeout_s=self._timeout_s)
+            put_blob(
+                self.api_url,
+                sha256,
+                path,
+                token=self._token,
+                timeout_s=self._timeout_s,
+                workspace=self.workspace,
+            )
         except FileNotFoundError:
             return False  # uploaded meanwhile (e.g. by `runstream sync`)
         except BlobUploadError as exc:

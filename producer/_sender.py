@@ -121,6 +121,7 @@ class Sender:
         blob_dir: Path,
         api_url: str,
         token: str,
+        workspace: str = "",
     ) -> None:
         self.options = options
         self.sender_id = sender_id
@@ -138,6 +139,7 @@ class Sender:
             directory=blob_dir,
             timeout_s=options.blob_timeout_s,
             on_change=self._notify_threadsafe,
+            workspace=workspace,
         )
         self._state_lock = threading.Lock()
         self._thread: threading.Thread | None = None

@@ -147,6 +147,7 @@ def _sync_blob(workspace: Workspace, path: Path, result: SyncResult) -> bool:
             path,
             token=workspace._token,
             timeout_s=workspace.options.blob_timeout_s,
+            workspace=workspace.name,
         )
     except FileNotFoundError:
         result.blobs_uploaded += 1  # meanwhile, by a live producer

@@ -146,6 +146,7 @@ class Workspace:
             blob_dir=self.blob_dir,
             api_url=self.api_url,
             token=self._token,
+            workspace=self.name,
         )
 
     def _open_stream(self, stream: Stream) -> Sender:

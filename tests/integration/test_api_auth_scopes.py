@@ -9,6 +9,7 @@ with an unknown one: 403.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -27,6 +28,8 @@ from ingest.bench_read import store_events
 from ingest.blobs import BlobStore
 from ingest.settings import Secret, Settings, parse_workspace_tokens
 from ingest.testing import EventFactory, packed_series
+from producer._blobs import put_blob
+from producer._errors import BlobUploadError
 from tests.conftest import DbFactory
 from tests.integration.conftest import new_db, run_id
 
@@ -302,3 +305,22 @@ def test_workspace_tokens_from_the_environment() -> None:
             parse_workspace_tokens(bad)
         assert expected in str(info.value)
         assert "s3cr3t" not in str(info.value)
+
+
+async def test_the_sdk_names_its_workspace_on_uploads(api: Scoped, tmp_path: Path) -> None:
+    data = b"sdk bytes for nlp"
+    staged = tmp_path / sha(data)
+    staged.write_bytes(data)
+
+    def upload(workspace: str) -> int:
+        return put_blob(api.url, sha(data), staged, token=BOTH_TOKEN, timeout_s=10,
+                        workspace=workspace)  # fmt: skip
+
+    with pytest.raises(BlobUploadError) as refused:
+        await asyncio.to_thread(upload, "")
+    assert refused.value.status == 400
+    assert await asyncio.to_thread(upload, "nlp") == 201
+    async with aiohttp.ClientSession() as http:
+        assert (await answer(http, "GET", f"{api.url}/v1/blobs/{sha(data)}", NLP_TOKEN))[1] == data
+        status, _ = await answer(http, "GET", f"{api.url}/v1/blobs/{sha(data)}", VISION_TOKEN)
+        assert status == 404
