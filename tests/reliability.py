@@ -80,6 +80,7 @@ class _TestState:
 class _Session:
     out: Path | None
     started: float = field(default_factory=time.time)
+    git: dict[str, Any] = field(default_factory=dict)
     tests: dict[str, _TestState] = field(default_factory=dict)
     deselected: list[str] = field(default_factory=list)
 
@@ -133,7 +134,9 @@ async def storage_backend(dsn: str) -> str:
 
 def pytest_configure(config: pytest.Config) -> None:
     out = os.environ.get(ENV)
-    config.stash[_STATE] = _Session(out=Path(out) if out else None)
+    # The commit the run starts from (others may commit while it runs).
+    git = _git(config.rootpath) if out else {}
+    config.stash[_STATE] = _Session(out=Path(out) if out else None, git=git)
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m selects: the marker must already be there
@@ -201,7 +204,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         "finished_at": _iso(finished),
         "duration_s": round(finished - state.started, 1),
         "pytest_args": list(session.config.invocation_params.args),
-        "git": _git(root),
+        "git": state.git,
         "machine": _machine(),
         "stack": _stack(root) if state.tests else None,
         "tests": [
