@@ -2,8 +2,10 @@
 # what is missing (system packages, the Python package) and then runs runstream.
 PYTHON ?= python3
 RUNSTREAM = $(PYTHON) -m ingest.cli
+# Where a test session writes the figures its reliability tests counted (tests/reliability.py).
+RELIABILITY_JSON ?= $(or $(RUNSTREAM_HOME),$(HOME)/.runstream)/reliability/last.json
 
-.PHONY: setup demo up down test lint
+.PHONY: setup demo up down test lint reliability
 
 setup:
 	bash deploy/prereqs.sh
@@ -27,4 +29,14 @@ lint:
 ## The tests: lint, types, then unit and integration tests against the real stack.
 test: setup lint
 	$(RUNSTREAM) up
-	$(PYTHON) -m pytest
+	RUNSTREAM_RELIABILITY_JSON="$(RELIABILITY_JSON)" $(PYTHON) -m pytest
+
+## RELIABILITY.md's figures: run the tests that prove a guarantee (marker `reliability`),
+## then render what they counted between RELIABILITY.md's figures markers (also when a
+## test failed: its row says so; the exit status is pytest's).
+reliability: setup
+	$(RUNSTREAM) up
+	rm -f "$(RELIABILITY_JSON)"
+	RUNSTREAM_RELIABILITY_JSON="$(RELIABILITY_JSON)" $(PYTHON) -m pytest -m reliability; \
+	status=$$?; \
+	$(PYTHON) -m tests.reliability_render "$(RELIABILITY_JSON)" RELIABILITY.md && exit $$status
