@@ -229,6 +229,31 @@ async def test_the_blob_route_takes_only_digests(limits_api: LimitsApi) -> None:
     assert (answer.status, answer.body) == (200, HOSTILE_FILES["outputs/model.pkl"])
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="API bug: GET /v1/runs/{run_id}/files/{name} sends the stored content_type as the "
+    "Content-Type header; one with a line break (decode accepts any text without NUL) makes "
+    "aiohttp refuse the header and the route answer 500 (ingest/api_runs.py RunRoutes.file)",
+)
+async def test_a_stored_content_type_no_header_can_carry_is_not_a_server_error(
+    db_factory: DbFactory, tmp_path: Path
+) -> None:
+    dsn = await new_db(db_factory)
+    blobs = BlobStore(root=tmp_path / "blobs")
+    data = b"bytes of a file with a broken content type"
+    await blobs.put(sha(data), _chunks(data))
+    rid = run_id("ctype")
+    f = EventFactory(rid, experiment="ctype")
+    bad = f.artifact("a.txt", sha(data), len(data), content_type="text/plain\r\nX-Injected: 1")
+    await store_events(dsn, [f.lifecycle("Running"), bad])
+    app = create_app(blob_store=blobs, registry=CollectorRegistry(), db_dsn=Secret(dsn))
+    async with ApiServer(app, host="127.0.0.1", port=0) as server:
+        api = LimitsApi("127.0.0.1", server.port, blobs, rid, b"", tmp_path)
+        answer = await api.request(api.file_target("a.txt"))
+    assert "x-injected" not in answer.headers
+    assert (answer.status, answer.body) == (200, data)
+
+
 # ---- blob uploads: size and digest -----------------------------------------------------------
 
 
