@@ -31,8 +31,9 @@ from ingest.blobs import BlobStore
 from ingest.decode import MAX_ID_CHARS, MAX_NAME_BYTES, MAX_PRODUCER_ID_CHARS
 from ingest.testing import EventFactory, packed_series
 from producer import Experiment, Run
-from tests.conftest import DbFactory, StackInfo, TopicFactory, unique
-from tests.integration.conftest import WorkerFactory, fetch, new_db
+from tests.conftest import DbFactory
+from tests.integration import test_producer_read as read_side
+from tests.integration.conftest import fetch, new_db
 from tests.integration.test_producer_read import (
     TOKEN,
     ReadPipeline,
@@ -42,6 +43,9 @@ from tests.integration.test_producer_read import (
 )
 
 pytestmark = pytest.mark.integration
+
+#: The read-side tests' fixture: topic, database, worker process and API server per test.
+pipeline = read_side.pipeline
 
 #: Legal names (1..255 characters, no control characters) that must stay plain data.
 HOSTILE = [
@@ -123,29 +127,6 @@ EXPERIMENTS = ["a.b-c_d", "0...---___", "9", "A-" + "z" * 233]
 REFUSED_EXPERIMENTS = ["'; DROP TABLE x; --", "a b", "../up", "_lead", "ü", "a/b", ""]
 #: The series that gets every hostile text as a string point.
 TEXT_SERIES = HOSTILE[1]
-
-
-@pytest.fixture
-async def pipeline(
-    stack: StackInfo,
-    topic_factory: TopicFactory,
-    db_factory: DbFactory,
-    worker_procs: WorkerFactory,
-    tmp_path: Path,
-) -> AsyncIterator[ReadPipeline]:
-    topic, dsn = await topic_factory(partitions=2), await new_db(db_factory)
-    group = unique("hostile-")
-    proc = worker_procs.start(bootstrap=stack.kafka_bootstrap, topic=topic, dsn=dsn, group=group)
-    async with AsyncExitStack() as exits:
-        url = await start_api(
-            exits,
-            dsn=dsn,
-            blob_root=tmp_path / "server-blobs",
-            token=TOKEN,
-            registry=CollectorRegistry(),
-        )
-        yield ReadPipeline(stack.kafka_bootstrap, url, topic, dsn, group, proc, home=tmp_path)
-    assert proc.stop() == 0, proc.output()
 
 
 async def data_tables(dsn: str) -> list[str]:
