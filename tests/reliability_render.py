@@ -1,6 +1,6 @@
 """RELIABILITY.md's figures, rendered from a recorded run.
 
-    python -m tests.reliability_render RUN.json RELIABILITY.md
+    python -m tests.reliability_render RUN.json [RERUN.json ...] RELIABILITY.md
 
 ``RUN.json`` is what ``tests/reliability.py`` writes at the end of a pytest session
 (``RUNSTREAM_RELIABILITY_JSON``). Only the part of the document between :data:`BEGIN`
@@ -11,6 +11,10 @@ table per section, one row per record: its wording (guarantee, faults, notes) co
 from the record, so a new test adds a row by recording. A test that did not run (skipped,
 deselected, failed before it recorded) gets a row that says so, with its guarantee's
 wording taken from the previous rendering when there was one — never its old numbers.
+
+A test re-run alone (``RUNSTREAM_RELIABILITY_JSON=rerun.json pytest NODEID``) is folded
+in by naming its JSON after the run's: its rows replace the run's rows for that test, and
+the header says when it was re-run.
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ from typing import Any
 
 from tests.reliability import BAD_INPUT, LOSS
 
-__all__ = ["BEGIN", "END", "Row", "main", "previous_wording", "render", "rows", "update"]
+__all__ = ["BEGIN", "END", "Row", "main", "merge", "previous_wording", "render", "rows",
+           "update"]
 
 BEGIN = "<!-- figures:begin -->"
 END = "<!-- figures:end -->"
 COLUMNS = ("guarantee", "test", "faults injected", "events / points", "lost", "doubled",
-           "storage", "notes")
+           "storage", "took", "notes")
 DEFAULT_SECTION = LOSS
 #: Sections in this order first; any other in order of first appearance.
 SECTION_ORDER = (LOSS, BAD_INPUT)
@@ -49,11 +54,12 @@ class Row:
     lost: str
     doubled: str
     storage: str
+    took: str
     notes: str
 
     def cells(self) -> tuple[str, ...]:
         return (self.guarantee, f"`{self.test}`", self.faults, self.amount, self.lost,
-                self.doubled, self.storage, self.notes)
+                self.doubled, self.storage, self.took, self.notes)
 
 
 def display(nodeid: str) -> str:
@@ -115,11 +121,13 @@ def rows(run: Mapping[str, Any],
     for test in run.get("tests", []):
         name = display(str(test["nodeid"]))
         records = test.get("records") or []
-        took = f"{_duration(float(test.get('duration_s') or 0))}"
+        took = _duration(float(test.get("duration_s") or 0))
+        if test.get("rerun"):
+            took += " (re-run)"
         if not records:
             section, guarantee = previous.get(name, (DEFAULT_SECTION, _humanize(name)))
             out.append(Row(section, guarantee, name, _not_run(test), DASH, DASH, DASH, DASH,
-                           DASH))
+                           DASH, DASH))
             continue
         failed = test.get("outcome") != "passed"
         for rec in records:
@@ -133,8 +141,8 @@ def rows(run: Mapping[str, Any],
                 guarantee=str(rec.get("guarantee") or _humanize(name)), test=name,
                 faults=str(rec.get("faults") or DASH), amount=_amount(rec),
                 lost=_num(rec.get("lost")), doubled=_num(rec.get("doubled")),
-                storage=str(rec.get("storage") or DASH),
-                notes=f"{'; '.join(n for n in notes if n)} ({took})".lstrip()))
+                storage=str(rec.get("storage") or DASH), took=took,
+                notes="; ".join(n for n in notes if n)))
     return out
 
 
@@ -148,14 +156,21 @@ def _table(section_rows: Sequence[Row]) -> list[str]:
     return lines
 
 
-def header(run: Mapping[str, Any]) -> str:
-    started = run.get("started_at")
-    when = (datetime.fromisoformat(started).strftime("%Y-%m-%d %H:%M UTC")
+def _when(started: str | None) -> str:
+    return (datetime.fromisoformat(started).strftime("%Y-%m-%d %H:%M UTC")
             if started else "an unknown date")
-    git = run.get("git") or {}
+
+
+def _commit(git: Mapping[str, Any] | None) -> str:
+    git = git or {}
     commit = f"commit `{git.get('commit') or 'unknown'}`"
     if git.get("dirty"):
         commit += " (the working tree had uncommitted changes)"
+    return commit
+
+
+def header(run: Mapping[str, Any]) -> str:
+    when, commit = _when(run.get("started_at")), _commit(run.get("git"))
     machine = run.get("machine") or {}
     ram = machine.get("ram_bytes")
     box = f"{machine.get('cores', '?')} cores, " + (f"{ram / 2**30:.1f} GiB RAM" if ram
@@ -174,7 +189,7 @@ def header(run: Mapping[str, Any]) -> str:
                                                                          "not run"), 0) + 1
     tally = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items()))
     totals = []
-    for key in ("events", "points", "lost", "doubled"):
+    for key in ("events", "points"):  # lost/doubled only make sense per row (drops)
         values = [r.get(key) for t in tests for r in t.get("records") or []]
         numbers = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
         if numbers:
@@ -182,9 +197,27 @@ def header(run: Mapping[str, Any]) -> str:
     parts = [f"Last run: **{when}**", commit, box, storage,
              f"{len(tests)} tests: {tally or 'none'}, in "
              f"{_duration(float(run.get('duration_s') or 0))}"]
+    parts += [f"re-run of {r.get('tests', 0)} test(s): {_when(r.get('started_at'))}, "
+              f"{_commit(r.get('git'))}, {_duration(float(r.get('duration_s') or 0))}"
+              for r in run.get("reruns", [])]
     if totals:
         parts.append(f"in all {', '.join(totals)}")
     return " · ".join(parts) + "."
+
+
+def merge(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The first run, with each later run's tests (those that ran) in place of its own."""
+    merged = dict(runs[0])
+    tests = {t["nodeid"]: t for t in runs[0].get("tests", [])}
+    reruns = list(merged.get("reruns", []))
+    for later in runs[1:]:
+        ran = [t for t in later.get("tests", []) if t.get("outcome") not in ("deselected",
+                                                                             "not run")]
+        tests.update((t["nodeid"], {**t, "rerun": True}) for t in ran)
+        reruns.append({"started_at": later.get("started_at"), "git": later.get("git"),
+                       "duration_s": later.get("duration_s"), "tests": len(ran)})
+    merged["tests"], merged["reruns"] = list(tests.values()), reruns
+    return merged
 
 
 def render(run: Mapping[str, Any], previous_block: str = "") -> str:
@@ -227,14 +260,14 @@ def update(document: str, run: Mapping[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 2:
-        print("usage: python -m tests.reliability_render RUN.json RELIABILITY.md",
-              file=sys.stderr)
+    if len(args) < 2:
+        print("usage: python -m tests.reliability_render RUN.json [RERUN.json ...] "
+              "RELIABILITY.md", file=sys.stderr)
         return 2
-    run = json.loads(Path(args[0]).read_text())
-    target = Path(args[1])
+    *sources, target = (Path(a) for a in args)
+    run = merge([json.loads(source.read_text()) for source in sources])
     target.write_text(update(target.read_text(), run))
-    print(f"{target}: figures of {len(run.get('tests', []))} tests from {args[0]}")
+    print(f"{target}: figures of {len(run['tests'])} tests from {', '.join(args[:-1])}")
     return 0
 
 

@@ -114,7 +114,7 @@ async def test_locked_tables_pause_the_worker_with_bounded_memory_and_lose_nothi
         doubled=result.doubled, storage=await storage_backend(dsn),
         notes=f"worker RSS {rss_before >> 20} -> peak {rss_peak >> 20} MiB; "
               f"{produced_while_locked} messages produced during the lock; the worker read "
-              f"{read_late >> 10} KiB from the broker in its last {LOCK_S - 4:.0f} s",
+              f"{read_late:,} bytes from the broker in its last {LOCK_S - 4:.0f} s",
         rss_before_bytes=rss_before, rss_peak_bytes=rss_peak, lock_waiters=waiting,
         produced_while_locked=produced_while_locked, read_early_bytes=read_early,
         read_late_bytes=read_late, ledger=result.as_dict(), job=report)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.reliability_render import BEGIN, END, main, previous_wording, render, update
+from tests.reliability_render import BEGIN, END, main, merge, previous_wording, render, update
 
 KILL = "tests/integration/test_e2e_faults.py::test_worker_killed"
 NET = "tests/integration/test_faults_network.py::test_cut"
@@ -83,8 +83,8 @@ def test_rows_carry_the_recorded_wording_and_figures(run: dict[str, Any]) -> Non
     assert table_row(text, "test_e2e_faults.py::test_worker_killed") == (
         "| a worker killed mid-transaction redoes its batch "
         "| `test_e2e_faults.py::test_worker_killed` | kill -9 of the worker x3 "
-        "| 1,234 events / 198,600 points | 0 | 0 | partitioned "
-        "| slowest log call 3.1 ms (52 s) |")
+        "| 1,234 events / 198,600 points | 0 | 0 | partitioned | 52 s "
+        "| slowest log call 3.1 ms |")
 
 
 def test_sections_are_tables_in_a_fixed_order_then_of_first_appearance(
@@ -110,8 +110,7 @@ def test_header_names_date_commit_machine_storage_and_duration(run: dict[str, An
     assert line == (
         "Last run: **2026-11-28 14:02 UTC** · commit `161ecc1` · 2 cores, 8.0 GiB RAM · "
         "PostgreSQL server with TimescaleDB 2.22.1 · 5 tests: 1 deselected, 1 failed, "
-        "2 passed, 1 skipped, in 7 min 12 s · in all 1,676 events, 1,478,606 points, 7 lost, "
-        "0 doubled.")
+        "2 passed, 1 skipped, in 7 min 12 s · in all 1,676 events, 1,478,606 points.")
     run["git"]["dirty"] = True
     assert "commit `161ecc1` (the working tree had uncommitted changes)" in render(run)
 
@@ -125,7 +124,7 @@ def test_a_skipped_test_says_so_and_keeps_only_its_wording(run: dict[str, Any]) 
     doc = update(f"{BEGIN}{earlier}{END}", run)
     row = table_row(doc, "test_faults_network.py::test_cut")
     assert row == ("| a 30 s network cut | `test_faults_network.py::test_cut` "
-                   "| **not run** (skipped: iproute2 missing) | — | — | — | — | — |")
+                   "| **not run** (skipped: iproute2 missing) | — | — | — | — | — | — |")
     assert "180,000" not in doc
     assert doc.index("### Network") < doc.index("test_faults_network.py::test_cut")
 
@@ -154,7 +153,7 @@ def test_only_the_part_between_the_markers_changes(run: dict[str, Any]) -> None:
 def test_pipes_and_newlines_in_wording_cannot_break_the_table(run: dict[str, Any]) -> None:
     run["tests"][0]["records"][0]["notes"] = "a | b\nc"
     row = table_row(render(run), "test_e2e_faults.py::test_worker_killed")
-    assert "a \\| b c (52 s)" in row
+    assert "| a \\| b c |" in row
     assert previous_wording(render(run))["test_e2e_faults.py::test_worker_killed"] == (
         "Nothing lost, nothing doubled", "a worker killed mid-transaction redoes its batch")
 
@@ -186,3 +185,29 @@ def test_a_test_without_records_says_why(
     run["tests"][2].update(outcome=outcome, phase=phase)
     row = table_row(render(run), "test_faults_network.py::test_cut")
     assert f"| `test_faults_network.py::test_cut` | {says} | — |" in row
+
+
+def test_a_rerun_replaces_its_tests_rows_and_is_named_in_the_header(
+    run: dict[str, Any], tmp_path: Path
+) -> None:
+    rerun = {**run, "started_at": "2026-11-28T15:00:00+00:00", "duration_s": 41.0,
+             "git": {"commit": "abcdef1", "dirty": False}, "tests": [
+                 {"nodeid": SLOW, "outcome": "passed", "duration_s": 40.0, "records": [record(
+                     guarantee="a slow database pauses consumption", faults="locks for 10 s",
+                     events=431, points=1_280_000, lost=0, doubled=0)]},
+                 {"nodeid": KILL, "outcome": "deselected", "duration_s": 0.0, "records": []}]}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    (tmp_path / "rerun.json").write_text(json.dumps(rerun))
+    (tmp_path / "R.md").write_text(DOC)
+    assert main([str(tmp_path / "run.json"), str(tmp_path / "rerun.json"),
+                 str(tmp_path / "R.md")]) == 0
+    doc = (tmp_path / "R.md").read_text()
+    assert doc == update(DOC, merge([run, rerun]))
+    row = table_row(doc, "test_faults_slow_db.py::test_slow")
+    assert "| 431 events / 1,280,000 points | 0 | 0 | — | 40 s (re-run) |" in row
+    assert "failed" not in row
+    assert "1,234 events / 198,600 points" in table_row(  # deselected in the re-run: kept
+        doc, "test_e2e_faults.py::test_worker_killed")
+    assert ("· re-run of 1 test(s): 2026-11-28 15:00 UTC, commit `abcdef1`, 41 s ·"
+            in doc)
+    assert "5 tests: 1 deselected, 3 passed, 1 skipped" in doc
