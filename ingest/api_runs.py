@@ -20,6 +20,7 @@ artifact's content type.
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -56,7 +57,26 @@ from ingest.blobs import BlobStore, is_valid_digest
 from ingest.reads import ReadStore, RunFilter, RunOrder
 from ingest.values import iso
 
-__all__ = ["RUN_ID_PARAMETER", "RunRoutes"]
+__all__ = ["RUN_ID_PARAMETER", "RunRoutes", "safe_content_type"]
+
+#: A stored content type is served only if it is a plain ``type/subtype`` (parameters
+#: are dropped); anything else — line breaks, quotes, garbage — becomes octet-stream.
+_MEDIA_PART: Final = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+_MEDIA_TYPE: Final = re.compile(f"{_MEDIA_PART}/{_MEDIA_PART}")
+#: Artifacts are user content served from the API's origin: never sniffed into another
+#: type, and an HTML/SVG file opened directly runs no script (CSP sandbox).
+_ARTIFACT_HEADERS: Final = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
+    ),
+}
+
+
+def safe_content_type(stored: str | None) -> str:
+    """The media type to send for a stored artifact content type."""
+    media = (stored or "").split(";", 1)[0].strip()
+    return media.lower() if _MEDIA_TYPE.fullmatch(media) else "application/octet-stream"
 
 RUN_ID_PARAMETER: Final = {
     "name": "run_id", "in": "path", "required": True, "description": "The run's id.",
@@ -287,8 +307,8 @@ class RunRoutes:
                 if is_valid_digest(digest) else None)
         if info is None:
             raise not_found(f"the bytes of {name!r} (sha256 {digest}) are not in the blob store")
-        response = web.StreamResponse(headers={hdrs.ETAG: f'"{digest}"'})
-        response.content_type = row["content_type"] or "application/octet-stream"
+        response = web.StreamResponse(headers={hdrs.ETAG: f'"{digest}"', **_ARTIFACT_HEADERS})
+        response.content_type = safe_content_type(row["content_type"])
         response.content_length = info.size_bytes
         await response.prepare(request)
         try:

@@ -229,12 +229,6 @@ async def test_the_blob_route_takes_only_digests(limits_api: LimitsApi) -> None:
     assert (answer.status, answer.body) == (200, HOSTILE_FILES["outputs/model.pkl"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="API bug: GET /v1/runs/{run_id}/files/{name} sends the stored content_type as the "
-    "Content-Type header; one with a line break (decode accepts any text without NUL) makes "
-    "aiohttp refuse the header and the route answer 500 (ingest/api_runs.py RunRoutes.file)",
-)
 async def test_a_stored_content_type_no_header_can_carry_is_not_a_server_error(
     db_factory: DbFactory, tmp_path: Path
 ) -> None:
@@ -252,6 +246,8 @@ async def test_a_stored_content_type_no_header_can_carry_is_not_a_server_error(
         answer = await api.request(api.file_target("a.txt"))
     assert "x-injected" not in answer.headers
     assert (answer.status, answer.body) == (200, data)
+    assert answer.headers["content-type"] == "application/octet-stream"
+    assert answer.headers["x-content-type-options"] == "nosniff"
 
 
 # ---- blob uploads: size and digest -----------------------------------------------------------
