@@ -24,7 +24,8 @@ outcome, and a test must still assert on its own counts. Record as soon as the n
 are known (before the assertions), so a failing run still shows what it counted; the
 row then says the test failed. A test may record several rows (one per guarantee).
 ``guarantee``, ``faults`` and ``notes`` are the row's wording; ``section`` picks the
-RELIABILITY.md table (:data:`LOSS` or :data:`BAD_INPUT`, or a new heading).
+RELIABILITY.md table (:data:`LOSS`, :data:`BAD_INPUT` or :data:`SECURITY`, or a new
+heading).
 
 Every test that uses the fixture gets the ``reliability`` marker (``pytest -m
 reliability`` runs them all; ``make reliability`` does, then renders). Tests with the
@@ -55,7 +56,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-__all__ = ["BAD_INPUT", "ENV", "LOSS", "MARKER", "Reliability", "reliability",
+__all__ = ["BAD_INPUT", "ENV", "LOSS", "MARKER", "SECURITY", "Reliability", "reliability",
            "storage_backend"]
 
 ENV = "RUNSTREAM_RELIABILITY_JSON"
@@ -63,6 +64,7 @@ MARKER = "reliability"
 FORMAT = 1
 LOSS = "Nothing lost, nothing doubled"
 BAD_INPUT = "Bad input harms nothing else"
+SECURITY = "Security"
 
 SQL_STORAGE = "SELECT value FROM runstream_data.settings WHERE key = 'storage_backend'"
 

@@ -32,6 +32,7 @@ from producer._blobs import put_blob
 from producer._errors import BlobUploadError
 from tests.conftest import DbFactory
 from tests.integration.conftest import new_db, run_id
+from tests.reliability import SECURITY, Reliability
 
 pytestmark = pytest.mark.integration
 
@@ -147,8 +148,9 @@ async def test_no_token_is_401_and_unknown_token_is_403(
 
 
 async def test_a_workspace_token_reads_only_its_workspace(
-    http: aiohttp.ClientSession, api: Scoped
+    http: aiohttp.ClientSession, api: Scoped, reliability: Reliability
 ) -> None:
+    crossing = 0  # requests with one workspace's token for the other's data
     for token, mine, theirs, workspace in (
         (VISION_TOKEN, api.vision_run, api.nlp_run, "vision"),
         (NLP_TOKEN, api.nlp_run, api.vision_run, "nlp"),
@@ -169,6 +171,7 @@ async def test_a_workspace_token_reads_only_its_workspace(
         assert gpu["running"] == 2  # queue counts are cluster-wide
         assert [r["run_id"] for r in gpu["active_runs"]] == [mine]
         for suffix in RUN_ROUTES:
+            crossing += 1
             status, body = await answer(http, "GET", f"{api.url}/v1/runs/{theirs}{suffix}", token)
             assert status == 404, suffix
             # The same answer as for a run that does not exist.
@@ -183,6 +186,14 @@ async def test_a_workspace_token_reads_only_its_workspace(
         assert tags["tags"] == {"team": workspace}
         status, missing = await answer(http, "GET", f"{api.url}/v1/runs/exp_1_nope", token)
         assert (status, missing["error"]["message"]) == (404, "no run 'exp_1_nope'")
+    reliability.record(
+        guarantee="a token for workspace A cannot read B: B's runs answer 404 exactly like "
+        "missing ones, lists are filtered, asking for B is 403",
+        faults=f"{crossing} cross-workspace requests on every /v1/runs/{{id}} route (SSE too), "
+        "plus lists, experiments, compute targets and ?workspace= of the other",
+        section=SECURITY,
+        notes="0 answered with the other workspace's data (every one asserted)",
+    )
 
 
 async def test_admin_and_two_workspace_tokens_read_both(

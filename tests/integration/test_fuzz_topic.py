@@ -41,6 +41,7 @@ from ingest.testing import EventFactory, packed_series
 from schemas.codec import Codec
 from tests.conftest import DbFactory, StackInfo, TopicFactory, unique
 from tests.integration.conftest import fetch, new_db, stored_offsets_reach, wait_for
+from tests.reliability import BAD_INPUT, Reliability, storage_backend
 
 pytestmark = pytest.mark.integration
 
@@ -309,7 +310,7 @@ async def read_all(bootstrap: str, topic: str) -> list[Any]:
 
 
 async def test_garbage_on_the_events_topic_goes_to_the_dlq_and_never_stops_the_worker(
-    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory
+    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory, reliability: Reliability
 ) -> None:
     topic, dsn = await topic_factory(partitions=3), await new_db(db_factory)
     rng = random.Random(SEED)
@@ -354,6 +355,30 @@ async def test_garbage_on_the_events_topic_goes_to_the_dlq_and_never_stops_the_w
         len(poison),
     )
 
+    ids = await fetch(dsn, "SELECT event_id::text AS id FROM runstream_data.event_ids")
+    records = await read_all(stack.kafka_bootstrap, f"{topic}.dlq")
+    lettered = Counter(
+        (int(h["source_partition"]), int(h["source_offset"]))
+        for h in ({k: v.decode() for k, v in r.headers} for r in records)
+    )
+    stored_ids = {r["id"] for r in ids}
+    reliability.record(
+        guarantee="arbitrary bytes on the events topic go to the dead-letter topic; the worker "
+        "never stops and every valid neighbour is stored once",
+        faults=f"{len(poison)} garbage messages (random bytes, bad magic, unknown schema id, "
+        f"truncated/bit-flipped Avro, absurd values, odd keys) among {len(valid)} valid events "
+        f"and {len(duplicates)} duplicates",
+        events=len(sent),
+        points=sum(m.points for m in stored),
+        lost=sum(str(m.event_id) not in stored_ids for m in stored)
+        + sum(k not in lettered for k in dead),
+        doubled=sum(n - 1 for n in lettered.values()),
+        storage=await storage_backend(dsn),
+        section=BAD_INPUT,
+        notes=f"{len(lettered)} dead-lettered with reasons "
+        f"{dict(Counter(m.expect for m in dead.values()))}; worker alive throughout",
+    )
+
     # Offsets: stored with the data, exactly at the end of every partition.
     assert sum(ends.values()) == len(sent)
     offsets = await fetch(
@@ -364,7 +389,6 @@ async def test_garbage_on_the_events_topic_goes_to_the_dlq_and_never_stops_the_w
     assert {r["partition"]: r["next_offset"] for r in offsets} == ends
 
     # Every valid event stored exactly once.
-    ids = await fetch(dsn, "SELECT event_id::text AS id FROM runstream_data.event_ids")
     assert sorted(r["id"] for r in ids) == sorted(str(m.event_id) for m in stored)
     (counts,) = await fetch(
         dsn,
@@ -376,12 +400,7 @@ async def test_garbage_on_the_events_topic_goes_to_the_dlq_and_never_stops_the_w
     assert registry.get_sample_value("runstream_events_consumed_total") == len(sent)
 
     # Every garbage message exactly once in the DLQ, with its reason, key and value.
-    records = await read_all(stack.kafka_bootstrap, f"{topic}.dlq")
-    got = Counter(
-        (int(h["source_partition"]), int(h["source_offset"]))
-        for h in ({k: v.decode() for k, v in r.headers} for r in records)
-    )
-    assert got == Counter(dead.keys())
+    assert lettered == Counter(dead.keys())
     reasons: Counter[str] = Counter()
     for r in records:
         h = {k: v.decode() for k, v in r.headers}

@@ -41,6 +41,7 @@ from tests.integration.test_producer_read import (
     mismatch,
     start_api,
 )
+from tests.reliability import SECURITY, Reliability, storage_backend
 
 pytestmark = pytest.mark.integration
 
@@ -149,7 +150,7 @@ def same_text(got: list[str], want: list[str]) -> None:
 
 
 async def test_hostile_names_and_text_round_trip_as_data(
-    pipeline: ReadPipeline, tmp_path: Path
+    pipeline: ReadPipeline, tmp_path: Path, reliability: Reliability
 ) -> None:
     tables_before = await data_tables(pipeline.dsn)
     assert "runstream_data.runs" in tables_before
@@ -293,6 +294,19 @@ async def test_hostile_names_and_text_round_trip_as_data(
     assert dead == []
     assert await data_tables(pipeline.dsn) == tables_before
     counted = await pipeline.rows("SELECT count(*) AS n FROM runstream_data.runs")
+    reliability.record(
+        guarantee="SQL only with parameters: hostile names and text round-trip as data",
+        faults=f"{len(HOSTILE)} hostile names (SQL, $1, %s, quotes, backticks, JSON, <script>, "
+        f"RTL, ZWJ, combining marks, 255 emoji) as metric/list/table/column names, tag keys, "
+        f"properties, display names; {len(HOSTILE_TEXT)} hostile texts as values; "
+        f"{len(HOSTILE_FILES)} hostile artifact names",
+        points=len(points),
+        storage=await storage_backend(pipeline.dsn),
+        section=SECURITY,
+        notes=f"{counted[0]['n']} runs read back equal through the SDK, raw HTTP and the views; "
+        f"{len(dead)} dead "
+        f"letters; {len(tables_before)} data tables before and after",
+    )
     assert counted[0]["n"] == len(runs)
 
 

@@ -32,6 +32,7 @@ from ingest.testing import EventFactory
 from schemas.codec import Codec
 from tests.conftest import DbFactory
 from tests.integration.conftest import fetch, new_db
+from tests.reliability import BAD_INPUT, Reliability, storage_backend
 
 pytestmark = pytest.mark.integration
 
@@ -232,7 +233,7 @@ ORDER BY v.run_id
 
 
 async def test_any_order_and_batching_of_lifecycle_events_gives_one_final_row(
-    db_factory: DbFactory,
+    db_factory: DbFactory, reliability: Reliability
 ) -> None:
     dsn = await new_db(db_factory)
     rng = random.Random(20261128)
@@ -272,8 +273,6 @@ async def test_any_order_and_batching_of_lifecycle_events_gives_one_final_row(
             )
             new += result.new_events
             duplicates += result.duplicates
-    # every event stored once; every other copy of it counted as a duplicate
-    assert (new, duplicates) == (sent, sum(map(len, transactions)) - sent)
 
     # The test is about order, not NotResponding: keep "still running" Running whatever
     # the machine's speed.
@@ -281,10 +280,26 @@ async def test_any_order_and_batching_of_lifecycle_events_gives_one_final_row(
         dsn, "UPDATE runstream_data.settings SET value = '1 day' WHERE key = 'not_responding_after'"
     )
     rows = await fetch(dsn, ROW_SQL)
+    # every event stored once; every other copy of it counted as a duplicate
+    assert (new, duplicates) == (sent, sum(map(len, transactions)) - sent)
     assert len(rows) == len(sequences) * ORDERS
     by_seq: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_seq.setdefault(copies[row.pop("run_id")].name, []).append(row)
+    disagreeing = [s.name for s in sequences if any(r != by_seq[s.name][0] for r in by_seq[s.name])]
+    wrong = [s.name for s in sequences if by_seq[s.name][0]["status"] != s.status]
+    reliability.record(
+        guarantee="any order and batching of lifecycle events gives one final run row "
+        "(status, per-state times, error, metadata)",
+        faults=f"{len(sequences)} lifecycle sequences x {ORDERS} orders each (reversed, "
+        "shuffled), cut into 1-4 transactions, random duplicates, a full replay",
+        events=sent,
+        storage=await storage_backend(dsn),
+        section=BAD_INPUT,
+        notes=f"{new} events stored once, {duplicates} duplicates dropped; "
+        f"{len(disagreeing)} of {len(sequences)} sequences with copies that disagree, "
+        f"{len(wrong)} with a wrong final status",
+    )
     for seq in sequences:
         copies_rows = by_seq[seq.name]
         first = copies_rows[0]

@@ -31,6 +31,7 @@ from ingest.settings import Settings
 from producer import Experiment, Workspace
 from tests.conftest import DbFactory, StackInfo, TopicFactory
 from tests.integration.conftest import fetch, free_port, new_db, runstream, wait_for
+from tests.reliability import SECURITY, Reliability
 
 pytestmark = pytest.mark.integration
 
@@ -95,6 +96,7 @@ async def test_services_never_log_or_answer_secrets(
     db_factory: DbFactory,
     tmp_path: Path,
     services: list[Service],
+    reliability: Reliability,
 ) -> None:
     topic = await topic_factory(partitions=2)
     dsn = with_password(await new_db(db_factory))
@@ -169,6 +171,16 @@ async def test_services_never_log_or_answer_secrets(
         assert "Traceback" not in ingest_log
 
     outputs = {service.log.name: service.stop() for service in services}
+    lines = sum(text.count("\n") for text in outputs.values())
+    leaks = sum(secret in text for text in [*outputs.values(), *answers] for secret in SECRETS)
+    reliability.record(
+        guarantee="secrets never appear in logs, reprs or error messages",
+        faults="worker and API at debug level with a PostgreSQL password, admin and workspace "
+        f"tokens; {len(answers)} answers incl. wrong, near-miss and missing tokens; failing "
+        "migrate (closed port, missing database) with and without -v",
+        section=SECURITY,
+        notes=f"{lines} log lines and {len(answers)} answers searched: {leaks} leaks",
+    )
     for name, text in outputs.items():
         assert text.strip(), f"{name} wrote nothing: the test would prove nothing"
         assert_clean(text, name)
