@@ -303,7 +303,9 @@ class KafkaNode:
     def _format(self, libs: Path) -> None:
         if (self.dir / "data" / "meta.properties").exists():
             return
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cid = "-"
+        while cid.startswith("-"):  # as Kafka's own ids: "-…" would be read as an option
+            cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         argv = self._java(
             libs, "kafka.tools.StorageTool", "format", "-t", cid, "-c", str(self.config)
         )
