@@ -22,6 +22,8 @@ from ._kafka_security import KafkaSecurity, KafkaSecurityError, explain_failures
 COMPRESSIONS = ("lz4", "zstd")
 #: Room for the Kafka record and batch headers on top of the largest event.
 RECORD_OVERHEAD_BYTES = 64 * 1024
+#: After a failed TLS start: time for the dropped connections' close_notify exchange.
+TLS_CLOSE_GRACE_S = 0.25
 
 
 def transport_error(exc: BaseException) -> KafkaUnavailableError:
@@ -88,6 +90,10 @@ class KafkaTransport:
                 await producer.start()
         except BaseException as exc:  # also a cancelled (timed out) start: never leak it
             await asyncio.shield(producer.stop())
+            if self.security.tls:
+                # aiokafka drops a failed connection without waiting for its TLS shutdown;
+                # a loop that ends right after (the sender's close) would leak its socket.
+                await asyncio.shield(asyncio.sleep(TLS_CLOSE_GRACE_S))
             if isinstance(exc, KafkaSecurityError):
                 raise KafkaUnavailableError(str(exc), retriable=True) from exc
             if isinstance(exc, KafkaError | OSError):
