@@ -153,6 +153,7 @@ def run_demo(
         home=settings.home,
         topic=settings.topic,
         token=settings.token.value,
+        kafka_security=settings.kafka_security,
     )
     with _workdir():
         try:

@@ -21,6 +21,7 @@ from ._errors import (
     TransportError,
 )
 from ._experiment import Experiment
+from ._kafka_security import KafkaSecurity, KafkaSecurityError
 from ._options import ProducerOptions
 from ._run import Run
 from ._sender import ProducerStats
@@ -33,6 +34,8 @@ __all__ = [
     "BlobUploadError",
     "ConfigError",
     "Experiment",
+    "KafkaSecurity",
+    "KafkaSecurityError",
     "KafkaUnavailableError",
     "NotFoundError",
     "ProducerError",

@@ -47,6 +47,7 @@ from producer._kafka_security import KafkaSecurity, security_failure
 from tests.conftest import DbFactory, StackInfo, unique
 from tests.integration.conftest import fetch, free_port, new_db, stored_offsets_reach, wait_for
 from tests.integration.test_e2e_faults import no_resource_warnings
+from tests.reliability import SECURITY, Reliability, storage_backend
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -275,7 +276,11 @@ async def test_topics_are_created_over_sasl_ssl(broker: Broker) -> None:
 
 
 async def test_sdk_over_sasl_ssl_and_a_worker_over_mutual_tls_store_each_point_once(
-    broker: Broker, db_factory: DbFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    broker: Broker,
+    db_factory: DbFactory,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    reliability: Reliability,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     started = time.monotonic()
@@ -348,6 +353,19 @@ async def test_sdk_over_sasl_ssl_and_a_worker_over_mutual_tls_store_each_point_o
         "FROM runstream.metric_points WHERE run_id = $1 "
         "AND name = 'loss'",
         run_id,
+    )
+    reliability.record(
+        guarantee="Kafka over SASL_SSL (SCRAM-SHA-512) from the SDK and mutual TLS from a "
+        "worker, configured from the environment, against a broker that demands them",
+        faults="a private broker with SASL_SSL and client-certificate listeners only",
+        events=stats.events_sent,
+        points=n,
+        lost=n - int(points["steps"]),
+        doubled=int(points["n"]) - int(points["steps"]),
+        storage=await storage_backend(dsn),
+        section=SECURITY,
+        notes=f"{stats.events_spooled} spooled, {stats.events_dropped} dropped; no password "
+        "in logs or reprs",
     )
     assert points == {
         "n": n,
