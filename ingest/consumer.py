@@ -363,6 +363,9 @@ class IngestConsumer:
         while True:
             item = await self._queue.get()
             if item is None:
+                # The periodic mirror is rate-limited: bring Kafka's copy up to date before
+                # leaving, or lag tools would show lag that is not there.
+                await self._commit_to_kafka(force=True)
                 return
             if item.generation != self._generation:
                 self._release(item)

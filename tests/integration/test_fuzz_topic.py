@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry
 
 from ingest.decode import MAX_TIME_US, MIN_TIME_US, decode_event
@@ -387,6 +388,14 @@ async def test_garbage_on_the_events_topic_goes_to_the_dlq_and_never_stops_the_w
         group,
     )
     assert {r["partition"]: r["next_offset"] for r in offsets} == ends
+    # Kafka's copy (for lag tools) is brought up to date when the worker stops.
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    assert {tp.partition: meta.offset for tp, meta in committed.items()} == ends
 
     # Every valid event stored exactly once.
     assert sorted(r["id"] for r in ids) == sorted(str(m.event_id) for m in stored)
