@@ -68,6 +68,8 @@ def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.verbose:  # a broker that is down is reported below, not as a log line
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     status = Stack(settings).status()
     _print_status(status, as_json=args.json)
     return 0 if all(c.get("ok") for c in status.values()) else 1
