@@ -84,7 +84,7 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from ingest.api_http import RouteSpec, json_error
+from ingest.api_http import EVENT_STREAM, RouteSpec, json_error
 from ingest.api_params import query_parameter, str_param, str_params
 from ingest.api_runs import RUN_ID_PARAMETER
 from ingest.api_shapes import queue_state
@@ -119,7 +119,6 @@ FLUSH_BYTES: Final = 256 * 1024
 LATE_POINTS_WINDOW: Final = timedelta(days=1)
 RETRY_MS: Final = 2000
 SHUTDOWN_GRACE_S: Final = 1.0
-EVENT_STREAM: Final = "text/event-stream"
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 logger = logging.getLogger(__name__)
 
 UNMATCHED_ROUTE: Final = "unmatched"
+EVENT_STREAM: Final = "text/event-stream"
 #: Methods kept as metric label values; anything else is counted as "other".
 KNOWN_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LATENCY_BUCKETS_S: Final = (
@@ -98,7 +99,9 @@ class HttpMetrics:
         )
         self.latency = Histogram(
             "runstream_http_request_seconds",
-            "Time from request routing to the handler's response, by route template.",
+            "Time from request routing to the handler's response, by route template "
+            "(Server-Sent Event streams are counted, not timed: they last as long as the "
+            "client listens; see runstream_sse_streams).",
             ["route"],
             buckets=LATENCY_BUCKETS_S,
             registry=registry,
@@ -109,9 +112,11 @@ class HttpMetrics:
         async def metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
             started = time.perf_counter()
             status = 499  # client went away before an answer (nginx's convention)
+            timed = True
             try:
                 response = await handler(request)
                 status = response.status
+                timed = response.content_type != EVENT_STREAM
                 return response
             except web.HTTPException as exc:
                 status = exc.status
@@ -121,7 +126,8 @@ class HttpMetrics:
                 raise
             finally:
                 route = route_label(request)
-                self.latency.labels(route).observe(time.perf_counter() - started)
+                if timed:
+                    self.latency.labels(route).observe(time.perf_counter() - started)
                 self.requests.labels(route, method_label(request.method), str(status)).inc()
 
         return metrics

@@ -310,6 +310,31 @@ async def test_keepalive_comments_while_quiet(
         assert len(stream.comments) >= 2
 
 
+async def test_streams_are_counted_but_not_timed_as_requests(
+    live_api: LiveApi, http: aiohttp.ClientSession
+) -> None:
+    f = await started_run(live_api)
+    async with subscribe(http, live_api.events_url(f.run_id)) as stream:
+        await stream.take(1)
+    async with http.get(f"{live_api.url}/v1/runs/{f.run_id}") as r:
+        assert r.status == 200
+    route = 'route="/v1/runs/{run_id}/events"'
+    exposition = ""
+
+    async def stream_counted() -> bool:  # once the server noticed the client left
+        nonlocal exposition
+        async with http.get(f"{live_api.url}/metrics") as r:
+            exposition = await r.text()
+        return any(line.startswith("runstream_http_requests_total{") and route in line
+                   for line in exposition.splitlines())
+
+    await wait_for(stream_counted, timeout_s=30, what="the stream to end")
+    timed = [line for line in exposition.splitlines()
+             if line.startswith("runstream_http_request_seconds_count{")]
+    assert timed
+    assert not any(route in line for line in timed)  # a stream lasts as long as its client
+
+
 async def test_openapi_documents_the_streams(live_api: LiveApi,
                                             http: aiohttp.ClientSession) -> None:
     async with http.get(f"{live_api.url}/v1/openapi.json") as r:
