@@ -150,7 +150,30 @@ def create_app(
         live.install(app)
     if reads is not None:
         app.cleanup_ctx.append(_started(reads))
+    app.cleanup_ctx.append(_sweeping(blob_store))
     return app
+
+
+def _sweeping(blobs: BlobStore) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Remove the temp files of uploads killed mid-way, in the background, once."""
+
+    async def sweep() -> None:
+        try:
+            removed = await asyncio.to_thread(blobs.sweep_temp)
+        except OSError as exc:
+            logger.warning("cannot sweep stale upload temp files: %s", exc)
+            return
+        if removed:
+            logger.info("removed %d stale upload temp files from the blob store", removed)
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(sweep(), name="blob-temp-sweep")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return context
 
 
 def _started(reads: ReadStore) -> Callable[[web.Application], AsyncIterator[None]]:

@@ -38,6 +38,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,8 @@ WRITE_BUFFER_BYTES = 1024 * 1024
 TEMP_PREFIX = ".upload-"
 CLAIMS_DIR = ".workspaces"
 TEMP_SUFFIX = ".tmp"
+#: Upload temp files older than this are leftovers of a killed upload (``sweep_temp``).
+TEMP_MAX_AGE_S = 3600.0
 
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -233,6 +236,23 @@ class BlobStore:
             writer.abort()
             raise
         return PutResult(digest=digest, size_bytes=size, created=created)
+
+    def sweep_temp(self, *, older_than_s: float = TEMP_MAX_AGE_S) -> int:
+        """Remove upload temp files older than ``older_than_s``; the number removed.
+
+        An upload killed mid-way (``kill -9`` of the API, a crashed disk) leaves its temp
+        file behind; a live upload touches its file at least every few seconds. Blocking
+        (walks the shard directories): run it in a thread.
+        """
+        cutoff = time.time() - older_than_s
+        removed = 0
+        shard = "[0-9a-f][0-9a-f]"
+        for temp in self._root.glob(f"{shard}/{shard}/{TEMP_PREFIX}*{TEMP_SUFFIX}"):
+            with contextlib.suppress(FileNotFoundError):
+                if temp.stat().st_mtime < cutoff:
+                    temp.unlink()
+                    removed += 1
+        return removed
 
     async def check_writable(self) -> None:
         """Raise OSError unless a blob could be written now (used by /readyz)."""
