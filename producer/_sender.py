@@ -6,8 +6,10 @@ Pipeline, all on the sender thread::
                                                            ├─ ONLINE: Kafka (in flight until acked)
                                                            └─ else:   spool segment on disk
     ack failure ─► spool the message, go OFFLINE
+    spool full  ─► drop and count the message, unless it is a Lifecycle event: hold it
     supervisor  ─► (re)connect with backoff; while not ONLINE replay this sender's
-                   sealed segments in order; an empty spool means ONLINE again
+                   sealed segments in order, then send the held events; an empty spool
+                   and nothing held means ONLINE again
 
 Modes. ``CONNECTING`` until the first connection attempt ends; ``OFFLINE`` after a
 failed attempt or any send failure;
@@ -23,11 +25,24 @@ encoded, just before routing — so they are gap-free per stream. The only gap i
 event that was already encoded when both Kafka and the spool failed; it is counted in
 ``dropped_events``, which every heartbeat carries.
 
+Held events. A run's status must never be what gets dropped (the buffer exempts
+Lifecycle events from its bound for the same reason), so a Lifecycle event the spool
+cannot take (disk full) is held in memory instead — at most ``MAX_HELD_EVENTS`` events
+and ``MAX_HELD_BYTES``; past that it is dropped and counted like any other. The
+supervisor sends the held events, in order, once it has replayed the spool; a retriable
+failure keeps all of them for the next attempt (duplicates are dropped downstream by
+``event_id``). A run that ended while its status events were held sends no more
+heartbeats, so after them the sender emits one more Heartbeat per such run that has
+dropped events (held like a Lifecycle event if need be): the drop count is reported
+even when the whole end of the run fell into the outage.
+
 Flush and close. ``flush`` drains the buffer and waits until nothing is in flight,
 spooled or waiting for upload; it raises ``ProducerTimeoutError`` at its deadline and
 discards nothing. ``close`` does the same within its budget (keeping a reserve), then
 spools everything still undelivered — including messages in flight, which may thus be
 delivered twice — fsyncs the spool and stops the producer, the uploader and the thread.
+Held events go to the spool if it has room by then, else to Kafka if connected (within
+what is left of the budget); what neither takes is counted as dropped, with a warning.
 """
 
 from __future__ import annotations
@@ -42,11 +57,12 @@ import threading
 import time
 import uuid
 import weakref
+from collections import deque
 from collections.abc import Callable, Coroutine
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from schemas.codec import Codec
 
@@ -70,6 +86,11 @@ MAX_BACKOFF_S = 5.0
 GIL_HANDOFF_S = 0.0002
 #: Encoded size of a Heartbeat payload, for the buffer's byte estimate.
 HEARTBEAT_COST_BYTES = 256
+#: Bounds of the events held in memory while the spool cannot take them. A run has a
+#: handful of Lifecycle events, usually under 1 KiB each (a Failed one carries up to
+#: 64 Ki characters of traceback).
+MAX_HELD_EVENTS = 4096
+MAX_HELD_BYTES = 8 << 20
 
 
 class Mode(enum.Enum):
@@ -101,10 +122,25 @@ class ProducerStats:
     #: Refused by the API for good (digest mismatch, too large).
     blobs_dropped: int
     last_error: str | None
+    #: Run status (Lifecycle) events the spool could not take (disk full), kept in memory
+    #: until Kafka is back; flush waits for them like for spooled ones.
+    events_held: int = 0
 
 
 def now_us() -> int:
     return time.time_ns() // 1000
+
+
+class Message(NamedTuple):
+    """An encoded event between ``_emit`` and its ack (or the spool, or the hold)."""
+
+    stream: Stream | None
+    key: bytes
+    data: bytes
+    kind: str
+    seq: int
+    #: Held in memory when the spool cannot take it, instead of being dropped.
+    precious: bool
 
 
 class Sender:
@@ -148,7 +184,7 @@ class Sender:
         # Everything below is touched only on the sender thread.
         self._mode = Mode.CONNECTING
         self._connected = False
-        self._inflight: dict[int, tuple[Stream | None, bytes, bytes]] = {}
+        self._inflight: dict[int, Message] = {}
         self._inflight_bytes = 0
         self._tokens = itertools.count()
         self._spool_pending = 0
@@ -156,6 +192,9 @@ class Sender:
         self._sent = self._spooled = self._replayed = 0
         self._last_error: str | None = None
         self._warned_offline = False
+        self._held: deque[Message] = deque()
+        self._held_bytes = 0
+        self._warned_hold_full = False
 
     def __repr__(self) -> str:
         return f"Sender(id={self.sender_id[:8]}, mode={self._mode.value}, spool={self.spool_dir})"
@@ -213,10 +252,11 @@ class Sender:
             blobs_pending=self.uploader.pending,
             blobs_dropped=self.uploader.dropped,
             last_error=self._last_error,
+            events_held=len(self._held),
         )
 
     def pending_events(self) -> int:
-        return len(self._inflight) + self._spool_pending
+        return len(self._inflight) + self._spool_pending + len(self._held)
 
     def _call(self, coro: Coroutine[Any, Any, None], operation: str, timeout_s: float) -> None:
         loop = self._loop
@@ -313,7 +353,14 @@ class Sender:
         self._changed.set()
 
     async def _emit(
-        self, stream: Stream, kind: str, record: dict[str, Any], event_id: str, ts_us: int
+        self,
+        stream: Stream,
+        kind: str,
+        record: dict[str, Any],
+        event_id: str,
+        ts_us: int,
+        *,
+        precious: bool = False,
     ) -> None:
         seq = stream.next_seq
         event = event_dict(
@@ -326,46 +373,46 @@ class Sender:
             self._count_drop(stream)
             return
         stream.next_seq = seq + 1
-        await self._route(stream, stream.run_id.encode(), data)
+        precious = precious or kind == "Lifecycle"
+        await self._route(Message(stream, stream.run_id.encode(), data, kind, seq, precious))
 
-    async def _route(self, stream: Stream | None, key: bytes, data: bytes) -> None:
+    async def _route(self, message: Message) -> None:
         if self._mode is Mode.ONLINE and self._inflight_bytes >= self.options.max_inflight_bytes:
             self._set_mode(Mode.SPOOLING)
         if self._mode is Mode.ONLINE:
             try:
                 fut = await asyncio.wait_for(
-                    self._transport.send(key, data), self.options.send_block_s
+                    self._transport.send(message.key, message.data), self.options.send_block_s
                 )
             except (TimeoutError, KafkaUnavailableError) as exc:
                 self._go_offline(exc)
             else:
                 token = next(self._tokens)
-                self._inflight[token] = (stream, key, data)
-                self._inflight_bytes += len(data)
+                self._inflight[token] = message
+                self._inflight_bytes += len(message.data)
                 fut.add_done_callback(functools.partial(self._on_ack, token))
                 return
-        self._spool_put(stream, key, data)
+        self._spool_put(message)
 
     def _on_ack(self, token: int, fut: asyncio.Future[Any]) -> None:
         if fut.cancelled():
             exc: BaseException | None = KafkaUnavailableError("send cancelled", retriable=True)
         else:
             exc = fut.exception()  # always retrieved, so asyncio never logs it as unhandled
-        entry = self._inflight.pop(token, None)
-        if entry is None:
+        message = self._inflight.pop(token, None)
+        if message is None:
             return  # spooled by close() already
-        stream, key, data = entry
-        self._inflight_bytes -= len(data)
+        self._inflight_bytes -= len(message.data)
         if exc is None:
             self._sent += 1
         else:
             error = transport_error(exc)
             if error.retriable:
                 self._go_offline(error)
-                self._spool_put(stream, key, data)
+                self._spool_put(message)
             else:
                 logger.warning("dropping an event Kafka will never accept: %s", error)
-                self._count_drop(stream)
+                self._count_drop(message.stream)
         self._changed.set()
 
     def _count_drop(self, stream: Stream | None) -> None:
@@ -375,15 +422,38 @@ class Sender:
             with self.buffer.lock:
                 self.buffer.dropped += 1
 
-    def _spool_put(self, stream: Stream | None, key: bytes, data: bytes) -> None:
+    def _spool_put(self, message: Message) -> None:
         try:
-            self._spool.append(key, data)
+            self._spool.append(message.key, message.data)
         except SpoolError as exc:
             self._last_error = str(exc)
-            self._count_drop(stream)
+            if message.precious:
+                self._hold(message)
+            else:
+                self._count_drop(message.stream)
         else:
             self._spooled += 1
             self._spool_pending += 1
+
+    def _hold(self, message: Message) -> None:
+        """Keep a message the spool refused in memory (bounded) until Kafka is back."""
+        size = len(message.data)
+        if len(self._held) >= MAX_HELD_EVENTS or self._held_bytes + size > MAX_HELD_BYTES:
+            self._count_drop(message.stream)
+            if not self._warned_hold_full:
+                self._warned_hold_full = True
+                logger.warning(
+                    "runstream is dropping run status events: the spool under %s cannot take "
+                    "them and %d are already held in memory (%d bytes); the count is reported "
+                    "in heartbeats and Workspace.stats()",
+                    self.spool_dir,
+                    len(self._held),
+                    self._held_bytes,
+                )
+            return
+        self._held.append(message)
+        self._held_bytes += size
+        self._attention.set()
 
     def _sync_spool(self, max_age_s: float) -> None:
         if time.monotonic() - self._last_spool_sync < max_age_s:
@@ -448,16 +518,21 @@ class Sender:
             await self._sleep(MAX_BACKOFF_S, self._attention)
 
     async def _replay_own(self) -> bool:
-        """Send this sender's spool in order; True (and ONLINE) once it is empty."""
+        """Send this sender's spool in order, then the held events; True (and ONLINE) once
+        the spool is empty and nothing is held."""
         while True:
             self._spool.seal()  # new messages go to a fresh segment meanwhile
-            if not self._spool.sealed:
+            if self._spool.sealed:
+                for path in list(self._spool.sealed):
+                    if not await self._replay_segment(path):
+                        return False
+                    self._spool.sealed.remove(path)
+            elif self._held:
+                if not await self._send_held():
+                    return False
+            else:
                 self._set_mode(Mode.ONLINE)
                 return True
-            for path in list(self._spool.sealed):
-                if not await self._replay_segment(path):
-                    return False
-                self._spool.sealed.remove(path)
 
     async def _replay_segment(self, path: Path) -> bool:
         with claim(path) as segment:
@@ -486,6 +561,40 @@ class Sender:
         self._changed.set()
         return True
 
+    async def _send_held(self) -> bool:
+        """Send the held events in order and await their acks; True once they are all
+        acknowledged (or refused for good), False (all kept) on a retriable failure."""
+        # In seq order per producer: a message whose send failed in flight was held after
+        # newer ones that went straight to the hold.
+        batch = sorted(self._held, key=lambda m: m.seq)
+        outcome = await deliver(
+            self._transport,
+            [(m.key, m.data) for m in batch],
+            window_bytes=self.options.max_inflight_bytes,
+            send_block_s=self.options.send_block_s,
+        )
+        if outcome.failure is not None:
+            self._go_offline(outcome.failure)
+            return False
+        for error in outcome.rejected:
+            logger.warning("dropping a held event Kafka will never accept: %s", error)
+            self._count_drop(None)
+        for _ in batch:  # the first len(batch); events held meanwhile were appended after
+            self._held_bytes -= len(self._held.popleft().data)
+        self._sent += outcome.acked
+        self._changed.set()
+        # These runs may have ended during the outage: no heartbeat of theirs will carry
+        # the drops to the server, so one more does (the held Lifecycle events' seqs are
+        # below it; a Heartbeat is not a Lifecycle event, so this does not repeat).
+        ended = {id(m.stream): m.stream for m in batch if m.kind == "Lifecycle" and m.stream}
+        for stream in ended.values():
+            if stream.dropped:
+                record = {"dropped_events": stream.dropped}
+                await self._emit(
+                    stream, "Heartbeat", record, str(uuid.uuid4()), now_us(), precious=True
+                )
+        return True
+
     async def _heartbeats(self) -> None:
         interval_s = self.options.heartbeat_interval_s
         while not self._halt.is_set():
@@ -501,7 +610,12 @@ class Sender:
                 self._wakeup.set()
 
     def _events_delivered(self) -> bool:
-        return self._mode is Mode.ONLINE and not self._inflight and not self._spool.has_pending()
+        return (
+            self._mode is Mode.ONLINE
+            and not self._inflight
+            and not self._held
+            and not self._spool.has_pending()
+        )
 
     def _is_quiet(self) -> bool:
         return self._events_delivered() and self.uploader.pending == 0
@@ -522,6 +636,54 @@ class Sender:
         await self._pump()
         self._sync_spool(max_age_s=0.0)
         await self._wait_until(self._is_quiet)
+
+    async def _settle_held(self, deadline: float) -> None:
+        """At close: held events go to the spool if it has room now, else to Kafka if
+        connected (within the budget left), else they are counted as dropped."""
+        if not self._held:
+            return
+        held = sorted(self._held, key=lambda m: m.seq)
+        self._held.clear()
+        self._held_bytes = 0
+        unsent: list[Message] = []
+        for message in held:
+            try:
+                self._spool.append(message.key, message.data)
+            except SpoolError as exc:
+                self._last_error = str(exc)
+                unsent.append(message)
+            else:
+                self._spooled += 1
+                self._spool_pending += 1
+        if unsent and self._connected:
+            with suppress(TimeoutError):
+                outcome = await asyncio.wait_for(
+                    deliver(
+                        self._transport,
+                        [(m.key, m.data) for m in unsent],
+                        window_bytes=self.options.max_inflight_bytes,
+                        send_block_s=self.options.send_block_s,
+                    ),
+                    max(deadline - time.monotonic(), 0.0) / 2,  # the rest stops the transport
+                )
+                if outcome.failure is None:
+                    self._sent += outcome.acked
+                    unsent = []
+                    for error in outcome.rejected:
+                        logger.warning("dropping a held event Kafka will never accept: %s", error)
+                        self._count_drop(None)
+        if unsent:
+            # Some may have reached Kafka before a failure; counting them all errs on the
+            # side of reporting a drop that did not happen.
+            for message in unsent:
+                self._count_drop(message.stream)
+            logger.warning(
+                "%d runstream run status events could neither be spooled under %s (%s) nor "
+                "sent before close; they are dropped and counted",
+                len(unsent),
+                self.spool_dir,
+                self._last_error,
+            )
 
     async def _shutdown(self, deadline: float) -> None:
         try:
@@ -546,8 +708,9 @@ class Sender:
             left_in_flight = list(self._inflight.values())
             self._inflight.clear()
             self._inflight_bytes = 0
-            for stream, key, data in left_in_flight:
-                self._spool_put(stream, key, data)
+            for message in left_in_flight:
+                self._spool_put(message)
+            await self._settle_held(deadline)
             self._spool.close()
             self.uploader.stop()
             self._halt.set()
