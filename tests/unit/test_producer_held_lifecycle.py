@@ -77,23 +77,24 @@ def statuses(events: list[dict[str, Any]]) -> list[str]:
     return [e["payload"][1]["status"] for e in events if e["payload"][0] == "Lifecycle"]
 
 
-def log_and_complete(ws: Workspace, chunks: int = 3) -> Run:
-    """A run that logs ``chunks`` metric batches (each drained before the next) and ends."""
+def offline_run_ended(ws: Workspace, kafka: MemoryKafka, chunks: int = 3) -> Run:
+    """With Kafka down, a run logs ``chunks`` metric batches (each drained before the
+    next) and completes; returns once its status events are held."""
+    kafka.down = True
     run = Experiment(ws, "exp").start_logging()
     for chunk in range(chunks):
         for i in range(1000):
             run.log("x", float(chunk * 1000 + i))
         wait_until(lambda: ws.stats().buffered_bytes == 0)
     run.complete()
+    wait_until(lambda: ws.stats().events_held == len(STATUSES))
     return run
 
 
 def test_status_events_the_spool_refuses_are_held_then_delivered_once_in_order(
     ws: MemoryWorkspace, kafka: FailingKafka
 ) -> None:
-    kafka.down = True
-    run = log_and_complete(ws)
-    wait_until(lambda: ws.stats().events_held == len(STATUSES))
+    run = offline_run_ended(ws, kafka)
 
     held = ws.stats()
     assert run.dropped_events >= 3  # a metric batch per drain at least: every one dropped
@@ -160,9 +161,7 @@ def test_status_events_whose_send_fails_in_flight_are_held_too_and_sent_in_seq_o
 def test_close_spools_held_events_once_the_spool_has_room(
     ws: MemoryWorkspace, kafka: FailingKafka
 ) -> None:
-    kafka.down = True
-    run = log_and_complete(ws)
-    wait_until(lambda: ws.stats().events_held == len(STATUSES))
+    run = offline_run_ended(ws, kafka)
     dropped = run.dropped_events
     unblock_spool(ws)
 
@@ -179,9 +178,7 @@ def test_close_spools_held_events_once_the_spool_has_room(
 def test_close_counts_and_logs_held_events_it_can_neither_spool_nor_send(
     ws: MemoryWorkspace, kafka: FailingKafka, caplog: pytest.LogCaptureFixture
 ) -> None:
-    kafka.down = True
-    run = log_and_complete(ws)
-    wait_until(lambda: ws.stats().events_held == len(STATUSES))
+    run = offline_run_ended(ws, kafka)
     dropped = run.dropped_events
 
     with caplog.at_level(logging.WARNING, logger="producer"):
