@@ -108,9 +108,12 @@ class Workload:
     checkpoint_timeout_s: float = 1.0
     report_every_tick: bool = True
     final_flush_s: float = 90.0
-    #: Before this tick, wait until ``hold_file`` exists (set both or neither).
+    #: Before this tick, wait until ``hold_file`` exists (set both or neither); with
+    #: ``hold_tick == ticks``, after the last tick, before the runs end.
     hold_tick: int | None = None
     hold_file: str | None = None
+    #: After the runs ended, wait until this file exists before the final flush.
+    end_hold_file: str | None = None
     #: ``ProducerOptions`` fields, e.g. {"heartbeat_interval_s": 1.0}.
     options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -149,6 +152,8 @@ class Workload:
         }
         if self.hold_tick is not None:
             spec["hold"] = {"tick": self.hold_tick, "file": self.hold_file}
+        if self.end_hold_file is not None:
+            spec["end_hold_file"] = self.end_hold_file
         return spec
 
 

@@ -10,9 +10,13 @@ that kills this process still knows how far it got:
   with ``report_every_tick``, else at checkpoints). A checkpoint first calls
   ``flush(checkpoint_timeout_s)``: when it returns, the ticks before are acknowledged by
   Kafka; when it times out (Kafka unreachable), they are at least in the fsynced spool;
-- ``{"kind": "held", "tick": n, "mode": ..., "dropped": ...}`` every 0.5 s while it waits
-  for ``hold_file`` before tick ``n`` (nothing is logged meanwhile; the test breaks or
-  heals something, watching the sender's mode and drop count);
+- ``{"kind": "held", "tick": n, "mode": ..., "dropped": ..., "in_flight": ...,
+  "held": ...}`` every 0.5 s while it waits for ``hold_file`` before tick ``n`` (nothing
+  is logged meanwhile; the test breaks or heals something, watching the sender's mode,
+  drop count, unacknowledged sends and status events held in memory). ``n`` may be the
+  number of ticks: then the hold comes after the last tick, before the runs end;
+- ``{"kind": "ended", "mode": ..., ...}`` the same way, every 0.5 s after the runs ended
+  while it waits for ``end_hold_file`` (their last events are on their way meanwhile);
 - ``{"kind": "done", ...}`` after the runs ended and a final bounded flush: ticks,
   points, slowest log call, the sender's counters.
 """
@@ -54,6 +58,15 @@ def end_run(run: Run, end: str) -> None:
     # "none": left open, like a process that dies (the workload expects it Running)
 
 
+def wait_for_file(path: str, ws: Workspace, runs: dict[str, Run], **fields: Any) -> None:
+    """Report the sender's state every 0.5 s until ``path`` exists."""
+    while not os.path.exists(path):
+        stats = ws.stats()
+        say(**fields, mode=stats.mode, dropped=sum(run.dropped_events for run in runs.values()),
+            in_flight=stats.events_in_flight, held=stats.events_held)
+        time.sleep(0.5)
+
+
 def main(spec_json: str) -> int:
     spec: dict[str, Any] = json.loads(spec_json)
     ws = Workspace.from_env(options=ProducerOptions(**spec.get("options", {})))
@@ -69,10 +82,7 @@ def main(spec_json: str) -> int:
     ordered = list(runs.values())
     for tick in range(int(spec["ticks"])):
         if hold is not None and tick == hold["tick"]:
-            while not os.path.exists(hold["file"]):
-                say(kind="held", tick=tick, mode=ws.stats().mode,
-                    dropped=sum(run.dropped_events for run in runs.values()))
-                time.sleep(0.5)
+            wait_for_file(hold["file"], ws, runs, kind="held", tick=tick)
         for j in range(per_tick):
             i = tick * per_tick + j
             for r, run in enumerate(ordered):
@@ -94,9 +104,14 @@ def main(spec_json: str) -> int:
                 slowest_log_ms=slowest_s * 1e3, mode=ws.stats().mode,
                 dropped=sum(run.dropped_events for run in ordered))
         time.sleep(float(spec.get("pace_s", 0.0)))
+    if hold is not None and hold["tick"] == int(spec["ticks"]):
+        wait_for_file(hold["file"], ws, runs, kind="held", tick=hold["tick"])
     ended_at = clock()
     for plan in reversed(spec["runs"]):
         end_run(runs[plan["key"]], plan["end"])
+    if spec.get("end_hold_file") is not None:
+        wait_for_file(spec["end_hold_file"], ws, runs, kind="ended")
+        ended_at = clock()  # flush_s is the final flush's time, not the hold's
     delivered = True
     try:
         ws.flush(float(spec.get("final_flush_s", 90.0)))
