@@ -13,12 +13,15 @@ fail — while the worker keeps consuming; bringing it up heals the cut.
 - a full spool: ``RUNSTREAM_HOME`` on a 2 MiB tmpfs while the job is cut off, so the
   spool fills and events are dropped — counted by the SDK, reported by heartbeats once
   the cut heals (``runstream.runs.dropped_events``), every gap in a producer's sequence
-  is one of those counted drops, and the training loop never blocked.
+  is one of those counted drops, and the training loop never blocked. The runs end
+  while the disk is full and the link down: their status events, which the spool
+  refuses, are held by the SDK and the runs end as planned once the cut heals.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import random
 import shutil
 import subprocess
@@ -123,6 +126,19 @@ def tiny_home(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(home)], check=False, timeout=30)
 
 
+def fill_up(directory: Path) -> None:
+    """Take every free block of the file system holding ``directory``."""
+    with (directory / "filler").open("wb", buffering=0) as f:
+        chunk = 1 << 16
+        while chunk:
+            try:
+                f.write(b"\0" * chunk)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                chunk //= 2
+
+
 async def new_topic(lab: Lab, partitions: int = 2) -> str:
     topic = unique("net.")
     await ensure_topics(lab.bootstrap, [topic, f"{topic}.dlq"], partitions=partitions)
@@ -195,11 +211,14 @@ async def test_full_spool_counts_and_reports_drops_and_never_blocks_training(
     topic, dsn = await new_topic(lab), await new_db(db_factory)
     group = unique("faults-full-")
     home = tiny_home
-    go = tmp_path / "healed"
-    # ~100 KB of encoded points per tick: the 2 MiB spool is full after ~20 ticks.
-    workload = Workload(ticks=90, points_per_tick=2000, pace_s=0.05, hold_tick=60,
-                        hold_file=str(go), series=("loss", "acc"),
-                        runs=(RunPlan("parent"),), options={"heartbeat_interval_s": 1.0})
+    go, healed = tmp_path / "end-runs", tmp_path / "healed"
+    # ~100 KB of encoded points per run and tick: the 2 MiB spool is full after ~10 ticks.
+    # The job holds after its last tick; once told, it ends the runs (the parent
+    # completes, the child fails) and holds again until the cut has healed.
+    workload = Workload(ticks=60, points_per_tick=2000, pace_s=0.05, hold_tick=60,
+                        hold_file=str(go), end_hold_file=str(healed), series=("loss", "acc"),
+                        runs=(RunPlan("parent"), RunPlan("child", parent="parent", end="fail")),
+                        options={"heartbeat_interval_s": 0.2})
     worker = worker_procs.start(bootstrap=lab.bootstrap, topic=topic, dsn=dsn, group=group)
     job = LedgerJob(workload, out=tmp_path / "job.out", prefix=lab.prefix,
                     env=job_env(kafka=lab.bootstrap, topic=topic, home=home))
@@ -216,9 +235,36 @@ async def test_full_spool_counts_and_reports_drops_and_never_blocks_training(
             await asyncio.to_thread(job.wait, dropping, timeout_s=60,
                                     what="the full spool to drop events")
             assert shutil.disk_usage(home).free < 256 << 10
+            # The last free blocks go too. The spool's open segment may still have room
+            # in its last block; the heartbeats (the only new events now) use it up until
+            # they are refused — then so is a Lifecycle event (never smaller than a
+            # Heartbeat). More drops than sends left in flight prove a refused heartbeat.
+            await asyncio.to_thread(fill_up, home)
+            assert shutil.disk_usage(home).free == 0
+            before = job.last("held")
+            assert before is not None
+            enough = before["dropped"] + before["in_flight"] + 2
+
+            def heartbeats_refused() -> bool:
+                held = job.last("held")
+                return held is not None and held["dropped"] >= enough
+
+            await asyncio.to_thread(job.wait, heartbeats_refused, timeout_s=30,
+                                    what="the spool to refuse a heartbeat")
+            go.touch()  # the runs end now, with the link down and the disk full
+
+            def statuses_held() -> bool:
+                ended = job.last("ended")
+                return ended is not None and ended["held"] == 3  # Failed; Finalizing, Completed
+
+            await asyncio.to_thread(job.wait, statuses_held, timeout_s=30,
+                                    what="the runs' status events to be held")
+            ended = job.last("ended")
+            assert ended is not None
+            assert ended["mode"] != "online", ended
         finally:
             await asyncio.to_thread(lab.heal)
-        go.touch()
+        healed.touch()
         report = await asyncio.to_thread(job.finish)
     finally:
         job.stop()
@@ -227,16 +273,20 @@ async def test_full_spool_counts_and_reports_drops_and_never_blocks_training(
     result = await check(dsn, workload, job.run_ids())
     assert worker.stop() == 0, worker.output()
 
-    dropped = report["dropped"]["parent"]
+    dropped = sum(report["dropped"].values())
     reliability.record(
         guarantee="a full spool disk: drops are counted and reported, never silent",
-        faults="a 2 MiB tmpfs spool filled while the job is cut off from the broker",
+        faults="a 2 MiB tmpfs spool filled while the job is cut off from the broker; the "
+               "runs end during the cut",
         events=result.events, points=result.points_expected, lost=result.lost,
         doubled=result.doubled, storage=await storage_backend(dsn),
         notes=f"lost = the points of the {dropped} events dropped, each counted by the SDK "
               f"and reported by heartbeat ({result.dropped_events} in "
               f"`runstream.runs.dropped_events`); {result.missing_events} seq gaps; slowest "
-              f"log call {report['slowest_log_ms']:.1f} ms (limit 100)",
+              f"log call {report['slowest_log_ms']:.1f} ms (limit 100); final statuses "
+              f"{', '.join(f'{k} {v}' for k, v in sorted(result.statuses.items()))} as planned "
+              f"(the runs ended with the disk full and the link down: their "
+              f"{ended['held']} status events were held in memory, sent after healing)",
         dropped_events=dropped, ledger=result.as_dict(), job=report)
     assert dropped == report["events_dropped"] > 0, report
     assert result.dropped_events == dropped  # reported by a heartbeat after the cut healed
@@ -245,9 +295,11 @@ async def test_full_spool_counts_and_reports_drops_and_never_blocks_training(
     assert 0 < result.missing_events <= dropped
     assert result.lost > 0  # the points of the dropped events, and only those:
     assert (result.doubled, result.unexpected, result.order_violations) == (0, 0, 0)
-    assert result.statuses == {"parent": "Completed"}
+    assert result.statuses == {"parent": "Completed", "child": "Failed"}
+    assert report["delivered"], report  # the final flush waited for the held events
     assert report["slowest_log_ms"] < 100, report
     print(f"full spool: {dropped} events dropped and reported, {result.lost} of "
           f"{workload.points} points lost with them, {result.missing_events} seq gaps, "
-          f"slowest log call {report['slowest_log_ms']:.2f} ms; ledger {result.as_dict()}; "
+          f"{ended['held']} status events held, statuses {result.statuses}, slowest log "
+          f"call {report['slowest_log_ms']:.2f} ms; ledger {result.as_dict()}; "
           f"{time.monotonic() - started:.1f} s")
