@@ -176,12 +176,16 @@ class LedgerJob:
     def lines(self) -> list[dict[str, Any]]:
         """Every complete progress line so far (other output, e.g. warnings, skipped)."""
         found = []
+        decoder = json.JSONDecoder()
         for line in self.out.read_text(errors="replace").splitlines():
-            if line.startswith("{") and line.endswith("}"):
+            if line.startswith("{"):
+                # raw_decode: a stderr line may have landed right after ours (same file).
                 try:
-                    found.append(json.loads(line))
+                    value, _ = decoder.raw_decode(line)
                 except ValueError:
                     continue
+                if isinstance(value, dict):
+                    found.append(value)
         return found
 
     def last(self, kind: str) -> dict[str, Any] | None:

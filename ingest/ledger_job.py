@@ -34,7 +34,11 @@ from producer import Experiment, ProducerOptions, ProducerTimeoutError, Run, Wor
 
 
 def say(**fields: Any) -> None:
-    print(json.dumps(fields), flush=True)
+    # One write per line: stderr (warnings, aiokafka's logs from the sender thread) shares
+    # the output file, and print()'s separate write of the newline could let a log line
+    # land inside ours (seen: a "started" line the test could not parse, 1 run in ~8).
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
 
 
 def open_runs(exp: Experiment, runs: list[dict[str, Any]]) -> dict[str, Run]:
