@@ -71,9 +71,9 @@ class Grant:
     def allows(self, workspace: str) -> bool:
         return self.workspaces is None or workspace in self.workspaces
 
-    def sorted(self) -> list[str] | None:
-        """The granted workspaces as a sorted list (an SQL parameter); None for all."""
-        return None if self.workspaces is None else sorted(self.workspaces)
+    def sorted(self) -> tuple[str, ...] | None:
+        """The granted workspaces in order (an SQL parameter); None for all."""
+        return None if self.workspaces is None else tuple(sorted(self.workspaces))
 
 
 #: Everything: the admin token, or auth switched off.

@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from aiohttp import hdrs, web
 
-from ingest.api_auth import Grant, forbidden_workspace, grant_of
+from ingest.api_auth import forbidden_workspace, grant_of
 from ingest.api_blobs import READ_CHUNK_BYTES
 from ingest.api_http import RouteSpec
 from ingest.api_params import (
@@ -255,7 +255,7 @@ class RunRoutes:
         where = RunFilter(
             experiment=str_param(request, "experiment"),
             workspace=workspace,
-            workspaces=_granted(grant),
+            workspaces=grant.sorted(),
             statuses=_statuses(request),
             tags=_tags(request),
             compute_target=str_param(request, "compute_target"),
@@ -281,7 +281,7 @@ class RunRoutes:
         run_id = await self._existing_run(request)
         return await self._run_page(
             request,
-            RunFilter(parent_run_id=run_id, workspaces=_granted(grant_of(request))),
+            RunFilter(parent_run_id=run_id, workspaces=grant_of(request).sorted()),
             metric=None,
             descending=False,
         )
@@ -448,8 +448,3 @@ def _from_micros(us: int, name: str = "cursor") -> datetime:
         return _EPOCH + timedelta(microseconds=us)
     except OverflowError:
         raise bad_request(f"parameter {name!r} is not a cursor of this listing") from None
-
-
-def _granted(grant: Grant) -> tuple[str, ...] | None:
-    workspaces = grant.sorted()
-    return None if workspaces is None else tuple(workspaces)

@@ -48,10 +48,14 @@ def _searchable(secrets: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted({s for s in secrets if len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True))
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in _searchable(secrets):
+def _mask(text: str, searchable: Iterable[str]) -> str:
+    for secret in searchable:
         text = text.replace(secret, MASK)
     return text
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    return _mask(text, _searchable(secrets))
 
 
 class RedactingFormatter(logging.Formatter):
@@ -62,10 +66,7 @@ class RedactingFormatter(logging.Formatter):
         self._secrets = _searchable(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        for secret in self._secrets:
-            text = text.replace(secret, MASK)
-        return text
+        return _mask(super().format(record), self._secrets)
 
 
 def install(secrets: Iterable[str], fmt: str) -> None:

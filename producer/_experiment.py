@@ -46,11 +46,6 @@ class Experiment:
             check_name(display_name, "display_name")
         if compute_target is not None:
             check_name(compute_target, "compute_target")
-        props = dict(properties or {})
-        for key, value in props.items():
-            check_name(key, "property name")
-            if not isinstance(value, str):
-                raise TypeError(f"property {key!r} must be a str, not {type(value).__name__}")
         return open_run(
             self,
             new_run_id(self.name),
@@ -59,7 +54,7 @@ class Experiment:
             world_size=1,
             display_name=display_name,
             compute_target=compute_target,
-            properties=props,
+            properties=properties or {},  # checked by open_run
             outputs_dir=Path(outputs_dir).absolute() if outputs_dir is not None else None,
             statuses=("NotStarted", "Running"),
             capture_output=capture_output,
