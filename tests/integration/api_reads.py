@@ -1,8 +1,8 @@
 """Helpers of the read-API tests (test_api_read_*.py, test_api_schemathesis.py).
 
 Data goes in the way a worker writes it: events built with ``EventFactory``, encoded and
-decoded with the real codec, committed by ``ingest.store.Store.write_batch``
-(``ingest.bench_read.store_events``). The API is
+decoded with the real codec, committed by ``ingest.worker.store.Store.write_batch``
+(``ingest.bench.read.store_events``). The API is
 the real server (``create_app`` + ``ApiServer`` on an ephemeral port) on that database.
 
 ``build_world`` stores a small, fixed set of runs that exercises every endpoint: two
@@ -24,11 +24,11 @@ from typing import Any
 import aiohttp
 from prometheus_client import CollectorRegistry
 
-from ingest.api import ApiServer, create_app
-from ingest.bench_read import store_events
-from ingest.blobs import BlobStore
+from ingest.api.app import ApiServer, create_app
+from ingest.api.blobstore import BlobStore
+from ingest.bench.events import EventFactory, packed_series
+from ingest.bench.read import store_events
 from ingest.settings import Secret
-from ingest.testing import EventFactory, packed_series
 from tests.integration.conftest import run_id
 
 HOUR_US = 3600 * 1_000_000

@@ -23,9 +23,28 @@ from typing import Any
 import asyncpg
 import pytest
 
-from ingest.store import available_migrations, migrate
-from ingest.testing import enable_timescaledb
+from ingest.worker.store import available_migrations, migrate
 from tests.conftest import DbFactory
+
+
+async def enable_timescaledb(dsn: str) -> bool:
+    """Create the timescaledb extension in this (empty) database if the server has it.
+
+    Returns False when the server cannot load it (not installed or not preloaded).
+    """
+    conn = await asyncpg.connect(dsn)
+    try:
+        if not await conn.fetchval(
+            "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
+        ):
+            return False
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        except asyncpg.PostgresError:
+            return False
+        return True
+    finally:
+        await conn.close()
 
 
 def run_id(experiment: str = "exp") -> str:
@@ -161,7 +180,7 @@ class WorkerFactory:
                 [
                     sys.executable,
                     "-m",
-                    "ingest.cli",
+                    "ingest.cli.main",
                     "ingest",
                     "--group",
                     group,

@@ -1,4 +1,4 @@
-"""Workspace-scoped API tokens against the real server and PostgreSQL (ingest/api_auth.py).
+"""Workspace-scoped API tokens against the real server and PostgreSQL (ingest/api/auth.py).
 
 Two workspaces, ``vision`` and ``nlp``, each with a run on the shared compute target
 ``gpu`` (metrics, a file, log lines). Tokens: an admin token, one per workspace, and one
@@ -22,12 +22,12 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ingest.api import ApiServer, create_app
-from ingest.api_auth import ADMIN, Grant, TokenTable
-from ingest.bench_read import store_events
-from ingest.blobs import BlobStore
+from ingest.api.app import ApiServer, create_app
+from ingest.api.auth import ADMIN, Grant, TokenTable
+from ingest.api.blobstore import BlobStore
+from ingest.bench.events import EventFactory, packed_series
+from ingest.bench.read import store_events
 from ingest.settings import Secret, Settings, parse_workspace_tokens
-from ingest.testing import EventFactory, packed_series
 from producer._blobs import put_blob
 from producer._errors import BlobUploadError
 from tests.conftest import DbFactory

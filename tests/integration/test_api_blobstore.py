@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ingest.api import ApiServer, create_app
-from ingest.blobs import (
+from ingest.api.app import ApiServer, create_app
+from ingest.api.blobstore import (
     TEMP_MAX_AGE_S,
     TEMP_PREFIX,
     TEMP_SUFFIX,

@@ -16,8 +16,8 @@ from urllib.parse import quote, urlencode
 import aiohttp
 import pytest
 
-from ingest.bench_read import store_events
-from ingest.testing import EventFactory, packed_series
+from ingest.bench.events import EventFactory, packed_series
+from ingest.bench.read import store_events
 from tests.conftest import DbFactory
 from tests.integration.api_reads import (
     ReadApi,

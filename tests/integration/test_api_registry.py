@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from ingest.api_registry import REGISTRY_CONTENT_TYPE
+from ingest.api.routes.registry import REGISTRY_CONTENT_TYPE
 from ingest.stack.kafka import topic_ends
 from producer import Experiment, Workspace
 from schemas.codec import EVENTS_SUBJECT

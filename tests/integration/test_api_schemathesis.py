@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from prometheus_client import CollectorRegistry
 from schemathesis.core.result import Ok
 
-from ingest.api import ApiServer, create_app
-from ingest.blobs import BlobStore
+from ingest.api.app import ApiServer, create_app
+from ingest.api.blobstore import BlobStore
 from ingest.settings import Secret
 from tests.conftest import DbFactory
 from tests.integration.api_reads import World, build_world, sha

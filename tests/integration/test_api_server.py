@@ -19,9 +19,9 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from ingest.api import ApiServer, ReadinessCheck, create_app, run_api
-from ingest.api_http import error_middleware
-from ingest.blobs import DEFAULT_MAX_BLOB_BYTES, TEMP_PREFIX, BlobStore
+from ingest.api.app import ApiServer, ReadinessCheck, create_app, run_api
+from ingest.api.blobstore import DEFAULT_MAX_BLOB_BYTES, TEMP_PREFIX, BlobStore
+from ingest.api.http import error_middleware
 from ingest.settings import Secret, Settings
 
 pytestmark = pytest.mark.integration

@@ -25,13 +25,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from ingest.api import ApiServer, create_app
-from ingest.api_events import StreamOptions
-from ingest.blobs import BlobStore
-from ingest.notify import APPLICATION_NAME
+from ingest.api.app import ApiServer, create_app
+from ingest.api.blobstore import BlobStore
+from ingest.api.live.events import StreamOptions
+from ingest.bench.events import EventFactory, packed_series
 from ingest.settings import Secret
-from ingest.store import Batch, Store
-from ingest.testing import EventFactory, packed_series
+from ingest.worker.notify import APPLICATION_NAME
+from ingest.worker.store import Batch, Store
 from producer import Experiment
 from tests.conftest import DbFactory
 from tests.integration import test_api_server as server_tests

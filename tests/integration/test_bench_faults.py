@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.bench_faults import run_fault_bench
+from ingest.bench.faults import run_fault_bench
 from tests.conftest import StackInfo
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from ingest.ledger import LedgerResult, compare
+from ingest.bench.ledger import LedgerResult, compare
 from ingest.stack.kafka import KafkaNode, ensure_topics, kafka_version, pom_path, topic_ends
 from tests.conftest import DbFactory, StackInfo, TopicFactory, unique
 from tests.integration.conftest import (

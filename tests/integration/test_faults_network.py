@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.ledger import LedgerJob, RunPlan, Workload, check, job_env
+from ingest.bench.ledger import LedgerJob, RunPlan, Workload, check, job_env
 from ingest.stack.kafka import KafkaNode, ensure_topics, kafka_version, pom_path, topic_ends
 from tests.conftest import DbFactory, StackInfo, unique
 from tests.integration.conftest import (

@@ -19,10 +19,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from ingest.ledger import LedgerJob, RunPlan, Workload, check, job_env
+from ingest.bench.ledger import LedgerJob, RunPlan, Workload, check, job_env
 from ingest.stack.kafka import topic_ends
 from ingest.stack.postgres import LocalPostgres, find_bindir
-from ingest.store import available_migrations, migrate
+from ingest.worker.store import available_migrations, migrate
 from tests.conftest import StackInfo, TopicFactory, unique
 from tests.integration.conftest import (
     WorkerFactory,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.ledger import LedgerJob, RunPlan, Workload, check, job_env, series_points
+from ingest.bench.ledger import LedgerJob, RunPlan, Workload, check, job_env, series_points
 from ingest.stack.kafka import topic_ends
 from producer._spool import list_segments, parse
 from schemas.codec import Codec

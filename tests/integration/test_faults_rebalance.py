@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.ledger import LedgerJob, RunPlan, Workload, check, job_env
+from ingest.bench.ledger import LedgerJob, RunPlan, Workload, check, job_env
 from ingest.stack.kafka import topic_ends
 from tests.conftest import DbFactory, StackInfo, TopicFactory, unique
 from tests.integration.conftest import (

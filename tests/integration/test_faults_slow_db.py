@@ -19,7 +19,7 @@ import asyncpg
 import psutil
 import pytest
 
-from ingest.ledger import LedgerJob, RunPlan, Workload, check, job_env
+from ingest.bench.ledger import LedgerJob, RunPlan, Workload, check, job_env
 from ingest.stack.kafka import topic_ends
 from tests.conftest import DbFactory, StackInfo, TopicFactory, unique
 from tests.integration.conftest import (

@@ -33,12 +33,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry
 
-from ingest.decode import MAX_TIME_US, MIN_TIME_US, decode_event
+from ingest.bench.events import EventFactory, packed_series
 from ingest.errors import InvalidEventError
-from ingest.service import run_worker
 from ingest.settings import Secret
 from ingest.stack.kafka import topic_ends
-from ingest.testing import EventFactory, packed_series
+from ingest.worker.decode import MAX_TIME_US, MIN_TIME_US, decode_event
+from ingest.worker.service import run_worker
 from schemas.codec import Codec
 from tests.conftest import DbFactory, StackInfo, TopicFactory, unique
 from tests.integration.conftest import fetch, new_db, stored_offsets_reach, wait_for

@@ -26,10 +26,10 @@ from urllib.parse import quote
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ingest.bench_read import store_events
-from ingest.blobs import BlobStore
-from ingest.decode import MAX_ID_CHARS, MAX_NAME_BYTES, MAX_PRODUCER_ID_CHARS
-from ingest.testing import EventFactory, packed_series
+from ingest.api.blobstore import BlobStore
+from ingest.bench.events import EventFactory, packed_series
+from ingest.bench.read import store_events
+from ingest.worker.decode import MAX_ID_CHARS, MAX_NAME_BYTES, MAX_PRODUCER_ID_CHARS
 from producer import Experiment, Run
 from tests.conftest import DbFactory
 from tests.integration import test_producer_read as read_side
@@ -413,7 +413,7 @@ def get_json(url: str) -> Any:
     strict=True,
     reason="read API bug: non-finite floats are written as the strings 'NaN'/'Infinity'/"
     "'-Infinity' and the SDK turns every such string back into a float, so string values "
-    "spelled that way come back as floats (ingest/values.py json_float, producer/_client.py "
+    "spelled that way come back as floats (ingest/db/values.py json_float, producer/_client.py "
     "decode_non_finite)",
 )
 async def test_strings_spelled_like_non_finite_floats_read_back_as_strings(

@@ -11,13 +11,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from ingest.decode import DeadLetter, Event, decode_event
+from ingest.bench.events import EventFactory, packed_series
 from ingest.errors import StoreError
-from ingest.status import STATUS_RANK, derive_status
-from ingest.store import Batch, Store, available_migrations, migrate
-from ingest.testing import EventFactory, enable_timescaledb, packed_series
+from ingest.worker.decode import DeadLetter, Event, decode_event
+from ingest.worker.status import STATUS_RANK, derive_status
+from ingest.worker.store import Batch, Store, available_migrations, migrate
 from schemas.codec import Codec
 from tests.conftest import DbFactory
+from tests.integration.conftest import enable_timescaledb
 
 CODEC = Codec()
 YEAR_US = 365 * 24 * 3600 * 1_000_000

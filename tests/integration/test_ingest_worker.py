@@ -21,9 +21,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
-from ingest.service import run_worker
+from ingest.bench.events import EventFactory, packed_series
 from ingest.settings import Secret
-from ingest.testing import EventFactory, packed_series
+from ingest.worker.service import run_worker
 from schemas.codec import Codec
 from tests.conftest import DbFactory, StackInfo, TopicFactory, unique
 from tests.integration.conftest import (

@@ -30,7 +30,6 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ingest.service import run_worker
 from ingest.settings import Settings
 from ingest.stack.kafka import (
     KafkaNode,
@@ -42,6 +41,7 @@ from ingest.stack.kafka import (
     topic_ends,
 )
 from ingest.stack.procs import StackError
+from ingest.worker.service import run_worker
 from producer import Experiment, ProducerTimeoutError, Workspace
 from producer._kafka_security import KafkaSecurity, security_failure
 from tests.conftest import DbFactory, StackInfo, unique

@@ -1,7 +1,7 @@
 """Any order of a run's lifecycle events gives the same row in ``runstream.runs``.
 
 Each lifecycle sequence below (hand-written ones with their expected outcome, and seeded
-random ones checked against the rule as written in ``ingest/status.py``) is written many
+random ones checked against the rule as written in ``ingest/worker/status.py``) is written many
 times into the real PostgreSQL through the real batch write (``Store.write_batch``), each
 time as a separate run: the events in a random order, cut into 1..4 transactions that
 also carry other runs' events, with some events sent twice (same ``event_id``, in the same
@@ -25,10 +25,10 @@ from typing import Any
 
 import pytest
 
-from ingest.decode import DeadLetter, decode_event
-from ingest.status import STATUS_COLUMNS, STATUS_RANK, TERMINAL
-from ingest.store import Batch, Store
-from ingest.testing import EventFactory
+from ingest.bench.events import EventFactory
+from ingest.worker.decode import DeadLetter, decode_event
+from ingest.worker.status import STATUS_COLUMNS, STATUS_RANK, TERMINAL
+from ingest.worker.store import Batch, Store
 from schemas.codec import Codec
 from tests.conftest import DbFactory
 from tests.integration.conftest import fetch, new_db
@@ -168,7 +168,7 @@ HAND_WRITTEN = [
 
 
 def expected_by_the_rule(steps: Sequence[Step]) -> tuple[str, str | None, dict[str, int]]:
-    """(status, error, first-seen times) as ``ingest/status.py`` states the rule."""
+    """(status, error, first-seen times) as ``ingest/worker/status.py`` states the rule."""
     first: dict[str, int] = {}
     for s in steps:
         if s.status != "heartbeat":

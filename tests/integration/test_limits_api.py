@@ -22,11 +22,11 @@ from urllib.parse import quote
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ingest.api import ApiServer, create_app
-from ingest.bench_read import store_events
-from ingest.blobs import BlobStore
+from ingest.api.app import ApiServer, create_app
+from ingest.api.blobstore import BlobStore
+from ingest.bench.events import EventFactory
+from ingest.bench.read import store_events
 from ingest.settings import Secret
-from ingest.testing import EventFactory
 from tests.conftest import DbFactory
 from tests.integration.conftest import new_db, run_id
 

@@ -1,4 +1,4 @@
-"""Artifact bytes through the real API server (ingest.api on an ephemeral port).
+"""Artifact bytes through the real API server (ingest.api.app on an ephemeral port).
 
 The SDK's uploader thread uses blocking urllib; the server runs on the test's event loop,
 so every blocking SDK call (flush, close, sync) runs in a worker thread.
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ingest.api import ApiServer, create_app
-from ingest.blobs import BlobStore
+from ingest.api.app import ApiServer, create_app
+from ingest.api.blobstore import BlobStore
 from ingest.settings import Secret
 from producer import Experiment, Workspace, sync
 from producer._blobs import list_staged

@@ -29,8 +29,8 @@ from typing import Any, TypeVar
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ingest.api import ApiServer, create_app
-from ingest.blobs import BlobStore
+from ingest.api.app import ApiServer, create_app
+from ingest.api.blobstore import BlobStore
 from ingest.settings import Secret
 from producer import (
     ApiError,

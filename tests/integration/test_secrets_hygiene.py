@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import pytest
 
-from ingest.redact import RedactingFormatter, redact, secrets_of
+from ingest.cli.redact import RedactingFormatter, redact, secrets_of
 from ingest.settings import Settings
 from producer import Experiment, Workspace
 from tests.conftest import DbFactory, StackInfo, TopicFactory

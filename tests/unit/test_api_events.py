@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ingest.api_events import StreamPosition, parse_event_id, point_events
-from ingest.notify import (
+from ingest.api.live.events import StreamPosition, parse_event_id, point_events
+from ingest.worker.notify import (
     MAX_NOTICES,
     MAX_PAYLOAD_BYTES,
     ChangeNotice,

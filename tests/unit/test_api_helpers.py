@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from ingest.api import listen_address
-from ingest.api_auth import ADMIN, TokenTable, bearer_token
-from ingest.api_http import error_body, method_label
-from ingest.blobs import InvalidDigestError, is_valid_digest, shard_path
+from ingest.api.app import listen_address
+from ingest.api.auth import ADMIN, TokenTable, bearer_token
+from ingest.api.blobstore import InvalidDigestError, is_valid_digest, shard_path
+from ingest.api.http import error_body, method_label
 from ingest.settings import Secret
 
 DIGEST = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"

@@ -8,9 +8,9 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from ingest.api import create_app, route_specs
-from ingest.api_openapi import build_openapi, path_parameters
-from ingest.blobs import BlobStore
+from ingest.api.app import create_app, route_specs
+from ingest.api.blobstore import BlobStore
+from ingest.api.openapi import build_openapi, path_parameters
 from ingest.settings import Secret
 
 

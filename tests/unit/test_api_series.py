@@ -11,8 +11,8 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.api_params import decode_cursor, encode_cursor, storable
-from ingest.series import (
+from ingest.api.params import decode_cursor, encode_cursor, storable
+from ingest.db.series import (
     LEVELS,
     MAX_STEP,
     MIN_STEP,
@@ -22,7 +22,7 @@ from ingest.series import (
     merge_points,
     plan_buckets,
 )
-from ingest.values import float_array_json, json_float, micros_to_iso, typed_values
+from ingest.db.values import float_array_json, json_float, micros_to_iso, typed_values
 
 steps = st.integers(min_value=-(2**61), max_value=2**61)
 

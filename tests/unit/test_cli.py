@@ -6,7 +6,7 @@ from importlib.metadata import entry_points
 
 import pytest
 
-from ingest import cli
+from ingest.cli import main as cli
 from ingest.settings import Secret, Settings, redact_dsn
 
 

@@ -27,7 +27,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from ingest.decode import (
+from ingest.bench.events import EventFactory, packed_series
+from ingest.errors import InvalidEventError
+from ingest.worker.decode import (
     MAX_ID_CHARS,
     MAX_NAME_BYTES,
     MAX_NAME_CHARS,
@@ -46,10 +48,8 @@ from ingest.decode import (
     Tag,
     decode_event,
 )
-from ingest.errors import InvalidEventError
-from ingest.status import STATUS_COLUMNS, derive_status, reduce_producers, reduce_runs
-from ingest.store import _metric_copy
-from ingest.testing import EventFactory, packed_series
+from ingest.worker.status import STATUS_COLUMNS, derive_status, reduce_producers, reduce_runs
+from ingest.worker.store import _metric_copy
 from schemas.codec import PAYLOAD_KINDS, Codec, DecodeError, MessageTooLargeError
 
 CODEC = Codec()
@@ -116,7 +116,7 @@ def _unpack(typecode: str, packed: bytes) -> list[Any]:
 
 @st.composite
 def sdk_series(draw: Draw) -> Record:
-    """A series packed the way the SDK packs it (``ingest.testing.packed_series``)."""
+    """A series packed the way the SDK packs it (``ingest.bench.events.packed_series``)."""
     points = draw(st.lists(st.tuples(any_int64, scalars, times_us), max_size=8))
     series = packed_series(
         draw(names(NAME)),

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from ingest.decode import (
+from ingest.bench.events import EventFactory, packed_series
+from ingest.errors import InvalidEventError
+from ingest.worker.decode import (
     Artifact,
     Lifecycle,
     ListValue,
@@ -17,8 +19,6 @@ from ingest.decode import (
     Tag,
     decode_event,
 )
-from ingest.errors import InvalidEventError
-from ingest.testing import EventFactory, packed_series
 from schemas.codec import Codec
 
 CODEC = Codec()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from ingest.metrics import IngestMetrics
-from ingest.status import QueueState
+from ingest.worker.metrics import IngestMetrics
+from ingest.worker.status import QueueState
 
 
 def test_metric_names_and_labels() -> None:

@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from ingest import pgcopy
+from ingest.db import pgcopy
 
 
 def reference_array(values: list[float] | list[int], oid: int) -> bytes:

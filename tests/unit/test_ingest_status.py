@@ -6,15 +6,15 @@ import itertools
 
 import pytest
 
-from ingest.decode import decode_event
-from ingest.status import (
+from ingest.bench.events import EventFactory
+from ingest.worker.decode import decode_event
+from ingest.worker.status import (
     WriteStamp,
     derive_status,
     newer_write,
     reduce_producers,
     reduce_runs,
 )
-from ingest.testing import EventFactory
 from schemas.codec import Codec
 
 CODEC = Codec()

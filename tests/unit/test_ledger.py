@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ingest.ledger import RunPlan, Workload, compare
+from ingest.bench.ledger import RunPlan, Workload, compare
 
 EXPECTED = {("run", "loss"): [(0, 0.5), (1, 1.5), (2, 2.5), (3, 3.5)]}
 

@@ -1,0 +1,182 @@
+"""Bearer tokens and what they grant: every workspace (the admin token) or some of them.
+
+Configuration (``ingest/settings.py``): ``RUNSTREAM_TOKEN`` is the admin token;
+``RUNSTREAM_WORKSPACE_TOKENS`` maps workspaces to tokens that grant only them. With
+neither, auth is off (``api.run_api`` warns when such an API listens beyond loopback).
+
+A request's token resolves to a ``Grant``, kept on the request for handlers
+(``grant_of``). How the grant is enforced:
+
+- No ``Authorization`` header: 401 with ``WWW-Authenticate``; a token nobody configured:
+  403. Health probes (``public`` routes) are exempt; unknown paths need a token too, so
+  404/405 answers do not reveal which paths exist.
+- Tokens are compared in constant time: the presented token and every configured one
+  are hashed (SHA-256) and every digest is compared with ``hmac.compare_digest``, with
+  no early exit, so neither the position of a differing byte, nor the length of a
+  configured token, nor which entry matched shows in the timing.
+- Routes under ``/v1/runs/{run_id}``: the run's workspace must be granted, else 404
+  ``no run '…'`` — the same answer as for a run that does not exist, so a token for
+  workspace A cannot even learn which run ids exist in B. Checked here, once, for every
+  such route, so a new route cannot forget it.
+- Lists (``/v1/runs``, ``/v1/experiments``, a compute target's active runs) are filtered to
+  the granted workspaces by their handlers; asking for another workspace is a 403.
+- Blobs: ``PUT /v1/blobs/{sha256}`` with a scoped token records the blob for the
+  workspace (``X-Runstream-Workspace`` names it when the token grants several); GET/HEAD
+  answer 404 unless one of the granted workspaces uploaded those bytes itself, so a
+  digest cannot be used to probe another workspace's files.
+- Compute targets' queue counts, ``/metrics``, the schema registry and the OpenAPI
+  document are cluster-wide and readable with any valid token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
+
+from ingest.api.http import route_label
+from ingest.settings import Secret
+
+__all__ = [
+    "ADMIN",
+    "WORKSPACE_HEADER",
+    "Grant",
+    "TokenTable",
+    "auth_middleware",
+    "bearer_token",
+    "grant_of",
+]
+
+#: Names the workspace a blob upload belongs to when the token grants several.
+WORKSPACE_HEADER: Final = "X-Runstream-Workspace"
+
+RunWorkspace = Callable[[str], Awaitable[str | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """The workspaces a request may read and write; ``workspaces`` None means all."""
+
+    workspaces: frozenset[str] | None
+
+    @property
+    def admin(self) -> bool:
+        return self.workspaces is None
+
+    def allows(self, workspace: str) -> bool:
+        return self.workspaces is None or workspace in self.workspaces
+
+    def sorted(self) -> tuple[str, ...] | None:
+        """The granted workspaces in order (an SQL parameter); None for all."""
+        return None if self.workspaces is None else tuple(sorted(self.workspaces))
+
+
+#: Everything: the admin token, or auth switched off.
+ADMIN: Final = Grant(None)
+_GRANT_KEY: Final = web.RequestKey("runstream_grant", Grant)
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class TokenTable:
+    """The configured tokens, kept only as SHA-256 digests; never shown in ``repr``."""
+
+    def __init__(
+        self,
+        *,
+        admin: Secret | None = None,
+        workspaces: Mapping[str, Sequence[Secret]] | None = None,
+    ) -> None:
+        entries: list[tuple[bytes, str | None]] = []
+        if admin:
+            entries.append((_digest(admin.value), None))
+        for workspace, tokens in (workspaces or {}).items():
+            entries.extend((_digest(t.value), workspace) for t in tokens if t)
+        self._entries = tuple(entries)
+
+    def __repr__(self) -> str:
+        return f"TokenTable({len(self._entries)} tokens)"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._entries)
+
+    def grant(self, presented: str) -> Grant | None:
+        """What ``presented`` grants, or None for a token nobody configured."""
+        digest = _digest(presented)
+        admin = False
+        workspaces: set[str] = set()
+        for expected, workspace in self._entries:
+            # Every entry is compared (no early exit), each in constant time.
+            if hmac.compare_digest(digest, expected):
+                if workspace is None:
+                    admin = True
+                else:
+                    workspaces.add(workspace)
+        if admin:
+            return ADMIN
+        return Grant(frozenset(workspaces)) if workspaces else None
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The credentials of an ``Authorization: Bearer …`` header, else None."""
+    if not authorization:
+        return None
+    scheme, _, credentials = authorization.strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() != "bearer" or not credentials:
+        return None
+    return credentials
+
+
+def grant_of(request: web.Request) -> Grant:
+    """The request's grant (``ADMIN`` when auth is off)."""
+    grant: Grant = request.get(_GRANT_KEY, ADMIN)
+    return grant
+
+
+def forbidden_workspace(workspace: str) -> web.HTTPForbidden:
+    return web.HTTPForbidden(text=f"this token does not grant workspace {workspace[:80]!r}")
+
+
+def auth_middleware(
+    tokens: TokenTable,
+    *,
+    public_routes: Collection[str],
+    run_workspace: RunWorkspace | None = None,
+) -> Middleware:
+    """Resolve the bearer token to a ``Grant``; 401/403/404 as the module docstring says.
+
+    ``run_workspace(run_id)`` gives a run's workspace (None: no such run); without it
+    (no database) no route addresses runs.
+    """
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if route_label(request) in public_routes:
+            return await handler(request)
+        presented = bearer_token(request.headers.get(hdrs.AUTHORIZATION))
+        if presented is None:
+            raise web.HTTPUnauthorized(
+                text="missing bearer token",
+                headers={hdrs.WWW_AUTHENTICATE: 'Bearer realm="runstream"'},
+            )
+        grant = tokens.grant(presented)
+        if grant is None:
+            raise web.HTTPForbidden(text="invalid bearer token")
+        request[_GRANT_KEY] = grant
+        run_id = request.match_info.get("run_id")
+        if run_id is not None and not grant.admin and run_workspace is not None:
+            workspace = await run_workspace(run_id)
+            if workspace is None or not grant.allows(workspace):
+                raise web.HTTPNotFound(text=f"no run {run_id[:80]!r}")
+        return await handler(request)
+
+    return auth

@@ -1,0 +1,376 @@
+"""``/v1/runs/{run_id}/metrics``: all of a run's metrics in the SDK's shape, and one series
+downsampled.
+
+The metrics dict (``run.get_metrics()``): a series logged once → its value; more than once
+→ the list of its values in (step, rank, time) order, every rank's points included;
+``log_list`` → the list (several calls with one name: concatenated, in logging order);
+``log_row``/``log_table`` → ``{column: [values…]}`` with rows in logging order (a cell a
+row did not give is null). If one name was used for several of these, tables win over
+lists, and lists over series. The answer is assembled as JSON text: float-only series
+arrive from PostgreSQL already encoded (``series.merge_float_chunks``), which is what
+keeps 100 series x 10,000 points well under a second.
+
+One series (``…/metrics/{name}``) is returned exactly when at most ``max_points`` points
+match, else as at most ``max_points`` buckets by step range (``series.plan_buckets``)
+with count, min/max over finite values, the last value (highest step, then latest time,
+then highest rank) and the time range. Before bucketing, chunks not yet summarised into
+tiles are summarised when there are more than ``TILE_AFTER_UNTILED_POINTS`` of their
+points (the first request after a large upload pays for that once); fewer are read raw.
+Tiles that still count chunks since deleted (retention) are rebuilt first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any, Final
+
+import asyncpg
+from aiohttp import web
+
+from ingest.api.http import RouteSpec
+from ingest.api.params import (
+    UNAVAILABLE,
+    bad_request,
+    int_param,
+    not_found,
+    optional_int_param,
+    path_param,
+    query_parameter,
+    str_params,
+)
+from ingest.api.routes.runs import RUN_ID_PARAMETER
+from ingest.api.shapes import SCHEMAS, ref
+from ingest.db.reads import (
+    TILE_AFTER_UNTILED_POINTS,
+    DatabaseUnavailableError,
+    ReadStore,
+    SeriesStats,
+)
+from ingest.db.series import (
+    LEVELS,
+    MAX_STEP,
+    MIN_STEP,
+    BucketPlan,
+    ChunkHead,
+    StepRangeTooWideError,
+    merge_float_chunks,
+    merge_points,
+    plan_buckets,
+)
+from ingest.db.values import (
+    KIND_FLOAT,
+    JsonValue,
+    dumps,
+    json_float,
+    micros_to_iso,
+    typed_value,
+    typed_values,
+)
+
+__all__ = ["MetricRoutes"]
+
+DEFAULT_MAX_POINTS: Final = 1000
+MAX_MAX_POINTS: Final = 100_000
+MAX_RANK: Final = 2**31 - 1
+#: Queries the series of a whole run is split into (by name), run concurrently.
+SERIES_QUERY_PARTS: Final = 2
+
+_VALUE: Final = ref("Value")
+_METRICS: Final = {
+    "type": "object",
+    "required": ["metrics"],
+    "properties": {
+        "metrics": {
+            "type": "object",
+            "description": "Metric name → a value (logged once), a list (series, log_list) "
+            "or {column: [values]} (log_row, log_table).",
+            "additionalProperties": {
+                "anyOf": [
+                    _VALUE,
+                    {"type": "array", "items": _VALUE},
+                    {"type": "object", "additionalProperties": {"type": "array",
+                                                                "items": _VALUE}},
+                ],
+            },
+        },
+    },
+}
+_TIME: Final = {"type": "string", "format": "date-time"}
+_POINT: Final = {
+    "type": "object",
+    "required": ["step", "value", "rank", "time"],
+    "properties": {"step": {"type": "integer"}, "value": _VALUE, "rank": {"type": "integer"},
+                   "time": _TIME},
+}
+_STAT: Final = {"type": ["number", "string", "null"],
+                "description": "Over the finite numeric values (null: none)."}
+_BUCKET: Final = {
+    "type": "object",
+    "required": ["step_min", "step_max", "count", "min", "max", "last", "first_time",
+                 "last_time"],
+    "properties": {
+        "step_min": {"type": "integer", "description": "Lowest step present."},
+        "step_max": {"type": "integer", "description": "Highest step present."},
+        "count": {"type": "integer", "minimum": 1},
+        "min": _STAT,
+        "max": _STAT,
+        "last": {**_VALUE, "description": "The value at the highest step (then latest time)."},
+        "first_time": _TIME,
+        "last_time": _TIME,
+    },
+}
+_SERIES_COMMON: Final = {
+    "name": {"type": "string"},
+    "run_id": {"type": "string"},
+    "total_points": {"type": "integer", "minimum": 0},
+    "downsampled": {"type": "boolean"},
+}
+_SERIES: Final = {
+    "oneOf": [
+        {
+            "type": "object",
+            "required": ["name", "run_id", "total_points", "downsampled", "points"],
+            "properties": {**_SERIES_COMMON, "downsampled": {"const": False},
+                           "points": {"type": "array", "items": _POINT}},
+            "not": {"required": ["buckets"]},
+        },
+        {
+            "type": "object",
+            "required": ["name", "run_id", "total_points", "downsampled", "buckets"],
+            "properties": {**_SERIES_COMMON, "downsampled": {"const": True},
+                           "buckets": {"type": "array", "items": _BUCKET}},
+            "not": {"required": ["points"]},
+        },
+    ],
+}
+_INT64: Final = {"type": "integer", "minimum": MIN_STEP, "maximum": MAX_STEP}
+
+
+class MetricRoutes:
+    def __init__(self, *, reads: ReadStore) -> None:
+        self._reads = reads
+
+    def specs(self) -> list[RouteSpec]:
+        schemas = {"Value": SCHEMAS["Value"]}
+        return [
+            RouteSpec(
+                method="GET", path="/v1/runs/{run_id}/metrics", handler=self.metrics,
+                operation_id="getRunMetrics",
+                summary="All metrics of a run (or the named ones), shaped like "
+                "run.get_metrics(). Non-finite floats are the strings NaN, Infinity, "
+                "-Infinity.",
+                responses={**UNAVAILABLE, 200: "The metrics (an unknown name is left out).",
+                           400: "A bad parameter.", 404: "No such run."},
+                response_content={200: {"application/json": {"schema": _METRICS}}},
+                extra={"parameters": [
+                    RUN_ID_PARAMETER,
+                    query_parameter("name", "Only these metrics (repeat for several).",
+                                    {"type": "string", "minLength": 1}, repeatable=True),
+                ]},
+                schemas=schemas,
+            ),
+            RouteSpec(
+                method="GET", path="/v1/runs/{run_id}/metrics/{name:.+}", handler=self.series,
+                operation_id="getRunMetricSeries",
+                summary="One metric series: its points, or at most max_points buckets by "
+                "step range with count, min, max and last, so spikes stay visible.",
+                responses={**UNAVAILABLE, 200: "The series.", 400: "A bad parameter.",
+                           404: "No such run, or the run has no such series."},
+                response_content={200: {"application/json": {"schema": _SERIES}}},
+                extra={"parameters": [
+                    RUN_ID_PARAMETER,
+                    {"name": "name", "in": "path", "required": True,
+                     "description": "The metric's name ('/' need not be escaped).",
+                     "schema": {"type": "string", "minLength": 1}},
+                    query_parameter(
+                        "max_points", "Most points or buckets to return (default "
+                        f"{DEFAULT_MAX_POINTS}).",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_MAX_POINTS,
+                         "default": DEFAULT_MAX_POINTS}),
+                    query_parameter("rank", "Only this rank's points.",
+                                    {"type": "integer", "minimum": 0, "maximum": MAX_RANK}),
+                    query_parameter("step_min", "Lowest step to include.", _INT64),
+                    query_parameter("step_max", "Highest step to include.", _INT64),
+                ]},
+                schemas=schemas,
+            ),
+        ]
+
+    # -- the metrics dict -------------------------------------------------------------------
+
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        run_id = path_param(request, "run_id", "run")
+        names = str_params(request, "name") or None
+        if names is not None and not all(names):
+            raise bad_request("parameter 'name' is empty")
+        # All series: split by name over two connections, so PostgreSQL formats on two cores.
+        parts = 1 if names is not None else SERIES_QUERY_PARTS
+        exists, lists, tables, chunks = await asyncio.gather(
+            self._reads.run_exists(run_id),
+            self._reads.list_values(run_id, names),
+            self._reads.table_columns(run_id, names),
+            self._chunk_heads(run_id, names, parts),
+        )
+        if not exists:
+            raise not_found(f"no run {run_id!r}")
+        fragments = await self._series_fragments(run_id, chunks)
+        for name, values in _lists(lists).items():
+            fragments[name] = dumps(values).encode()
+        for name, columns in _tables(tables).items():
+            fragments[name] = dumps(columns).encode()
+        body = b",".join(dumps(name).encode() + b":" + fragments[name]
+                         for name in sorted(fragments))
+        return web.Response(body=b'{"metrics":{' + body + b"}}",
+                            content_type="application/json")
+
+    async def _chunk_heads(
+        self, run_id: str, names: list[str] | None, parts: int
+    ) -> list[asyncpg.Record]:
+        pieces = await asyncio.gather(*(
+            self._reads.metric_chunks(run_id, names, part=i, parts=parts) for i in range(parts)
+        ))
+        return [row for rows in pieces for row in rows]
+
+    async def _series_fragments(
+        self, run_id: str, chunks: list[asyncpg.Record]
+    ) -> dict[str, bytes]:
+        by_name: dict[str, list[asyncpg.Record]] = defaultdict(list)
+        for row in chunks:
+            by_name[row["name"]].append(row)
+        fragments: dict[str, bytes] = {}
+        general: list[str] = []
+        for name, rows in by_name.items():
+            merged = None
+            if all(r["values_json"] is not None for r in rows):
+                merged = merge_float_chunks([
+                    ChunkHead(n=r["n"], step_min=r["step_min"], step_max=r["step_max"],
+                              values_json=r["values_json"])
+                    for r in rows
+                ])
+            if merged is None:
+                general.append(name)
+            else:
+                fragments[name] = merged
+        if general:
+            full: dict[str, list[Any]] = defaultdict(list)
+            for r in await self._reads.metric_chunks_full(run_id, general):
+                full[r["name"]].append(
+                    (r["rank"], r["steps"], r["values"], r["times"], r["kinds"], r["texts"]))
+            for name in general:
+                values = merge_points(full[name])
+                fragments[name] = dumps(values[0] if len(values) == 1 else values).encode()
+        return fragments
+
+    # -- one series -------------------------------------------------------------------------
+
+    async def series(self, request: web.Request) -> web.StreamResponse:
+        run_id = path_param(request, "run_id", "run")
+        name = path_param(request, "name", f"metric series in run {run_id!r}:")
+        max_points = int_param(request, "max_points", default=DEFAULT_MAX_POINTS, minimum=1,
+                               maximum=MAX_MAX_POINTS)
+        rank = optional_int_param(request, "rank", minimum=0, maximum=MAX_RANK)
+        lo = int_param(request, "step_min", default=MIN_STEP)
+        hi = int_param(request, "step_max", default=MAX_STEP)
+        if lo > hi:
+            raise bad_request("parameter 'step_min' is above 'step_max'")
+        head: dict[str, Any] = {"name": name, "run_id": run_id}
+        stats = await self._reads.series_stats(run_id, name, rank, lo, hi)
+        if stats.chunks == 0:
+            if not await self._reads.run_exists(run_id):
+                raise not_found(f"no run {run_id!r}")
+            if not await self._reads.series_exists(run_id, name):
+                raise not_found(f"run {run_id!r} has no metric series {name!r}")
+        if stats.points <= max_points:
+            points = (await self._reads.series_points(run_id, name, rank, lo, hi,
+                                                      max_points + 1) if stats.points else [])
+            if len(points) <= max_points:
+                return _json({**head, "total_points": len(points), "downsampled": False,
+                              "points": [_point(r) for r in points]})
+            # More arrived since: downsample after all.
+            stats = await self._reads.series_stats(run_id, name, rank, lo, hi)
+        if stats.step_min is None or stats.step_max is None:
+            raise DatabaseUnavailableError("the series vanished while being read")
+        lo, hi = max(lo, stats.step_min), min(hi, stats.step_max)
+        plan = self._plan(stats, lo, hi, max_points)
+        if plan.level is not None and (stats.untiled_points > TILE_AFTER_UNTILED_POINTS
+                                       or stats.stale_tiles):
+            await self._reads.tile_series(run_id, name)
+            stats = await self._reads.series_stats(run_id, name, rank, lo, hi)
+            plan = self._plan(stats, lo, hi, max_points)
+        rows = await self._reads.series_buckets(run_id, name, rank, plan)
+        # Counted from the buckets, so they agree even while points keep arriving.
+        return _json({**head, "total_points": sum(r["count"] for r in rows),
+                      "downsampled": True, "buckets": [_bucket(r) for r in rows]})
+
+    @staticmethod
+    def _plan(stats: SeriesStats, lo: int, hi: int, max_points: int) -> BucketPlan:
+        try:
+            return plan_buckets(lo, hi, max_points, points=stats.points, ranks=stats.ranks,
+                                min_level=stats.min_level or LEVELS[0])
+        except StepRangeTooWideError as exc:
+            raise bad_request(str(exc)) from None
+
+
+def _json(document: dict[str, Any]) -> web.Response:
+    return web.Response(text=dumps(document), content_type="application/json")
+
+
+def _point(row: asyncpg.Record) -> dict[str, Any]:
+    kind = row["kind"]
+    return {
+        "step": row["step"],
+        "value": typed_value(row["value"], ord(kind) if kind else KIND_FLOAT, row["text"]),
+        "rank": row["rank"],
+        "time": micros_to_iso(row["time_us"]),
+    }
+
+
+def _bucket(row: asyncpg.Record) -> dict[str, Any]:
+    vmin, vmax = row["vmin"], row["vmax"]
+    return {
+        "step_min": row["step_min"],
+        "step_max": row["step_max"],
+        "count": row["count"],
+        "min": None if vmin is None else json_float(vmin),
+        "max": None if vmax is None else json_float(vmax),
+        "last": typed_value(row["last_v"], row["last_k"], row["last_x"]),
+        "first_time": micros_to_iso(row["time_min"]),
+        "last_time": micros_to_iso(row["time_max"]),
+    }
+
+
+def _lists(rows: list[asyncpg.Record]) -> dict[str, list[JsonValue]]:
+    out: dict[str, list[JsonValue]] = defaultdict(list)
+    for r in rows:
+        out[r["name"]] += typed_values(r["nums"], r["kinds"], r["texts"])
+    return out
+
+
+def _tables(rows: list[asyncpg.Record]) -> dict[str, dict[str, list[JsonValue]]]:
+    """Blocks (one per log_row/log_table call) → {column: values}, rows aligned."""
+    tables: dict[str, dict[str, list[JsonValue]]] = {}
+    heights: dict[str, int] = defaultdict(int)
+    block_key: tuple[Any, ...] | None = None
+    block: dict[str, list[JsonValue]] = {}
+
+    def close_block(name: str) -> None:
+        table = tables.setdefault(name, {})
+        height = max((len(v) for v in block.values()), default=0)
+        for column in block:
+            table.setdefault(column, [None] * heights[name])
+        for column, values in table.items():
+            values += block.get(column, [None] * height)
+        heights[name] += height
+
+    current: str | None = None
+    for r in rows:
+        key = (r["name"], r["logged_at"], r["rank"], r["producer_id"], r["seq"])
+        if key != block_key:
+            if current is not None:
+                close_block(current)
+            block_key, block, current = key, {}, r["name"]
+        block[r["column_name"]] = typed_values(r["nums"], r["kinds"], r["texts"])
+    if current is not None:
+        close_block(current)
+    return tables

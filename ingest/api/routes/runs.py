@@ -1,0 +1,450 @@
+"""``/v1/experiments`` and ``/v1/runs…``: experiments, run lists, one run, its files and logs.
+
+Pagination is by keyset, never by offset: a page ends with a cursor holding the sort key
+of its last item, and the next page starts strictly after it, so walking the pages of a
+listing that does not change yields every item exactly once. Run lists order by
+``created_at`` (newest first by default) or by a metric's last value (``order_by=metric:
+<name>``: the value at the run's highest step, ties broken by the latest time; runs
+without a numeric last value come last in both directions), then by run id.
+
+Log lines are ordered by (time, producer, seq, line). Their ``next_cursor`` is a *tail*
+cursor: the position after the last line returned, given even on the last page (and the
+``after`` given when no line is new), so a follower polls with it and receives exactly the
+lines committed since. (A line committed later with an older time than the cursor — a
+spool replayed late — is not seen by a follower; it is in the listing.)
+
+File downloads stream the artifact's bytes from the blob store (``BlobStore``), with the
+artifact's content type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from aiohttp import hdrs, web
+
+from ingest.api.auth import forbidden_workspace, grant_of
+from ingest.api.blobstore import BlobStore, is_valid_digest
+from ingest.api.http import RouteSpec
+from ingest.api.params import (
+    CURSOR_PARAMETER,
+    LIMIT_PARAMETER,
+    UNAVAILABLE,
+    bad_request,
+    cursor_param,
+    encode_cursor,
+    json_ok,
+    limit_param,
+    not_found,
+    path_param,
+    query_parameter,
+    str_param,
+    str_params,
+    time_param,
+)
+from ingest.api.routes.blobs import READ_CHUNK_BYTES
+from ingest.api.shapes import (
+    RUN_STATUSES,
+    list_answer,
+    ref,
+    run_details,
+    run_summary,
+    schemas_for,
+)
+from ingest.db.reads import ReadStore, RunFilter, RunOrder
+from ingest.db.values import iso
+
+__all__ = ["RUN_ID_PARAMETER", "RunRoutes", "safe_content_type"]
+
+#: A stored content type is served only if it is a plain ``type/subtype`` (parameters
+#: are dropped); anything else — line breaks, quotes, garbage — becomes octet-stream.
+_MEDIA_PART: Final = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+_MEDIA_TYPE: Final = re.compile(f"{_MEDIA_PART}/{_MEDIA_PART}")
+#: Artifacts are user content served from the API's origin: never sniffed into another
+#: type, and an HTML/SVG file opened directly runs no script (CSP sandbox).
+_ARTIFACT_HEADERS: Final = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
+    ),
+}
+
+
+def safe_content_type(stored: str | None) -> str:
+    """The media type to send for a stored artifact content type."""
+    media = (stored or "").split(";", 1)[0].strip()
+    return media.lower() if _MEDIA_TYPE.fullmatch(media) else "application/octet-stream"
+
+RUN_ID_PARAMETER: Final = {
+    "name": "run_id", "in": "path", "required": True, "description": "The run's id.",
+    "schema": {"type": "string", "minLength": 1},
+}
+_FILE_NAME_PARAMETER: Final = {
+    "name": "name", "in": "path", "required": True,
+    "description": "The artifact's name, a relative POSIX path (its '/' need no escaping).",
+    "schema": {"type": "string", "minLength": 1},
+}
+_STRING: Final = {"type": "string", "minLength": 1}
+_TIME_PARAM: Final = {"type": "string", "format": "date-time"}
+_RUN_LIST_PARAMETERS: Final = [
+    query_parameter("experiment", "Only runs of this experiment.", _STRING),
+    query_parameter("workspace", "Only runs of this workspace.", _STRING),
+    query_parameter(
+        "status", "Only runs in one of these statuses (repeat, or a comma-separated list).",
+        {"type": "string", "enum": list(RUN_STATUSES)}, repeatable=True,
+    ),
+    query_parameter(
+        "tag", "Only runs with this tag: 'key' (any value) or 'key:value'; repeat to "
+        "require several.", _STRING, repeatable=True,
+    ),
+    query_parameter("compute_target", "Only runs on this compute target.", _STRING),
+    query_parameter("parent_run_id", "Only children of this run.", _STRING),
+    query_parameter("created_after", "Only runs created after this time (ISO 8601; no "
+                    "zone = UTC).", _TIME_PARAM),
+    query_parameter("created_before", "Only runs created before this time.", _TIME_PARAM),
+    query_parameter(
+        "order_by", "created_at (default) or metric:<name>, a metric's last value (runs "
+        "without a numeric value last).",
+        {"type": "string", "pattern": "^(created_at|metric:.+)$"},
+    ),
+    query_parameter("order", "desc (default: newest/highest first) or asc.",
+                    {"type": "string", "enum": ["asc", "desc"]}),
+    LIMIT_PARAMETER,
+    CURSOR_PARAMETER,
+]
+_PAGE_PARAMETERS: Final = [LIMIT_PARAMETER, CURSOR_PARAMETER]
+
+_TIME: Final = {"type": "string", "format": "date-time"}
+_EXPERIMENTS_PAGE: Final = list_answer("experiments", {
+    "name": {"type": "string"},
+    "workspace": {"type": "string"},
+    "runs": {"type": "integer", "minimum": 1},
+    "last_run_at": _TIME,
+}, cursor={"type": ["string", "null"]})
+_FILES: Final = list_answer("files", {
+    "name": {"type": "string"},
+    "kind": {"type": "string", "description": "FILE or IMAGE."},
+    "sha256": {"type": "string"},
+    "size_bytes": {"type": "integer", "minimum": 0},
+    "content_type": {"type": "string"},
+    "created_at": _TIME,
+})
+_LOGS: Final = list_answer("lines", {
+    "stream": {"type": "string"},
+    "line": {"type": "string"},
+    "rank": {"type": "integer"},
+    "time": _TIME,
+}, cursor={
+    "type": ["string", "null"],
+    "description": "Position after the last line returned (also on the last page): pass "
+    "as ?after= to continue or to poll for new lines.",
+})
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+class RunRoutes:
+    def __init__(self, *, reads: ReadStore, blob_store: BlobStore,
+                 public_url: str | None = None) -> None:
+        self._reads = reads
+        self._blobs = blob_store
+        self._public_url = public_url.rstrip("/") if public_url else None
+
+    def specs(self) -> list[RouteSpec]:
+        run = [RUN_ID_PARAMETER]
+        return [
+            RouteSpec(
+                method="GET", path="/v1/experiments", handler=self.experiments,
+                operation_id="listExperiments",
+                summary="Experiments (per workspace) with their run counts, by name.",
+                responses={**UNAVAILABLE, 200: "A page of experiments.", 400: "A bad parameter."},
+                response_content={200: _json(_EXPERIMENTS_PAGE)},
+                extra={"parameters": _PAGE_PARAMETERS},
+            ),
+            RouteSpec(
+                method="GET", path="/v1/runs", handler=self.runs, operation_id="listRuns",
+                summary="Runs, filtered and ordered (by creation or a metric's last value).",
+                responses={**UNAVAILABLE, 200: "A page of runs.", 400: "A bad parameter."},
+                response_content={200: _json(ref("RunPage"))},
+                extra={"parameters": _RUN_LIST_PARAMETERS},
+                schemas=schemas_for("RunPage"),
+            ),
+            RouteSpec(
+                method="GET", path="/v1/runs/{run_id}", handler=self.run,
+                operation_id="getRun",
+                summary="One run: status and the time of each status, tags, parent, "
+                "children, error, properties, portal URL.",
+                responses={**UNAVAILABLE, 200: "The run.", 404: "No such run."},
+                response_content={200: _json(ref("RunDetails"))},
+                extra={"parameters": run}, schemas=schemas_for("RunDetails"),
+            ),
+            RouteSpec(
+                method="GET", path="/v1/runs/{run_id}/children", handler=self.children,
+                operation_id="listChildRuns", summary="A run's child runs, oldest first.",
+                responses={**UNAVAILABLE, 200: "A page of runs.", 400: "A bad parameter.",
+                           404: "No such run."},
+                response_content={200: _json(ref("RunPage"))},
+                extra={"parameters": [*run, *_PAGE_PARAMETERS]},
+                schemas=schemas_for("RunPage"),
+            ),
+            RouteSpec(
+                method="GET", path="/v1/runs/{run_id}/files", handler=self.files,
+                operation_id="listRunFiles", summary="A run's files and images, by name.",
+                responses={**UNAVAILABLE, 200: "The files.", 404: "No such run."},
+                response_content={200: _json(_FILES)},
+                extra={"parameters": run},
+            ),
+            RouteSpec(
+                method="GET", path="/v1/runs/{run_id}/files/{name:.+}", handler=self.file,
+                operation_id="downloadRunFile", summary="The bytes of one of a run's files.",
+                responses={**UNAVAILABLE, 200: "The file's bytes (Content-Type of the artifact).",
+                           404: "No such run, file, or stored bytes."},
+                response_content={200: {"*/*": {"schema": {"type": "string",
+                                                           "format": "binary"}}}},
+                extra={"parameters": [*run, _FILE_NAME_PARAMETER]},
+            ),
+            RouteSpec(
+                method="GET", path="/v1/runs/{run_id}/logs", handler=self.logs,
+                operation_id="listRunLogLines",
+                summary="A run's captured log lines, in (time, producer, seq, line) order.",
+                responses={**UNAVAILABLE, 200: "A page of lines.", 400: "A bad parameter.",
+                           404: "No such run."},
+                response_content={200: _json(_LOGS)},
+                extra={"parameters": [
+                    *run,
+                    query_parameter("after", "Continue after this position (a next_cursor).",
+                                    _STRING),
+                    LIMIT_PARAMETER,
+                ]},
+            ),
+        ]
+
+    # -- handlers -----------------------------------------------------------------------------
+
+    async def experiments(self, request: web.Request) -> web.StreamResponse:
+        limit = limit_param(request)
+        after = cursor_param(request, "experiments")
+        if after is not None and not _strings(after, 2):
+            raise bad_request("parameter 'cursor' is not a cursor of this listing")
+        rows = await self._reads.experiments(
+            None if after is None else (after[0], after[1]), limit + 1,
+            workspaces=grant_of(request).sorted(),
+        )
+        page, more = rows[:limit], len(rows) > limit
+        return json_ok({
+            "experiments": [
+                {"name": r["name"], "workspace": r["workspace"], "runs": int(r["runs"]),
+                 "last_run_at": iso(r["last_run_at"])}
+                for r in page
+            ],
+            "next_cursor": encode_cursor("experiments", [page[-1]["name"],
+                                                         page[-1]["workspace"]])
+            if more else None,
+        })
+
+    async def runs(self, request: web.Request) -> web.StreamResponse:
+        grant = grant_of(request)
+        workspace = str_param(request, "workspace")
+        if workspace is not None and not grant.allows(workspace):
+            raise forbidden_workspace(workspace)
+        where = RunFilter(
+            experiment=str_param(request, "experiment"),
+            workspace=workspace,
+            workspaces=grant.sorted(),
+            statuses=_statuses(request),
+            tags=_tags(request),
+            compute_target=str_param(request, "compute_target"),
+            parent_run_id=str_param(request, "parent_run_id"),
+            created_after=time_param(request, "created_after"),
+            created_before=time_param(request, "created_before"),
+        )
+        metric = _order_metric(request)
+        order = str_param(request, "order") or "desc"
+        if order not in ("asc", "desc"):
+            raise bad_request(f"parameter 'order' must be asc or desc, got {order[:20]!r}")
+        return await self._run_page(request, where, metric=metric, descending=order == "desc")
+
+    async def run(self, request: web.Request) -> web.StreamResponse:
+        run_id = path_param(request, "run_id", "run")
+        row = await self._reads.run_details(run_id)
+        if row is None:
+            raise not_found(f"no run {run_id!r}")
+        base = self._public_url or str(request.url.origin())
+        return json_ok(run_details(row, portal_url=f"{base}/v1/runs/{run_id}"))
+
+    async def children(self, request: web.Request) -> web.StreamResponse:
+        run_id = await self._existing_run(request)
+        return await self._run_page(
+            request,
+            RunFilter(parent_run_id=run_id, workspaces=grant_of(request).sorted()),
+            metric=None,
+            descending=False,
+        )
+
+    async def files(self, request: web.Request) -> web.StreamResponse:
+        run_id = await self._existing_run(request)
+        rows = await self._reads.files(run_id)
+        return json_ok({"files": [
+            {"name": r["name"], "kind": r["kind"], "sha256": r["sha256"],
+             "size_bytes": int(r["size_bytes"]), "content_type": r["content_type"],
+             "created_at": iso(r["created_at"])}
+            for r in rows
+        ]})
+
+    async def file(self, request: web.Request) -> web.StreamResponse:
+        run_id = await self._existing_run(request)
+        name = path_param(request, "name", f"file in run {run_id!r}:")
+        row = await self._reads.file(run_id, name)
+        if row is None:
+            raise not_found(f"run {run_id!r} has no file {name!r}")
+        digest = row["sha256"]
+        info = (await asyncio.to_thread(self._blobs.stat, digest)
+                if is_valid_digest(digest) else None)
+        if info is None:
+            raise not_found(f"the bytes of {name!r} (sha256 {digest}) are not in the blob store")
+        response = web.StreamResponse(headers={hdrs.ETAG: f'"{digest}"', **_ARTIFACT_HEADERS})
+        response.content_type = safe_content_type(row["content_type"])
+        response.content_length = info.size_bytes
+        await response.prepare(request)
+        try:
+            with await asyncio.to_thread(info.path.open, "rb") as source:
+                while chunk := await asyncio.to_thread(source.read, READ_CHUNK_BYTES):
+                    await response.write(chunk)
+        except ConnectionError:
+            response.force_close()
+            return response
+        await response.write_eof()
+        return response
+
+    async def logs(self, request: web.Request) -> web.StreamResponse:
+        run_id = await self._existing_run(request)
+        limit = limit_param(request)
+        after = cursor_param(request, "logs", name="after")
+        position = None
+        if after is not None:
+            if (len(after) != 4 or not isinstance(after[0], int) or not isinstance(after[1], str)
+                    or not isinstance(after[2], int) or not isinstance(after[3], int)):
+                raise bad_request("parameter 'after' is not a cursor of this listing")
+            position = (_from_micros(after[0], "after"), after[1], after[2], after[3])
+        rows = await self._reads.log_lines(run_id, position, limit)
+        if rows:
+            last = rows[-1]
+            next_cursor: str | None = encode_cursor("logs", [
+                _micros(last["logged_at"]), last["producer_id"], last["seq"], last["line_no"]])
+        else:
+            next_cursor = str_param(request, "after")
+        return json_ok({
+            "lines": [{"stream": r["stream"], "line": r["line"], "rank": r["rank"],
+                       "time": iso(r["logged_at"])} for r in rows],
+            "next_cursor": next_cursor,
+        })
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    async def _existing_run(self, request: web.Request) -> str:
+        run_id = path_param(request, "run_id", "run")
+        if not await self._reads.run_exists(run_id):
+            raise not_found(f"no run {run_id!r}")
+        return run_id
+
+    async def _run_page(self, request: web.Request, where: RunFilter, *, metric: str | None,
+                        descending: bool) -> web.Response:
+        limit = limit_param(request)
+        kind = f"runs:{'metric:' + metric if metric else 'created_at'}:" + (
+            "desc" if descending else "asc")
+        after = cursor_param(request, kind)
+        key: tuple[Any, str] | None = None
+        if after is not None:
+            key = _run_keyset(after, by_metric=metric is not None)
+        rows = await self._reads.runs(where, RunOrder(metric=metric, descending=descending,
+                                                      after=key), limit + 1)
+        page, more = rows[:limit], len(rows) > limit
+        next_cursor = None
+        if more:
+            last = page[-1]
+            sort_key = (_json_sort_value(last["sort_value"]) if metric is not None
+                        else _micros(last["created_at"]))
+            next_cursor = encode_cursor(kind, [sort_key, last["run_id"]])
+        return json_ok({"runs": [run_summary(r) for r in page], "next_cursor": next_cursor})
+
+
+def _statuses(request: web.Request) -> tuple[str, ...]:
+    out: list[str] = []
+    for value in str_params(request, "status"):
+        for status in value.split(","):
+            status = status.strip()
+            if status not in RUN_STATUSES:
+                raise bad_request(
+                    f"parameter 'status' has unknown status {status[:40]!r}; one of "
+                    + ", ".join(RUN_STATUSES)
+                )
+            out.append(status)
+    return tuple(out)
+
+
+def _tags(request: web.Request) -> tuple[tuple[str, str | None], ...]:
+    out: list[tuple[str, str | None]] = []
+    for value in str_params(request, "tag"):
+        key, sep, tag_value = value.partition(":")
+        if not key:
+            raise bad_request("parameter 'tag' must be 'key' or 'key:value' with a key")
+        out.append((key, tag_value if sep else None))
+    return tuple(out)
+
+
+def _order_metric(request: web.Request) -> str | None:
+    order_by = str_param(request, "order_by") or "created_at"
+    if order_by == "created_at":
+        return None
+    prefix, sep, metric = order_by.partition(":")
+    if prefix != "metric" or not sep or not metric:
+        raise bad_request(
+            f"parameter 'order_by' must be created_at or metric:<name>, got {order_by[:60]!r}"
+        )
+    return metric
+
+
+def _run_keyset(values: list[Any], *, by_metric: bool) -> tuple[Any, str]:
+    problem = bad_request("parameter 'cursor' is not a cursor of this listing")
+    if len(values) != 2 or not isinstance(values[1], str):
+        raise problem
+    value = values[0]
+    if by_metric:
+        if value is None:
+            return None, values[1]
+        try:
+            return float(value), values[1]
+        except (TypeError, ValueError):
+            raise problem from None
+    if not isinstance(value, int):
+        raise problem
+    return _from_micros(value), values[1]
+
+
+def _json_sort_value(value: float | None) -> str | None:
+    # repr() round-trips exactly and writes infinities as 'inf', which float() reads back.
+    return None if value is None else repr(float(value))
+
+
+def _strings(values: list[Any], count: int) -> bool:
+    return len(values) == count and all(isinstance(v, str) for v in values)
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(value: datetime) -> int:
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _from_micros(us: int, name: str = "cursor") -> datetime:
+    try:
+        return _EPOCH + timedelta(microseconds=us)
+    except OverflowError:
+        raise bad_request(f"parameter {name!r} is not a cursor of this listing") from None

@@ -1,0 +1,259 @@
+"""Documents of the read API: database records → JSON, and their OpenAPI schemas.
+
+Each shape is written once here, as a function and as the JSON Schema that
+``/v1/openapi.json`` publishes (``SCHEMAS``); route modules reference the schemas by name
+(``ref("RunSummary")``) and list the ones they use in their RouteSpecs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+import asyncpg
+
+from ingest.db.values import iso
+from ingest.worker.status import STATUS_COLUMNS
+
+__all__ = [
+    "RUN_STATUSES",
+    "SCHEMAS",
+    "list_answer",
+    "queue_state",
+    "ref",
+    "run_details",
+    "run_summary",
+    "schemas_for",
+]
+
+#: Every status a run can show (NotResponding is derived, never stored).
+RUN_STATUSES: Final = (
+    "NotStarted", "Queued", "Preparing", "Running", "NotResponding", "Finalizing",
+    "CancelRequested", "Completed", "Failed", "Canceled",
+)
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def run_summary(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "run_id": row["run_id"],
+        "experiment": row["experiment"],
+        "workspace": row["workspace"],
+        "parent_run_id": row["parent_run_id"],
+        "display_name": row["display_name"],
+        "status": row["status"],
+        "compute_target": row["compute_target"],
+        "created_at": iso(row["created_at"]),
+        "queued_at": iso(row["queued_at"]),
+        "started_at": iso(row["started_at"]),
+        "ended_at": iso(row["ended_at"]),
+        "tags": _json_object(row["tags"]),
+    }
+
+
+def run_details(row: asyncpg.Record, *, portal_url: str) -> dict[str, Any]:
+    status_times = {
+        status: iso(row["queued_at_" if column == "queued_at" else column])
+        for status, column in STATUS_COLUMNS.items()
+    }
+    return {
+        **run_summary(row),
+        "status_times": status_times,
+        "error": row["error"],
+        "properties": _json_object(row["properties"]),
+        "children": list(row["children"]),
+        "last_heartbeat_at": iso(row["last_heartbeat_at"]),
+        "dropped_events": int(row["dropped_events"]),
+        "portal_url": portal_url,
+    }
+
+
+def queue_state(row: asyncpg.Record | Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "compute_target": row["compute_target"],
+        "queued": int(row["queued"]),
+        "preparing": int(row["preparing"]),
+        "running": int(row["running"]),
+        "not_responding": int(row["not_responding"]),
+        "oldest_queued_age_s": _float_or_none(row["oldest_queued_age_s"]),
+        "queue_wait_p50_s": _float_or_none(row["queue_wait_p50_s"]),
+        "queue_wait_p95_s": _float_or_none(row["queue_wait_p95_s"]),
+        "completed_1h": int(row["completed_1h"]),
+        "failed_1h": int(row["failed_1h"]),
+        "canceled_1h": int(row["canceled_1h"]),
+    }
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    # asyncpg returns jsonb as text unless the connection has a codec for it.
+    if isinstance(value, str):
+        decoded: dict[str, Any] = json.loads(value)
+        return decoded
+    return dict(value or {})
+
+
+# --- schemas ---------------------------------------------------------------------------------
+
+_TIME: Final = {
+    "type": ["string", "null"],
+    "format": "date-time",
+    "description": "ISO 8601 in UTC, e.g. 2026-11-28T04:21:33.511565+00:00.",
+}
+_NULLABLE_STRING: Final = {"type": ["string", "null"]}
+_COUNT: Final = {"type": "integer", "minimum": 0}
+_SECONDS: Final = {"type": ["number", "null"]}
+_VALUE: Final = {
+    "description": (
+        "A logged value with its type: number (int or float), boolean or string. JSON has "
+        "no NaN or infinities: those floats are the strings \"NaN\", \"Infinity\", "
+        "\"-Infinity\"."
+    ),
+    "type": ["number", "boolean", "string", "null"],
+}
+_CURSOR: Final = {
+    "type": ["string", "null"],
+    "description": "Pass as ?cursor= for the next page; null on the last page.",
+}
+
+SCHEMAS: Final[dict[str, dict[str, Any]]] = {
+    "Value": _VALUE,
+    "RunSummary": {
+        "type": "object",
+        "required": [
+            "run_id", "experiment", "workspace", "parent_run_id", "display_name", "status",
+            "compute_target", "created_at", "queued_at", "started_at", "ended_at", "tags",
+        ],
+        "properties": {
+            "run_id": {"type": "string"},
+            "experiment": {"type": "string"},
+            "workspace": {"type": "string"},
+            "parent_run_id": _NULLABLE_STRING,
+            "display_name": _NULLABLE_STRING,
+            "status": {"type": "string", "enum": list(RUN_STATUSES)},
+            "compute_target": _NULLABLE_STRING,
+            "created_at": {**_TIME, "type": "string"},
+            "queued_at": _TIME,
+            "started_at": _TIME,
+            "ended_at": _TIME,
+            "tags": {
+                "type": "object",
+                "additionalProperties": _NULLABLE_STRING,
+                "description": "Tag → value (null for a tag without value).",
+            },
+        },
+    },
+    "RunDetails": {
+        "allOf": [
+            ref("RunSummary"),
+            {
+                "type": "object",
+                "required": [
+                    "status_times", "error", "properties", "children", "last_heartbeat_at",
+                    "dropped_events", "portal_url",
+                ],
+                "properties": {
+                    "status_times": {
+                        "type": "object",
+                        "description": "When the run first reached each status (null: never).",
+                        "required": list(STATUS_COLUMNS),
+                        "properties": {status: _TIME for status in STATUS_COLUMNS},
+                        "additionalProperties": False,
+                    },
+                    "error": {**_NULLABLE_STRING, "description": "Error text of a Failed run."},
+                    "properties": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "children": {
+                        "type": "array", "items": {"type": "string"},
+                        "description": "Child run ids, oldest first.",
+                    },
+                    "last_heartbeat_at": _TIME,
+                    "dropped_events": {
+                        **_COUNT, "description": "Events the SDK reported dropping.",
+                    },
+                    "portal_url": {"type": "string"},
+                },
+            },
+        ],
+    },
+    "RunPage": {
+        "type": "object",
+        "required": ["runs", "next_cursor"],
+        "properties": {
+            "runs": {"type": "array", "items": ref("RunSummary")},
+            "next_cursor": _CURSOR,
+        },
+    },
+    "QueueState": {
+        "type": "object",
+        "required": [
+            "compute_target", "queued", "preparing", "running", "not_responding",
+            "oldest_queued_age_s", "queue_wait_p50_s", "queue_wait_p95_s", "completed_1h",
+            "failed_1h", "canceled_1h",
+        ],
+        "properties": {
+            "compute_target": {"type": "string"},
+            "queued": _COUNT,
+            "preparing": _COUNT,
+            "running": {**_COUNT, "description": "Running runs, not responding ones included."},
+            "not_responding": _COUNT,
+            "oldest_queued_age_s": {
+                **_SECONDS, "description": "Age of the oldest queued run (null: none queued).",
+            },
+            "queue_wait_p50_s": {
+                **_SECONDS,
+                "description": "Median time from Queued to Preparing/Running over runs that "
+                "left the queue in the last 24 h (null: none).",
+            },
+            "queue_wait_p95_s": _SECONDS,
+            "completed_1h": _COUNT,
+            "failed_1h": _COUNT,
+            "canceled_1h": _COUNT,
+        },
+    },
+}
+
+
+def list_answer(
+    key: str, item_properties: dict[str, Any], *, cursor: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Schema of ``{key: [item, …]}`` (plus ``next_cursor`` when ``cursor`` is given)."""
+    properties: dict[str, Any] = {key: {"type": "array", "items": {
+        "type": "object", "required": list(item_properties), "properties": item_properties,
+    }}}
+    if cursor is not None:
+        properties["next_cursor"] = cursor
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
+def schemas_for(*names: str) -> dict[str, dict[str, Any]]:
+    """The named component schemas plus those they reference (for a RouteSpec)."""
+    out: dict[str, dict[str, Any]] = {}
+    pending = list(names)
+    while pending:
+        name = pending.pop()
+        if name in out:
+            continue
+        out[name] = SCHEMAS[name]
+        pending += _references(SCHEMAS[name])
+    return out
+
+
+def _references(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = []
+        target = node.get("$ref")
+        if isinstance(target, str) and target.startswith("#/components/schemas/"):
+            found.append(target.rsplit("/", 1)[1])
+        for value in node.values():
+            found += _references(value)
+        return found
+    if isinstance(node, list):
+        return [name for item in node for name in _references(item)]
+    return []

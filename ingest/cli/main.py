@@ -1,0 +1,385 @@
+"""The ``runstream`` command line: the one place that reads the environment.
+
+Each subcommand builds a frozen :class:`~ingest.settings.Settings` from ``RUNSTREAM_*``
+variables and hands it to the component it runs. Logging is configured here, once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import asyncpg
+
+from ingest.api.blobstore import DEFAULT_MAX_BLOB_BYTES
+from ingest.cli.redact import install as install_redaction
+from ingest.cli.redact import redact, secrets_of
+from ingest.settings import Settings, redact_dsn
+from ingest.stack.procs import StackError, progress
+from ingest.stack.stack import Stack
+from ingest.worker.service import DEFAULT_GROUP_ID
+from producer._kafka_security import ENV_VARS as KAFKA_SECURITY_ENV
+
+__all__ = ["main"]
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+ENVIRONMENT_HELP = """\
+environment:
+  RUNSTREAM_KAFKA   Kafka bootstrap servers (default 127.0.0.1:9092; loopback = run it locally)
+  RUNSTREAM_DB      PostgreSQL DSN (default: the local stack's own server)
+  RUNSTREAM_API     API base URL (default http://127.0.0.1:8470)
+  RUNSTREAM_HOME    spool, blobs and local stack data (default ~/.runstream)
+  RUNSTREAM_TOPIC   events topic (default runstream.events; dead letters go to <topic>.dlq)
+  RUNSTREAM_TOKEN   API bearer token: the SDK sends it; the API takes it as the admin token
+  RUNSTREAM_WORKSPACE_TOKENS API tokens scoped to workspaces, JSON {"ws": "token" | [tokens]}
+  RUNSTREAM_WORKSPACE workspace name the SDK puts on events (default "default")
+  RUNSTREAM_PARTITIONS partitions of the topics `up` creates (default 6)
+  RUNSTREAM_PG_PORT port of the local stack's PostgreSQL (default 54329)
+  RUNSTREAM_METRICS_PORT port of the ingest worker's /metrics (default 8471)
+Kafka security (SDK, workers and `up`/`status` alike):
+""" + "".join(f"  {name} {meaning}\n" for name, meaning in KAFKA_SECURITY_ENV.items())
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    home = getattr(args, "stack_home", None)
+    if home:
+        # Services started by `up` are told which home they belong to.
+        settings = Settings(**{**settings.__dict__, "home": Path(home)})
+    return settings
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    status = Stack(settings).up()
+    _print_status(status, as_json=args.json)
+    return 0 if all(c.get("ok") for c in status.values()) else 1
+
+
+def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
+    stopped = Stack(settings).down()
+    print(f"stopped: {', '.join(stopped)}" if stopped else "nothing of ours was running")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.verbose:  # a broker that is down is reported below, not as a log line
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    status = Stack(settings).status()
+    _print_status(status, as_json=args.json)
+    return 0 if all(c.get("ok") for c in status.values()) else 1
+
+
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.api.app import run_api  # imported here: `up`/`status` stay light
+
+    asyncio.run(
+        run_api(
+            settings,
+            host=args.host,
+            port=args.port,
+            max_blob_bytes=args.max_blob_bytes,
+            dsn=Stack(settings).dsn,
+        )
+    )
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.worker.service import run_worker
+
+    return asyncio.run(
+        run_worker(
+            settings,
+            dsn=Stack(settings).dsn,
+            group_id=args.group,
+            metrics_port=settings.metrics_port if args.metrics_port is None else args.metrics_port,
+        )
+    )
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.worker.store import migrate
+
+    applied = asyncio.run(migrate(Stack(settings).dsn))
+    print(f"applied migrations: {', '.join(map(str, applied))}" if applied else "up to date")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.cli.demo import run_demo
+
+    stack = Stack(settings)
+    stack.up()
+    progress("running the diabetes Ridge sweep (one child run per alpha)…")
+    result = run_demo(settings, dsn=stack.dsn)
+    complete = sum(1 for s in result.statuses.values() if s == "Completed")
+    print(f"experiment diabetes: parent run {result.parent_run_id}")
+    print(
+        f"  {len(result.child_run_ids)} child runs, best alpha {result.best_alpha:g} "
+        f"(mse {result.best_mse:.1f})"
+    )
+    print(
+        f"  stored: {result.stored_runs} runs ({complete} Completed), "
+        f"{result.stored_points} metric points"
+    )
+    print("where to look:")
+    run_url = f"{settings.api_url}/v1/runs/{result.parent_run_id}"
+    print(f"  API       {run_url}")
+    print("            and …/metrics, …/children, …/files, …/events (live)")
+    print(f"  SQL       psql {redact_dsn(stack.dsn)}")
+    print(
+        "            SELECT run_id, display_name, status FROM runstream.runs "  # noqa: S608 - a hint
+        f"WHERE parent_run_id = '{result.parent_run_id}';"
+    )
+    print(
+        "            SELECT run_id, name, step, value FROM runstream.metric_points "
+        "WHERE experiment = 'diabetes';"
+    )
+    print(f"  metrics   http://127.0.0.1:{settings.metrics_port}/metrics")
+    ok = result.stored_runs == len(result.child_run_ids) + 1 and complete == result.stored_runs
+    if not ok:
+        print("runstream: not everything landed in time; see runstream status", file=sys.stderr)
+    return 0 if ok else 1
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.bench.suite import BenchConfig, format_report, run_bench
+
+    stack = Stack(settings)
+    stack.up()
+    config = BenchConfig(
+        duration_s=args.duration_s,
+        producers=args.producers,
+        workers=args.workers,
+        partitions=args.partitions,
+        latency_rate=args.latency_rate,
+        latency_duration_s=args.latency_duration_s,
+        log_call_duration_s=args.log_call_duration_s,
+        quick_read=args.quick_read,
+    )
+    suites = ("write", "read") if args.suite == "all" else (args.suite,)
+    result = run_bench(settings, dsn=stack.dsn, config=config, progress=progress, suites=suites)
+    print(json.dumps(result, indent=2) if args.json else format_report(result))
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.cli.progressbar import ProgressBar
+    from producer import SyncProgress, Workspace, sync
+
+    workspace = Workspace.from_env()
+    bar = ProgressBar("sync")
+
+    def show(p: SyncProgress) -> None:
+        bar.update(
+            p.events_done + p.blobs_done,
+            p.events_total + p.blobs_total,
+            f"events {p.events_done:,}/{p.events_total:,} blobs {p.blobs_done}/{p.blobs_total}",
+        )
+
+    try:
+        result = sync(workspace, progress=show)
+    finally:
+        bar.close()
+    print(
+        f"sent {result.events_sent:,} events, uploaded {result.blobs_uploaded} artifacts; "
+        f"left: {result.events_remaining:,} events, {result.blobs_remaining} artifacts"
+    )
+    if result.events_rejected or result.blobs_rejected or result.torn_bytes:
+        print(
+            f"discarded: {result.events_rejected} events Kafka refused, "
+            f"{result.blobs_rejected} artifacts the API refused, "
+            f"{result.torn_bytes} bytes of torn spool records"
+        )
+    if result.segments_skipped:
+        print(f"{result.segments_skipped} spool files belong to a running process; it sends them")
+    for error in result.errors:
+        print(f"runstream: {error}", file=sys.stderr)
+    return 0 if result.complete else 1
+
+
+def _print_status(status: dict[str, dict[str, object]], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(status, sort_keys=True))
+        return
+    for name, info in status.items():
+        mark = "ok  " if info.get("ok") else "DOWN"
+        endpoint = (
+            info.get("bootstrap")
+            or info.get("dsn")
+            or info.get("url")
+            or info.get("metrics_url")
+            or ""
+        )
+        extra = ""
+        if name == "postgres" and info.get("ok"):
+            ts = info.get("timescaledb")
+            extra = f"  (TimescaleDB {ts})" if ts else "  (plain PostgreSQL, no TimescaleDB)"
+        if info.get("error"):
+            extra += f"  {info['error']}"
+        print(f"{mark} {name:<9} {endpoint}{extra}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runstream",
+        description=(
+            "Runstream: experiment-tracking ingestion over Kafka into PostgreSQL/TimescaleDB."
+        ),
+        epilog=ENVIRONMENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    up = add(
+        "up",
+        cmd_up,
+        "Start the local stack (Kafka, PostgreSQL and the runstream services) under "
+        "RUNSTREAM_HOME, idempotently, and print the endpoints. The first run fetches the "
+        "Kafka jars with Maven and may install PostgreSQL 15 with apt-get.",
+    )
+    up.add_argument("--json", action="store_true", help="print the status as one JSON object")
+    add("down", cmd_down, "Stop everything `up` started under RUNSTREAM_HOME, and nothing else.")
+    status = add("status", cmd_status, "Show each component's endpoint and health.")
+    status.add_argument(
+        "--json", action="store_true", help="print one JSON object, a key per component"
+    )
+    api = add(
+        "api",
+        cmd_api,
+        "Serve the HTTP API (runs, metrics, files, logs, compute targets, live updates, "
+        "blob uploads, the schema registry, health and Prometheus metrics) on "
+        "RUNSTREAM_API's host:port, reading RUNSTREAM_DB (or the local stack's database), "
+        "until SIGTERM or Ctrl-C.",
+    )
+    api.add_argument("--host", help="bind address (default: RUNSTREAM_API's host)")
+    api.add_argument("--port", type=int, help="port (default: RUNSTREAM_API's port, 8470)")
+    api.add_argument(
+        "--max-blob-bytes",
+        type=int,
+        default=DEFAULT_MAX_BLOB_BYTES,
+        help="largest artifact upload accepted (default 512 MiB)",
+    )
+    ingest = add(
+        "ingest",
+        cmd_ingest,
+        "Run one ingest worker: consume the events topic in a consumer group and persist "
+        "every event exactly once into PostgreSQL, serving Prometheus metrics. Start as "
+        "many as you like, on any machines; run `runstream migrate` first.",
+    )
+    ingest.add_argument(
+        "--group", default=DEFAULT_GROUP_ID, help=f"consumer group (default {DEFAULT_GROUP_ID})"
+    )
+    ingest.add_argument(
+        "--metrics-port",
+        type=int,
+        help="port of /metrics (default RUNSTREAM_METRICS_PORT or 8471; 0 picks a free one)",
+    )
+    add(
+        "migrate",
+        cmd_migrate,
+        "Apply the numbered SQL migrations to RUNSTREAM_DB (or the local stack's database).",
+    )
+    add(
+        "demo",
+        cmd_demo,
+        "Run the product page's example end to end: start the local stack if needed, sweep "
+        "Ridge regression's alpha over scikit-learn's diabetes data (a child run per alpha), "
+        "wait until everything is stored and print where to look.",
+    )
+    add(
+        "sync",
+        cmd_sync,
+        "Send events and artifact bytes left in RUNSTREAM_HOME/spool (Kafka or the API was "
+        "unreachable, or the process died) and delete them once delivered, with a progress "
+        "bar. Exits non-zero while something is left.",
+    )
+    bench = add(
+        "bench",
+        cmd_bench,
+        "Measure on this machine, in a database and topic of its own: `write` (log-call "
+        "latency with Kafka up and down, end-to-end throughput and log-to-commit latency, the "
+        "COPY baseline), `read` (downsampling a 1M-point series, get_metrics of 100x10k "
+        "points, run details at 200 req/s), `faults` (a known workload through worker kills "
+        "and rebalances, counting lost and doubled points). `all` = write + read (about 4 "
+        "minutes). Prints a report, or JSON with --json.",
+    )
+    bench.add_argument(
+        "--quick-read",
+        action="store_true",
+        help="read suite at a tenth of its sizes (a smoke test, not figures)",
+    )
+    bench.add_argument(
+        "suite",
+        nargs="?",
+        default="all",
+        choices=("all", "write", "read", "faults"),
+        help="what to measure (default all = write + read)",
+    )
+    bench.add_argument("--json", action="store_true", help="print the results as JSON")
+    bench.add_argument("--duration-s", type=float, default=60.0, help="end-to-end run length (60)")
+    bench.add_argument("--producers", type=int, default=2, help="training processes (2)")
+    bench.add_argument("--workers", type=int, default=1, help="ingest workers (1)")
+    bench.add_argument("--partitions", type=int, default=6, help="topic partitions (6)")
+    bench.add_argument(
+        "--latency-rate", type=float, default=50_000, help="paced rate for latency (50000/s)"
+    )
+    bench.add_argument(
+        "--latency-duration-s", type=float, default=20.0, help="paced run length (20)"
+    )
+    bench.add_argument(
+        "--log-call-duration-s", type=float, default=5.0, help="each timed log-call loop (5)"
+    )
+    for service in (api, ingest):
+        # Set by `runstream up` so `down` finds exactly the services of one home.
+        service.add_argument("--stack-home", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format=log_format)
+    logging.getLogger("aiokafka").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
+    handler: Handler = args.handler
+    try:
+        settings = _settings(args)
+    except ValueError as exc:  # a malformed environment variable; the message names it
+        print(f"runstream: error: {exc}", file=sys.stderr)
+        return 2
+    secrets = secrets_of(settings)
+    install_redaction(secrets, log_format)
+    try:
+        return handler(args, settings)
+    except StackError as exc:
+        print(f"runstream: error: {redact(str(exc), secrets)}", file=sys.stderr)
+        return 2
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        if args.verbose:  # through logging, so the traceback is redacted too
+            logging.getLogger("runstream").exception("runstream %s failed", args.command)
+            return 1
+        what = f"{type(exc).__name__}: {exc}"
+        print(
+            f"runstream {args.command}: error: {redact(what, secrets)} (-v shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""The ingest worker process: components composed with one exit stack and one task group.
+
+Start-up order: database pool → dead-letter producer → consumer (joins the group) →
+metrics HTTP. Shutdown runs in reverse after the drain: SIGTERM (or ``stop``) ends the
+fetch loop, the writer commits what is already queued, and all of that has one deadline
+(``drain_timeout_s``); past it the in-flight transaction is cancelled (rolled back — the
+next owner re-reads from the stored offsets). Then HTTP stops, the consumer leaves the
+group, the producer flushes and the pool closes. A crashed loop cancels its siblings and
+the worker exits non-zero.
+
+``runstream ingest`` (ingest/cli/main.py) calls ``run_worker``; ``python -m
+ingest.worker.service`` does the same from the environment alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import CollectorRegistry
+
+from ingest.settings import DEFAULT_METRICS_PORT, Settings
+from ingest.worker.consumer import DeadLetterProducer, IngestConsumer
+from ingest.worker.metrics import IngestMetrics, MetricsServer
+from ingest.worker.store import Store
+
+__all__ = ["DEFAULT_GROUP_ID", "run_worker"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_GROUP_ID = "runstream-ingest"
+PARTITION_UPKEEP_INTERVAL_S = 3600.0
+QUEUE_GAUGES_INTERVAL_S = 15.0
+
+
+async def _every(interval_s: float, stop: asyncio.Event, job: Callable[[], Awaitable[object]],
+                 what: str) -> None:
+    while not stop.is_set():
+        try:
+            await job()
+        except Exception:
+            logger.exception("%s failed; trying again in %.0f s", what, interval_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
+
+
+async def run_worker(
+    settings: Settings,
+    *,
+    dsn: str,
+    group_id: str = DEFAULT_GROUP_ID,
+    registry: CollectorRegistry | None = None,
+    stop: asyncio.Event | None = None,
+    metrics_host: str = "127.0.0.1",
+    metrics_port: int | None = DEFAULT_METRICS_PORT,
+    drain_timeout_s: float = 10.0,
+    handle_signals: bool = True,
+    max_batch_messages: int = 2000,
+    max_queued_batches: int = 4,
+    queue_gauges_interval_s: float = QUEUE_GAUGES_INTERVAL_S,
+) -> int:
+    """Run one ingest worker until ``stop`` is set or SIGTERM/SIGINT; return the exit code.
+
+    ``metrics_port=None`` serves no HTTP; ``0`` picks a free port. Migrations are not run
+    here (``runstream migrate`` / ``ingest.worker.store.migrate``).
+    """
+    stop = stop or asyncio.Event()
+    metrics = IngestMetrics(registry or CollectorRegistry())
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    crashed = False
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            store = await stack.enter_async_context(Store(dsn=dsn))
+            dlq = await stack.enter_async_context(DeadLetterProducer(
+                bootstrap=settings.kafka_bootstrap, dlq_topic=settings.dlq_topic,
+                source_topic=settings.topic, security=settings.kafka_security))
+            worker = await stack.enter_async_context(IngestConsumer(
+                bootstrap=settings.kafka_bootstrap, topic=settings.topic, group_id=group_id,
+                store=store, dead_letters=dlq, metrics=metrics,
+                max_batch_messages=max_batch_messages, max_queued_batches=max_queued_batches,
+                security=settings.kafka_security))
+            if metrics_port is not None:
+                server = await stack.enter_async_context(
+                    MetricsServer(metrics, host=metrics_host, port=metrics_port))
+                logger.info("metrics on http://%s:%s/metrics", metrics_host, server.bound_port)
+            logger.info("ingest worker %s consuming %s", group_id, settings.topic)
+            async with asyncio.TaskGroup() as tg:
+                fetch = tg.create_task(worker.run_fetch(stop), name="fetch")
+                write = tg.create_task(worker.run_write(), name="write")
+                tg.create_task(_every(PARTITION_UPKEEP_INTERVAL_S, stop, store.ensure_partitions,
+                                      "partition upkeep"), name="partitions")
+                tg.create_task(_every(queue_gauges_interval_s, stop, _queue_gauges(store, metrics),
+                                      "queue gauges"), name="queue-gauges")
+                await stop.wait()
+                logger.info("stopping: draining queued batches (deadline %.0f s)",
+                            drain_timeout_s)
+                try:
+                    async with asyncio.timeout(drain_timeout_s):
+                        await asyncio.wait({fetch, write})
+                except TimeoutError:
+                    logger.warning("drain deadline passed; abandoning the in-flight batch")
+                    fetch.cancel()
+                    write.cancel()
+    except* Exception:
+        logger.exception("ingest worker crashed")
+        crashed = True
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    logger.info("ingest worker stopped")
+    return 1 if crashed else 0
+
+
+def _queue_gauges(store: Store, metrics: IngestMetrics) -> Callable[[], Awaitable[None]]:
+    async def refresh() -> None:
+        metrics.set_queue_state(await store.queue_state())
+
+    return refresh

@@ -1,0 +1,548 @@
+"""Store stage: migrations and the exactly-once batch write.
+
+The batch write protocol (one PostgreSQL transaction per consumed batch)::
+
+    1. INSERT the batch's event ids into event_ids ON CONFLICT DO NOTHING RETURNING
+       → the ids that are new. The primary key decides, so two workers racing on the
+       same events (a rebalance, a zombie) serialise on the key and exactly one wins.
+    2. write rows for the new events only: metric chunks by binary COPY, other payloads
+       by COPY/upsert; merge run state, producers, tags and artifacts (order-independent
+       merges, see status.py), locking rows in run-id order.
+    3. INSERT dead letters ON CONFLICT DO NOTHING RETURNING; produce the new ones to the
+       DLQ topic and wait for the broker's ack — still inside the transaction, so the
+       offset never moves past a poison message whose DLQ record is not durable.
+    4. UPSERT the partitions' next offsets (monotonic: GREATEST).
+    COMMIT.
+
+Between 2 and 3, ``notify.notify_changes`` queues a NOTIFY naming the runs and compute
+targets the new events touched. PostgreSQL sends it at COMMIT and drops it on rollback,
+so live readers (``api_events.py``) hear of exactly the batches that became visible.
+
+A crash anywhere before COMMIT leaves nothing behind; the worker that gets the
+partition next seeks to the stored offset and redoes the batch. Kafka's own committed
+offsets are never used for correctness. Retriable failures (deadlock, serialization,
+lost connection) surface as ``StoreError(retriable=True)``; the caller retries the whole
+batch, which is safe because nothing of it was committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any, Final
+
+import asyncpg
+
+from ingest.db import pgcopy
+from ingest.errors import MigrationError, StoreError
+from ingest.worker.decode import (
+    Artifact,
+    DeadLetter,
+    Event,
+    ListValue,
+    LogLines,
+    MetricBatch,
+    TableBlock,
+    Tag,
+)
+from ingest.worker.notify import notify_changes
+from ingest.worker.status import (
+    STATUS_COLUMNS,
+    QueueState,
+    WriteStamp,
+    newer_write,
+    reduce_producers,
+    reduce_runs,
+)
+
+__all__ = ["Batch", "Store", "WriteResult", "available_migrations", "migrate"]
+
+logger = logging.getLogger(__name__)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MIGRATION_FILE = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
+MIGRATION_LOCK_ID: Final = 0x72756E73  # "runs": pg_advisory_lock key for migrate()
+
+# --- migrations ---------------------------------------------------------------------
+
+SQL_MIGRATIONS_BOOTSTRAP: Final = """
+CREATE SCHEMA IF NOT EXISTS runstream_data;
+CREATE TABLE IF NOT EXISTS runstream_data.schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+SQL_MIGRATION_LOCK: Final = "SELECT pg_advisory_lock($1)"
+SQL_MIGRATION_UNLOCK: Final = "SELECT pg_advisory_unlock($1)"
+SQL_APPLIED_VERSIONS: Final = "SELECT version FROM runstream_data.schema_migrations"
+SQL_RECORD_MIGRATION: Final = (
+    "INSERT INTO runstream_data.schema_migrations (version, name) VALUES ($1, $2)"
+)
+
+# --- worker queries -------------------------------------------------------------------
+
+SQL_LOAD_OFFSETS: Final = """
+SELECT partition, next_offset FROM runstream_data.consumer_offsets
+WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::integer[])
+"""
+SQL_ENSURE_PARTITIONS: Final = """
+SELECT runstream_data.ensure_metric_partitions(now() - interval '1 month',
+                                               now() + interval '3 months')
+"""
+SQL_QUEUE_STATE: Final = """
+SELECT compute_target, queued, preparing, running, not_responding, oldest_queued_age_s,
+       queue_wait_p50_s, queue_wait_p90_s, queue_wait_p99_s,
+       completed_1h, failed_1h, canceled_1h
+FROM runstream.compute_targets ORDER BY compute_target
+"""
+
+# --- the batch write --------------------------------------------------------------------
+
+SQL_DEDUP_EVENTS: Final = """
+INSERT INTO runstream_data.event_ids (event_id, run_id)
+SELECT * FROM unnest($1::uuid[], $2::text[]) ORDER BY 1
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id::text
+"""
+METRIC_CHUNK_COLUMNS: Final = (
+    "run_id", "name", "rank", "producer_id", "seq", "series_idx", "n", "time_min",
+    "time_max", "step_min", "step_max", "steps", "values", "times", "kinds", "texts",
+)
+LIST_COLUMNS: Final = (
+    "run_id", "name", "rank", "producer_id", "seq", "logged_at", "n", "nums", "kinds", "texts",
+)
+TABLE_COLUMNS: Final = (
+    "run_id", "name", "source", "rank", "producer_id", "seq", "logged_at", "column_idx",
+    "column_name", "n", "nums", "kinds", "texts",
+)
+LOG_COLUMNS: Final = ("run_id", "stream", "rank", "producer_id", "seq", "logged_at", "lines")
+
+SQL_MERGE_RUNS: Final = """
+INSERT INTO runstream_data.runs AS r (
+    run_id, experiment, workspace, created_at, last_event_at, last_heartbeat_at, meta_at,
+    parent_run_id, display_name, compute_target, properties, error,
+    not_started_at, queued_at, preparing_at, running_at, finalizing_at,
+    cancel_requested_at, completed_at, failed_at, canceled_at)
+SELECT u.run_id, u.experiment, u.workspace, u.created_at, u.last_event_at,
+       u.last_heartbeat_at, u.meta_at, u.parent_run_id, u.display_name, u.compute_target,
+       u.properties::jsonb, u.error, u.not_started_at, u.queued_at, u.preparing_at,
+       u.running_at, u.finalizing_at, u.cancel_requested_at, u.completed_at, u.failed_at,
+       u.canceled_at
+FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
+            $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], $10::text[],
+            $11::text[], $12::text[], $13::timestamptz[], $14::timestamptz[],
+            $15::timestamptz[], $16::timestamptz[], $17::timestamptz[], $18::timestamptz[],
+            $19::timestamptz[], $20::timestamptz[], $21::timestamptz[])
+     AS u(run_id, experiment, workspace, created_at, last_event_at, last_heartbeat_at,
+          meta_at, parent_run_id, display_name, compute_target, properties, error,
+          not_started_at, queued_at, preparing_at, running_at, finalizing_at,
+          cancel_requested_at, completed_at, failed_at, canceled_at)
+ORDER BY u.run_id
+ON CONFLICT (run_id) DO UPDATE SET
+    created_at = least(r.created_at, excluded.created_at),
+    last_event_at = greatest(r.last_event_at, excluded.last_event_at),
+    last_heartbeat_at = greatest(r.last_heartbeat_at, excluded.last_heartbeat_at),
+    parent_run_id = CASE WHEN excluded.meta_at < r.meta_at OR r.meta_at IS NULL
+        THEN coalesce(excluded.parent_run_id, r.parent_run_id)
+        ELSE coalesce(r.parent_run_id, excluded.parent_run_id) END,
+    display_name = CASE WHEN excluded.meta_at < r.meta_at OR r.meta_at IS NULL
+        THEN coalesce(excluded.display_name, r.display_name)
+        ELSE coalesce(r.display_name, excluded.display_name) END,
+    compute_target = CASE WHEN excluded.meta_at < r.meta_at OR r.meta_at IS NULL
+        THEN coalesce(excluded.compute_target, r.compute_target)
+        ELSE coalesce(r.compute_target, excluded.compute_target) END,
+    properties = CASE WHEN excluded.meta_at < r.meta_at OR r.meta_at IS NULL
+        THEN r.properties || excluded.properties
+        ELSE excluded.properties || r.properties END,
+    meta_at = least(r.meta_at, excluded.meta_at),
+    error = CASE WHEN excluded.failed_at < r.failed_at OR r.failed_at IS NULL
+            THEN excluded.error
+        WHEN excluded.failed_at = r.failed_at
+            THEN greatest(r.error COLLATE "C", excluded.error COLLATE "C")
+        ELSE r.error END,
+    not_started_at = least(r.not_started_at, excluded.not_started_at),
+    queued_at = least(r.queued_at, excluded.queued_at),
+    preparing_at = least(r.preparing_at, excluded.preparing_at),
+    running_at = least(r.running_at, excluded.running_at),
+    finalizing_at = least(r.finalizing_at, excluded.finalizing_at),
+    cancel_requested_at = least(r.cancel_requested_at, excluded.cancel_requested_at),
+    completed_at = least(r.completed_at, excluded.completed_at),
+    failed_at = least(r.failed_at, excluded.failed_at),
+    canceled_at = least(r.canceled_at, excluded.canceled_at)
+"""
+SQL_MERGE_PRODUCERS: Final = """
+INSERT INTO runstream_data.producers AS p (
+    run_id, producer_id, rank, events, max_seq, dropped_events, first_seen_at, last_seen_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::bigint[], $5::bigint[],
+                     $6::bigint[], $7::timestamptz[], $8::timestamptz[])
+ORDER BY 1, 2
+ON CONFLICT (run_id, producer_id) DO UPDATE SET
+    events = p.events + excluded.events,
+    max_seq = greatest(p.max_seq, excluded.max_seq),
+    dropped_events = greatest(p.dropped_events, excluded.dropped_events),
+    first_seen_at = least(p.first_seen_at, excluded.first_seen_at),
+    last_seen_at = greatest(p.last_seen_at, excluded.last_seen_at)
+"""
+SQL_MERGE_TAGS: Final = """
+INSERT INTO runstream_data.tags AS t (run_id, key, value, set_at, producer_id, seq)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
+                     $6::bigint[])
+ORDER BY 1, 2
+ON CONFLICT (run_id, key) DO UPDATE SET
+    value = excluded.value, set_at = excluded.set_at,
+    producer_id = excluded.producer_id, seq = excluded.seq
+WHERE CASE WHEN t.producer_id = excluded.producer_id THEN excluded.seq > t.seq
+     ELSE (excluded.set_at, excluded.producer_id) > (t.set_at, t.producer_id) END
+"""
+SQL_MERGE_ARTIFACTS: Final = """
+INSERT INTO runstream_data.artifacts AS a (
+    run_id, name, kind, sha256, size_bytes, content_type, rank, producer_id, seq, created_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                     $6::text[], $7::integer[], $8::text[], $9::bigint[], $10::timestamptz[])
+ORDER BY 1, 2
+ON CONFLICT (run_id, name) DO UPDATE SET
+    kind = excluded.kind, sha256 = excluded.sha256, size_bytes = excluded.size_bytes,
+    content_type = excluded.content_type, rank = excluded.rank,
+    producer_id = excluded.producer_id, seq = excluded.seq, created_at = excluded.created_at
+WHERE CASE WHEN a.producer_id = excluded.producer_id THEN excluded.seq > a.seq
+     ELSE (excluded.created_at, excluded.producer_id) > (a.created_at, a.producer_id) END
+"""
+SQL_RECORD_DEAD_LETTERS: Final = """
+INSERT INTO runstream_data.dead_letters (topic, partition, "offset", reason, detail, key)
+SELECT * FROM unnest($1::text[], $2::integer[], $3::bigint[], $4::text[], $5::text[],
+                     $6::bytea[])
+ORDER BY 1, 2, 3
+ON CONFLICT (topic, partition, "offset") DO NOTHING
+RETURNING partition, "offset"
+"""
+SQL_SAVE_OFFSETS: Final = """
+INSERT INTO runstream_data.consumer_offsets AS o (group_id, topic, partition, next_offset)
+SELECT $1, $2, u.partition, u.next_offset
+FROM unnest($3::integer[], $4::bigint[]) AS u(partition, next_offset)
+ORDER BY u.partition
+ON CONFLICT (group_id, topic, partition) DO UPDATE SET
+    next_offset = greatest(o.next_offset, excluded.next_offset), updated_at = now()
+"""
+
+_RETRIABLE = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.InterfaceError,
+    ConnectionError,
+    OSError,
+)
+
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+SendDeadLetters = Callable[[Sequence[DeadLetter]], Awaitable[None]]
+
+
+def available_migrations() -> list[tuple[int, str, str]]:
+    """(version, file name, SQL) of every packaged migration, in order."""
+    root = resources.files("ingest.db").joinpath("migrations")
+    out = []
+    for entry in root.iterdir():
+        match = _MIGRATION_FILE.fullmatch(entry.name)
+        if match:
+            out.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    out.sort()
+    versions = [v for v, _, _ in out]
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"duplicate migration versions in {versions}")
+    return out
+
+
+async def migrate(dsn: str) -> list[int]:
+    """Apply pending migrations in order, each in its own transaction; return the versions
+    applied by this call. Safe to run concurrently (an advisory lock serialises callers)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(SQL_MIGRATION_LOCK, MIGRATION_LOCK_ID)
+        try:
+            await conn.execute(SQL_MIGRATIONS_BOOTSTRAP)
+            applied = {r["version"] for r in await conn.fetch(SQL_APPLIED_VERSIONS)}
+            done: list[int] = []
+            for version, name, sql in available_migrations():
+                if version in applied:
+                    continue
+                try:
+                    async with conn.transaction():
+                        await conn.execute(sql)
+                        await conn.execute(SQL_RECORD_MIGRATION, version, name)
+                except asyncpg.PostgresError as exc:
+                    raise MigrationError(
+                        f"migration {name} failed: {exc}", version=version
+                    ) from exc
+                logger.info("applied migration %s", name)
+                done.append(version)
+            return done
+        finally:
+            await conn.execute(SQL_MIGRATION_UNLOCK, MIGRATION_LOCK_ID)
+    finally:
+        await conn.close()
+
+
+def _ts(us: int | None) -> datetime | None:
+    return None if us is None else _EPOCH + timedelta(microseconds=us)
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one write transaction commits: decoded events, dead letters and, per
+    partition, the next offset to read (last consumed offset + 1)."""
+
+    topic: str
+    group_id: str
+    events: list[Event] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    next_offsets: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    new_events: int
+    duplicates: int
+    points: int
+    dead_letters: int
+    #: ts (µs) of each newly stored event, for log-to-commit latency.
+    new_event_ts_us: tuple[int, ...]
+
+
+COPY_CHUNK_BYTES: Final = 1 << 20
+
+
+def _metric_copy(events: Sequence[Event]) -> Iterator[bytes]:
+    """The binary COPY stream of the batch's metric chunks, in ~1 MiB pieces."""
+    parts: list[bytes] = [pgcopy.COPY_HEADER]
+    size = 0
+    head = pgcopy.row_header(len(METRIC_CHUNK_COLUMNS))
+    null = pgcopy.field_null()
+    for e in events:
+        if not isinstance(e.payload, MetricBatch):
+            continue
+        run_id = pgcopy.field_text(e.run_id)
+        producer = pgcopy.field_text(e.producer_id)
+        rank = pgcopy.field_int4(e.rank)
+        seq = pgcopy.field_int8(e.seq)
+        for idx, s in enumerate(e.payload.series):
+            if s.n == 0:
+                continue
+            parts += (
+                head, run_id, pgcopy.field_text(s.name), rank, producer, seq,
+                pgcopy.field_int4(idx), pgcopy.field_int4(s.n),
+                pgcopy.field_timestamptz_us(s.time_min_us),
+                pgcopy.field_timestamptz_us(s.time_max_us),
+                pgcopy.field_int8(s.step_min), pgcopy.field_int8(s.step_max),
+                pgcopy.field_packed_array(s.steps, pgcopy.INT8_OID),
+                pgcopy.field_packed_array(s.values, pgcopy.FLOAT8_OID),
+                pgcopy.field_packed_array(s.times, pgcopy.INT8_OID),
+                null if s.kinds is None else pgcopy.field_bytea(s.kinds),
+                null if s.texts is None else pgcopy.field_text_array(s.texts),
+            )
+            size += 36 * s.n
+            if size >= COPY_CHUNK_BYTES:
+                yield b"".join(parts)
+                parts, size = [], 0
+    parts.append(pgcopy.COPY_TRAILER)
+    yield b"".join(parts)
+
+
+def _columns(rows: Sequence[Sequence[Any]], n: int) -> list[list[Any]]:
+    return [[row[i] for row in rows] for i in range(n)]
+
+
+class Store:
+    """An asyncpg pool and the batch write. ``start()`` connects; it never migrates."""
+
+    def __init__(self, *, dsn: str, min_size: int = 1, max_size: int = 4,
+                 command_timeout_s: float = 60.0) -> None:
+        self._dsn = dsn
+        self._min_size = min_size
+        self._max_size = max_size
+        self._command_timeout_s = command_timeout_s
+        self._pool: asyncpg.Pool | None = None
+
+    async def start(self) -> None:
+        if self._pool is None:
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=self._min_size, max_size=self._max_size,
+                command_timeout=self._command_timeout_s,
+            )
+
+    async def stop(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def __aenter__(self) -> Store:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("Store is not started")
+        return self._pool
+
+    async def load_offsets(self, group_id: str, topic: str,
+                           partitions: Sequence[int]) -> dict[int, int]:
+        rows = await self.pool.fetch(SQL_LOAD_OFFSETS, group_id, topic, list(partitions))
+        return {r["partition"]: r["next_offset"] for r in rows}
+
+    async def ensure_partitions(self) -> int:
+        created: int = await self.pool.fetchval(SQL_ENSURE_PARTITIONS)
+        return created
+
+    async def queue_state(self) -> list[QueueState]:
+        rows = await self.pool.fetch(SQL_QUEUE_STATE)
+        return [QueueState(**dict(r)) for r in rows]
+
+    async def write_batch(self, batch: Batch, *, send_dead_letters: SendDeadLetters) -> WriteResult:
+        """Commit one batch exactly once (see the module docstring)."""
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                return await self._write(conn, batch, send_dead_letters)
+        except _RETRIABLE as exc:
+            raise StoreError(f"batch write failed: {exc!r}", retriable=True) from exc
+        except asyncpg.PostgresError as exc:
+            raise StoreError(f"batch write failed: {exc!r}", retriable=False) from exc
+
+    async def _write(self, conn: Conn, batch: Batch,
+                     send_dead_letters: SendDeadLetters) -> WriteResult:
+        unique: dict[str, Event] = {}
+        for e in batch.events:
+            unique.setdefault(e.event_id, e)
+        new: list[Event] = []
+        if unique:
+            ids = sorted(unique)
+            rows = await conn.fetch(SQL_DEDUP_EVENTS, ids, [unique[i].run_id for i in ids])
+            new = [unique[r[0]] for r in rows]
+            new.sort(key=lambda e: (e.run_id, e.producer_id, e.seq))
+        if new:
+            await self._write_events(conn, new)
+            # Live updates: delivered on COMMIT only (see notify.py), never before.
+            await notify_changes(conn, new)
+        dead_new = 0
+        if batch.dead_letters:
+            dead_new = await self._write_dead_letters(conn, batch, send_dead_letters)
+        if batch.next_offsets:
+            parts = sorted(batch.next_offsets)
+            await conn.execute(SQL_SAVE_OFFSETS, batch.group_id, batch.topic, parts,
+                               [batch.next_offsets[p] for p in parts])
+        return WriteResult(
+            new_events=len(new),
+            duplicates=len(batch.events) - len(new),
+            points=sum(e.points for e in new),
+            dead_letters=dead_new,
+            new_event_ts_us=tuple(e.ts_us for e in new),
+        )
+
+    async def _write_events(self, conn: Conn, new: Sequence[Event]) -> None:
+        await self._merge_runs(conn, new)
+        if any(isinstance(e.payload, MetricBatch) and e.points for e in new):
+            async def source() -> AsyncIterator[bytes]:
+                for piece in _metric_copy(new):
+                    yield piece
+
+            await conn.copy_to_table("metric_chunks", schema_name="runstream_data",
+                                     source=source(), columns=METRIC_CHUNK_COLUMNS,
+                                     format="binary")
+        lists, cells, logs = [], [], []
+        tags: dict[tuple[str, str], tuple[WriteStamp, Event, Tag]] = {}
+        artifacts: dict[tuple[str, str], tuple[WriteStamp, Event, Artifact]] = {}
+        for e in new:
+            p, at = e.payload, _ts(e.ts_us)
+            if isinstance(p, ListValue):
+                v = p.values
+                lists.append((e.run_id, p.name, e.rank, e.producer_id, e.seq, at,
+                              len(v.nums), list(v.nums), v.kinds, list(v.texts)))
+            elif isinstance(p, TableBlock):
+                cells += [
+                    (e.run_id, p.name, p.source, e.rank, e.producer_id, e.seq, at, i, col,
+                     len(v.nums), list(v.nums), v.kinds, list(v.texts))
+                    for i, (col, v) in enumerate(p.columns)
+                ]
+            elif isinstance(p, LogLines):
+                logs.append((e.run_id, p.stream, e.rank, e.producer_id, e.seq, at, list(p.lines)))
+            elif isinstance(p, Tag):
+                _keep_newest(tags, (e.run_id, p.key), e, p)
+            elif isinstance(p, Artifact):
+                _keep_newest(artifacts, (e.run_id, p.name), e, p)
+        for table, columns, records in (("list_values", LIST_COLUMNS, lists),
+                                        ("table_columns", TABLE_COLUMNS, cells),
+                                        ("log_lines", LOG_COLUMNS, logs)):
+            if records:
+                await conn.copy_records_to_table(table, schema_name="runstream_data",
+                                                 columns=columns, records=records)
+        if tags:
+            rows = [(e.run_id, t.key, t.value, _ts(e.ts_us), e.producer_id, e.seq)
+                    for _, e, t in (tags[k] for k in sorted(tags))]
+            await conn.execute(SQL_MERGE_TAGS, *_columns(rows, 6))
+        if artifacts:
+            art_rows = [(e.run_id, a.name, a.kind, a.sha256, a.size_bytes, a.content_type, e.rank,
+                     e.producer_id, e.seq, _ts(e.ts_us))
+                    for _, e, a in (artifacts[k] for k in sorted(artifacts))]
+            await conn.execute(SQL_MERGE_ARTIFACTS, *_columns(art_rows, 10))
+        producers = reduce_producers(new)
+        prod_rows = [(p.run_id, p.producer_id, p.rank, p.events, p.max_seq, p.dropped_events,
+                 _ts(p.first_seen_us), _ts(p.last_seen_us)) for p in producers]
+        await conn.execute(SQL_MERGE_PRODUCERS, *_columns(prod_rows, 8))
+
+    async def _merge_runs(self, conn: Conn, new: Sequence[Event]) -> None:
+        rows = [
+            (d.run_id, d.experiment, d.workspace, _ts(d.created_us), _ts(d.last_event_us),
+             _ts(d.last_heartbeat_us), _ts(d.meta_us), d.parent_run_id, d.display_name,
+             d.compute_target, d.properties_json(), d.error,
+             *(_ts(d.first_seen_us.get(s)) for s in STATUS_COLUMNS))
+            for d in reduce_runs(new)
+        ]
+        await conn.execute(SQL_MERGE_RUNS, *_columns(rows, 12 + len(STATUS_COLUMNS)))
+
+    async def _write_dead_letters(self, conn: Conn, batch: Batch,
+                                  send_dead_letters: SendDeadLetters) -> int:
+        dead = sorted(batch.dead_letters, key=lambda d: (d.topic, d.partition, d.offset))
+        rows = [(d.topic, d.partition, d.offset, d.reason, d.detail[:2000], d.key)
+                for d in dead]
+        fresh = {(r["partition"], r["offset"])
+                 for r in await conn.fetch(SQL_RECORD_DEAD_LETTERS, *_columns(rows, 6))}
+        to_send = [d for d in dead if (d.partition, d.offset) in fresh]
+        if to_send:
+            # Inside the transaction: if the DLQ produce fails, the offsets do not move.
+            await send_dead_letters(to_send)
+        return len(to_send)
+
+
+def _keep_newest(acc: dict[tuple[str, str], tuple[WriteStamp, Event, Any]],
+                 key: tuple[str, str], event: Event, item: Any) -> None:
+    stamp = WriteStamp(event.ts_us, event.producer_id, event.seq)
+    held = acc.get(key)
+    if held is None or newer_write(stamp, held[0]):
+        acc[key] = (stamp, event, item)
+
+
+async def wait_for_database(dsn: str, *, timeout_s: float) -> None:
+    """Poll until PostgreSQL accepts connections (for start-up ordering)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=min(5.0, timeout_s))
+        except (TimeoutError, OSError, asyncpg.PostgresError):
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.5)
+        else:
+            await conn.close()
+            return
