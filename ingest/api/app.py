@@ -5,9 +5,8 @@ middlewares (metrics → errors → auth; see ``api_http``). Adding the read pat
 writing ``api_runs.py`` with its own ``specs()`` and listing it here; the router,
 ``/v1/openapi.json``, metrics labels and auth follow from the specs.
 
-``ApiServer`` embeds the app with ``AppRunner`` + ``TCPSite`` (as faust's aiohttp
-driver does), with idempotent ``start``/``stop`` and ``async with``, so ``service.py``
-can stop HTTP first inside its exit stack and tests can bind port 0.
+``run_api`` serves it with ``ingest.server.HttpServer`` (the one aiohttp server wrapper)
+until SIGTERM.
 
 Body limits: blob uploads are streamed against the blob store's own limit
 (``max_blob_bytes``); any other body read whole is capped by ``max_request_bytes``.
@@ -22,8 +21,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from importlib import metadata
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -50,13 +48,13 @@ from ingest.api.routes.registry import RegistryRoutes
 from ingest.api.routes.runs import RunRoutes
 from ingest.api.routes.system import DEFAULT_READINESS_TIMEOUT_S, ReadinessCheck, SystemRoutes
 from ingest.db.reads import DatabaseUnavailableError, ReadStore
+from ingest.server import DEFAULT_SHUTDOWN_TIMEOUT_S, HttpServer
 from ingest.settings import Secret, Settings
 
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_MAX_REQUEST_BYTES",
     "DEFAULT_PORT",
-    "ApiServer",
     "ReadinessCheck",
     "create_app",
     "listen_address",
@@ -68,7 +66,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8470
 DEFAULT_MAX_REQUEST_BYTES: Final = 1024 * 1024
-DEFAULT_SHUTDOWN_TIMEOUT_S: Final = 10.0
 
 SPECS_KEY: Final = web.AppKey("runstream_route_specs", tuple[RouteSpec, ...])
 
@@ -185,71 +182,6 @@ def _started(reads: ReadStore) -> Callable[[web.Application], AsyncIterator[None
     return context
 
 
-class ApiServer:
-    """Serves an application on host:port until stopped. Port 0 picks a free port."""
-
-    def __init__(
-        self,
-        app: web.Application,
-        *,
-        host: str = DEFAULT_HOST,
-        port: int = DEFAULT_PORT,
-        shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
-    ) -> None:
-        self._app = app
-        self._host = host
-        self._port = port
-        self._shutdown_timeout_s = shutdown_timeout_s
-        self._runner: web.AppRunner | None = None
-
-    def __repr__(self) -> str:
-        return f"ApiServer(host={self._host!r}, port={self.port})"
-
-    @property
-    def port(self) -> int:
-        """The bound port once started (the real one when constructed with 0)."""
-        if self._runner is not None and self._runner.addresses:
-            return int(self._runner.addresses[0][1])
-        return self._port
-
-    @property
-    def url(self) -> str:
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
-
-    async def start(self) -> None:
-        if self._runner is not None:
-            return
-        runner = web.AppRunner(
-            self._app, handle_signals=False, shutdown_timeout=self._shutdown_timeout_s
-        )
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, self._host, self._port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        logger.info("API listening on %s", self.url)
-
-    async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-
 def listen_address(api_url: str) -> tuple[str, int]:
     """Host and port to bind so that ``RUNSTREAM_API`` reaches this server.
 
@@ -311,7 +243,8 @@ async def run_api(
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGTERM, stop.set)
     try:
-        async with ApiServer(app, host=host, port=port, shutdown_timeout_s=shutdown_timeout_s):
+        async with HttpServer(app, host=host, port=port, shutdown_timeout_s=shutdown_timeout_s,
+                              name="API"):
             await stop.wait()
             logger.info("API stopping")
     finally:

@@ -7,14 +7,15 @@ Each shape is written once here, as a function and as the JSON Schema that
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Mapping
 from typing import Any, Final
 
 import asyncpg
 
+from ingest.db.queues import QueueState
+from ingest.db.runstatus import STATUS_COLUMNS
 from ingest.db.values import iso
-from ingest.worker.status import STATUS_COLUMNS
 
 __all__ = [
     "RUN_STATUSES",
@@ -72,24 +73,9 @@ def run_details(row: asyncpg.Record, *, portal_url: str) -> dict[str, Any]:
     }
 
 
-def queue_state(row: asyncpg.Record | Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "compute_target": row["compute_target"],
-        "queued": int(row["queued"]),
-        "preparing": int(row["preparing"]),
-        "running": int(row["running"]),
-        "not_responding": int(row["not_responding"]),
-        "oldest_queued_age_s": _float_or_none(row["oldest_queued_age_s"]),
-        "queue_wait_p50_s": _float_or_none(row["queue_wait_p50_s"]),
-        "queue_wait_p95_s": _float_or_none(row["queue_wait_p95_s"]),
-        "completed_1h": int(row["completed_1h"]),
-        "failed_1h": int(row["failed_1h"]),
-        "canceled_1h": int(row["canceled_1h"]),
-    }
-
-
-def _float_or_none(value: Any) -> float | None:
-    return None if value is None else float(value)
+def queue_state(state: QueueState) -> dict[str, Any]:
+    document: dict[str, Any] = dataclasses.asdict(state)
+    return document
 
 
 def _json_object(value: Any) -> dict[str, Any]:

@@ -15,8 +15,8 @@ import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from ingest.db.migrate import migrate
 from ingest.stack.kafka import ensure_topics
-from ingest.worker.store import migrate
 
 __all__ = ["scratch_database", "scratch_topic", "timescaledb_version", "with_database"]
 

@@ -104,7 +104,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.worker.store import migrate
+    from ingest.db.migrate import migrate
 
     applied = asyncio.run(migrate(Stack(settings).dsn))
     print(f"applied migrations: {', '.join(map(str, applied))}" if applied else "up to date")

@@ -300,7 +300,7 @@ SELECT q.compute_target, q.queued, q.preparing, q.running, q.not_responding,
        q.oldest_queued_age_s, q.queue_wait_p50_s, q.queue_wait_p95_s,
        q.completed_1h, q.failed_1h, q.canceled_1h
 FROM runstream.compute_targets q
-"""
+"""  # the columns of ingest.db.queues.QueueState
 SQL_QUEUES: Final = _QUEUE_COLUMNS + "ORDER BY q.compute_target"
 SQL_QUEUE: Final = _QUEUE_COLUMNS + "WHERE q.compute_target = $1"
 #: A target's active runs: queued, preparing, running (also not responding), finalizing

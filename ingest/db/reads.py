@@ -20,9 +20,10 @@ from typing import Any, Final, TypeVar
 import asyncpg
 
 from ingest.db import queries as q
+from ingest.db.pool import Pool
+from ingest.db.queues import QueueState
 from ingest.db.series import BucketPlan
 from ingest.errors import IngestError
-from ingest.worker.store import Store
 
 __all__ = [
     "DatabaseUnavailableError",
@@ -101,8 +102,7 @@ class SeriesStats:
 
 
 class ReadStore:
-    """The read queries, on a pool owned by a write-side ``Store`` (same lifecycle, its
-    batch write unused)."""
+    """The read queries, on a pool of their own (``ingest/db/pool.py``)."""
 
     def __init__(
         self,
@@ -111,8 +111,8 @@ class ReadStore:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S,
     ) -> None:
-        self._connections = Store(dsn=dsn, min_size=0, max_size=max_connections,
-                                  command_timeout_s=command_timeout_s)
+        self._connections = Pool(dsn=dsn, min_size=0, max_size=max_connections,
+                                 command_timeout_s=command_timeout_s)
         self._command_timeout_s = command_timeout_s
 
     def __repr__(self) -> str:  # never the DSN: it may carry a password
@@ -231,11 +231,12 @@ class ReadStore:
 
     # -- compute targets ------------------------------------------------------------------
 
-    async def queues(self) -> list[asyncpg.Record]:
-        return await self.fetch(q.SQL_QUEUES)
+    async def queues(self) -> list[QueueState]:
+        return [QueueState.from_row(r) for r in await self.fetch(q.SQL_QUEUES)]
 
-    async def queue(self, target: str) -> asyncpg.Record | None:
-        return await self.fetchrow(q.SQL_QUEUE, target)
+    async def queue(self, target: str) -> QueueState | None:
+        row = await self.fetchrow(q.SQL_QUEUE, target)
+        return None if row is None else QueueState.from_row(row)
 
     async def active_runs(
         self, target: str, workspaces: Sequence[str] | None = None

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ingest.db.migrate import migrate
 from ingest.settings import Settings, redact_dsn
 from ingest.stack.kafka import KafkaNode, ensure_topics, kafka_healthy
 from ingest.stack.postgres import LocalPostgres, postgres_status
 from ingest.stack.procs import ManagedProcess, StackError, progress, wait_for
-from ingest.worker.store import migrate
 from producer._kafka_security import security_failure
 
 __all__ = ["Stack"]

@@ -22,9 +22,10 @@ from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry
 
+from ingest.server import HttpServer
 from ingest.settings import DEFAULT_METRICS_PORT, Settings
 from ingest.worker.consumer import DeadLetterProducer, IngestConsumer
-from ingest.worker.metrics import IngestMetrics, MetricsServer
+from ingest.worker.metrics import IngestMetrics, metrics_app
 from ingest.worker.store import Store
 
 __all__ = ["DEFAULT_GROUP_ID", "run_worker"]
@@ -60,7 +61,6 @@ async def run_worker(
     handle_signals: bool = True,
     max_batch_messages: int = 2000,
     max_queued_batches: int = 4,
-    queue_gauges_interval_s: float = QUEUE_GAUGES_INTERVAL_S,
 ) -> int:
     """Run one ingest worker until ``stop`` is set or SIGTERM/SIGINT; return the exit code.
 
@@ -86,17 +86,15 @@ async def run_worker(
                 max_batch_messages=max_batch_messages, max_queued_batches=max_queued_batches,
                 security=settings.kafka_security))
             if metrics_port is not None:
-                server = await stack.enter_async_context(
-                    MetricsServer(metrics, host=metrics_host, port=metrics_port))
-                logger.info("metrics on http://%s:%s/metrics", metrics_host, server.bound_port)
+                await stack.enter_async_context(HttpServer(
+                    metrics_app(metrics), host=metrics_host, port=metrics_port,
+                    name="metrics", access_log=False))
             logger.info("ingest worker %s consuming %s", group_id, settings.topic)
             async with asyncio.TaskGroup() as tg:
                 fetch = tg.create_task(worker.run_fetch(stop), name="fetch")
                 write = tg.create_task(worker.run_write(), name="write")
                 tg.create_task(_every(PARTITION_UPKEEP_INTERVAL_S, stop, store.ensure_partitions,
                                       "partition upkeep"), name="partitions")
-                tg.create_task(_every(queue_gauges_interval_s, stop, _queue_gauges(store, metrics),
-                                      "queue gauges"), name="queue-gauges")
                 await stop.wait()
                 logger.info("stopping: draining queued batches (deadline %.0f s)",
                             drain_timeout_s)
@@ -115,10 +113,3 @@ async def run_worker(
             loop.remove_signal_handler(sig)
     logger.info("ingest worker stopped")
     return 1 if crashed else 0
-
-
-def _queue_gauges(store: Store, metrics: IngestMetrics) -> Callable[[], Awaitable[None]]:
-    async def refresh() -> None:
-        metrics.set_queue_state(await store.queue_state())
-
-    return refresh

@@ -1,11 +1,11 @@
-"""Run status machine, last-write-wins rules and per-compute-target queue state.
+"""Run status merge, last-write-wins rules: how a batch's events fold into run rows.
 
 Status is kept as a merge of *first-seen timestamps per status* (``queued_at`` = earliest
 Queued event, …), a join-semilattice: merging is ``least()`` per column, so the result
 is the same whatever order events arrive in, whichever worker writes them, and however
 often a batch is replayed. The status is derived from those timestamps by rank (the
-generated ``status`` column in ``migrations/0001_core.sql``; ``derive_status`` below is
-the same rule in Python):
+generated ``status`` column in ``migrations/0001_core.sql``; ``derive_status`` in
+``ingest/db/runstatus.py`` is the same rule in Python):
 
     NotStarted < Queued < Preparing < Running < Finalizing < CancelRequested < terminal
 
@@ -30,58 +30,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Final
 
 from ingest.worker.decode import Event, Heartbeat, Lifecycle
 
 __all__ = [
-    "STATUS_COLUMNS",
-    "STATUS_RANK",
-    "TERMINAL",
     "ProducerDelta",
-    "QueueState",
     "RunDelta",
     "WriteStamp",
-    "derive_status",
     "newer_write",
     "reduce_producers",
     "reduce_runs",
 ]
-
-STATUS_RANK: Final[dict[str, int]] = {
-    "NotStarted": 0,
-    "Queued": 1,
-    "Preparing": 2,
-    "Running": 3,
-    "Finalizing": 4,
-    "CancelRequested": 5,
-    "Completed": 6,
-    "Failed": 6,
-    "Canceled": 6,
-}
-TERMINAL: Final = ("Completed", "Failed", "Canceled")
-#: Status → column of runstream_data.runs holding the first time it was reached.
-STATUS_COLUMNS: Final[dict[str, str]] = {
-    "NotStarted": "not_started_at",
-    "Queued": "queued_at",
-    "Preparing": "preparing_at",
-    "Running": "running_at",
-    "Finalizing": "finalizing_at",
-    "CancelRequested": "cancel_requested_at",
-    "Completed": "completed_at",
-    "Failed": "failed_at",
-    "Canceled": "canceled_at",
-}
-
-
-def derive_status(first_seen_us: dict[str, int]) -> str:
-    """The run's status from the first time each status was seen (same rule as the SQL)."""
-    ended = [(first_seen_us[s], i, s) for i, s in enumerate(TERMINAL) if s in first_seen_us]
-    if ended:
-        return min(ended)[2]
-    reached = [s for s in first_seen_us if s in STATUS_RANK]
-    return max(reached, key=STATUS_RANK.__getitem__, default="NotStarted")
-
 
 def _tied_error(a: str | None, b: str | None) -> str | None:
     """The error kept from two earliest Failed events with the same time, whichever came
@@ -207,21 +166,3 @@ def reduce_producers(events: Iterable[Event]) -> list[ProducerDelta]:
             d.first_seen_us = min(d.first_seen_us, e.ts_us)
             d.last_seen_us = max(d.last_seen_us, e.ts_us)
     return [out[k] for k in sorted(out)]
-
-
-@dataclass(frozen=True, slots=True)
-class QueueState:
-    """One row of ``runstream.compute_targets``."""
-
-    compute_target: str
-    queued: int
-    preparing: int
-    running: int
-    not_responding: int
-    oldest_queued_age_s: float | None
-    queue_wait_p50_s: float | None
-    queue_wait_p90_s: float | None
-    queue_wait_p99_s: float | None
-    completed_1h: int
-    failed_1h: int
-    canceled_1h: int

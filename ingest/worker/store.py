@@ -14,9 +14,9 @@ The batch write protocol (one PostgreSQL transaction per consumed batch)::
     4. UPSERT the partitions' next offsets (monotonic: GREATEST).
     COMMIT.
 
-Between 2 and 3, ``notify.notify_changes`` queues a NOTIFY naming the runs and compute
+Between 2 and 3, ``db/notices.notify_changes`` queues a NOTIFY naming the runs and compute
 targets the new events touched. PostgreSQL sends it at COMMIT and drops it on rollback,
-so live readers (``api_events.py``) hear of exactly the batches that became visible.
+so live readers (``ingest/api/live/``) hear of exactly the batches that became visible.
 
 A crash anywhere before COMMIT leaves nothing behind; the worker that gets the
 partition next seeks to the stored offset and redoes the batch. Kafka's own committed
@@ -29,62 +29,42 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from typing import Any, Final
 
 import asyncpg
 
 from ingest.db import pgcopy
-from ingest.errors import MigrationError, StoreError
+from ingest.db.notices import notify_changes
+from ingest.db.pool import Pool
+from ingest.db.runstatus import STATUS_COLUMNS
+from ingest.errors import StoreError
 from ingest.worker.decode import (
     Artifact,
     DeadLetter,
     Event,
+    Heartbeat,
+    Lifecycle,
     ListValue,
     LogLines,
     MetricBatch,
     TableBlock,
     Tag,
 )
-from ingest.worker.notify import notify_changes
 from ingest.worker.status import (
-    STATUS_COLUMNS,
-    QueueState,
     WriteStamp,
     newer_write,
     reduce_producers,
     reduce_runs,
 )
 
-__all__ = ["Batch", "Store", "WriteResult", "available_migrations", "migrate"]
+__all__ = ["Batch", "Store", "WriteResult"]
 
 logger = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MIGRATION_FILE = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
-MIGRATION_LOCK_ID: Final = 0x72756E73  # "runs": pg_advisory_lock key for migrate()
-
-# --- migrations ---------------------------------------------------------------------
-
-SQL_MIGRATIONS_BOOTSTRAP: Final = """
-CREATE SCHEMA IF NOT EXISTS runstream_data;
-CREATE TABLE IF NOT EXISTS runstream_data.schema_migrations (
-    version    integer PRIMARY KEY,
-    name       text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-)
-"""
-SQL_MIGRATION_LOCK: Final = "SELECT pg_advisory_lock($1)"
-SQL_MIGRATION_UNLOCK: Final = "SELECT pg_advisory_unlock($1)"
-SQL_APPLIED_VERSIONS: Final = "SELECT version FROM runstream_data.schema_migrations"
-SQL_RECORD_MIGRATION: Final = (
-    "INSERT INTO runstream_data.schema_migrations (version, name) VALUES ($1, $2)"
-)
-
 # --- worker queries -------------------------------------------------------------------
 
 SQL_LOAD_OFFSETS: Final = """
@@ -94,12 +74,6 @@ WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::integer[])
 SQL_ENSURE_PARTITIONS: Final = """
 SELECT runstream_data.ensure_metric_partitions(now() - interval '1 month',
                                                now() + interval '3 months')
-"""
-SQL_QUEUE_STATE: Final = """
-SELECT compute_target, queued, preparing, running, not_responding, oldest_queued_age_s,
-       queue_wait_p50_s, queue_wait_p90_s, queue_wait_p99_s,
-       completed_1h, failed_1h, canceled_1h
-FROM runstream.compute_targets ORDER BY compute_target
 """
 
 # --- the batch write --------------------------------------------------------------------
@@ -246,51 +220,6 @@ Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 SendDeadLetters = Callable[[Sequence[DeadLetter]], Awaitable[None]]
 
 
-def available_migrations() -> list[tuple[int, str, str]]:
-    """(version, file name, SQL) of every packaged migration, in order."""
-    root = resources.files("ingest.db").joinpath("migrations")
-    out = []
-    for entry in root.iterdir():
-        match = _MIGRATION_FILE.fullmatch(entry.name)
-        if match:
-            out.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
-    out.sort()
-    versions = [v for v, _, _ in out]
-    if len(set(versions)) != len(versions):
-        raise MigrationError(f"duplicate migration versions in {versions}")
-    return out
-
-
-async def migrate(dsn: str) -> list[int]:
-    """Apply pending migrations in order, each in its own transaction; return the versions
-    applied by this call. Safe to run concurrently (an advisory lock serialises callers)."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(SQL_MIGRATION_LOCK, MIGRATION_LOCK_ID)
-        try:
-            await conn.execute(SQL_MIGRATIONS_BOOTSTRAP)
-            applied = {r["version"] for r in await conn.fetch(SQL_APPLIED_VERSIONS)}
-            done: list[int] = []
-            for version, name, sql in available_migrations():
-                if version in applied:
-                    continue
-                try:
-                    async with conn.transaction():
-                        await conn.execute(sql)
-                        await conn.execute(SQL_RECORD_MIGRATION, version, name)
-                except asyncpg.PostgresError as exc:
-                    raise MigrationError(
-                        f"migration {name} failed: {exc}", version=version
-                    ) from exc
-                logger.info("applied migration %s", name)
-                done.append(version)
-            return done
-        finally:
-            await conn.execute(SQL_MIGRATION_UNLOCK, MIGRATION_LOCK_ID)
-    finally:
-        await conn.close()
-
-
 def _ts(us: int | None) -> datetime | None:
     return None if us is None else _EPOCH + timedelta(microseconds=us)
 
@@ -365,23 +294,17 @@ class Store:
 
     def __init__(self, *, dsn: str, min_size: int = 1, max_size: int = 4,
                  command_timeout_s: float = 60.0) -> None:
-        self._dsn = dsn
-        self._min_size = min_size
-        self._max_size = max_size
-        self._command_timeout_s = command_timeout_s
-        self._pool: asyncpg.Pool | None = None
+        self._connections = Pool(dsn=dsn, min_size=min_size, max_size=max_size,
+                                 command_timeout_s=command_timeout_s)
+
+    def __repr__(self) -> str:  # never the DSN: it may carry a password
+        return "Store()"
 
     async def start(self) -> None:
-        if self._pool is None:
-            self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=self._min_size, max_size=self._max_size,
-                command_timeout=self._command_timeout_s,
-            )
+        await self._connections.start()
 
     async def stop(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        await self._connections.stop()
 
     async def __aenter__(self) -> Store:
         await self.start()
@@ -392,9 +315,7 @@ class Store:
 
     @property
     def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise RuntimeError("Store is not started")
-        return self._pool
+        return self._connections.pool
 
     async def load_offsets(self, group_id: str, topic: str,
                            partitions: Sequence[int]) -> dict[int, int]:
@@ -405,9 +326,6 @@ class Store:
         created: int = await self.pool.fetchval(SQL_ENSURE_PARTITIONS)
         return created
 
-    async def queue_state(self) -> list[QueueState]:
-        rows = await self.pool.fetch(SQL_QUEUE_STATE)
-        return [QueueState(**dict(r)) for r in rows]
 
     async def write_batch(self, batch: Batch, *, send_dead_letters: SendDeadLetters) -> WriteResult:
         """Commit one batch exactly once (see the module docstring)."""
@@ -432,8 +350,14 @@ class Store:
             new.sort(key=lambda e: (e.run_id, e.producer_id, e.seq))
         if new:
             await self._write_events(conn, new)
-            # Live updates: delivered on COMMIT only (see notify.py), never before.
-            await notify_changes(conn, new)
+            # Live updates: delivered on COMMIT only (see db/notices.py), never before.
+            await notify_changes(
+                conn,
+                runs={e.run_id for e in new},
+                status_runs={
+                    e.run_id for e in new if isinstance(e.payload, Lifecycle | Heartbeat)
+                },
+            )
         dead_new = 0
         if batch.dead_letters:
             dead_new = await self._write_dead_letters(conn, batch, send_dead_letters)

@@ -3,7 +3,7 @@
 Data goes in the way a worker writes it: events built with ``EventFactory``, encoded and
 decoded with the real codec, committed by ``ingest.worker.store.Store.write_batch``
 (``ingest.bench.read.store_events``). The API is
-the real server (``create_app`` + ``ApiServer`` on an ephemeral port) on that database.
+the real server (``create_app`` + ``HttpServer`` on an ephemeral port) on that database.
 
 ``build_world`` stores a small, fixed set of runs that exercises every endpoint: two
 experiments, a finished/failed/running/queued run on two compute targets, a parent with
@@ -24,10 +24,11 @@ from typing import Any
 import aiohttp
 from prometheus_client import CollectorRegistry
 
-from ingest.api.app import ApiServer, create_app
+from ingest.api.app import create_app
 from ingest.api.blobstore import BlobStore
 from ingest.bench.events import EventFactory, packed_series
 from ingest.bench.read import store_events
+from ingest.server import HttpServer
 from ingest.settings import Secret
 from tests.integration.conftest import run_id
 
@@ -57,7 +58,7 @@ async def read_api(
         blob_store=blobs, registry=registry, token=None if token is None else Secret(token),
         db_dsn=Secret(dsn), public_url=public_url,
     )
-    async with ApiServer(app, host="127.0.0.1", port=0) as server:
+    async with HttpServer(app, host="127.0.0.1", port=0) as server:
         yield ReadApi(url=server.url, blobs=blobs, registry=registry, token=token)
 
 

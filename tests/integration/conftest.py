@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from ingest.worker.store import available_migrations, migrate
+from ingest.db.migrate import available_migrations, migrate
 from tests.conftest import DbFactory
 
 

@@ -22,11 +22,12 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ingest.api.app import ApiServer, create_app
+from ingest.api.app import create_app
 from ingest.api.auth import ADMIN, Grant, TokenTable
 from ingest.api.blobstore import BlobStore
 from ingest.bench.events import EventFactory, packed_series
 from ingest.bench.read import store_events
+from ingest.server import HttpServer
 from ingest.settings import Secret, Settings, parse_workspace_tokens
 from producer._blobs import put_blob
 from producer._errors import BlobUploadError
@@ -86,7 +87,7 @@ async def scoped_api(dsn: str, blob_root: Path) -> AsyncIterator[Scoped]:
         },
         db_dsn=Secret(dsn),
     )
-    async with ApiServer(app, host="127.0.0.1", port=0) as server:
+    async with HttpServer(app, host="127.0.0.1", port=0) as server:
         yield Scoped(server.url, vision, nlp)
 
 

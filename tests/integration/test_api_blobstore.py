@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ingest.api.app import ApiServer, create_app
+from ingest.api.app import create_app
 from ingest.api.blobstore import (
     TEMP_MAX_AGE_S,
     TEMP_PREFIX,
@@ -24,6 +24,7 @@ from ingest.api.blobstore import (
     DigestMismatchError,
     InvalidDigestError,
 )
+from ingest.server import HttpServer
 
 pytestmark = pytest.mark.integration
 
@@ -179,7 +180,7 @@ async def test_stale_upload_temp_files_are_swept_when_the_api_starts(tmp_path: P
     os.utime(elsewhere, (hour_ago, hour_ago))
 
     app = create_app(blob_store=store, registry=CollectorRegistry())
-    async with ApiServer(app, host="127.0.0.1", port=0):
+    async with HttpServer(app, host="127.0.0.1", port=0):
         for _ in range(100):
             if not stale.exists():
                 break

@@ -26,8 +26,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from prometheus_client import CollectorRegistry
 from schemathesis.core.result import Ok
 
-from ingest.api.app import ApiServer, create_app
+from ingest.api.app import create_app
 from ingest.api.blobstore import BlobStore
+from ingest.server import HttpServer
 from ingest.settings import Secret
 from tests.conftest import DbFactory
 from tests.integration.api_reads import World, build_world, sha
@@ -62,7 +63,7 @@ def server_url(world: tuple[str, World], tmp_path: Path) -> Iterator[str]:
                          db_dsn=Secret(dsn))
         done = asyncio.Event()
         stop.append((asyncio.get_running_loop(), done))
-        async with ApiServer(app, port=0) as server:
+        async with HttpServer(app, port=0) as server:
             urls.put(server.url)
             await done.wait()
 

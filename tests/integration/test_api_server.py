@@ -19,9 +19,10 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from ingest.api.app import ApiServer, ReadinessCheck, create_app, run_api
+from ingest.api.app import ReadinessCheck, create_app, run_api
 from ingest.api.blobstore import DEFAULT_MAX_BLOB_BYTES, TEMP_PREFIX, BlobStore
 from ingest.api.http import error_middleware
+from ingest.server import HttpServer
 from ingest.settings import Secret, Settings
 
 pytestmark = pytest.mark.integration
@@ -75,7 +76,7 @@ async def api_factory(tmp_path: Path) -> AsyncIterator[ApiFactory]:
                 readiness_checks=readiness_checks,
                 readiness_timeout_s=readiness_timeout_s,
             )
-            server = await stack.enter_async_context(ApiServer(app, host="127.0.0.1", port=0))
+            server = await stack.enter_async_context(HttpServer(app, host="127.0.0.1", port=0))
             return Api(url=server.url, store=store)
 
         yield start
@@ -322,7 +323,7 @@ async def test_unexpected_error_is_500_json_without_traceback(
 
     app = web.Application(middlewares=[error_middleware()])
     app.router.add_get("/broken", broken)
-    async with ApiServer(app, port=0) as server, http.get(f"{server.url}/broken") as r:
+    async with HttpServer(app, port=0) as server, http.get(f"{server.url}/broken") as r:
         assert r.status == 500
         assert "secret internals" not in (await error_of(r))["message"]
 
@@ -465,7 +466,7 @@ async def test_openapi_document_is_served(api: Api, http: aiohttp.ClientSession)
 
 async def test_server_start_and_stop_are_idempotent() -> None:
     app = create_app(blob_store=BlobStore(root=Path("/nonexistent")), registry=CollectorRegistry())
-    server = ApiServer(app, port=0)
+    server = HttpServer(app, port=0)
     await server.start()
     await server.start()
     port = server.port

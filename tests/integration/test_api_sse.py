@@ -25,12 +25,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from ingest.api.app import ApiServer, create_app
+from ingest.api.app import create_app
 from ingest.api.blobstore import BlobStore
 from ingest.api.live.events import StreamOptions
 from ingest.bench.events import EventFactory, packed_series
+from ingest.db.notices import APPLICATION_NAME
+from ingest.server import HttpServer
 from ingest.settings import Secret
-from ingest.worker.notify import APPLICATION_NAME
 from ingest.worker.store import Batch, Store
 from producer import Experiment
 from tests.conftest import DbFactory
@@ -56,7 +57,7 @@ class LiveApi:
     url: str
     dsn: str
     store: Store
-    server: ApiServer
+    server: HttpServer
     token: str | None = None
 
     async def commit(self, *events: dict[str, Any]) -> float:
@@ -98,7 +99,7 @@ async def live_api_factory(db_factory: DbFactory,
                              registry=CollectorRegistry(),
                              token=None if token is None else Secret(token),
                              db_dsn=Secret(dsn), stream_options=options)
-            server = await stack.enter_async_context(ApiServer(app, port=0))
+            server = await stack.enter_async_context(HttpServer(app, port=0))
             store = await stack.enter_async_context(Store(dsn=dsn))
             return LiveApi(url=server.url, dsn=dsn, store=store, server=server, token=token)
 
@@ -526,7 +527,7 @@ async def test_server_stop_ends_open_streams_promptly(
             started = time.monotonic()
             await live_api.server.stop()
             took = time.monotonic() - started
-            print(f"ApiServer.stop with 3 open streams: {took * 1e3:.0f} ms")
+            print(f"HttpServer.stop with 3 open streams: {took * 1e3:.0f} ms")
             assert took < 5.0
             assert await run_stream.next(timeout_s=5) is None
             assert await queue_stream.next(timeout_s=5) is None
@@ -572,7 +573,7 @@ async def test_sdk_to_worker_to_stream(
     """SDK → Kafka → ``runstream ingest`` process (NOTIFY at commit) → API → client."""
     app = create_app(blob_store=BlobStore(root=tmp_path / "blobs"),
                      registry=CollectorRegistry(), db_dsn=Secret(pipeline.dsn))
-    async with ApiServer(app, port=0) as server:
+    async with HttpServer(app, port=0) as server:
         ws = workspace(pipeline, tmp_path / "sdk")
         run = await asyncio.to_thread(
             Experiment(ws, "live").start_logging, compute_target="cpu", outputs_dir=None)

@@ -20,9 +20,9 @@ import asyncpg
 import pytest
 
 from ingest.bench.ledger import LedgerJob, RunPlan, Workload, check, job_env
+from ingest.db.migrate import available_migrations, migrate
 from ingest.stack.kafka import topic_ends
 from ingest.stack.postgres import LocalPostgres, find_bindir
-from ingest.worker.store import available_migrations, migrate
 from tests.conftest import StackInfo, TopicFactory, unique
 from tests.integration.conftest import (
     WorkerFactory,

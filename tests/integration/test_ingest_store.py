@@ -12,10 +12,12 @@ import asyncpg
 import pytest
 
 from ingest.bench.events import EventFactory, packed_series
+from ingest.db.migrate import available_migrations, migrate
+from ingest.db.reads import ReadStore
+from ingest.db.runstatus import STATUS_RANK, derive_status
 from ingest.errors import StoreError
 from ingest.worker.decode import DeadLetter, Event, decode_event
-from ingest.worker.status import STATUS_RANK, derive_status
-from ingest.worker.store import Batch, Store, available_migrations, migrate
+from ingest.worker.store import Batch, Store
 from schemas.codec import Codec
 from tests.conftest import DbFactory
 from tests.integration.conftest import enable_timescaledb
@@ -215,10 +217,14 @@ async def test_queue_state_counts_and_wait_percentiles(new_dsn: str) -> None:
                       done.lifecycle("Completed", ts_us=now_us - 5 * s))
     async with Store(dsn=dsn) as store:
         await store.write_batch(Batch("t", "g", events=events), send_dead_letters=no_dlq)
-        (q,) = await store.queue_state()
+    async with ReadStore(dsn=dsn) as reads:
+        (q,) = await reads.queues()
+        assert await reads.queue("c") == q
+        assert await reads.queue("nowhere") is None
     assert (q.compute_target, q.queued, q.preparing, q.running, q.not_responding) == (
         "c", 1, 0, 4, 0)
     assert q.oldest_queued_age_s is not None
     assert 29 < q.oldest_queued_age_s < 60
     assert q.queue_wait_p50_s == pytest.approx(5.0)
+    assert q.queue_wait_p95_s == pytest.approx(7.7)
     assert (q.completed_1h, q.failed_1h, q.canceled_1h) == (1, 0, 0)

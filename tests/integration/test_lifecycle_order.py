@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 from ingest.bench.events import EventFactory
+from ingest.db.runstatus import STATUS_COLUMNS, STATUS_RANK, TERMINAL
 from ingest.worker.decode import DeadLetter, decode_event
-from ingest.worker.status import STATUS_COLUMNS, STATUS_RANK, TERMINAL
 from ingest.worker.store import Batch, Store
 from schemas.codec import Codec
 from tests.conftest import DbFactory

@@ -22,10 +22,11 @@ from urllib.parse import quote
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ingest.api.app import ApiServer, create_app
+from ingest.api.app import create_app
 from ingest.api.blobstore import BlobStore
 from ingest.bench.events import EventFactory
 from ingest.bench.read import store_events
+from ingest.server import HttpServer
 from ingest.settings import Secret
 from tests.conftest import DbFactory
 from tests.integration.conftest import new_db, run_id
@@ -151,7 +152,7 @@ async def limits_api(db_factory: DbFactory, tmp_path: Path) -> AsyncIterator[Lim
         events.append(f.artifact(name, sha(data), len(data)))
     await store_events(dsn, events)
     app = create_app(blob_store=blobs, registry=CollectorRegistry(), db_dsn=Secret(dsn))
-    async with ApiServer(app, host="127.0.0.1", port=0) as server:
+    async with HttpServer(app, host="127.0.0.1", port=0) as server:
         yield LimitsApi(
             "127.0.0.1", server.port, blobs, rid, secret, secret_path, dict(HOSTILE_FILES)
         )
@@ -241,7 +242,7 @@ async def test_a_stored_content_type_no_header_can_carry_is_not_a_server_error(
     bad = f.artifact("a.txt", sha(data), len(data), content_type="text/plain\r\nX-Injected: 1")
     await store_events(dsn, [f.lifecycle("Running"), bad])
     app = create_app(blob_store=blobs, registry=CollectorRegistry(), db_dsn=Secret(dsn))
-    async with ApiServer(app, host="127.0.0.1", port=0) as server:
+    async with HttpServer(app, host="127.0.0.1", port=0) as server:
         api = LimitsApi("127.0.0.1", server.port, blobs, rid, b"", tmp_path)
         answer = await api.request(api.file_target("a.txt"))
     assert "x-injected" not in answer.headers

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ingest.api.app import ApiServer, create_app
+from ingest.api.app import create_app
 from ingest.api.blobstore import BlobStore
+from ingest.server import HttpServer
 from ingest.settings import Secret
 from producer import Experiment, Workspace, sync
 from producer._blobs import list_staged
@@ -40,7 +41,7 @@ async def api(tmp_path: Path) -> AsyncIterator[tuple[str, BlobStore]]:
     store = BlobStore(root=tmp_path / "server-blobs")
     app = create_app(blob_store=store, registry=CollectorRegistry(), token=Secret(TOKEN))
     async with AsyncExitStack() as stack:
-        server = await stack.enter_async_context(ApiServer(app, host="127.0.0.1", port=0))
+        server = await stack.enter_async_context(HttpServer(app, host="127.0.0.1", port=0))
         yield server.url, store
 
 

@@ -29,8 +29,9 @@ from typing import Any, TypeVar
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ingest.api.app import ApiServer, create_app
+from ingest.api.app import create_app
 from ingest.api.blobstore import BlobStore
+from ingest.server import HttpServer
 from ingest.settings import Secret
 from producer import (
     ApiError,
@@ -88,7 +89,7 @@ async def start_api(
         token=Secret(token),
         db_dsn=Secret(dsn),
     )
-    server = await exits.enter_async_context(ApiServer(app, host="127.0.0.1", port=0))
+    server = await exits.enter_async_context(HttpServer(app, host="127.0.0.1", port=0))
     return server.url
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from ingest.api.live.events import StreamPosition, parse_event_id, point_events
-from ingest.worker.notify import (
+from ingest.db.notices import (
     MAX_NOTICES,
     MAX_PAYLOAD_BYTES,
     ChangeNotice,

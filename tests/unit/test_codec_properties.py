@@ -28,6 +28,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from ingest.bench.events import EventFactory, packed_series
+from ingest.db.runstatus import STATUS_COLUMNS, derive_status
 from ingest.errors import InvalidEventError
 from ingest.worker.decode import (
     MAX_ID_CHARS,
@@ -48,7 +49,7 @@ from ingest.worker.decode import (
     Tag,
     decode_event,
 )
-from ingest.worker.status import STATUS_COLUMNS, derive_status, reduce_producers, reduce_runs
+from ingest.worker.status import reduce_producers, reduce_runs
 from ingest.worker.store import _metric_copy
 from schemas.codec import PAYLOAD_KINDS, Codec, DecodeError, MessageTooLargeError
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
+from ingest.api.routes.compute import QueueGauges
+from ingest.db.queues import QueueState
 from ingest.worker.metrics import IngestMetrics
-from ingest.worker.status import QueueState
 
 
 def test_metric_names_and_labels() -> None:
@@ -30,9 +31,10 @@ def test_metric_names_and_labels() -> None:
 
 
 def test_queue_gauges_replace_stale_targets() -> None:
-    m = IngestMetrics(CollectorRegistry())
-    m.set_queue_state([QueueState("a", 2, 1, 3, 1, 12.5, None, None, None, 0, 0, 0)])
-    m.set_queue_state([QueueState("b", 1, 0, 0, 0, None, None, None, None, 0, 0, 0)])
-    text = m.render().decode()
+    registry = CollectorRegistry()
+    gauges = QueueGauges(registry)
+    gauges.set([QueueState("a", 2, 1, 3, 1, 12.5, None, None, 0, 0, 0)])
+    gauges.set([QueueState("b", 1, 0, 0, 0, None, None, None, 0, 0, 0)])
+    text = generate_latest(registry).decode()
     assert 'compute_target="a"' not in text
     assert 'runstream_queue_runs{compute_target="b",state="queued"} 1.0' in text

@@ -7,10 +7,10 @@ import itertools
 import pytest
 
 from ingest.bench.events import EventFactory
+from ingest.db.runstatus import derive_status
 from ingest.worker.decode import decode_event
 from ingest.worker.status import (
     WriteStamp,
-    derive_status,
     newer_write,
     reduce_producers,
     reduce_runs,

@@ -61,7 +61,7 @@ Disconnects are seen at the next write or within a second (the transport is chec
 whenever the stream wakes). A comment line is sent after ``keepalive_s`` (15 s) of
 silence, so proxies and clients see a live connection. On shutdown every stream ends at
 once (``close``) and one stuck writing to a client that does not read is cut after
-``SHUTDOWN_GRACE_S`` (1 s), so ``ApiServer.stop`` does not wait for clients.
+``SHUTDOWN_GRACE_S`` (1 s), so ``HttpServer.stop`` does not wait for clients.
 
 Reads go through the read path's pool (``ReadStore``): a database outage answers 503
 before a stream starts and ends a running one (the client resumes by its id). Metrics:
@@ -88,11 +88,11 @@ from ingest.api.http import EVENT_STREAM, RouteSpec, json_error
 from ingest.api.params import query_parameter, str_param, str_params
 from ingest.api.routes.runs import RUN_ID_PARAMETER
 from ingest.api.shapes import queue_state
+from ingest.db.notices import ChangeListener, Subscription
 from ingest.db.reads import DatabaseUnavailableError, ReadStore
+from ingest.db.runstatus import STATUS_COLUMNS
 from ingest.db.values import KIND_FLOAT, dumps, iso, micros_to_iso, typed_value
 from ingest.settings import Secret
-from ingest.worker.notify import ChangeListener, Subscription
-from ingest.worker.status import STATUS_COLUMNS
 
 __all__ = [
     "EVENT_TYPES",

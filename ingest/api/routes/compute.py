@@ -8,8 +8,8 @@ preparing, running (or not responding), finalizing or cancel-requested; a run th
 leaves the list.
 
 ``QueueGaugeRefresher`` puts the same numbers on the API's ``/metrics`` (labels: target and
-state only), refreshed when scraped — at most every ``min_interval_s`` — so Prometheus can
-read them from the API as well as from the ingest workers.
+state only), refreshed when scraped — at most every ``min_interval_s``. The API is the one
+process that exports them; ingest workers do not (N workers would report them N times).
 """
 
 from __future__ import annotations
@@ -17,19 +17,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Final
+from collections.abc import Iterable
+from typing import Final
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
 from ingest.api.auth import grant_of
 from ingest.api.http import RouteSpec
 from ingest.api.params import UNAVAILABLE, json_ok, not_found, path_param
 from ingest.api.shapes import queue_state, ref, run_summary, schemas_for
+from ingest.db.queues import QueueState
 from ingest.db.reads import ReadStore
-from ingest.worker.metrics import QueueGauges
 
-__all__ = ["ComputeRoutes", "QueueGaugeRefresher"]
+__all__ = ["ComputeRoutes", "QueueGaugeRefresher", "QueueGauges"]
+
+QUEUE_STATES: Final = ("queued", "preparing", "running", "not_responding")
 
 logger = logging.getLogger(__name__)
 
@@ -94,9 +97,38 @@ class ComputeRoutes:
         return json_ok({**queue_state(row), "active_runs": [run_summary(r) for r in active]})
 
 
+class QueueGauges:
+    """Queue state per compute target, labelled by target (and state) only — never a run.
+
+    Only the API exports these (one process, however many workers ingest).
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.runs = Gauge(
+            "runstream_queue_runs",
+            "Runs per compute target and queue state.",
+            ["compute_target", "state"],
+            registry=registry,
+        )
+        self.oldest_age_seconds = Gauge(
+            "runstream_queue_oldest_age_seconds",
+            "Age of the oldest queued run per compute target (0 when none is queued).",
+            ["compute_target"],
+            registry=registry,
+        )
+
+    def set(self, states: Iterable[QueueState]) -> None:
+        """Replace every value (targets that are gone disappear)."""
+        self.runs.clear()
+        self.oldest_age_seconds.clear()
+        for s in states:
+            for state in QUEUE_STATES:
+                self.runs.labels(s.compute_target, state).set(getattr(s, state))
+            self.oldest_age_seconds.labels(s.compute_target).set(s.oldest_queued_age_s or 0)
+
+
 class QueueGaugeRefresher:
-    """The queue gauges (ingest.worker.metrics.QueueGauges) on the API's registry, refreshed from
-    the database on scrape."""
+    """The queue gauges on the API's registry, refreshed from the database on scrape."""
 
     def __init__(
         self, *, reads: ReadStore, registry: CollectorRegistry, min_interval_s: float = 5.0,
@@ -123,7 +155,4 @@ class QueueGaugeRefresher:
                 logger.warning("queue gauges not refreshed", exc_info=True)
                 return
             self._refreshed_at = now
-            self._set([queue_state(r) for r in rows])
-
-    def _set(self, states: list[dict[str, Any]]) -> None:
-        self.gauges.set((s["compute_target"], s, s["oldest_queued_age_s"]) for s in states)
+            self.gauges.set(rows)

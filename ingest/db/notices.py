@@ -1,9 +1,9 @@
 """Change notices: what a committed batch touched, announced with PostgreSQL NOTIFY.
 
-The writer side (``Store.write_batch``) calls ``notify_changes`` inside its batch
+The writer side (the worker's ``Store.write_batch``) calls ``notify_changes`` inside its batch
 transaction, after the rows are written. PostgreSQL delivers notifications only when the
 transaction COMMITs, and never if it rolls back, so a notice always means "this is now
-readable" — exactly the signal live readers (``api_events.py``) need, with no polling.
+readable" — exactly the signal live readers (``ingest/api/live/``) need, with no polling.
 
 Channel ``runstream_changes``; each payload is compact JSON, one of::
 
@@ -48,8 +48,6 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 import asyncpg
-
-from ingest.worker.decode import Event, Heartbeat, Lifecycle
 
 __all__ = [
     "APPLICATION_NAME",
@@ -128,17 +126,20 @@ def parse_notice(payload: str) -> ChangeNotice:
 
 
 async def notify_changes(
-    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, new: Collection[Event]
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+    *,
+    runs: Collection[str],
+    status_runs: Collection[str],
 ) -> None:
-    """Queue the notices for a batch's newly stored events on ``conn``'s open transaction
-    (they go out when it commits)."""
-    if not new:
+    """Queue the notices for a batch on ``conn``'s open transaction (they go out when it
+    commits): ``runs`` gained rows; ``status_runs`` (a subset) got a status or heartbeat
+    event, so their compute targets' queues may have moved."""
+    if not runs:
         return
-    status_runs = sorted({e.run_id for e in new if isinstance(e.payload, Lifecycle | Heartbeat)})
     targets: list[str] = []
     if status_runs:
-        targets = [r[0] for r in await conn.fetch(SQL_TARGETS_OF_RUNS, status_runs)]
-    await conn.execute(SQL_NOTIFY, CHANNEL, change_payloads((e.run_id for e in new), targets))
+        targets = [r[0] for r in await conn.fetch(SQL_TARGETS_OF_RUNS, sorted(status_runs))]
+    await conn.execute(SQL_NOTIFY, CHANNEL, change_payloads(runs, targets))
 
 
 def _dump(chunk: dict[str, list[str]]) -> str:
