@@ -1,8 +1,8 @@
-"""The HTTP API: application factory, an embeddable server, and ``runstream api``.
+"""The HTTP API: the application factory and ``runstream api``.
 
 ``create_app`` composes route modules (each a list of ``RouteSpec``) with the shared
-middlewares (metrics → errors → auth; see ``api_http``). Adding the read path means
-writing ``api_runs.py`` with its own ``specs()`` and listing it here; the router,
+middlewares (metrics → errors → auth; see ``http.py``). A new resource is a module in
+``routes/`` with its own ``specs()``, listed here; the router,
 ``/v1/openapi.json``, metrics labels and auth follow from the specs.
 
 ``run_api`` serves it with ``ingest.server.HttpServer`` (the one aiohttp server wrapper)
@@ -39,10 +39,10 @@ from ingest.api.http import (
     RouteSpec,
     error_middleware,
 )
-from ingest.api.live.events import LiveUpdates, StreamOptions
 from ingest.api.openapi import build_openapi
 from ingest.api.routes.blobs import BlobRoutes
 from ingest.api.routes.compute import ComputeRoutes, QueueGaugeRefresher
+from ingest.api.routes.events import LiveUpdates, StreamOptions
 from ingest.api.routes.metrics import MetricRoutes
 from ingest.api.routes.registry import RegistryRoutes
 from ingest.api.routes.runs import RunRoutes
@@ -88,7 +88,7 @@ def create_app(
     ``token`` is the admin token, ``workspace_tokens`` grant one workspace each
     (``ingest/api/auth.py``); with neither, auth is off. ``readiness_checks`` are added to
     the blob directory's own check. ``db_dsn`` enables the database-backed routes (live updates,
-    ``api_events``; the /v1 queries, ``api_runs``/``api_metrics``/``api_compute``, whose
+    ``routes/events.py``; the /v1 queries, ``routes/runs.py``/``metrics.py``/``compute.py``, whose
     pool opens with the app and adds a ``database`` readiness check); ``stream_options``
     tunes their timing (tests). ``public_url`` is the base of ``portal_url`` (default:
     the request's own origin). Metrics are registered on ``registry``; one registry

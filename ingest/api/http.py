@@ -1,6 +1,6 @@
 """HTTP plumbing shared by every route module: route specs, JSON errors, middlewares.
 
-Route modules (``api_blobs.py``, ``api_system.py``, later ``api_runs.py``…) describe
+Route modules (``ingest/api/routes/*.py``: ``blobs.py``, ``system.py``, ``runs.py``…) describe
 each endpoint once as a ``RouteSpec``: method, path template, handler and its OpenAPI
 operation. ``api.create_app`` registers exactly those specs on the router and builds
 ``/v1/openapi.json`` from the same list, so the document cannot drift from the handlers.

@@ -17,7 +17,7 @@ afterwards; with TimescaleDB when the stack's database has it):
    log-call→committed latency of every point is read from the database (each metric
    chunk row records when its transaction wrote it; each point its log-call time).
 5. ``copy_baseline`` — one asyncpg COPY of as many points as ``e2e`` stored, one row per
-   point, into an unindexed table (``bench_baseline.py``).
+   point, into an unindexed table (``baseline.py``).
 
 Figures are reported with ratios against the baselines the issue names: the COPY above,
 and MLflow 3.17.2's tracking server measured on this machine class (about 2,500 points/s

@@ -315,3 +315,43 @@ ORDER BY v.created_at, v.run_id
 """  # noqa: S608 - built from constants only
 
 SQL_PING: Final = "SELECT 1"
+
+# --- live streams (ingest/api/live/streams.py) -----------------------------------------
+
+SQL_RUN_STATUS: Final = """
+SELECT v.status, v.error, r.not_started_at, r.queued_at, r.preparing_at, r.running_at,
+       r.finalizing_at, r.cancel_requested_at, r.completed_at, r.failed_at, r.canceled_at
+FROM runstream.runs v JOIN runstream_data.runs r ON r.run_id = v.run_id
+WHERE v.run_id = $1
+"""
+# The newest transaction already committed for a run: where a stream without an id starts.
+SQL_POINTS_HEAD: Final = """
+SELECT coalesce(max(ingested_at), now() - $2::interval) FROM runstream_data.metric_chunks
+WHERE run_id = $1 AND time_min > now() - $2::interval
+"""
+SQL_LOGS_HEAD: Final = """
+SELECT coalesce(max(ingested_at), 'epoch'::timestamptz) FROM runstream_data.log_lines
+WHERE run_id = $1
+"""
+# $2 ingested_at of the cursor; $3..$5 the last row read in it (NULLs: none yet); rows of
+# transaction $2 come first. `ingested_at >= $2` is what the (run_id, ingested_at) index
+# serves; the row comparison then skips what was read.
+SQL_POINTS_PAGE: Final = """
+SELECT ingested_at, producer_id, seq, series_idx, name, rank, steps, "values", times,
+       kinds, texts
+FROM runstream_data.metric_chunks
+WHERE run_id = $1 AND ingested_at >= $2 AND time_min > $2 - $7::interval
+  AND ($3::text IS NULL OR (ingested_at, producer_id, seq, series_idx) > ($2, $3, $4, $5))
+  AND ($8 OR ingested_at > $2)
+ORDER BY ingested_at, producer_id, seq, series_idx
+LIMIT $6
+"""
+SQL_LOGS_PAGE: Final = """
+SELECT ingested_at, producer_id, seq, 0 AS series_idx, stream, rank, logged_at, lines
+FROM runstream_data.log_lines
+WHERE run_id = $1 AND ingested_at >= $2
+  AND ($3::text IS NULL OR (ingested_at, producer_id, seq) > ($2, $3, $4))
+  AND ($5 OR ingested_at > $2)
+ORDER BY ingested_at, producer_id, seq
+LIMIT $6
+"""

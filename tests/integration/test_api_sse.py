@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ingest.api.app import create_app
 from ingest.api.blobstore import BlobStore
-from ingest.api.live.events import StreamOptions
+from ingest.api.routes.events import StreamOptions
 from ingest.bench.events import EventFactory, packed_series
 from ingest.db.notices import APPLICATION_NAME
 from ingest.server import HttpServer

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ingest.api.live.events import StreamPosition, parse_event_id, point_events
+from ingest.api.live.cursors import StreamPosition, parse_event_id
+from ingest.api.live.streams import point_events
 from ingest.db.notices import (
     MAX_NOTICES,
     MAX_PAYLOAD_BYTES,
