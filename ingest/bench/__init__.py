@@ -1,0 +1,1 @@
+"""``runstream bench`` (``suite.py``) and the fault ledger's workload (``ledger.py``)."""

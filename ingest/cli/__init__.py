@@ -1,0 +1,1 @@
+"""The ``runstream`` command line (``main.py``; ``python -m ingest.cli``)."""

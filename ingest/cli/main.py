@@ -6,6 +6,9 @@ variables and hands it to the component it runs. Logging is configured here, onc
 
 from __future__ import annotations
 
+# Only the standard library, the SDK and light ingest modules are imported at the top:
+# `runstream --help` and `runstream sync` work with the SDK alone (`pip install runstream`),
+# and `status` does not load the worker. Each command imports what it runs.
 import argparse
 import asyncio
 import json
@@ -13,19 +16,24 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-
-import asyncpg
+from typing import TYPE_CHECKING
 
 from ingest.api.blobstore import DEFAULT_MAX_BLOB_BYTES
 from ingest.cli.redact import install as install_redaction
 from ingest.cli.redact import redact, secrets_of
 from ingest.settings import Settings, redact_dsn
 from ingest.stack.procs import StackError, progress
-from ingest.stack.stack import Stack
-from ingest.worker.service import DEFAULT_GROUP_ID
 from producer._kafka_security import ENV_VARS as KAFKA_SECURITY_ENV
 
+if TYPE_CHECKING:
+    from ingest.stack.stack import Stack
+
 __all__ = ["main"]
+
+#: Default consumer group of ``runstream ingest`` (every worker of a deployment shares it).
+DEFAULT_GROUP_ID = "runstream-ingest"
+#: Third-party modules of the ``server`` extra, and what installs them.
+SERVER_MODULES = frozenset({"asyncpg", "aiohttp", "prometheus_client", "multidict", "yarl"})
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -55,14 +63,20 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def _stack(settings: Settings) -> Stack:
+    from ingest.stack.stack import Stack
+
+    return Stack(settings)
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    status = Stack(settings).up()
+    status = _stack(settings).up()
     _print_status(status, as_json=args.json)
     return 0 if all(c.get("ok") for c in status.values()) else 1
 
 
 def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
-    stopped = Stack(settings).down()
+    stopped = _stack(settings).down()
     print(f"stopped: {', '.join(stopped)}" if stopped else "nothing of ours was running")
     return 0
 
@@ -70,7 +84,7 @@ def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     if not args.verbose:  # a broker that is down is reported below, not as a log line
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    status = Stack(settings).status()
+    status = _stack(settings).status()
     _print_status(status, as_json=args.json)
     return 0 if all(c.get("ok") for c in status.values()) else 1
 
@@ -84,7 +98,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
             host=args.host,
             port=args.port,
             max_blob_bytes=args.max_blob_bytes,
-            dsn=Stack(settings).dsn,
+            dsn=_stack(settings).dsn,
         )
     )
     return 0
@@ -96,7 +110,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(
         run_worker(
             settings,
-            dsn=Stack(settings).dsn,
+            dsn=_stack(settings).dsn,
             group_id=args.group,
             metrics_port=settings.metrics_port if args.metrics_port is None else args.metrics_port,
         )
@@ -106,7 +120,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.db.migrate import migrate
 
-    applied = asyncio.run(migrate(Stack(settings).dsn))
+    applied = asyncio.run(migrate(_stack(settings).dsn))
     print(f"applied migrations: {', '.join(map(str, applied))}" if applied else "up to date")
     return 0
 
@@ -114,7 +128,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.cli.demo import run_demo
 
-    stack = Stack(settings)
+    stack = _stack(settings)
     stack.up()
     progress("running the diabetes Ridge sweep (one child run per alpha)…")
     result = run_demo(settings, dsn=stack.dsn)
@@ -151,7 +165,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.bench.suite import BenchConfig, format_report, run_bench
 
-    stack = Stack(settings)
+    stack = _stack(settings)
     stack.up()
     config = BenchConfig(
         duration_s=args.duration_s,
@@ -367,7 +381,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StackError as exc:
         print(f"runstream: error: {redact(str(exc), secrets)}", file=sys.stderr)
         return 2
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except ModuleNotFoundError as exc:
+        extra = _extra_for(exc.name)
+        if extra is None:
+            raise
+        print(
+            f"runstream {args.command}: needs the {extra!r} extra ({exc.name} is not installed): "
+            f"pip install 'runstream[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
+    except _connection_errors() as exc:
         if args.verbose:  # through logging, so the traceback is redacted too
             logging.getLogger("runstream").exception("runstream %s failed", args.command)
             return 1
@@ -379,6 +403,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _extra_for(module: str | None) -> str | None:
+    top = (module or "").partition(".")[0]
+    if top in SERVER_MODULES:
+        return "server"
+    return {"psutil": "bench", "sklearn": "demo", "matplotlib": "demo"}.get(top)
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    """What a command's failure to reach a service looks like (asyncpg's only when the
+    server extra is installed)."""
+    try:
+        import asyncpg
+    except ModuleNotFoundError:
+        return (OSError,)
+    return (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 if __name__ == "__main__":

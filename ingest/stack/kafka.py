@@ -1,7 +1,7 @@
 """A single-node Apache Kafka (KRaft, broker + controller) run from Maven Central jars.
 
-No Docker and no tarball: ``deploy/pom.xml`` pins ``org.apache.kafka:kafka_2.13``; the
-first ``up`` runs ``mvn dependency:copy-dependencies`` into
+No Docker and no tarball: ``deploy/pom.xml`` (shipped as ``ingest/stack/pom.xml``) pins
+``org.apache.kafka:kafka_2.13``; the first ``up`` runs ``mvn dependency:copy-dependencies`` into
 ``<home>/stack/kafka/libs-<version>`` (a cache reused by every later ``up``), formats the
 KRaft storage once, and runs ``kafka.Kafka`` on the machine's Java 17 with a 512 MiB heap,
 listening on 127.0.0.1 only. The controller listens on the broker port + 1. Automatic topic
@@ -64,7 +64,9 @@ logger.kafka.level = info
 
 
 def pom_path() -> Path:
-    return Path(__file__).resolve().parents[2] / "deploy" / "pom.xml"
+    """The pom that pins the Kafka version: ``deploy/pom.xml``, shipped in the package as
+    ``ingest/stack/pom.xml`` (a link in the checkout), so an installed wheel can ``up``."""
+    return Path(__file__).with_name("pom.xml")
 
 
 def kafka_version(pom: Path) -> str:
@@ -202,7 +204,7 @@ class KafkaNode:
     def fetch_jars(self) -> Path:
         pom = pom_path()
         if not pom.exists():
-            raise StackError(f"{pom} is missing; run runstream from a checkout of the project")
+            raise StackError(f"{pom} is missing: reinstall runstream[server]")
         version = kafka_version(pom)
         libs = self._libs(version)
         if (libs / f"kafka_2.13-{version}.jar").exists():
@@ -217,8 +219,13 @@ class KafkaNode:
         started = time.monotonic()
         tmp = libs.with_name(libs.name + ".part")
         shutil.rmtree(tmp, ignore_errors=True)
+        # Maven may write next to its pom (target/): give it a copy in our own directory,
+        # never the installed package's.
+        self.dir.mkdir(parents=True, exist_ok=True)
+        work_pom = self.dir / "pom.xml"
+        shutil.copyfile(pom, work_pom)
         argv = [
-            mvn, "-B", "-q", "--no-transfer-progress", "-f", str(pom),
+            mvn, "-B", "-q", "--no-transfer-progress", "-f", str(work_pom),
             "dependency:copy-dependencies", "-DincludeScope=runtime",
             f"-DoutputDirectory={tmp}",
         ]  # fmt: skip

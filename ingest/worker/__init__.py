@@ -1,0 +1,1 @@
+"""The ingest worker: Kafka → decode → exactly-once store in PostgreSQL (``service.py``)."""
