@@ -1,29 +1,31 @@
 """Typed, frozen settings for the server side, read from the environment once (in cli.py).
 
 Constructors everywhere else take these objects (or plain keyword arguments), never
-``os.environ``, so tests build them directly.
+``os.environ``, so tests build them directly. The environment is read through the SDK's
+``EnvReader``, so a variable means the same on both sides: blank is unset (the default),
+and a value that does not parse is a ``ConfigError`` naming the variable.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-# One ``Secret`` for the SDK and the server (the SDK must not import ``ingest``).
-from producer._kafka_security import KafkaSecurity, Secret
+# One ``Secret`` and one environment reader for the SDK and the server (the SDK must not
+# import ``ingest``).
+from producer import ConfigError, EnvReader, KafkaSecurity, Secret
 
 __all__ = ["KafkaSecurity", "Secret", "Settings", "parse_workspace_tokens", "redact_dsn"]
 
-DEFAULT_KAFKA = "127.0.0.1:9092"
-DEFAULT_TOPIC = "runstream.events"
-DEFAULT_API = "http://127.0.0.1:8470"
+DEFAULT_KAFKA = EnvReader.DEFAULT_KAFKA
+DEFAULT_TOPIC = EnvReader.DEFAULT_TOPIC
+DEFAULT_API = EnvReader.DEFAULT_API
 DEFAULT_PARTITIONS = 6
 DEFAULT_PG_PORT = 54329
 DEFAULT_METRICS_PORT = 8471
+WORKSPACE_TOKENS_VAR = "RUNSTREAM_WORKSPACE_TOKENS"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,51 +55,49 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        dsn = env.get("RUNSTREAM_DB")
-        home = env.get("RUNSTREAM_HOME")
+        read = EnvReader(env)
         return cls(
-            kafka_bootstrap=env.get("RUNSTREAM_KAFKA", DEFAULT_KAFKA),
+            kafka_bootstrap=read.kafka_bootstrap(),
             kafka_security=KafkaSecurity.from_env(env),
-            db_dsn=Secret(dsn) if dsn else None,
-            api_url=env.get("RUNSTREAM_API", DEFAULT_API).rstrip("/"),
-            home=Path(home).expanduser() if home else Path.home() / ".runstream",
-            topic=env.get("RUNSTREAM_TOPIC", DEFAULT_TOPIC),
-            partitions=int(env.get("RUNSTREAM_PARTITIONS", str(DEFAULT_PARTITIONS))),
-            token=Secret(env.get("RUNSTREAM_TOKEN", "")),
-            workspace_tokens=parse_workspace_tokens(env.get("RUNSTREAM_WORKSPACE_TOKENS", "")),
-            pg_port=int(env.get("RUNSTREAM_PG_PORT", str(DEFAULT_PG_PORT))),
-            metrics_port=int(env.get("RUNSTREAM_METRICS_PORT", str(DEFAULT_METRICS_PORT))),
+            db_dsn=read.secret("RUNSTREAM_DB") or None,
+            api_url=read.api_url(),
+            home=read.home(),
+            topic=read.topic(),
+            partitions=read.integer("RUNSTREAM_PARTITIONS", DEFAULT_PARTITIONS),
+            token=read.token(),
+            workspace_tokens=workspace_tokens(read),
+            pg_port=read.integer("RUNSTREAM_PG_PORT", DEFAULT_PG_PORT),
+            metrics_port=read.integer("RUNSTREAM_METRICS_PORT", DEFAULT_METRICS_PORT),
         )
 
 
-def parse_workspace_tokens(text: str) -> dict[str, tuple[Secret, ...]]:
+def workspace_tokens(read: EnvReader) -> dict[str, tuple[Secret, ...]]:
     """``RUNSTREAM_WORKSPACE_TOKENS``: a JSON object of workspace -> token or list of tokens.
 
     ``{"vision": "tok-a", "nlp": ["tok-b", "tok-b-next"]}`` (a list lets a token be rotated
-    without downtime). Errors name the problem, never a token.
+    without downtime). Errors (``ConfigError``) name the problem, never a token.
     """
-    if not text.strip():
-        return {}
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"RUNSTREAM_WORKSPACE_TOKENS is not valid JSON (line {exc.lineno}, column "
-            f"{exc.colno}); expected an object of workspace -> token or list of tokens"
-        ) from None
+    raw = read.json(WORKSPACE_TOKENS_VAR, {}, secret=True)
     if not isinstance(raw, dict):
-        raise ValueError("RUNSTREAM_WORKSPACE_TOKENS must be a JSON object of workspace -> token")
+        raise ConfigError(
+            WORKSPACE_TOKENS_VAR, "must be a JSON object of workspace -> token or list of tokens"
+        )
     tokens: dict[str, tuple[Secret, ...]] = {}
     for workspace, value in raw.items():
         values = value if isinstance(value, list) else [value]
         if not workspace or not values or not all(isinstance(v, str) and v for v in values):
-            raise ValueError(
-                f"RUNSTREAM_WORKSPACE_TOKENS[{workspace!r}] must be a non-empty token string "
-                "or a non-empty list of them"
+            raise ConfigError(
+                WORKSPACE_TOKENS_VAR,
+                f"{WORKSPACE_TOKENS_VAR}[{workspace!r}] must be a non-empty token string "
+                "or a non-empty list of them",
             )
         tokens[workspace] = tuple(Secret(v) for v in values)
     return tokens
+
+
+def parse_workspace_tokens(text: str) -> dict[str, tuple[Secret, ...]]:
+    """``workspace_tokens`` of ``text`` as the value of ``RUNSTREAM_WORKSPACE_TOKENS``."""
+    return workspace_tokens(EnvReader({WORKSPACE_TOKENS_VAR: text}))
 
 
 def redact_dsn(dsn: str) -> str:

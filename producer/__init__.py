@@ -7,6 +7,7 @@ with Experiment(ws, "diabetes").start_logging(display_name="ridge") as run:
 run.wait_for_completion(show_output=False); run.get_metrics()   # {"alpha": 0.5}
 """
 
+from ._env import EnvReader
 from ._errors import (
     ApiError,
     BlobUploadError,
@@ -24,6 +25,7 @@ from ._experiment import Experiment
 from ._kafka_security import KafkaSecurity, KafkaSecurityError
 from ._options import ProducerOptions
 from ._run import Run
+from ._secret import Secret
 from ._sender import ProducerStats
 from ._sync import SyncProgress, SyncResult, sync
 from ._version import __version__
@@ -33,6 +35,7 @@ __all__ = [
     "ApiError",
     "BlobUploadError",
     "ConfigError",
+    "EnvReader",
     "Experiment",
     "KafkaSecurity",
     "KafkaSecurityError",
@@ -45,6 +48,7 @@ __all__ = [
     "ReadOnlyRunError",
     "Run",
     "RunClosedError",
+    "Secret",
     "SpoolError",
     "SyncProgress",
     "SyncResult",

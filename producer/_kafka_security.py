@@ -1,17 +1,18 @@
 """How Kafka clients authenticate and encrypt: TLS, mutual TLS and SASL (SCRAM, PLAIN).
 
-``KafkaSecurity.from_env`` reads the ``RUNSTREAM_KAFKA_*`` variables once, at the edge
-(the SDK's ``Workspace.from_env``, the CLI's ``Settings.from_env``); every place that
-builds an aiokafka client (SDK sender, ingest consumer and dead-letter producer, the
-stack's admin helpers) spreads ``client_kwargs()`` into it. The default is PLAINTEXT with
-no extra arguments, exactly as before.
+``KafkaSecurity.from_env`` reads the ``RUNSTREAM_KAFKA_*`` variables (``ENV_VARS``) once,
+through ``EnvReader``, at the edge (the SDK's ``Workspace.from_env``, the CLI's
+``Settings.from_env``); every place that builds an aiokafka client (SDK sender, ingest
+consumer and dead-letter producer, the stack's admin helpers) spreads ``client_kwargs()``
+into it. The default is PLAINTEXT with no extra arguments, exactly as before.
 
 The password and the key password are ``Secret``: never in ``repr``/``str``, and no
 message built here contains them (they are scrubbed from what the broker says, too).
 
 aiokafka reports a refused login or a failed TLS handshake only as "Unable to bootstrap"
-(the cause goes to its log). Around a client's ``start()``, ``explain_failures`` opens
-one connection the same way to find out why, and raises ``KafkaSecurityError`` with the
+(the cause goes to its log). Around a client's ``start()``,
+``security.explain_failures(bootstrap)`` opens one connection the same way
+(``security.diagnose``) to find out why, and raises ``KafkaSecurityError`` with the
 reason in words when the security setup is to blame (wrong credentials, untrusted or
 mismatched certificate, a TLS client on a plaintext port); a broker that is simply down
 keeps aiokafka's own error.
@@ -20,13 +21,12 @@ keeps aiokafka's own error.
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.errors import (
@@ -37,7 +37,9 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 
+from ._env import EnvReader
 from ._errors import ConfigError
+from ._secret import Secret
 
 __all__ = [
     "ENV_VARS",
@@ -46,7 +48,6 @@ __all__ = [
     "KafkaSecurity",
     "KafkaSecurityError",
     "Secret",
-    "explain_failures",
     "security_failure",
 ]
 
@@ -77,24 +78,7 @@ ENV_VARS: Mapping[str, str] = {
     CHECK_HOSTNAME_VAR: "0 skips checking the host name in the broker's certificate",
 }
 
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
 PROBE_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True)
-class Secret:
-    """A string that never shows up in ``repr``/``str`` or logs; ``.value`` reads it."""
-
-    value: str = field(repr=False)
-
-    def __repr__(self) -> str:
-        return "Secret('***')" if self.value else "Secret('')"
-
-    __str__ = __repr__
-
-    def __bool__(self) -> bool:
-        return bool(self.value)
 
 
 def _no_secret() -> Secret:
@@ -120,6 +104,9 @@ class KafkaSecurity:
     ``username`` and ``password``; TLS trusts ``ca_file`` (else the system's CAs) and,
     for mutual TLS, presents ``cert_file`` + ``key_file`` (``key_password`` if encrypted).
     """
+
+    #: Every variable ``from_env`` reads, with a one-line meaning (for help texts).
+    ENV_VARS: ClassVar[Mapping[str, str]] = ENV_VARS
 
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str = DEFAULT_MECHANISM
@@ -184,25 +171,17 @@ class KafkaSecurity:
         With TLS, the files are read here too, so a missing or unusable file fails at
         start-up with the variable's name rather than at the first connection.
         """
-        env = os.environ if env is None else env
-
-        def text(name: str, default: str = "") -> str:
-            return env.get(name, "").strip() or default
-
-        def path(name: str) -> Path | None:
-            value = text(name)
-            return Path(value).expanduser() if value else None
-
+        read = EnvReader(env)
         security = cls(
-            security_protocol=text(PROTOCOL_VAR, "PLAINTEXT").upper(),
-            sasl_mechanism=text(MECHANISM_VAR, DEFAULT_MECHANISM).upper(),
-            username=text(USERNAME_VAR),
-            password=Secret(env.get(PASSWORD_VAR, "")),
-            ca_file=path(CA_FILE_VAR),
-            cert_file=path(CERT_FILE_VAR),
-            key_file=path(KEY_FILE_VAR),
-            key_password=Secret(env.get(KEY_PASSWORD_VAR, "")),
-            check_hostname=_flag(env, CHECK_HOSTNAME_VAR, default=True),
+            security_protocol=read.text(PROTOCOL_VAR, "PLAINTEXT").upper(),
+            sasl_mechanism=read.text(MECHANISM_VAR, DEFAULT_MECHANISM).upper(),
+            username=read.text(USERNAME_VAR),
+            password=read.secret(PASSWORD_VAR),
+            ca_file=read.path(CA_FILE_VAR),
+            cert_file=read.path(CERT_FILE_VAR),
+            key_file=read.path(KEY_FILE_VAR),
+            key_password=read.secret(KEY_PASSWORD_VAR),
+            check_hostname=read.flag(CHECK_HOSTNAME_VAR, default=True),
         )
         if security.tls:
             security.ssl_context()
@@ -261,18 +240,29 @@ class KafkaSecurity:
                 text = text.replace(secret.value, "***")
         return text
 
+    async def diagnose(
+        self, bootstrap: str, *, timeout_s: float = PROBE_TIMEOUT_S
+    ) -> KafkaSecurityError | None:
+        """Open one connection to the first bootstrap server as a client would; the reason
+        when this security setup is why it fails, else None (reachable, or simply down).
 
-def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
-    value = env.get(name, "").strip().lower()
-    if not value:
-        return default
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigError(
-        name, f"must be one of {'/'.join(_TRUE)} or {'/'.join(_FALSE)}, not {value!r}"
-    )
+        PLAINTEXT clients are not probed: there is no security setup to blame.
+        """
+        return await security_failure(bootstrap, self, timeout_s=timeout_s)
+
+    @asynccontextmanager
+    async def explain_failures(self, bootstrap: str) -> AsyncIterator[None]:
+        """Around a client's ``start()``: when it cannot connect and this security setup is
+        why, raise ``KafkaSecurityError`` with the reason instead of "Unable to bootstrap"."""
+        try:
+            yield
+        except KafkaConnectionError as exc:
+            if isinstance(exc, KafkaSecurityError):
+                raise
+            failure = await self.diagnose(bootstrap)
+            if failure is None:
+                raise
+            raise failure from exc
 
 
 def _check_readable(name: str, file: Path) -> None:
@@ -290,11 +280,7 @@ def _ssl_reason(exc: ssl.SSLError) -> str:
 async def security_failure(
     bootstrap: str, security: KafkaSecurity, *, timeout_s: float = PROBE_TIMEOUT_S
 ) -> KafkaSecurityError | None:
-    """Open one connection to the first bootstrap server as a client would; the reason when
-    the security setup is why it fails, else None (reachable, or simply down).
-
-    PLAINTEXT clients are not probed: there is no security setup to blame.
-    """
+    """The probe behind ``KafkaSecurity.diagnose`` (see there)."""
     if security.security_protocol == "PLAINTEXT":
         return None
     hosts = collect_hosts(bootstrap, randomize=False)
@@ -375,18 +361,3 @@ def _ssl_error_in(exc: BaseException) -> ssl.SSLError | None:
 
 def _broker_message(exc: KafkaError) -> str:
     return str(exc.args[0]) if exc.args and exc.args[0] else ""
-
-
-@asynccontextmanager
-async def explain_failures(bootstrap: str, security: KafkaSecurity) -> AsyncIterator[None]:
-    """Around a client's ``start()``: when it cannot connect and the security setup is
-    why, raise ``KafkaSecurityError`` with the reason instead of "Unable to bootstrap"."""
-    try:
-        yield
-    except KafkaConnectionError as exc:
-        if isinstance(exc, KafkaSecurityError):
-            raise
-        failure = await security_failure(bootstrap, security)
-        if failure is None:
-            raise
-        raise failure from exc

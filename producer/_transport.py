@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 
 from ._errors import KafkaUnavailableError
-from ._kafka_security import KafkaSecurity, KafkaSecurityError, explain_failures
+from ._kafka_security import KafkaSecurity, KafkaSecurityError
 
 COMPRESSIONS = ("lz4", "zstd")
 #: Room for the Kafka record and batch headers on top of the largest event.
@@ -86,7 +86,7 @@ class KafkaTransport:
             raise KafkaUnavailableError(str(exc), retriable=True) from exc
         producer = AIOKafkaProducer(**self._config, **security)
         try:
-            async with explain_failures(self.bootstrap, self.security):
+            async with self.security.explain_failures(self.bootstrap):
                 await producer.start()
         except BaseException as exc:  # also a cancelled (timed out) start: never leak it
             await asyncio.shield(producer.stop())

@@ -23,7 +23,7 @@ from ingest.cli.redact import install as install_redaction
 from ingest.cli.redact import redact, secrets_of
 from ingest.settings import Settings, redact_dsn
 from ingest.stack.procs import StackError, progress
-from producer._kafka_security import ENV_VARS as KAFKA_SECURITY_ENV
+from producer import KafkaSecurity
 
 if TYPE_CHECKING:
     from ingest.stack.stack import Stack
@@ -51,7 +51,7 @@ environment:
   RUNSTREAM_PG_PORT port of the local stack's PostgreSQL (default 54329)
   RUNSTREAM_METRICS_PORT port of the ingest worker's /metrics (default 8471)
 Kafka security (SDK, workers and `up`/`status` alike):
-""" + "".join(f"  {name} {meaning}\n" for name, meaning in KAFKA_SECURITY_ENV.items())
+""" + "".join(f"  {name} {meaning}\n" for name, meaning in KafkaSecurity.ENV_VARS.items())
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -36,7 +36,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from ingest.stack.procs import ManagedProcess, StackError, port_open, progress, wait_for
-from producer._kafka_security import KafkaSecurity, KafkaSecurityError, explain_failures
+from producer import KafkaSecurity, KafkaSecurityError
 
 __all__ = [
     "KafkaNode",
@@ -414,7 +414,7 @@ async def ensure_topics(
             bootstrap_servers=bootstrap, request_timeout_ms=10_000, **security.client_kwargs()
         )
         try:
-            async with explain_failures(bootstrap, security):
+            async with security.explain_failures(bootstrap):
                 await admin.start()
             existing = set(await admin.list_topics())
             missing = [t for t in topics if t not in existing]

@@ -24,7 +24,6 @@ from ingest.settings import Settings, redact_dsn
 from ingest.stack.kafka import KafkaNode, ensure_topics, kafka_healthy
 from ingest.stack.postgres import LocalPostgres, postgres_status
 from ingest.stack.procs import ManagedProcess, StackError, progress, wait_for
-from producer._kafka_security import security_failure
 
 __all__ = ["Stack"]
 
@@ -165,7 +164,7 @@ class Stack:
                 "managed": self.postgres is not None,
             },
         }
-        if not kafka_ok and (failure := await security_failure(bootstrap, security)):
+        if not kafka_ok and (failure := await security.diagnose(bootstrap)):
             out["kafka"]["error"] = str(failure)
         if pg.error:
             out["postgres"]["error"] = pg.error

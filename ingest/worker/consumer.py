@@ -42,7 +42,7 @@ from ingest.errors import InvalidEventError, StoreError
 from ingest.worker.decode import DeadLetter, Event, decode_event
 from ingest.worker.metrics import IngestMetrics
 from ingest.worker.store import Batch, Store, WriteResult
-from producer._kafka_security import KafkaSecurity, explain_failures
+from producer import KafkaSecurity
 from schemas.codec import Codec
 
 __all__ = ["DeadLetterProducer", "IngestConsumer"]
@@ -69,7 +69,7 @@ class DeadLetterProducer:
                                         enable_idempotence=True,
                                         **self._security.client_kwargs())
             try:
-                async with explain_failures(self._bootstrap, self._security):
+                async with self._security.explain_failures(self._bootstrap):
                     await producer.start()
             except BaseException:
                 await producer.stop()
@@ -200,7 +200,7 @@ class IngestConsumer:
         consumer.subscribe(topics=[self.topic], listener=_Rebalance(self))
         self._consumer = consumer  # the listener may run before start() returns
         try:
-            async with explain_failures(self._bootstrap, self._security):
+            async with self._security.explain_failures(self._bootstrap):
                 await consumer.start()
         except BaseException:
             self._consumer = None
