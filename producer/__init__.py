@@ -21,15 +21,13 @@ from ._errors import (
     SpoolError,
     TransportError,
 )
-from ._experiment import Experiment
 from ._kafka_security import KafkaSecurity, KafkaSecurityError
 from ._options import ProducerOptions
-from ._run import Run
 from ._secret import Secret
 from ._sender import ProducerStats
 from ._sync import SyncProgress, SyncResult, sync
 from ._version import __version__
-from ._workspace import Workspace
+from ._workspace import Experiment, Run, Workspace
 
 __all__ = [
     "ApiError",

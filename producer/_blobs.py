@@ -7,32 +7,30 @@ the stream be closed) once the call returns. The copy is written under a dot-nam
 renamed to its digest, so a staged blob is always whole, and staging the same content
 twice is harmless.
 
-The uploader thread PUTs staged blobs and deletes each once the API answers 201
-(created) or 200 (already there). Blocking ``urllib`` calls live on this thread, never on
-the training thread or the Kafka sender's event loop. When the API is unreachable (or
-answers 5xx/401/403/404) the file stays and the thread retries with backoff capped at
-60 s; whatever is left at exit is uploaded by ``runstream sync``. 400 (digest mismatch:
-the staged copy is damaged) and 413 (too large for the server) can never succeed: those
-blobs are deleted, counted in ``blobs_dropped`` and logged.
+The uploader thread PUTs staged blobs through the workspace's ``ApiClient`` and deletes
+each once the API answers 201 (created) or 200 (already there). These blocking calls live
+on this thread, never on the training thread or the Kafka sender's event loop. When the
+API is unreachable (or answers 5xx/401/403/404) the file stays and the thread retries
+with backoff capped at 60 s; whatever is left at exit is uploaded by ``runstream sync``.
+400 (digest mismatch: the staged copy is damaged) and 413 (too large for the server) can
+never succeed: those blobs are deleted, counted in ``blobs_dropped`` and logged.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import logging
 import os
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from ._errors import BlobUploadError, SpoolError
+from ._client import ApiClient
+from ._errors import ApiError, BlobUploadError, SpoolError
 
 logger = logging.getLogger(__name__)
 
@@ -93,39 +91,31 @@ def list_staged(directory: Path) -> list[Path]:
         return []
 
 
-def put_blob(
-    api_url: str, sha256: str, path: Path, *, token: str, timeout_s: float, workspace: str = ""
-) -> int:
-    """PUT one staged blob; returns the HTTP status (200 or 201).
-
-    ``workspace`` is sent as ``X-Runstream-Workspace``: with a token scoped to several
-    workspaces the API records the bytes for that one.
+def upload(client: ApiClient, sha256: str, path: Path, *, timeout_s: float) -> int:
+    """PUT one staged blob to ``/v1/blobs/{sha256}``; returns the HTTP status (200 or 201).
 
     Raises ``FileNotFoundError`` if the staged file is gone (someone else uploaded it) and
     ``BlobUploadError`` otherwise.
     """
-    size = path.stat().st_size
-    headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    if workspace:
-        headers["X-Runstream-Workspace"] = workspace
-    with path.open("rb") as body:
-        # The scheme is checked to be http(s) when the Workspace is built.
-        request = urllib.request.Request(  # noqa: S310
-            f"{api_url}/v1/blobs/{sha256}", data=body, headers=headers, method="PUT"
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
-                return int(response.status)
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            retriable = exc.code >= 500 or exc.code in (408, 429)
-            raise BlobUploadError(
-                sha256, exc.code, f"HTTP {exc.code} {exc.reason}", retriable=retriable
-            ) from exc
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-            raise BlobUploadError(sha256, None, f"API unreachable: {exc}", retriable=True) from exc
+    try:
+        return client.put_file(f"/v1/blobs/{sha256}", path, timeout_s=timeout_s)
+    except ApiError as exc:
+        shown = "API unreachable" if exc.status is None else f"HTTP {exc.status}"
+        raise BlobUploadError(
+            sha256, exc.status, f"{shown}: {exc.message}", retriable=exc.retriable
+        ) from exc
+
+
+def put_blob(
+    api_url: str, sha256: str, path: Path, *, token: str, timeout_s: float, workspace: str = ""
+) -> int:
+    """``upload`` through a client of its own, for callers that hold no ``ApiClient``.
+
+    ``workspace`` is sent as ``X-Runstream-Workspace``: with a token scoped to several
+    workspaces the API records the bytes for that one.
+    """
+    client = ApiClient(api_url=api_url, token=token, timeout_s=timeout_s, workspace=workspace)
+    return upload(client, sha256, path, timeout_s=timeout_s)
 
 
 class BlobUploader:
@@ -134,17 +124,13 @@ class BlobUploader:
     def __init__(
         self,
         *,
-        api_url: str,
-        token: str,
+        client: ApiClient,
         directory: Path,
         timeout_s: float = 60.0,
         on_change: Callable[[], None] = lambda: None,
-        workspace: str = "",
     ) -> None:
-        self.api_url = api_url
-        self.workspace = workspace
+        self._client = client
         self.directory = directory
-        self._token = token
         self._timeout_s = timeout_s
         self._on_change = on_change
         self._cond = threading.Condition()
@@ -160,7 +146,7 @@ class BlobUploader:
         self.dropped = 0
 
     def __repr__(self) -> str:
-        return f"BlobUploader(api_url={self.api_url!r}, pending={self.pending})"
+        return f"BlobUploader(api_url={self._client.api_url!r}, pending={self.pending})"
 
     @property
     def pending(self) -> int:
@@ -214,14 +200,7 @@ class BlobUploader:
         """Upload one blob; True means keep it and retry later."""
         path = self.directory / sha256
         try:
-            put_blob(
-                self.api_url,
-                sha256,
-                path,
-                token=self._token,
-                timeout_s=self._timeout_s,
-                workspace=self.workspace,
-            )
+            upload(self._client, sha256, path, timeout_s=self._timeout_s)
         except FileNotFoundError:
             return False  # uploaded meanwhile (e.g. by `runstream sync`)
         except BlobUploadError as exc:

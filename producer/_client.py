@@ -1,8 +1,12 @@
-"""A small blocking client for the read API (``/v1/...``), on ``urllib`` (no dependency).
+"""The SDK's one HTTP client (``ApiClient``), blocking, on ``urllib`` (no dependency).
 
-Every request has a timeout and carries ``Authorization: Bearer <token>`` when the
-workspace has a token; the token never appears in a message or ``repr``. Failures map
-into the SDK's error tree (see ``_errors``):
+Every HTTP call of the SDK goes through it: reads (``get_json``, ``pages``, ``download``),
+the event stream of ``wait_for_completion`` (``request``) and artifact uploads
+(``put_file``, from the uploader thread and ``runstream sync``). It builds the URLs, sends
+``Authorization: Bearer <token>`` when the workspace has a token (the token never appears
+in a message or ``repr``) and ``X-Runstream-Workspace: <name>`` (with a token scoped to
+several workspaces the API records an upload for that one), applies the timeout, and maps
+failures into the SDK's error tree (see ``_errors``):
 
 - an error status → ``ApiError(status, message)`` with the server's own message from its
   ``{"error": {"status", "message"}}`` body; 404 → ``NotFoundError``; ``retriable`` for
@@ -32,6 +36,7 @@ import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import IO, Any, BinaryIO, Final
 from urllib.parse import quote
 
@@ -51,6 +56,8 @@ _loads = _json_loader()
 
 #: Longest error body read to find the server's message.
 MAX_ERROR_BODY_BYTES: Final = 64 * 1024
+#: Names the workspace a request is for (the API's ``WORKSPACE_HEADER``).
+WORKSPACE_HEADER: Final = "X-Runstream-Workspace"
 NON_FINITE: Final[dict[str, float]] = {
     "NaN": math.nan,
     "Infinity": math.inf,
@@ -126,9 +133,10 @@ def _http_error(exc: urllib.error.HTTPError, what: str) -> ApiError:
 
 
 class ApiClient:
-    """Blocking GETs against ``api_url``; safe to share between threads (no shared state).
+    """Requests against ``api_url``; safe to share between threads (no shared state).
 
-    ``urlopen`` is the seam unit tests replace (``urllib.request.urlopen``'s signature).
+    ``urlopen`` (default ``urllib.request.urlopen``, same signature) is the seam unit tests
+    replace.
     """
 
     def __init__(
@@ -137,38 +145,47 @@ class ApiClient:
         api_url: str,
         token: str,
         timeout_s: float,
-        urlopen: Callable[..., Any] = urllib.request.urlopen,
+        workspace: str = "",
+        urlopen: Callable[..., Any] | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self._token = token
         self.timeout_s = timeout_s
-        self._urlopen = urlopen
+        self.workspace = workspace
+        self._urlopen = urlopen or urllib.request.urlopen
 
     def __repr__(self) -> str:
-        return f"ApiClient(api_url={self.api_url!r}, timeout_s={self.timeout_s:g})"
+        return (
+            f"ApiClient(api_url={self.api_url!r}, workspace={self.workspace!r}, "
+            f"timeout_s={self.timeout_s:g})"
+        )
 
     def url(self, path: str, params: Params = ()) -> str:
         """``path`` must already be quoted (see ``segment``/``file_path``)."""
         query = query_string(params)
         return f"{self.api_url}{path}?{query}" if query else f"{self.api_url}{path}"
 
-    def open(
+    def request(
         self,
+        method: str,
         path: str,
         params: Params = (),
         *,
+        body: IO[bytes] | BinaryIO | None = None,
         accept: str = "application/json",
         timeout_s: float | None = None,
         headers: dict[str, str] | None = None,
     ) -> http.client.HTTPResponse:
-        """GET and return the open response (2xx); the caller closes it."""
+        """Send one request and return the open response (2xx); the caller closes it."""
         all_headers = {"Accept": accept, **(headers or {})}
         if self._token:
             all_headers["Authorization"] = f"Bearer {self._token}"
-        what = f"GET {path}"
+        if self.workspace:
+            all_headers[WORKSPACE_HEADER] = self.workspace
+        what = f"{method} {path}"
         # The scheme is checked to be http(s) when the Workspace is built.
         request = urllib.request.Request(  # noqa: S310
-            self.url(path, params), headers=all_headers, method="GET"
+            self.url(path, params), data=body, headers=all_headers, method=method
         )
         try:
             response: http.client.HTTPResponse = self._urlopen(
@@ -184,7 +201,7 @@ class ApiClient:
     def get_json(self, path: str, params: Params = ()) -> dict[str, Any]:
         """GET a JSON object (the shape of every ``/v1`` answer)."""
         what = f"GET {path}"
-        with self.open(path, params) as response:
+        with self.request("GET", path, params) as response:
             try:
                 body = response.read()
             except (http.client.HTTPException, OSError) as exc:
@@ -225,7 +242,7 @@ class ApiClient:
 
     def download(self, path: str, out: IO[bytes] | BinaryIO) -> int:
         """Stream a GET's body into ``out``; returns the number of bytes written."""
-        with self.open(path, accept="*/*") as response:
+        with self.request("GET", path, accept="*/*") as response:
             try:
                 before = out.tell()
                 shutil.copyfileobj(response, out, 1 << 20)
@@ -234,3 +251,16 @@ class ApiClient:
                 raise ApiError(
                     None, f"download interrupted: {exc}", what=f"GET {path}", retriable=True
                 ) from exc
+
+    def put_file(self, path: str, file: Path, *, timeout_s: float | None = None) -> int:
+        """PUT the bytes of ``file``; returns the status (2xx).
+
+        ``FileNotFoundError`` if ``file`` is gone; every other failure is an ``ApiError``.
+        """
+        size = file.stat().st_size
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        with (
+            file.open("rb") as body,
+            self.request("PUT", path, body=body, timeout_s=timeout_s, headers=headers) as response,
+        ):
+            return int(response.status)

@@ -144,7 +144,8 @@ class EventReader:
     def _run(self) -> None:
         headers = {"Last-Event-ID": self._last_event_id} if self._last_event_id else {}
         try:
-            response = self._client.open(
+            response = self._client.request(
+                "GET",
                 self._path,
                 [("types", self._types)],
                 accept="text/event-stream",

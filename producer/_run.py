@@ -1,4 +1,4 @@
-"""``Run``: the handle training code logs through.
+"""``RunHandle``: what the handle training code logs through does, once it is open.
 
 Every method validates its arguments and enqueues; none waits for the network. ``log``
 is the hot path (about a microsecond of Python): a float into a known series is a
@@ -13,6 +13,11 @@ Handles attached by id (``Run.attach``, ``Experiment.get_runs``) only read: they
 sender and a closed stream, so every logging call raises ``ReadOnlyRunError`` (``log``
 through its existing closed-stream check, at no cost to the hot path). The read methods
 come from ``RunReads`` (``_reads.py``).
+
+A handle talks to its workspace only through its ``Session`` (``_session.py``). The public
+``Run`` (``_workspace.py``) is this class plus the ways to get a handle — ``start_logging``,
+``child_run``, ``attach``, ``get_context`` — which live beside ``Workspace`` and
+``Experiment`` because those three construct each other.
 """
 
 from __future__ import annotations
@@ -20,10 +25,7 @@ from __future__ import annotations
 import logging
 import mimetypes
 import os
-import re
-import secrets
 import threading
-import time
 import traceback
 import uuid
 from collections.abc import Iterable, Mapping
@@ -31,26 +33,23 @@ from io import BytesIO
 from pathlib import Path
 from time import time_ns
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, Self
 
 from schemas.codec import MessageTooLargeError
 
 from ._batch import event_dict, max_text_bytes
 from ._buffer import POINT_COST_BYTES, Buffer, PendingEvent, Series, Stream
 from ._capture import OutputCapture
-from ._client import segment
-from ._errors import ApiError, ConfigError, ReadOnlyRunError, RunClosedError, SpoolError
+from ._errors import ReadOnlyRunError, RunClosedError, SpoolError
 from ._reads import RunReads
+from ._session import DEFAULT_FLUSH_TIMEOUT_S, Session
 from ._validate import (
     INT64_MAX,
     KIND_FLOAT,
     MAX_ABS_STEP,
-    MAX_NAME_CHARS,
-    MAX_RUN_EXPERIMENT_CHARS,
     Value,
     check_artifact_name,
     check_name,
-    check_properties,
     check_step,
     metric_value,
     row_cells,
@@ -59,17 +58,15 @@ from ._validate import (
     valid_text,
     values_list,
 )
-from ._workspace import DEFAULT_FLUSH_TIMEOUT_S, Workspace
 
 if TYPE_CHECKING:
-    from ._experiment import Experiment
     from ._sender import Sender
+    from ._workspace import Experiment, Run
 
 logger = logging.getLogger(__name__)
 
 #: Longest error text a Failed event carries (the end of a traceback is kept).
 MAX_ERROR_CHARS = 64 * 1024
-_RUN_ID = re.compile(r"(?P<experiment>.+)_\d+_[0-9a-f]{8}")
 
 
 class SavesFigures(Protocol):
@@ -78,33 +75,14 @@ class SavesFigures(Protocol):
     def savefig(self, *args: Any, **kwargs: Any) -> Any: ...
 
 
-def new_run_id(experiment: str) -> str:
-    """Azure-style ``{experiment}_{unix seconds}_{8 hex}``, at most 255 characters."""
-    if len(experiment) > MAX_RUN_EXPERIMENT_CHARS:
-        raise ValueError(
-            f"experiment name is {len(experiment)} characters: its runs' ids "
-            f"('<experiment>_<unix seconds>_<8 hex>') would pass the {MAX_NAME_CHARS}-character "
-            f"limit of a run id; start runs in an experiment of at most "
-            f"{MAX_RUN_EXPERIMENT_CHARS} characters"
-        )
-    return f"{experiment}_{int(time.time())}_{secrets.token_hex(4)}"
-
-
-class Run(RunReads):
-    """One run of an experiment, as seen by this process (one rank).
-
-    Made by ``Experiment.start_logging``, ``Run.child_run`` or ``Run.get_context``. As a
-    context manager, leaving the block completes the run and an exception fails it with
-    the error recorded (``KeyboardInterrupt`` cancels it). ``Run.attach``,
-    ``Workspace.get_run`` and ``Experiment.get_runs`` give read-only handles on existing
-    runs. Read methods (``get_metrics``, ``get_details``, ``wait_for_completion``…) work
-    on every handle.
-    """
+class RunHandle(RunReads):
+    """One run of an experiment, as seen by this process (one rank); see ``Run``."""
 
     def __init__(
         self,
         *,
         experiment: Experiment,
+        session: Session,
         stream: Stream,
         sender: Sender | None,
         parent: Run | None,
@@ -114,18 +92,18 @@ class Run(RunReads):
         properties: Mapping[str, str],
         outputs_dir: Path | None,
     ) -> None:
-        """Internal; ``stream`` is already registered with ``sender`` (see ``open_run``).
+        """Internal; ``stream`` is already registered with ``sender`` (see ``Run._open``).
 
         Without a sender the handle is read-only and ``stream`` must be closed.
         """
         self._experiment = experiment
-        self._workspace = experiment.workspace
+        self._session = session
         self._stream = stream
         self._series = stream.series
         self._sender = sender
         self._buffer = sender.buffer if sender is not None else Buffer(max_bytes=0, wake=_no_wake)
-        self._codec = self._workspace.codec
-        self._max_text_bytes = max_text_bytes(stream, self._workspace.options.batch_max_bytes)
+        self._codec = session.codec
+        self._max_text_bytes = max_text_bytes(stream, session.options.batch_max_bytes)
         self._parent = parent
         self._world_size = world_size
         self._display_name = display_name
@@ -358,25 +336,7 @@ class Run(RunReads):
         except (ValueError, RunClosedError):
             self._buffer.count_drop(self._stream)
 
-    # ---- runs and status -------------------------------------------------------------
-
-    def child_run(self, name: str | None = None) -> Run:
-        """Start a child run (own id; ``parent_run_id`` is this run; ``name`` its display name)."""
-        if name is not None:
-            check_name(name, "child run name")
-        self._open_sender()
-        return open_run(
-            self._experiment,
-            new_run_id(self._experiment.name),
-            parent=self,
-            rank=self.rank,
-            world_size=self._world_size,
-            display_name=name,
-            compute_target=self._compute_target,
-            properties={},
-            outputs_dir=None,
-            statuses=("NotStarted", "Running"),
-        )
+    # ---- status ----------------------------------------------------------------------
 
     def _lifecycle(self, status: str, *, error: str | None = None, metadata: bool = False) -> None:
         record: dict[str, Any] = {
@@ -477,9 +437,9 @@ class Run(RunReads):
         if self._capture is not None:
             self._capture.stop()
             self._capture = None
-        self._workspace._release(self._stream, timeout_s)
+        self._session.release(self._stream, timeout_s)
 
-    def __enter__(self) -> Run:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -496,45 +456,6 @@ class Run(RunReads):
             self.cancel()
         else:
             self.fail(exc)
-
-    @classmethod
-    def attach(cls, workspace: Workspace, run_id: str) -> Run:
-        """A read-only handle on an existing run; ``NotFoundError`` if the API does not
-        know it (yet: a run appears when the worker commits its first event)."""
-        check_name(run_id, "run id")
-        workspace._flush_for_read()
-        details = workspace._api.get_json(f"/v1/runs/{segment(run_id)}")
-        return attached_run(workspace, details)
-
-    @classmethod
-    def get_context(
-        cls, *, workspace: Workspace | None = None, env: Mapping[str, str] | None = None
-    ) -> Run:
-        """The run this process was launched for: ``RUNSTREAM_RUN_ID`` (+ ``_EXPERIMENT``,
-        ``_RANK``, ``_WORLD_SIZE``). Every rank opens the same run as its own producer.
-
-        Without ``RUNSTREAM_RUN_ID`` a new run is started in ``RUNSTREAM_EXPERIMENT``
-        (default "default"), so a script also runs outside a launcher. Called without
-        arguments, it returns the same handle on every call in this process.
-        """
-        cacheable = workspace is None and env is None
-        env = os.environ if env is None else env
-        run_id = env.get("RUNSTREAM_RUN_ID") or None
-        rank = _env_int(env, "RUNSTREAM_RANK", 0)
-        world_size = _env_int(env, "RUNSTREAM_WORLD_SIZE", 1)
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ConfigError("RUNSTREAM_RANK", f"rank {rank} is not in 0..{world_size - 1}")
-        key = (run_id, rank)
-        with _context_lock:
-            cached = _context_runs.get(key) if cacheable else None
-            if cached is not None and not cached.closed:
-                return cached
-            run = _open_context_run(
-                workspace or Workspace.from_env(env), env, run_id, rank, world_size
-            )
-            if cacheable:
-                _context_runs[key] = run
-        return run
 
 
 def _no_wake() -> None:
@@ -557,133 +478,3 @@ def _too_large(kind: str, record: Mapping[str, Any], exc: MessageTooLargeError) 
         f"{label} is {exc.size_bytes} bytes encoded, over the {exc.max_message_bytes}-byte "
         f"limit of one message; {advice}, or upload the data as a file (run.upload_file)"
     )
-
-
-def attached_run(
-    workspace: Workspace, summary: Mapping[str, Any], experiment: Experiment | None = None
-) -> Run:
-    """A read-only handle built from a RunSummary (or RunDetails); no I/O.
-
-    Its parent, if any, is a read-only handle known by id only (no display name).
-    """
-    from ._experiment import Experiment
-
-    try:
-        run_id = str(summary["run_id"])
-        experiment_name = str(summary["experiment"])
-    except KeyError as exc:
-        raise ApiError(
-            200, f"run summary without {exc.args[0]!r}", what="GET /v1/runs", retriable=False
-        ) from None
-    if experiment is None or experiment.name != experiment_name:
-        experiment = Experiment(workspace, experiment_name)
-    parent_id = summary.get("parent_run_id")
-    parent = (
-        attached_run(workspace, {"run_id": parent_id, "experiment": experiment_name}, experiment)
-        if parent_id
-        else None
-    )
-    stream = Stream(
-        run_id=run_id,
-        experiment=experiment_name,
-        workspace=workspace.name,
-        producer_id="",
-        rank=0,
-    )
-    stream.closed = True
-    return Run(
-        experiment=experiment,
-        stream=stream,
-        sender=None,
-        parent=parent,
-        world_size=1,
-        display_name=summary.get("display_name"),
-        compute_target=summary.get("compute_target"),
-        properties={},
-        outputs_dir=None,
-    )
-
-
-_context_runs: dict[tuple[str | None, int], Run] = {}
-_context_lock = threading.Lock()
-
-
-def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(name, f"must be an integer, not {raw!r}") from None
-
-
-def _open_context_run(
-    workspace: Workspace, env: Mapping[str, str], run_id: str | None, rank: int, world_size: int
-) -> Run:
-    from ._experiment import Experiment
-
-    experiment_name = env.get("RUNSTREAM_EXPERIMENT") or None
-    if run_id is None:
-        experiment = Experiment(workspace, experiment_name or "default")
-        return experiment.start_logging(compute_target=None, outputs_dir="outputs")
-    check_name(run_id, "RUNSTREAM_RUN_ID")
-    if experiment_name is None:
-        match = _RUN_ID.fullmatch(run_id)
-        if match is None:
-            raise ConfigError(
-                "RUNSTREAM_EXPERIMENT",
-                f"is required: RUNSTREAM_RUN_ID {run_id!r} is not <experiment>_<unix>_<8 hex>",
-            )
-        experiment_name = match["experiment"]
-    return open_run(
-        Experiment(workspace, experiment_name),
-        run_id,
-        parent=None,
-        rank=rank,
-        world_size=world_size,
-        display_name=None,
-        compute_target=None,
-        properties={"world_size": str(world_size)},
-        outputs_dir=Path("outputs").absolute(),
-        statuses=("Running",),
-    )
-
-
-def open_run(
-    experiment: Experiment,
-    run_id: str,
-    *,
-    parent: Run | None,
-    rank: int,
-    world_size: int,
-    display_name: str | None,
-    compute_target: str | None,
-    properties: Mapping[str, str],
-    outputs_dir: Path | None,
-    statuses: tuple[str, ...],
-    capture_output: bool = False,
-) -> Run:
-    """Open a run handle as a new producer and emit its first lifecycle events."""
-    properties = check_properties(properties)
-    stream = Stream(
-        run_id=run_id,
-        experiment=experiment.name,
-        workspace=experiment.workspace.name,
-        producer_id=uuid.uuid4().hex,
-        rank=rank,
-    )
-    run = Run(
-        experiment=experiment,
-        stream=stream,
-        sender=experiment.workspace._open_stream(stream),
-        parent=parent,
-        world_size=world_size,
-        display_name=display_name,
-        compute_target=compute_target,
-        properties=properties,
-        # ./outputs belongs to the whole job: rank 0 of a top-level run uploads it once.
-        outputs_dir=outputs_dir if parent is None and rank == 0 else None,
-    )
-    run._start(statuses, capture_output)
-    return run

@@ -69,6 +69,7 @@ from schemas.codec import Codec
 from ._batch import envelope_bytes, event_dict, metric_batches
 from ._blobs import BlobUploader, stage
 from ._buffer import Buffer, PendingEvent, Stream
+from ._client import ApiClient
 from ._errors import KafkaUnavailableError, ProducerError, ProducerTimeoutError, SpoolError
 from ._options import ProducerOptions
 from ._spool import SpoolWriter, claim
@@ -144,7 +145,8 @@ class Message(NamedTuple):
 
 
 class Sender:
-    """Owns the thread, the loop, the transport, the spool writer and the uploader."""
+    """Owns the thread, the loop, the transport, the spool writer and the uploader (which
+    uploads through ``api``, the workspace's HTTP client)."""
 
     def __init__(
         self,
@@ -155,9 +157,7 @@ class Sender:
         transport: KafkaTransport,
         spool_dir: Path,
         blob_dir: Path,
-        api_url: str,
-        token: str,
-        workspace: str = "",
+        api: ApiClient,
     ) -> None:
         self.options = options
         self.sender_id = sender_id
@@ -170,12 +170,10 @@ class Sender:
         )
         self.blob_dir = blob_dir
         self.uploader = BlobUploader(
-            api_url=api_url,
-            token=token,
+            client=api,
             directory=blob_dir,
             timeout_s=options.blob_timeout_s,
             on_change=self._notify_threadsafe,
-            workspace=workspace,
         )
         self._state_lock = threading.Lock()
         self._thread: threading.Thread | None = None

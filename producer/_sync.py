@@ -20,8 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._blobs import FATAL_STATUSES, list_staged, put_blob
+from ._blobs import FATAL_STATUSES, list_staged, upload
 from ._errors import BlobUploadError, KafkaUnavailableError
+from ._session import Session
 from ._spool import claim, count_records, list_segments
 from ._transport import deliver
 from ._workspace import Workspace
@@ -77,16 +78,17 @@ def sync(workspace: Workspace, *, progress: ProgressCallback | None = None) -> S
         if progress is not None:
             progress(result.progress())
 
-    segments = list_segments(workspace.spool_dir)
-    blobs = [p for p in list_staged(workspace.blob_dir) if _SHA256.fullmatch(p.name)]
+    session = workspace._session
+    segments = list_segments(session.spool_dir)
+    blobs = [p for p in list_staged(session.blob_dir) if _SHA256.fullmatch(p.name)]
     result = SyncResult(
         events_total=sum(count_records(p) for p in segments), blobs_total=len(blobs)
     )
     report()
     if segments:
-        asyncio.run(_sync_events(workspace, segments, result, report))
+        asyncio.run(_sync_events(session, segments, result, report))
     for i, path in enumerate(blobs):
-        reachable = _sync_blob(workspace, path, result)
+        reachable = _sync_blob(session, path, result)
         if not reachable:
             result.blobs_remaining += len(blobs) - i - 1  # API unreachable: stop trying
         report()
@@ -96,10 +98,10 @@ def sync(workspace: Workspace, *, progress: ProgressCallback | None = None) -> S
 
 
 async def _sync_events(
-    workspace: Workspace, segments: list[Path], result: SyncResult, report: Callable[[], None]
+    session: Session, segments: list[Path], result: SyncResult, report: Callable[[], None]
 ) -> None:
-    options = workspace.options
-    transport = workspace._transport(client_id="runstream-sync")
+    options = session.options
+    transport = session.transport("runstream-sync")
     try:
         await asyncio.wait_for(transport.start(), options.connect_timeout_s)
     except (TimeoutError, KafkaUnavailableError) as exc:
@@ -138,17 +140,10 @@ async def _sync_events(
         await transport.stop(options.request_timeout_ms / 1000)
 
 
-def _sync_blob(workspace: Workspace, path: Path, result: SyncResult) -> bool:
+def _sync_blob(session: Session, path: Path, result: SyncResult) -> bool:
     """Upload one staged blob; False when the API is unreachable (stop trying)."""
     try:
-        put_blob(
-            workspace.api_url,
-            path.name,
-            path,
-            token=workspace._token,
-            timeout_s=workspace.options.blob_timeout_s,
-            workspace=workspace.name,
-        )
+        upload(session.api, path.name, path, timeout_s=session.options.blob_timeout_s)
     except FileNotFoundError:
         result.blobs_uploaded += 1  # meanwhile, by a live producer
     except BlobUploadError as exc:

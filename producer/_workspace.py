@@ -1,69 +1,78 @@
-"""``Workspace``: where runs go (Kafka, API, local spool) and the sender that takes them there.
+"""The three handles — ``Workspace`` → ``Experiment`` → ``Run`` — and every way to get one.
 
-The environment is read in exactly one place, ``Workspace.from_env``; everything else
-takes keyword arguments. A workspace starts its sender (thread, Kafka producer) lazily
-when its first run opens, never in the constructor.
+They construct each other: a workspace gets a run by id (``get_run``), an experiment starts
+and lists runs (``start_logging``, ``get_runs``), a run starts children (``child_run``),
+finds its experiment when attached by id (``Run.attach``) and builds its workspace from
+the environment (``Run.get_context()``). So they share this module, the top of the SDK's
+import graph: what a run handle does once open is ``_run.RunHandle``, what it needs from
+its workspace is ``_session.Session``, and reading runs back is ``_reads``.
 
-The read side (``get_run``, ``compute_targets``, and the read methods of ``Run`` and
-``Experiment``) goes through the API with the workspace's ``ApiClient``. Reads show what
-the ingest worker has committed, usually well under a second after Kafka has the events;
-each read first gives this process's pending events a bounded chance to reach Kafka
-(``_flush_for_read``), so a script reads its own writes as soon as the worker catches up.
+The environment is read here only, through ``EnvReader``: ``Workspace.from_env`` and
+``Run.get_context``. Everything else takes keyword arguments. A workspace starts its
+sender (thread, Kafka producer) lazily when its first run opens, never in the
+constructor.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
+import secrets
 import threading
+import time
 import uuid
-from collections.abc import Mapping
-from contextlib import suppress
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from schemas.codec import Codec
+from typing import Any
 
 from ._buffer import Stream
 from ._client import ApiClient, segment
-from ._errors import ConfigError, ProducerTimeoutError
+from ._env import EnvReader, default_home
+from ._errors import ApiError, ConfigError
 from ._kafka_security import KafkaSecurity
 from ._options import ProducerOptions
-from ._sender import ProducerStats, Sender
+from ._reads import runs_query
+from ._run import RunHandle
+from ._sender import ProducerStats
+from ._session import DEFAULT_FLUSH_TIMEOUT_S, Session, TransportFactory
 from ._transport import KafkaTransport
-from ._validate import check_name
+from ._validate import (
+    MAX_NAME_CHARS,
+    MAX_RUN_EXPERIMENT_CHARS,
+    check_experiment_name,
+    check_name,
+    check_properties,
+)
 
-if TYPE_CHECKING:
-    from ._run import Run
-
-DEFAULT_KAFKA = "127.0.0.1:9092"
-DEFAULT_API = "http://127.0.0.1:8470"
-DEFAULT_TOPIC = "runstream.events"
 DEFAULT_WORKSPACE = "default"
-DEFAULT_FLUSH_TIMEOUT_S = 30.0
-
-
-def default_home() -> Path:
-    return Path.home() / ".runstream"
+_RUN_ID = re.compile(r"(?P<experiment>.+)_\d+_[0-9a-f]{8}")
 
 
 class Workspace:
-    """Connection settings plus the background sender shared by all runs logged through it.
+    """Connection settings plus the session (background sender, API client) shared by all
+    runs logged through it.
 
     Use ``Workspace.from_env()`` in scripts; tests and embedding code pass keyword
-    arguments. ``token`` and the Kafka password are never shown in ``repr`` or logs.
+    arguments (``kafka_transport`` builds the Kafka producer for a client id, ``urlopen``
+    opens HTTP requests: both replaceable). ``token`` and the Kafka password are never
+    shown in ``repr`` or logs.
     """
 
     def __init__(
         self,
         *,
         name: str = DEFAULT_WORKSPACE,
-        kafka_bootstrap: str = DEFAULT_KAFKA,
-        api_url: str = DEFAULT_API,
+        kafka_bootstrap: str = EnvReader.DEFAULT_KAFKA,
+        api_url: str = EnvReader.DEFAULT_API,
         home: str | os.PathLike[str] | None = None,
-        topic: str = DEFAULT_TOPIC,
+        topic: str = EnvReader.DEFAULT_TOPIC,
         token: str = "",
         options: ProducerOptions | None = None,
         kafka_security: KafkaSecurity | None = None,
+        kafka_transport: TransportFactory | None = None,
+        urlopen: Callable[..., Any] | None = None,
     ) -> None:
         self.name = check_name(name, "workspace name")
         if not api_url.startswith(("http://", "https://")):
@@ -75,13 +84,23 @@ class Workspace:
         self.api_url = api_url.rstrip("/")
         self.home = Path(home).expanduser() if home is not None else default_home()
         self.topic = check_name(topic, "topic")
-        self._token = token
         self.options = options or ProducerOptions()
-        self.codec = Codec(max_message_bytes=self.options.max_message_bytes)
-        self._lock = threading.Lock()
-        self._sender: Sender | None = None
-        self._open: set[Stream] = set()
-        self._api = self._api_client()
+        api = ApiClient(
+            api_url=self.api_url,
+            token=token,
+            timeout_s=self.options.api_timeout_s,
+            workspace=self.name,
+            urlopen=urlopen,
+        )
+        self._session = Session(
+            name=self.name,
+            options=self.options,
+            api=api,
+            transport=kafka_transport or self._kafka_transport,
+            spool_dir=self.spool_dir,
+            blob_dir=self.blob_dir,
+        )
+        self.codec = self._session.codec
 
     @classmethod
     def from_env(
@@ -89,15 +108,15 @@ class Workspace:
     ) -> Workspace:
         """Read ``RUNSTREAM_{WORKSPACE,KAFKA,API,HOME,TOPIC,TOKEN}`` and the Kafka security
         variables (``RUNSTREAM_KAFKA_SECURITY_PROTOCOL``, ``…_USERNAME``, ``…_PASSWORD``,
-        ``…_CA_FILE``…; see ``KafkaSecurity.from_env``) once."""
-        env = os.environ if env is None else env
+        ``…_CA_FILE``…; see ``KafkaSecurity.from_env``) once, through ``EnvReader``."""
+        read = EnvReader(env)
         return cls(
-            name=env.get("RUNSTREAM_WORKSPACE") or DEFAULT_WORKSPACE,
-            kafka_bootstrap=env.get("RUNSTREAM_KAFKA") or DEFAULT_KAFKA,
-            api_url=env.get("RUNSTREAM_API") or DEFAULT_API,
-            home=env.get("RUNSTREAM_HOME") or None,
-            topic=env.get("RUNSTREAM_TOPIC") or DEFAULT_TOPIC,
-            token=env.get("RUNSTREAM_TOKEN", ""),
+            name=read.text("RUNSTREAM_WORKSPACE", DEFAULT_WORKSPACE),
+            kafka_bootstrap=read.kafka_bootstrap(),
+            api_url=read.api_url(),
+            home=read.home(),
+            topic=read.topic(),
+            token=read.token().value,
             options=options,
             kafka_security=KafkaSecurity.from_env(env),
         )
@@ -118,7 +137,7 @@ class Workspace:
         """Artifact bytes waiting for the API."""
         return self.home / "spool" / "blobs"
 
-    def _transport(self, *, client_id: str) -> KafkaTransport:
+    def _kafka_transport(self, client_id: str) -> KafkaTransport:
         return KafkaTransport(
             bootstrap=self.kafka_bootstrap,
             topic=self.topic,
@@ -130,105 +149,339 @@ class Workspace:
             security=self.kafka_security,
         )
 
-    def _api_client(self) -> ApiClient:
-        return ApiClient(
-            api_url=self.api_url, token=self._token, timeout_s=self.options.api_timeout_s
-        )
-
-    def _new_sender(self) -> Sender:
-        sender_id = uuid.uuid4().hex
-        return Sender(
-            sender_id=sender_id,
-            options=self.options,
-            codec=self.codec,
-            transport=self._transport(client_id=f"runstream-{sender_id[:8]}"),
-            spool_dir=self.spool_dir,
-            blob_dir=self.blob_dir,
-            api_url=self.api_url,
-            token=self._token,
-            workspace=self.name,
-        )
-
-    def _open_stream(self, stream: Stream) -> Sender:
-        """Register a run handle's stream with the (started) sender."""
-        with self._lock:
-            if self._sender is None or self._sender.closed:
-                self._sender = self._new_sender()
-            sender = self._sender
-            self._open.add(stream)
-        sender.start()
-        sender.buffer.register(stream)
-        return sender
-
-    def _release(self, stream: Stream, timeout_s: float) -> None:
-        """A run handle closed: close the sender if it was the last open one, else flush."""
-        with self._lock:
-            self._open.discard(stream)
-            last = not self._open
-            sender = self._sender
-        if sender is None:
-            return
-        if last:
-            sender.close(timeout_s)
-            return
-        # close never discards: what is not delivered in time stays queued for the sender
-        # that the workspace's other open runs keep using.
-        with suppress(ProducerTimeoutError):
-            sender.flush(timeout_s)
-
     def stats(self) -> ProducerStats:
         """Counters of the current (or last) sender; all zero before the first run."""
-        with self._lock:
-            sender = self._sender or self._new_sender()
-        return sender.stats()
+        return self._session.stats()
 
     def flush(self, timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S) -> None:
         """Wait until every run's events are acknowledged by Kafka; raises on timeout."""
-        with self._lock:
-            sender = self._sender
-        if sender is not None:
-            sender.flush(timeout_s)
-
-    def _flush_for_read(self) -> None:
-        """Before a read: wait (bounded, never raising) for this process's pending events.
-
-        Skipped while the sender is offline: the events are safe in the spool and waiting
-        would only delay the read by ``read_flush_timeout_s`` every time.
-        """
-        with self._lock:
-            sender = self._sender
-        if sender is None or sender.closed or sender.stats().mode == "offline":
-            return
-        with suppress(ProducerTimeoutError):
-            sender.flush(self.options.read_flush_timeout_s)
+        self._session.flush(timeout_s)
 
     def get_run(self, run_id: str) -> Run:
         """A read-only handle on an existing run (``Run.attach``); ``NotFoundError`` if unknown."""
-        from ._run import Run
-
         return Run.attach(self, run_id)
 
     def compute_targets(self) -> list[dict[str, Any]]:
         """Queue state of every compute target: ``compute_target``, ``queued``, ``preparing``,
         ``running``, ``not_responding``, ``oldest_queued_age_s``, ``queue_wait_p50_s``,
         ``queue_wait_p95_s``, ``completed_1h``, ``failed_1h``, ``canceled_1h``."""
-        self._flush_for_read()
-        return list(self._api.pages("/v1/compute", (), "targets"))
+        self._session.flush_for_read()
+        return list(self._session.api.pages("/v1/compute", (), "targets"))
 
     def compute_target(self, name: str) -> dict[str, Any]:
         """One target's queue state plus ``active_runs`` (run summaries of its queued,
         preparing, running and not-responding runs); ``NotFoundError`` if unknown."""
         check_name(name, "compute target")
-        self._flush_for_read()
-        return self._api.get_json(f"/v1/compute/{segment(name)}")
+        self._session.flush_for_read()
+        return self._session.api.get_json(f"/v1/compute/{segment(name)}")
 
     def close(self, timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S) -> None:
         """Deliver what fits in ``timeout_s``, spool the rest, stop the sender.
 
         Every run handle of this workspace is closed; a later run starts a new sender.
         """
-        with self._lock:
-            sender = self._sender
-            self._open.clear()
-        if sender is not None:
-            sender.close(timeout_s)
+        self._session.close(timeout_s)
+
+
+class Experiment:
+    """A named group of runs in a workspace; ``start_logging`` opens one, ``get_runs`` lists
+    them (read-only handles, newest first by default)."""
+
+    def __init__(self, workspace: Workspace, name: str) -> None:
+        if not isinstance(workspace, Workspace):
+            raise TypeError(f"workspace must be a Workspace, not {type(workspace).__name__}")
+        self.workspace = workspace
+        self.name = check_experiment_name(name)
+        self._session = workspace._session
+
+    def __repr__(self) -> str:
+        return f"Experiment(name={self.name!r}, workspace={self.workspace.name!r})"
+
+    def start_logging(
+        self,
+        *,
+        display_name: str | None = None,
+        compute_target: str | None = "local",
+        capture_output: bool = False,
+        outputs_dir: str | os.PathLike[str] | None = "outputs",
+        properties: Mapping[str, str] | None = None,
+    ) -> Run:
+        """Start an interactive run (NotStarted → Running) and return its handle.
+
+        ``outputs_dir`` (relative to the current directory now) is uploaded as
+        ``outputs/...`` artifacts when the run completes; None disables that.
+        ``capture_output`` also records stdout/stderr lines until the run ends.
+        """
+        if display_name is not None:
+            check_name(display_name, "display_name")
+        if compute_target is not None:
+            check_name(compute_target, "compute_target")
+        return Run._open(
+            self,
+            self._new_run_id(),
+            parent=None,
+            rank=0,
+            world_size=1,
+            display_name=display_name,
+            compute_target=compute_target,
+            properties=properties or {},  # checked by Run._open
+            outputs_dir=Path(outputs_dir).absolute() if outputs_dir is not None else None,
+            statuses=("NotStarted", "Running"),
+            capture_output=capture_output,
+        )
+
+    def get_runs(
+        self,
+        status: str | Iterable[str] | None = None,
+        tags: str | Iterable[str] | Mapping[str, str | None] | None = None,
+        order_by: str | None = None,
+        *,
+        order: str | None = None,
+        compute_target: str | None = None,
+        parent_run_id: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        limit: int | None = None,
+        page_size: int = 100,
+    ) -> Iterator[Run]:
+        """The experiment's runs as read-only handles, fetched page by page as iterated.
+
+        ``status``: one status or several ("Running", "Completed"…). ``tags``: a key, a
+        ``"key:value"``, a list of those, or ``{key: value or None}``; a run must carry all
+        of them. ``order_by``: ``"created_at"`` (default, newest first) or
+        ``"metric:<name>"`` (by the metric's last value; runs without it come last), with
+        ``order`` ``"asc"`` or ``"desc"``. ``created_after``/``created_before``: aware
+        datetimes or ISO 8601 strings. ``limit`` caps how many runs are yielded.
+        """
+        params = runs_query(
+            experiment=self.name,
+            status=status,
+            tags=tags,
+            order_by=order_by,
+            order=order,
+            compute_target=compute_target,
+            parent_run_id=parent_run_id,
+            created_after=created_after,
+            created_before=created_before,
+            page_size=page_size,
+        )
+        if limit is not None and limit < 0:
+            raise ValueError("limit must not be negative")
+        return itertools.islice(self._runs(params), limit)
+
+    def _runs(self, params: list[tuple[str, str]]) -> Iterator[Run]:
+        self._session.flush_for_read()
+        for summary in self._session.api.pages("/v1/runs", params, "runs"):
+            yield Run._attached(self.workspace, summary, self)
+
+    def _new_run_id(self) -> str:
+        """Azure-style ``{experiment}_{unix seconds}_{8 hex}``, at most 255 characters."""
+        if len(self.name) > MAX_RUN_EXPERIMENT_CHARS:
+            raise ValueError(
+                f"experiment name is {len(self.name)} characters: its runs' ids "
+                f"('<experiment>_<unix seconds>_<8 hex>') would pass the {MAX_NAME_CHARS}-"
+                f"character limit of a run id; start runs in an experiment of at most "
+                f"{MAX_RUN_EXPERIMENT_CHARS} characters"
+            )
+        return f"{self.name}_{int(time.time())}_{secrets.token_hex(4)}"
+
+
+class Run(RunHandle):
+    """One run of an experiment, as seen by this process (one rank).
+
+    Made by ``Experiment.start_logging``, ``Run.child_run`` or ``Run.get_context``. As a
+    context manager, leaving the block completes the run and an exception fails it with
+    the error recorded (``KeyboardInterrupt`` cancels it). ``Run.attach``,
+    ``Workspace.get_run`` and ``Experiment.get_runs`` give read-only handles on existing
+    runs. Read methods (``get_metrics``, ``get_details``, ``wait_for_completion``…) work
+    on every handle.
+    """
+
+    def child_run(self, name: str | None = None) -> Run:
+        """Start a child run (own id; ``parent_run_id`` is this run; ``name`` its display name)."""
+        if name is not None:
+            check_name(name, "child run name")
+        self._open_sender()
+        return Run._open(
+            self._experiment,
+            self._experiment._new_run_id(),
+            parent=self,
+            rank=self.rank,
+            world_size=self._world_size,
+            display_name=name,
+            compute_target=self._compute_target,
+            properties={},
+            outputs_dir=None,
+            statuses=("NotStarted", "Running"),
+        )
+
+    @classmethod
+    def attach(cls, workspace: Workspace, run_id: str) -> Run:
+        """A read-only handle on an existing run; ``NotFoundError`` if the API does not
+        know it (yet: a run appears when the worker commits its first event)."""
+        check_name(run_id, "run id")
+        session = workspace._session
+        session.flush_for_read()
+        details = session.api.get_json(f"/v1/runs/{segment(run_id)}")
+        return cls._attached(workspace, details)
+
+    @classmethod
+    def get_context(
+        cls, *, workspace: Workspace | None = None, env: Mapping[str, str] | None = None
+    ) -> Run:
+        """The run this process was launched for: ``RUNSTREAM_RUN_ID`` (+ ``_EXPERIMENT``,
+        ``_RANK``, ``_WORLD_SIZE``). Every rank opens the same run as its own producer.
+
+        Without ``RUNSTREAM_RUN_ID`` a new run is started in ``RUNSTREAM_EXPERIMENT``
+        (default "default"), so a script also runs outside a launcher. Called without
+        arguments, it returns the same handle on every call in this process.
+        """
+        cacheable = workspace is None and env is None
+        read = EnvReader(env)
+        run_id = read.text("RUNSTREAM_RUN_ID") or None
+        rank = read.integer("RUNSTREAM_RANK", 0)
+        world_size = read.integer("RUNSTREAM_WORLD_SIZE", 1)
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ConfigError("RUNSTREAM_RANK", f"rank {rank} is not in 0..{world_size - 1}")
+        key = (run_id, rank)
+        with _context_lock:
+            cached = _context_runs.get(key) if cacheable else None
+            if cached is not None and not cached.closed:
+                return cached
+            run = cls._open_context(
+                workspace or Workspace.from_env(env),
+                read.text("RUNSTREAM_EXPERIMENT") or None,
+                run_id,
+                rank,
+                world_size,
+            )
+            if cacheable:
+                _context_runs[key] = run
+        return run
+
+    @classmethod
+    def _open(
+        cls,
+        experiment: Experiment,
+        run_id: str,
+        *,
+        parent: Run | None,
+        rank: int,
+        world_size: int,
+        display_name: str | None,
+        compute_target: str | None,
+        properties: Mapping[str, str],
+        outputs_dir: Path | None,
+        statuses: tuple[str, ...],
+        capture_output: bool = False,
+    ) -> Run:
+        """Open a run handle as a new producer and emit its first lifecycle events."""
+        properties = check_properties(properties)
+        session = experiment._session
+        stream = Stream(
+            run_id=run_id,
+            experiment=experiment.name,
+            workspace=session.name,
+            producer_id=uuid.uuid4().hex,
+            rank=rank,
+        )
+        run = cls(
+            experiment=experiment,
+            session=session,
+            stream=stream,
+            sender=session.open_stream(stream),
+            parent=parent,
+            world_size=world_size,
+            display_name=display_name,
+            compute_target=compute_target,
+            properties=properties,
+            # ./outputs belongs to the whole job: rank 0 of a top-level run uploads it once.
+            outputs_dir=outputs_dir if parent is None and rank == 0 else None,
+        )
+        run._start(statuses, capture_output)
+        return run
+
+    @classmethod
+    def _attached(
+        cls,
+        workspace: Workspace,
+        summary: Mapping[str, Any],
+        experiment: Experiment | None = None,
+    ) -> Run:
+        """A read-only handle built from a RunSummary (or RunDetails); no I/O.
+
+        Its parent, if any, is a read-only handle known by id only (no display name).
+        """
+        try:
+            run_id = str(summary["run_id"])
+            experiment_name = str(summary["experiment"])
+        except KeyError as exc:
+            raise ApiError(
+                200, f"run summary without {exc.args[0]!r}", what="GET /v1/runs", retriable=False
+            ) from None
+        if experiment is None or experiment.name != experiment_name:
+            experiment = Experiment(workspace, experiment_name)
+        parent_id = summary.get("parent_run_id")
+        parent = None
+        if parent_id:
+            known = {"run_id": parent_id, "experiment": experiment_name}
+            parent = cls._attached(workspace, known, experiment)
+        stream = Stream(
+            run_id=run_id,
+            experiment=experiment_name,
+            workspace=workspace.name,
+            producer_id="",
+            rank=0,
+        )
+        stream.closed = True
+        return cls(
+            experiment=experiment,
+            session=workspace._session,
+            stream=stream,
+            sender=None,
+            parent=parent,
+            world_size=1,
+            display_name=summary.get("display_name"),
+            compute_target=summary.get("compute_target"),
+            properties={},
+            outputs_dir=None,
+        )
+
+    @classmethod
+    def _open_context(
+        cls,
+        workspace: Workspace,
+        experiment_name: str | None,
+        run_id: str | None,
+        rank: int,
+        world_size: int,
+    ) -> Run:
+        if run_id is None:
+            experiment = Experiment(workspace, experiment_name or "default")
+            return experiment.start_logging(compute_target=None, outputs_dir="outputs")
+        check_name(run_id, "RUNSTREAM_RUN_ID")
+        if experiment_name is None:
+            match = _RUN_ID.fullmatch(run_id)
+            if match is None:
+                raise ConfigError(
+                    "RUNSTREAM_EXPERIMENT",
+                    f"is required: RUNSTREAM_RUN_ID {run_id!r} is not <experiment>_<unix>_<8 hex>",
+                )
+            experiment_name = match["experiment"]
+        return cls._open(
+            Experiment(workspace, experiment_name),
+            run_id,
+            parent=None,
+            rank=rank,
+            world_size=world_size,
+            display_name=None,
+            compute_target=None,
+            properties={"world_size": str(world_size)},
+            outputs_dir=Path("outputs").absolute(),
+            statuses=("Running",),
+        )
+
+
+#: ``Run.get_context()`` handles by (run id, rank): one per process.
+_context_runs: dict[tuple[str | None, int], Run] = {}
+_context_lock = threading.Lock()

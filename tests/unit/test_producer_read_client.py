@@ -23,8 +23,8 @@ import pytest
 
 from producer import ApiError, NotFoundError, TransportError
 from producer._client import ApiClient, decode_non_finite, file_path, segment
-from producer._experiment import runs_query
 from producer._follow import SseEvent, format_line, parse_sse
+from producer._reads import runs_query
 
 API = "http://api.test:8470"
 

@@ -31,8 +31,6 @@ from producer import (
     RunClosedError,
     Workspace,
 )
-from producer._client import ApiClient
-from producer._transport import KafkaTransport
 from tests.unit.test_producer_read_client import API, Answer, FakeApi, ok
 from tests.unit.test_producer_run import MemoryKafka
 
@@ -65,15 +63,12 @@ class FakeWorkspace(Workspace):
     """A workspace whose API is ``fake`` and whose broker (if a run opens) is in memory."""
 
     def __init__(self, fake: FakeApi, kafka: MemoryKafka | None = None, **kwargs: Any) -> None:
+        kafka = kafka or MemoryKafka()
+        super().__init__(
+            api_url=API, urlopen=fake, kafka_transport=lambda client_id: kafka, **kwargs
+        )
         self.fake = fake
-        self.kafka = kafka or MemoryKafka()
-        super().__init__(api_url=API, **kwargs)
-
-    def _api_client(self) -> ApiClient:
-        return ApiClient(api_url=self.api_url, token="", timeout_s=5.0, urlopen=self.fake)
-
-    def _transport(self, *, client_id: str) -> KafkaTransport:
-        return self.kafka
+        self.kafka = kafka
 
 
 @pytest.fixture
@@ -107,7 +102,7 @@ def test_attach_reads_the_run_and_gives_a_read_only_handle(
     assert run.parent is not None
     assert (run.parent.id, run.parent.experiment.name) == (parent, "exp")
     assert run.closed
-    assert ws._sender is None  # attaching starts no sender thread
+    assert ws._session.sender is None  # attaching starts no sender thread
     for call in (
         lambda: run.log("loss", 0.5),
         lambda: run.log("note", "text", step=3),
@@ -126,7 +121,7 @@ def test_attach_reads_the_run_and_gives_a_read_only_handle(
     assert issubclass(ReadOnlyRunError, RunClosedError)
     run.flush(1.0)  # nothing of its own to deliver
     run.close()
-    assert ws._sender is None
+    assert ws._session.sender is None
 
 
 def test_attach_to_an_unknown_run_is_not_found(make_ws: Callable[..., FakeWorkspace]) -> None:

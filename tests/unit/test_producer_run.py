@@ -34,6 +34,8 @@ from producer import (
     sync,
 )
 from producer._buffer import Stream
+from producer._client import ApiClient
+from producer._sender import Sender
 from producer._spool import list_segments, parse
 from producer._transport import KafkaTransport
 from schemas.codec import Codec
@@ -100,12 +102,11 @@ class MemoryKafka(KafkaTransport):
 
 
 class MemoryWorkspace(Workspace):
-    def __init__(self, kafka: MemoryKafka, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.kafka = kafka
+    """A workspace whose every Kafka producer is ``kafka``."""
 
-    def _transport(self, *, client_id: str) -> KafkaTransport:
-        return self.kafka
+    def __init__(self, kafka: MemoryKafka, **kwargs: Any) -> None:
+        super().__init__(kafka_transport=lambda client_id: kafka, **kwargs)
+        self.kafka = kafka
 
 
 def options(**over: Any) -> ProducerOptions:
@@ -442,16 +443,26 @@ def test_unwritable_spool_counts_drops_warns_once_and_reports_them(
     assert len(missing) == run.dropped_events  # every gap is a counted drop
 
 
-def test_a_full_buffer_drops_and_counts_without_blocking(ws: MemoryWorkspace) -> None:
+def test_a_full_buffer_drops_and_counts_without_blocking(
+    ws: MemoryWorkspace, kafka: MemoryKafka, tmp_path: Path
+) -> None:
     # A sender that is never started: nothing drains, so the bound is what stops growth.
-    sender = ws._new_sender()
-    sender.buffer.max_bytes = 64 * 1024
+    sender = Sender(
+        sender_id="never-started",
+        options=options(buffer_max_bytes=64 * 1024),
+        codec=CODEC,
+        transport=kafka,
+        spool_dir=tmp_path / "spool",
+        blob_dir=tmp_path / "blobs",
+        api=ApiClient(api_url=UNREACHABLE_API, token="", timeout_s=1.0),
+    )
     stream = Stream(
         run_id="exp_1_0a0b0c0d", experiment="exp", workspace="default", producer_id="p", rank=0
     )
     sender.buffer.register(stream)
     run = Run(
         experiment=Experiment(ws, "exp"),
+        session=ws._session,
         stream=stream,
         sender=sender,
         parent=None,

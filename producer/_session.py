@@ -1,0 +1,153 @@
+"""``Session``: what a run handle needs from its workspace, and nothing more.
+
+A ``Workspace`` holds one session and every run handle opened through it shares it. The
+session owns what those runs share:
+
+- the background ``Sender`` (thread, Kafka producer, spool, uploader). It starts when the
+  first run handle opens (``open_stream``), never in a constructor, and closes when the
+  last one closes (``release``); a later run starts a new one.
+- the ``ApiClient`` every read and upload goes through (``api``), and the ``Codec`` and
+  ``ProducerOptions`` run handles size and time their events with.
+
+Reads show what the ingest worker has committed, usually well under a second after Kafka
+has the events; each read first gives this process's pending events a bounded chance to
+reach Kafka (``flush_for_read``), so a script reads its own writes as soon as the worker
+catches up.
+
+A run handle uses ``name``, ``options``, ``codec``, ``api``, ``open_stream``, ``release``
+and ``flush_for_read``. The workspace itself also uses ``flush``, ``close`` and ``stats``,
+and ``runstream sync`` builds its Kafka producer with ``transport``.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from contextlib import suppress
+from pathlib import Path
+
+from schemas.codec import Codec
+
+from ._buffer import Stream
+from ._client import ApiClient
+from ._errors import ProducerTimeoutError
+from ._options import ProducerOptions
+from ._sender import ProducerStats, Sender
+from ._transport import KafkaTransport
+
+DEFAULT_FLUSH_TIMEOUT_S = 30.0
+
+#: Builds a Kafka transport for a client id (one per sender, one per ``runstream sync``).
+TransportFactory = Callable[[str], KafkaTransport]
+
+
+class Session:
+    """One workspace's sender, API client, codec and options."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        options: ProducerOptions,
+        api: ApiClient,
+        transport: TransportFactory,
+        spool_dir: Path,
+        blob_dir: Path,
+    ) -> None:
+        self.name = name
+        self.options = options
+        self.codec = Codec(max_message_bytes=options.max_message_bytes)
+        self.api = api
+        self.spool_dir = spool_dir
+        self.blob_dir = blob_dir
+        self._transport = transport
+        self._lock = threading.Lock()
+        self._sender: Sender | None = None
+        self._open: set[Stream] = set()
+
+    def __repr__(self) -> str:
+        return f"Session(name={self.name!r}, api_url={self.api.api_url!r})"
+
+    @property
+    def sender(self) -> Sender | None:
+        """The current (or last) sender; None until the first run handle opened."""
+        with self._lock:
+            return self._sender
+
+    def transport(self, client_id: str) -> KafkaTransport:
+        return self._transport(client_id)
+
+    def _new_sender(self) -> Sender:
+        sender_id = uuid.uuid4().hex
+        return Sender(
+            sender_id=sender_id,
+            options=self.options,
+            codec=self.codec,
+            transport=self._transport(f"runstream-{sender_id[:8]}"),
+            spool_dir=self.spool_dir,
+            blob_dir=self.blob_dir,
+            api=self.api,
+        )
+
+    # ---- what a run handle needs ------------------------------------------------------
+
+    def open_stream(self, stream: Stream) -> Sender:
+        """Register a run handle's stream with the (started) sender."""
+        with self._lock:
+            if self._sender is None or self._sender.closed:
+                self._sender = self._new_sender()
+            sender = self._sender
+            self._open.add(stream)
+        sender.start()
+        sender.buffer.register(stream)
+        return sender
+
+    def release(self, stream: Stream, timeout_s: float) -> None:
+        """A run handle closed: close the sender if it was the last open one, else flush."""
+        with self._lock:
+            self._open.discard(stream)
+            last = not self._open
+            sender = self._sender
+        if sender is None:
+            return
+        if last:
+            sender.close(timeout_s)
+            return
+        # close never discards: what is not delivered in time stays queued for the sender
+        # that the workspace's other open runs keep using.
+        with suppress(ProducerTimeoutError):
+            sender.flush(timeout_s)
+
+    def flush_for_read(self) -> None:
+        """Before a read: wait (bounded, never raising) for this process's pending events.
+
+        Skipped while the sender is offline: the events are safe in the spool and waiting
+        would only delay the read by ``read_flush_timeout_s`` every time.
+        """
+        sender = self.sender
+        if sender is None or sender.closed or sender.stats().mode == "offline":
+            return
+        with suppress(ProducerTimeoutError):
+            sender.flush(self.options.read_flush_timeout_s)
+
+    # ---- what the workspace needs -----------------------------------------------------
+
+    def stats(self) -> ProducerStats:
+        """Counters of the current (or last) sender; all zero before the first run."""
+        with self._lock:
+            sender = self._sender or self._new_sender()
+        return sender.stats()
+
+    def flush(self, timeout_s: float) -> None:
+        sender = self.sender
+        if sender is not None:
+            sender.flush(timeout_s)
+
+    def close(self, timeout_s: float) -> None:
+        """Deliver what fits in ``timeout_s``, spool the rest, stop the sender."""
+        with self._lock:
+            sender = self._sender
+            self._open.clear()
+        if sender is not None:
+            sender.close(timeout_s)
