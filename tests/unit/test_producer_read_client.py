@@ -1,5 +1,6 @@
-"""The SDK's read-side client without a network: URL building and quoting, JSON and
-non-finite decoding, error mapping, pagination, run-list query parameters, SSE parsing.
+"""The SDK's HTTP client without a network: URL building and quoting, JSON and
+non-finite decoding, error mapping, pagination, uploads, run-list query parameters, SSE
+parsing.
 
 ``FakeApi`` stands in for ``urllib.request.urlopen`` (the client's injected seam) and
 answers from canned routes; integration tests (tests/integration/test_producer_read*.py)
@@ -16,12 +17,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from producer import ApiError, NotFoundError, TransportError
+from producer import ApiError, BlobUploadError, NotFoundError, TransportError
+from producer._blobs import upload
 from producer._client import ApiClient, decode_non_finite, file_path, segment
 from producer._follow import SseEvent, format_line, parse_sse
 from producer._reads import runs_query
@@ -256,6 +259,51 @@ def test_download_streams_the_body() -> None:
     out = io.BytesIO()
     assert client(api).download("/v1/runs/r/files/outputs/m.bin", out) == len(payload)
     assert out.getvalue() == payload
+
+
+# ---- uploads ----------------------------------------------------------------------
+
+
+def test_uploads_carry_the_token_and_the_workspace_like_every_request(tmp_path: Path) -> None:
+    sha = "a" * 64
+    staged = tmp_path / sha
+    staged.write_bytes(b"bytes")
+    api = FakeApi({f"/v1/blobs/{sha}": ok({"sha256": sha}), "/v1/compute": ok({"targets": []})})
+    c = ApiClient(api_url=API, token="s3cret", timeout_s=7.0, workspace="vision", urlopen=api)  # noqa: S106
+
+    assert upload(c, sha, staged, timeout_s=60.0) == 200
+    c.get_json("/v1/compute")
+    put, get = api.requests
+    assert (put.get_method(), put.full_url) == ("PUT", f"{API}/v1/blobs/{sha}")
+    assert put.get_header("Content-length") == "5"
+    for request in (put, get):
+        assert request.get_header("Authorization") == "Bearer s3cret"
+        assert request.get_header("X-runstream-workspace") == "vision"
+    assert api.timeouts == [60.0, 7.0]
+
+
+def test_upload_failures_are_blob_upload_errors_that_say_whether_to_retry(
+    tmp_path: Path,
+) -> None:
+    sha = "b" * 64
+    staged = tmp_path / sha
+    staged.write_bytes(b"bytes")
+    mismatch = {"error": {"status": 400, "message": "digest mismatch"}}
+    refusing = FakeApi({f"/v1/blobs/{sha}": lambda p: (400, mismatch)})
+    with pytest.raises(BlobUploadError) as refused:
+        upload(client(refusing), sha, staged, timeout_s=1.0)
+    assert (refused.value.status, refused.value.retriable) == (400, False)
+    assert str(refused.value) == f"blob {sha[:12]}: HTTP 400: digest mismatch"
+
+    def down(request: urllib.request.Request, timeout: float) -> Any:
+        raise urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
+
+    with pytest.raises(BlobUploadError, match="API unreachable") as unreachable:
+        upload(client(down), sha, staged, timeout_s=1.0)
+    assert (unreachable.value.status, unreachable.value.retriable) == (None, True)
+
+    with pytest.raises(FileNotFoundError):  # uploaded and deleted meanwhile
+        upload(client(refusing), sha, tmp_path / "gone", timeout_s=1.0)
 
 
 # ---- GET /v1/runs parameters ----------------------------------------------------------
