@@ -15,9 +15,10 @@ through its existing closed-stream check, at no cost to the hot path). The read 
 come from ``RunReads`` (``_reads.py``).
 
 A handle talks to its workspace only through its ``Session`` (``_session.py``). The public
-``Run`` (``_workspace.py``) is this class plus the ways to get a handle — ``start_logging``,
-``child_run``, ``attach``, ``get_context`` — which live beside ``Workspace`` and
-``Experiment`` because those three construct each other.
+``Run`` (``_workspace.py``) is this class plus the ways to get a handle (``child_run``,
+``attach``, ``get_context`` and the factories behind ``Experiment.start_logging`` and
+``get_runs``), which live beside ``Workspace`` and ``Experiment`` because those three
+construct each other.
 """
 
 from __future__ import annotations

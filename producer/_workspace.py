@@ -7,7 +7,8 @@ the environment (``Run.get_context()``). So they share this module, the top of t
 import graph: what a run handle does once open is ``_run.RunHandle``, what it needs from
 its workspace is ``_session.Session``, and reading runs back is ``_reads``.
 
-The environment is read here only, through ``EnvReader``: ``Workspace.from_env`` and
+The SDK reads the environment in two places only, both here and both through
+``EnvReader``: ``Workspace.from_env`` (with ``KafkaSecurity.from_env``) and
 ``Run.get_context``. Everything else takes keyword arguments. A workspace starts its
 sender (thread, Kafka producer) lazily when its first run opens, never in the
 constructor.
