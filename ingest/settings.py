@@ -1,4 +1,4 @@
-"""Typed, frozen settings for the server side, read from the environment once (in cli.py).
+"""Typed, frozen settings of the server side, read from the environment once (cli/main.py).
 
 Constructors everywhere else take these objects (or plain keyword arguments), never
 ``os.environ``, so tests build them directly. The environment is read through the SDK's
@@ -25,6 +25,8 @@ DEFAULT_API = EnvReader.DEFAULT_API
 DEFAULT_PARTITIONS = 6
 DEFAULT_PG_PORT = 54329
 DEFAULT_METRICS_PORT = 8471
+#: The consumer group of ``runstream ingest``: every worker of a deployment shares it.
+DEFAULT_GROUP_ID = "runstream-ingest"
 WORKSPACE_TOKENS_VAR = "RUNSTREAM_WORKSPACE_TOKENS"
 
 

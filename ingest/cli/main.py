@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from ingest.api.blobstore import DEFAULT_MAX_BLOB_BYTES
 from ingest.cli.redact import install as install_redaction
 from ingest.cli.redact import redact, secrets_of
-from ingest.settings import Settings, redact_dsn
+from ingest.settings import DEFAULT_GROUP_ID, Settings, redact_dsn
 from ingest.stack.procs import StackError, progress
 from producer import KafkaSecurity
 
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-#: Default consumer group of ``runstream ingest`` (every worker of a deployment shares it).
-DEFAULT_GROUP_ID = "runstream-ingest"
 #: Third-party modules of the ``server`` extra, and what installs them.
 SERVER_MODULES = frozenset({"asyncpg", "aiohttp", "prometheus_client", "multidict", "yarl"})
 

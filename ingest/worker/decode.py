@@ -62,7 +62,7 @@ MAX_ID_CHARS: Final = 256
 MAX_PRODUCER_ID_CHARS: Final = 64
 #: rank is an Avro int (the store's ``integer``), but fastavro writes and reads any int64.
 MAX_RANK: Final = 2**31 - 1
-#: The SDK's limit too (``producer._validate.MAX_TAG_VALUE_BYTES``).
+#: The SDK enforces the same limit where ``run.tag`` is called.
 MAX_TAG_VALUE_BYTES: Final = 8 * 1024
 #: Accepted timestamp range (microseconds since the Unix epoch): years 0001..9999.
 MIN_TIME_US: Final = -62_135_596_800_000_000

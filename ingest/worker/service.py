@@ -23,16 +23,15 @@ from collections.abc import Awaitable, Callable
 from prometheus_client import CollectorRegistry
 
 from ingest.server import HttpServer
-from ingest.settings import DEFAULT_METRICS_PORT, Settings
+from ingest.settings import DEFAULT_GROUP_ID, DEFAULT_METRICS_PORT, Settings
 from ingest.worker.consumer import DeadLetterProducer, IngestConsumer
 from ingest.worker.metrics import IngestMetrics, metrics_app
 from ingest.worker.store import Store
 
-__all__ = ["DEFAULT_GROUP_ID", "run_worker"]
+__all__ = ["run_worker"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_GROUP_ID = "runstream-ingest"
 PARTITION_UPKEEP_INTERVAL_S = 3600.0
 QUEUE_GAUGES_INTERVAL_S = 15.0
 
