@@ -7,6 +7,14 @@ many points, each point's step and value (``value(run, series, i)``), and how ea
 ends. ``LedgerJob`` runs it in a real training process (``ingest.bench.ledger_job``, the real
 SDK) and follows its progress lines; tests break things meanwhile.
 
+A fault must overlap the workload by construction, never by timing (a faster or slower
+machine changes how long a job takes): ``holds`` make the job wait before chosen ticks
+until the test creates a file (it breaks something, then lets the job go on, so those
+ticks are logged under the fault), ``end_hold_file`` keeps it alive after its runs ended,
+and ``until_file`` makes ``ticks`` a minimum: the job goes on logging until the test says
+the faults are over. The job's ``done`` report says how many ticks it logged;
+``expected(ticks=...)`` predicts those.
+
 ``check`` then reads the public views (``runstream.runs``, ``runstream.metric_points``,
 ``runstream.producers``) and compares, series by series, as multisets of (step, value):
 
@@ -108,17 +116,26 @@ class Workload:
     checkpoint_timeout_s: float = 1.0
     report_every_tick: bool = True
     final_flush_s: float = 90.0
-    #: Before this tick, wait until ``hold_file`` exists (set both or neither); with
-    #: ``hold_tick == ticks``, after the last tick, before the runs end.
-    hold_tick: int | None = None
-    hold_file: str | None = None
+    #: ``{tick: file}``: before that tick, wait until the file exists (nothing is logged
+    #: meanwhile); tick ``ticks``: after the last tick, before the runs end.
+    holds: Mapping[int, str] = field(default_factory=dict)
     #: After the runs ended, wait until this file exists before the final flush.
     end_hold_file: str | None = None
+    #: With it, ``ticks`` is a minimum: the job logs tick after tick until this file
+    #: exists (its ``done`` report says how many).
+    until_file: str | None = None
     #: ``ProducerOptions`` fields, e.g. {"heartbeat_interval_s": 1.0}.
     options: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if any(not 0 <= tick <= self.ticks for tick in self.holds):
+            raise ValueError(f"hold ticks must be within 0..{self.ticks}: {sorted(self.holds)}")
+        if self.until_file is not None and self.ticks in self.holds:
+            raise ValueError("a hold after the last tick needs a fixed number of ticks")
+
     @property
     def points(self) -> int:
+        """Points of ``ticks`` ticks (with ``until_file``: the least the job logs)."""
         return self.ticks * self.points_per_tick * len(self.runs) * len(self.series)
 
     @staticmethod
@@ -150,10 +167,12 @@ class Workload:
             "final_flush_s": self.final_flush_s,
             "options": dict(self.options),
         }
-        if self.hold_tick is not None:
-            spec["hold"] = {"tick": self.hold_tick, "file": self.hold_file}
+        if self.holds:
+            spec["holds"] = [{"tick": t, "file": f} for t, f in sorted(self.holds.items())]
         if self.end_hold_file is not None:
             spec["end_hold_file"] = self.end_hold_file
+        if self.until_file is not None:
+            spec["until_file"] = self.until_file
         return spec
 
 
@@ -202,6 +221,14 @@ class LedgerJob:
         tick = self.last("tick")
         return int(tick["tick"]) + 1 if tick else 0
 
+    def reached_hold(self, tick: int) -> bool:
+        """Whether it got to its hold before ``tick`` (it reports every 0.5 s while there)."""
+        return any(x.get("kind") == "held" and x.get("tick") == tick for x in self.lines())
+
+    def ended(self) -> bool:
+        """Whether its runs ended and it waits for ``end_hold_file``."""
+        return self.last("ended") is not None
+
     def wait(self, predicate: Any, *, timeout_s: float, what: str) -> None:
         """Poll (this is a blocking call; use ``asyncio.to_thread`` from async code)."""
         deadline = time.monotonic() + timeout_s
@@ -216,6 +243,13 @@ class LedgerJob:
     def wait_ticks(self, ticks: int, timeout_s: float = 60.0) -> None:
         self.wait(lambda: self.ticks_done() >= ticks, timeout_s=timeout_s,
                   what=f"{ticks} ticks")
+
+    def wait_held(self, tick: int, timeout_s: float = 60.0) -> None:
+        self.wait(lambda: self.reached_hold(tick), timeout_s=timeout_s,
+                  what=f"the job to hold before tick {tick}")
+
+    def wait_ended(self, timeout_s: float = 120.0) -> None:
+        self.wait(self.ended, timeout_s=timeout_s, what="the job to end its runs")
 
     def finish(self, timeout_s: float = 180.0) -> dict[str, Any]:
         """Wait for the job to end by itself; its ``done`` report."""

@@ -11,14 +11,15 @@ that kills this process still knows how far it got:
   ``flush(checkpoint_timeout_s)``: when it returns, the ticks before are acknowledged by
   Kafka; when it times out (Kafka unreachable), they are at least in the fsynced spool;
 - ``{"kind": "held", "tick": n, "mode": ..., "dropped": ..., "in_flight": ...,
-  "held": ...}`` every 0.5 s while it waits for ``hold_file`` before tick ``n`` (nothing
-  is logged meanwhile; the test breaks or heals something, watching the sender's mode,
-  drop count, unacknowledged sends and status events held in memory). ``n`` may be the
-  number of ticks: then the hold comes after the last tick, before the runs end;
+  "held": ...}`` every 0.5 s while it waits for the file of its hold before tick ``n``
+  (nothing is logged meanwhile; the test breaks or heals something, watching the sender's
+  mode, drop count, unacknowledged sends and status events held in memory). ``n`` may be
+  the number of ticks: then the hold comes after the last tick, before the runs end;
+- with ``until_file``, ticks go on past ``ticks`` until that file exists;
 - ``{"kind": "ended", "mode": ..., ...}`` the same way, every 0.5 s after the runs ended
   while it waits for ``end_hold_file`` (their last events are on their way meanwhile);
-- ``{"kind": "done", ...}`` after the runs ended and a final bounded flush: ticks,
-  points, slowest log call, the sender's counters.
+- ``{"kind": "done", ...}`` after the runs ended and a final bounded flush: the ticks and
+  points it logged, slowest log call, the sender's counters.
 """
 
 from __future__ import annotations
@@ -78,15 +79,18 @@ def main(spec_json: str) -> int:
     say(kind="started", runs={key: run.id for key, run in runs.items()}, pid=os.getpid())
     series: list[str] = spec["series"]
     per_tick: int = spec["points_per_tick"]
-    hold = spec.get("hold")
+    holds = {int(h["tick"]): str(h["file"]) for h in spec.get("holds", [])}
+    until_file: str | None = spec.get("until_file")
     every = int(spec.get("checkpoint_every", 0))
     clock = time.perf_counter
     slowest_s = 0.0
     points = 0
     ordered = list(runs.values())
-    for tick in range(int(spec["ticks"])):
-        if hold is not None and tick == hold["tick"]:
-            wait_for_file(hold["file"], ws, runs, kind="held", tick=tick)
+    tick = 0
+    while tick < int(spec["ticks"]) or (until_file is not None
+                                        and not os.path.exists(until_file)):
+        if tick in holds:
+            wait_for_file(holds[tick], ws, runs, kind="held", tick=tick)
         for j in range(per_tick):
             i = tick * per_tick + j
             for r, run in enumerate(ordered):
@@ -108,8 +112,9 @@ def main(spec_json: str) -> int:
                 slowest_log_ms=slowest_s * 1e3, mode=ws.stats().mode,
                 dropped=sum(run.dropped_events for run in ordered))
         time.sleep(float(spec.get("pace_s", 0.0)))
-    if hold is not None and hold["tick"] == int(spec["ticks"]):
-        wait_for_file(hold["file"], ws, runs, kind="held", tick=hold["tick"])
+        tick += 1
+    if until_file is None and tick in holds:  # after the last tick, before the runs end
+        wait_for_file(holds[tick], ws, runs, kind="held", tick=tick)
     ended_at = clock()
     for plan in reversed(spec["runs"]):
         end_run(runs[plan["key"]], plan["end"])
@@ -122,7 +127,7 @@ def main(spec_json: str) -> int:
     except ProducerTimeoutError:
         delivered = False
     stats = ws.stats()
-    say(kind="done", ticks=int(spec["ticks"]), points=points, slowest_log_ms=slowest_s * 1e3,
+    say(kind="done", ticks=tick, points=points, slowest_log_ms=slowest_s * 1e3,
         flush_s=round(clock() - ended_at, 3), delivered=delivered,
         dropped={key: run.dropped_events for key, run in runs.items()},
         sent=stats.events_sent, spooled=stats.events_spooled,

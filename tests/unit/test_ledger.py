@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ingest.bench.ledger import RunPlan, Workload, compare
 
 EXPECTED = {("run", "loss"): [(0, 0.5), (1, 1.5), (2, 2.5), (3, 3.5)]}
@@ -45,3 +47,23 @@ def test_workload_predicts_every_point_and_status() -> None:
     assert w.expected(ticks=1)[("p", "acc")] == [(0, 1000.0), (2, 1000.25)]
     assert w.runs[1].final_statuses == {"Running", "NotResponding"}
     assert w.spec()["ticks"] == 3
+
+
+def test_holds_end_hold_and_until_file_reach_the_job_spec() -> None:
+    held = Workload(ticks=5, holds={5: "gates/b", 0: "gates/a"}, end_hold_file="gates/c")
+    spec = held.spec()
+    assert spec["holds"] == [{"tick": 0, "file": "gates/a"}, {"tick": 5, "file": "gates/b"}]
+    assert spec["end_hold_file"] == "gates/c"
+    assert "until_file" not in spec
+    open_ended = Workload(ticks=3, holds={1: "gates/h"}, until_file="gates/stop")
+    assert open_ended.spec()["until_file"] == "gates/stop"
+    assert open_ended.points == 3 * 50 * 2 * 2  # the least it logs
+    assert "holds" not in Workload().spec()
+
+
+def test_holds_outside_the_ticks_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"within 0\.\.3"):
+        Workload(ticks=3, holds={4: "gates/x"})
+    # After the last tick of a job that logs until told: there is no last tick.
+    with pytest.raises(ValueError, match="fixed number of ticks"):
+        Workload(ticks=3, holds={3: "gates/x"}, until_file="gates/stop")
