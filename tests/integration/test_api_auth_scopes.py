@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import hmac
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +22,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from ingest.api.app import create_app
-from ingest.api.auth import ADMIN, Grant, TokenTable
 from ingest.api.blobstore import BlobStore
 from ingest.bench.events import EventFactory, packed_series
 from ingest.bench.read import store_events
 from ingest.server import HttpServer
-from ingest.settings import Secret, Settings, parse_workspace_tokens
+from ingest.settings import Secret
 from producer._blobs import put_blob
 from producer._errors import BlobUploadError
-from tests.conftest import DbFactory
-from tests.integration.conftest import new_db, run_id
+from tests.integration.helpers import NewDb, run_id
 from tests.reliability import SECURITY, Reliability
 
 pytestmark = pytest.mark.integration
@@ -96,15 +93,9 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
 
 
 @pytest.fixture
-async def api(db_factory: DbFactory, tmp_path: Path) -> AsyncIterator[Scoped]:
-    async with scoped_api(await new_db(db_factory), tmp_path / "blobs") as a:
+async def api(new_db: NewDb, tmp_path: Path) -> AsyncIterator[Scoped]:
+    async with scoped_api(await new_db(), tmp_path / "blobs") as a:
         yield a
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def answer(
@@ -253,70 +244,6 @@ async def test_a_digest_is_not_a_capability_across_workspaces(
     assert status == 201
     assert (await answer(http, "GET", f"{api.url}/v1/blobs/{other}", NLP_TOKEN))[0] == 200
     assert (await answer(http, "GET", f"{api.url}/v1/blobs/{other}", VISION_TOKEN))[0] == 404
-
-
-# -- the token table (no server needed, but next to what it protects) -----------------------
-
-
-def test_token_table_grants() -> None:
-    table = TokenTable(
-        admin=Secret(ADMIN_TOKEN),
-        workspaces={"a": (Secret("ta"), Secret("shared")), "b": (Secret("shared"),),
-                    "c": (Secret(""),)},
-    )
-    assert table.grant(ADMIN_TOKEN) is ADMIN
-    assert table.grant("ta") == Grant(frozenset({"a"}))
-    assert table.grant("shared") == Grant(frozenset({"a", "b"}))
-    assert table.grant("") is None  # an empty configured token grants nothing
-    assert table.grant("ta ") is None
-    assert table.grant("t") is None
-    assert "ta" not in repr(table)
-    assert ADMIN_TOKEN not in repr(table)
-    assert not TokenTable().enabled
-    assert TokenTable(admin=Secret("")).grant("") is None
-
-
-def test_every_token_is_compared_without_early_exit(monkeypatch: pytest.MonkeyPatch) -> None:
-    table = TokenTable(admin=Secret(ADMIN_TOKEN),
-                       workspaces={w: (Secret(f"tok-{w}"),) for w in "abcdefgh"})
-    calls: list[tuple[bytes, bytes]] = []
-    real: Callable[[bytes, bytes], bool] = hmac.compare_digest
-
-    def counting(a: bytes, b: bytes) -> bool:
-        calls.append((a, b))
-        return real(a, b)
-
-    monkeypatch.setattr(hmac, "compare_digest", counting)
-    for presented in (ADMIN_TOKEN, "tok-d", "wrong", "x" * 10_000):
-        calls.clear()
-        table.grant(presented)
-        # Nine configured tokens: nine comparisons whatever matched, all of 32-byte
-        # digests (no length leak).
-        assert len(calls) == 9, presented
-        assert {(len(a), len(b)) for a, b in calls} == {(32, 32)}
-
-
-def test_workspace_tokens_from_the_environment() -> None:
-    settings = Settings.from_env({
-        "RUNSTREAM_TOKEN": ADMIN_TOKEN,
-        "RUNSTREAM_WORKSPACE_TOKENS": '{"vision": "tv", "nlp": ["tn", "tn-next"]}',
-    })
-    assert {w: [t.value for t in ts] for w, ts in settings.workspace_tokens.items()} == {
-        "vision": ["tv"], "nlp": ["tn", "tn-next"],
-    }
-    shown = repr(settings)
-    for secret in (ADMIN_TOKEN, "tv", "tn-next"):
-        assert f"'{secret}'" not in shown
-    for bad, expected in (
-        ('{"vision": "tv"', "not valid JSON (line 1, column 16)"),
-        ('["tv"]', "must be a JSON object"),
-        ('{"vision": ""}', "RUNSTREAM_WORKSPACE_TOKENS['vision'] must be a non-empty token"),
-        ('{"vision": ["s3cr3t-token", 5]}', "RUNSTREAM_WORKSPACE_TOKENS['vision'] must be"),
-    ):
-        with pytest.raises(ValueError, match="RUNSTREAM_WORKSPACE_TOKENS") as info:
-            parse_workspace_tokens(bad)
-        assert expected in str(info.value)
-        assert "s3cr3t" not in str(info.value)
 
 
 async def test_the_sdk_names_its_workspace_on_uploads(api: Scoped, tmp_path: Path) -> None:
