@@ -40,6 +40,7 @@ RUNS_WORKSPACES: Final = "v.workspace = ANY(${}::text[])"
 RUNS_STATUS: Final = "v.status = ANY(${}::text[])"
 RUNS_COMPUTE_TARGET: Final = "v.compute_target = ${}"
 RUNS_PARENT: Final = "v.parent_run_id = ${}"
+RUNS_TOP_LEVEL: Final = "v.parent_run_id IS NULL"
 RUNS_CREATED_AFTER: Final = "v.created_at > ${}"
 RUNS_CREATED_BEFORE: Final = "v.created_at < ${}"
 #: Every (key, value) pair must match: value NULL means "has the key, any value".
@@ -49,6 +50,10 @@ RUNS_TAGS: Final = """NOT EXISTS (
         SELECT 1 FROM runstream_data.tags t
         WHERE t.run_id = v.run_id AND t.key = f.key
           AND (f.value IS NULL OR t.value IS NOT DISTINCT FROM f.value)))"""
+#: Every (key, value) pair must match the run's properties: value NULL means "has the key".
+RUNS_PROPERTIES: Final = """NOT EXISTS (
+    SELECT 1 FROM unnest(${}::text[], ${}::text[]) AS f(key, value)
+    WHERE NOT (v.properties ? f.key AND (f.value IS NULL OR v.properties->>f.key = f.value)))"""
 
 # Keyset pagination on (created_at, run_id).
 RUNS_AFTER_CREATED_DESC: Final = "(v.created_at, v.run_id) < (${}, ${})"

@@ -74,6 +74,10 @@ class RunFilter:
     tags: tuple[tuple[str, str | None], ...] = ()
     compute_target: str | None = None
     parent_run_id: str | None = None
+    #: Only runs without a parent.
+    top_level: bool = False
+    #: (key, value): the run has the property; value None matches any value.
+    properties: tuple[tuple[str, str | None], ...] = ()
     created_after: datetime | None = None
     created_before: datetime | None = None
 
@@ -323,10 +327,15 @@ def _conditions(where: RunFilter, args: list[Any]) -> list[str]:
         add(q.RUNS_COMPUTE_TARGET, where.compute_target)
     if where.parent_run_id is not None:
         add(q.RUNS_PARENT, where.parent_run_id)
+    if where.top_level:
+        add(q.RUNS_TOP_LEVEL)
     if where.created_after is not None:
         add(q.RUNS_CREATED_AFTER, where.created_after)
     if where.created_before is not None:
         add(q.RUNS_CREATED_BEFORE, where.created_before)
     if where.tags:
         add(q.RUNS_TAGS, [k for k, _ in where.tags], [v for _, v in where.tags])
+    if where.properties:
+        pairs = where.properties
+        add(q.RUNS_PROPERTIES, [k for k, _ in pairs], [v for _, v in pairs])
     return out

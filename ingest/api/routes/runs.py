@@ -101,7 +101,13 @@ _RUN_LIST_PARAMETERS: Final = [
         "require several.", _STRING, repeatable=True,
     ),
     query_parameter("compute_target", "Only runs on this compute target.", _STRING),
+    query_parameter(
+        "property", "Only runs with this property: 'key' (any value) or 'key:value'; "
+        "repeat to require several.", _STRING, repeatable=True,
+    ),
     query_parameter("parent_run_id", "Only children of this run.", _STRING),
+    query_parameter("top_level", "true: only runs without a parent (no child runs).",
+                    {"type": "string", "enum": ["true", "false"]}),
     query_parameter("created_after", "Only runs created after this time (ISO 8601; no "
                     "zone = UTC).", _TIME_PARAM),
     query_parameter("created_before", "Only runs created before this time.", _TIME_PARAM),
@@ -257,9 +263,11 @@ class RunRoutes:
             workspace=workspace,
             workspaces=grant.sorted(),
             statuses=_statuses(request),
-            tags=_tags(request),
+            tags=_pairs(request, "tag"),
+            properties=_pairs(request, "property"),
             compute_target=str_param(request, "compute_target"),
             parent_run_id=str_param(request, "parent_run_id"),
+            top_level=_flag(request, "top_level"),
             created_after=time_param(request, "created_after"),
             created_before=time_param(request, "created_before"),
         )
@@ -387,14 +395,24 @@ def _statuses(request: web.Request) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _tags(request: web.Request) -> tuple[tuple[str, str | None], ...]:
+def _pairs(request: web.Request, name: str) -> tuple[tuple[str, str | None], ...]:
+    """Repeated ``key`` / ``key:value`` parameters (``tag``, ``property``)."""
     out: list[tuple[str, str | None]] = []
-    for value in str_params(request, "tag"):
-        key, sep, tag_value = value.partition(":")
+    for value in str_params(request, name):
+        key, sep, pair_value = value.partition(":")
         if not key:
-            raise bad_request("parameter 'tag' must be 'key' or 'key:value' with a key")
-        out.append((key, tag_value if sep else None))
+            raise bad_request(f"parameter {name!r} must be 'key' or 'key:value' with a key")
+        out.append((key, pair_value if sep else None))
     return tuple(out)
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    value = str_param(request, name)
+    if value is None or value == "false":
+        return False
+    if value == "true":
+        return True
+    raise bad_request(f"parameter {name!r} must be true or false, got {value[:20]!r}")
 
 
 def _order_metric(request: web.Request) -> str | None:
