@@ -18,6 +18,7 @@ from ._errors import (
     ProducerTimeoutError,
     ReadOnlyRunError,
     RunClosedError,
+    RunFailedError,
     SpoolError,
     TransportError,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "ReadOnlyRunError",
     "Run",
     "RunClosedError",
+    "RunFailedError",
     "Secret",
     "SpoolError",
     "SyncProgress",

@@ -8,6 +8,8 @@ Tree::
     │   └── ReadOnlyRunError       logging into a handle attached by id (``get_runs``, ``attach``)
     ├── ProducerTimeoutError       ``flush``/``close``/``wait_for_completion`` ran out of time
     │                              (also TimeoutError)
+    ├── RunFailedError             ``wait_for_completion`` saw the run end Failed; ``run_id``,
+    │                              ``error`` (the run's error text)
     ├── SpoolError                 the on-disk spool cannot be written or read
     └── TransportError             talking to Kafka or the API failed; ``retriable``
         ├── KafkaUnavailableError  no broker reachable, or a send failed
@@ -29,6 +31,7 @@ user code through ``runstream sync`` results, log warnings and ``Workspace.stats
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "ApiError",
@@ -40,6 +43,7 @@ __all__ = [
     "ProducerTimeoutError",
     "ReadOnlyRunError",
     "RunClosedError",
+    "RunFailedError",
     "SpoolError",
     "TransportError",
 ]
@@ -95,6 +99,17 @@ class ProducerTimeoutError(ProducerError, TimeoutError):
         self.operation = operation
         self.timeout_s = timeout_s
         self.pending_events = pending_events
+
+
+class RunFailedError(ProducerError):
+    """The run that ``wait_for_completion`` waited for ended Failed (``raise_on_error``)."""
+
+    def __init__(self, run_id: str, error: str | None, details: dict[str, Any]) -> None:
+        tail = f":\n{error}" if error else " (no error text was recorded)"
+        super().__init__(f"run {run_id} failed{tail}")
+        self.run_id = run_id
+        self.error = error
+        self.details = details
 
 
 class SpoolError(ProducerError):

@@ -18,21 +18,24 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._client import decode_non_finite, file_path, segment
-from ._errors import ApiError, NotFoundError
+from ._errors import ApiError, NotFoundError, RunFailedError
 from ._follow import wait_for_completion
-from ._session import Session
+from ._session import VISIBLE_POLL_S, Session
 from ._validate import check_artifact_name, check_name
 
-#: Between looks while waiting for a run started here to appear in the API.
-VISIBLE_POLL_S = 0.05
+if TYPE_CHECKING:
+    from ._workspace import Run
+
 #: The API's page size bounds (``limit``).
 MAX_PAGE_SIZE = 1000
+#: Where ``get_details_with_logs`` puts the run's captured output, as Azure ML does.
+STD_LOG = "user_logs/std_log.txt"
 
 
 class RunReads:
@@ -70,16 +73,39 @@ class RunReads:
                 self._seen_by_api = True
                 return
 
-    def get_metrics(self, name: str | Iterable[str] | None = None) -> dict[str, Any]:
+    def get_metrics(
+        self,
+        name: str | Iterable[str] | None = None,
+        recursive: bool = False,
+        run_type: str | None = None,
+        populate: bool = False,
+    ) -> dict[str, Any]:
         """Every metric of the run (or only ``name``: one name or several), shaped as on the
         product page: a value logged once → that value; a series → the list of its values
         ordered by (step, rank, time), all ranks included; ``log_list`` → the list;
         ``log_row``/``log_table`` → ``{column: [values...]}``. Values keep their type
         (int, bool, str, float, NaN and ±Inf included). An unknown name is left out.
+
+        ``recursive=True``: ``{run_id: metrics}`` of this run and all its descendants, as
+        Azure ML returns it (runs without metrics left out). ``run_type`` must be None
+        (Runstream has no run types); ``populate`` is accepted and changes nothing (values
+        are always returned whole).
         """
+        if run_type is not None:
+            raise ValueError("run_type: Runstream runs have no type; leave it None")
         names = [name] if isinstance(name, str) else list(name or ())
         for each in names:
             check_name(each, "metric name")
+        if recursive:
+            out = {}
+            for run in [*self.get_children(recursive=True), self]:
+                metrics = run._metrics(names)
+                if metrics:
+                    out[run.id] = metrics
+            return out
+        return self._metrics(names)
+
+    def _metrics(self, names: list[str]) -> dict[str, Any]:
         self._before_read()
         answer = self._session.api.get_json(
             self._path("/metrics"), [("name", each) for each in names]
@@ -139,21 +165,104 @@ class RunReads:
         CancelRequested, Completed, Failed or Canceled."""
         return str(self.get_details()["status"])
 
+    @property
+    def status(self) -> str:
+        """The run's status now (``get_status()``)."""
+        return self.get_status()
+
+    def get_tags(self) -> dict[str, str | None]:
+        """The run's tags as stored: ``{key: value}`` (None for a tag without a value)."""
+        tags: dict[str, str | None] = dict(self.get_details().get("tags") or {})
+        return tags
+
+    @property
+    def tags(self) -> dict[str, str | None]:
+        """The run's tags now (``get_tags()``)."""
+        return self.get_tags()
+
+    def get_properties(self) -> dict[str, str]:
+        """The run's properties: set when it started, immutable after."""
+        properties: dict[str, str] = dict(self.get_details().get("properties") or {})
+        return properties
+
+    @property
+    def properties(self) -> dict[str, str]:
+        """The run's properties now (``get_properties()``)."""
+        return self.get_properties()
+
+    def get_children(
+        self,
+        recursive: bool = False,
+        tags: str | Iterable[str] | Mapping[str, str | None] | None = None,
+        properties: str | Iterable[str] | Mapping[str, str | None] | None = None,
+        type: str | None = None,
+        status: str | Iterable[str] | None = None,
+    ) -> list[Run]:
+        """The run's child runs, oldest first (``recursive``: grandchildren too, each
+        after its parent). ``tags``/``properties``: a key, ``"key:value"``, a list of those
+        or ``{key: value or None}`` that a child must carry; ``status``: one or several.
+        ``type`` must be None (Runstream runs have no type). Read-only handles."""
+        if type is not None:
+            raise ValueError("type: Runstream runs have no type; leave it None")
+        filtered = not (tags is None and properties is None and status is None)
+        found: list[Run] = []
+        parents = [self.id]
+        while parents:
+            parent = parents.pop(0)
+            level = list(self._children_of(parent))
+            if filtered:
+                matching = {
+                    r.id for r in self._children_of(parent, tags, properties, status)
+                }
+                found.extend(r for r in level if r.id in matching)
+            else:
+                found.extend(level)
+            if recursive:
+                parents.extend(r.id for r in level)
+        return found
+
+    def _children_of(
+        self,
+        parent_run_id: str,
+        tags: str | Iterable[str] | Mapping[str, str | None] | None = None,
+        properties: str | Iterable[str] | Mapping[str, str | None] | None = None,
+        status: str | Iterable[str] | None = None,
+    ) -> Iterator[Run]:
+        params = runs_query(
+            experiment=None, status=status, tags=tags, properties=properties, order_by=None,
+            order="asc", compute_target=None, parent_run_id=parent_run_id,
+            created_after=None, created_before=None, page_size=MAX_PAGE_SIZE,
+        )
+        self._before_read()
+        for summary in self._session.api.pages("/v1/runs", params, "runs"):
+            yield self._handle(summary)
+
+    def _handle(self, summary: Mapping[str, Any]) -> Run:
+        """A read-only handle on another run of this workspace (``Run`` provides it)."""
+        raise NotImplementedError
+
     def get_portal_url(self) -> str:
         """Where to look at the run (the API's run page until a studio exists)."""
         return str(self.get_details()["portal_url"])
 
     def wait_for_completion(
-        self, show_output: bool = True, timeout_s: float | None = None
+        self,
+        show_output: bool = False,
+        wait_post_processing: bool = False,
+        raise_on_error: bool = True,
+        timeout_s: float | None = None,
     ) -> dict[str, Any]:
         """Block until the run is Completed, Failed or Canceled and return its details.
 
         With ``show_output`` the run's log lines (from the start) and its status changes
-        are printed to stdout as they are committed. ``ProducerTimeoutError`` after
-        ``timeout_s`` (None: no limit); the run itself is not affected.
+        are printed to stdout as they are committed. A Failed run raises
+        ``RunFailedError`` (with the run's error text) unless ``raise_on_error`` is False.
+        ``ProducerTimeoutError`` after ``timeout_s`` (None: no limit); the run itself is
+        not affected. ``wait_post_processing`` is accepted as in Azure ML: a run's
+        outputs are stored before it ends, so there is nothing after it to wait for.
         """
         self._before_read()
-        return wait_for_completion(
+        details = wait_for_completion(
             self._session.api,
             self._path(),
             self.id,
@@ -161,6 +270,71 @@ class RunReads:
             timeout_s=timeout_s,
             out=sys.stdout,
         )
+        if raise_on_error and details.get("status") == "Failed":
+            raise RunFailedError(self.id, details.get("error"), details)
+        return details
+
+    def get_details_with_logs(self) -> dict[str, Any]:
+        """``get_details()`` plus ``logFiles``: ``{"user_logs/std_log.txt": text}`` — the
+        run's captured output (every rank, in order), as Azure ML returns log contents."""
+        details = self.get_details()
+        details["logFiles"] = {STD_LOG: "".join(line + "\n" for line in self._read_log_lines())}
+        return details
+
+    def get_all_logs(self, destination: str | os.PathLike[str] | None = None) -> list[str]:
+        """Write the run's logs under ``destination`` (default ``./assets/<run id>``);
+        the paths written."""
+        root = Path(destination) if destination is not None else Path("assets") / self.id
+        written = []
+        for name, text in self.get_details_with_logs()["logFiles"].items():
+            target = root / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+            written.append(str(target))
+        return written
+
+    def _read_log_lines(self) -> Iterator[str]:
+        self._before_read()
+        after: str | None = None
+        while True:
+            params = [("limit", str(MAX_PAGE_SIZE))] + ([("after", after)] if after else [])
+            page = self._session.api.get_json(self._path("/logs"), params)
+            lines = page.get("lines") or []
+            for line in lines:
+                yield str(line["line"])
+            if len(lines) < MAX_PAGE_SIZE:
+                return
+            after = page.get("next_cursor")
+
+    def download_files(
+        self,
+        prefix: str | None = None,
+        output_directory: str | os.PathLike[str] | None = None,
+        output_paths: list[str] | None = None,
+        batch_size: int = 100,
+        append_prefix: bool = True,
+        timeout_seconds: float | None = None,
+    ) -> list[Path]:
+        """Download the run's files whose names start with ``prefix`` (all by default)
+        into ``output_directory`` (default: the current directory), keeping their paths
+        (without ``prefix`` when ``append_prefix`` is False), or to ``output_paths`` (one
+        per file, in ``get_file_names()`` order). ``batch_size``/``timeout_seconds`` are
+        accepted as in Azure ML. The paths written."""
+        names = [n for n in self.get_file_names() if prefix is None or n.startswith(prefix)]
+        if output_paths is not None and len(output_paths) != len(names):
+            raise ValueError(
+                f"output_paths has {len(output_paths)} paths for {len(names)} files"
+            )
+        root = Path(output_directory) if output_directory is not None else Path()
+        written = []
+        for i, name in enumerate(names):
+            if output_paths is not None:
+                target = Path(output_paths[i])
+            else:
+                relative = name if append_prefix or not prefix else name[len(prefix):]
+                target = root / relative.lstrip("/")
+            written.append(self.download_file(name, target))
+        return written
 
 
 def runs_query(
@@ -168,6 +342,8 @@ def runs_query(
     experiment: str | None,
     status: str | Iterable[str] | None,
     tags: str | Iterable[str] | Mapping[str, str | None] | None,
+    properties: str | Iterable[str] | Mapping[str, str | None] | None = None,
+    top_level: bool = False,
     order_by: str | None,
     order: str | None,
     compute_target: str | None,
@@ -182,13 +358,10 @@ def runs_query(
         params.append(("experiment", experiment))
     statuses = [status] if isinstance(status, str) else (status or ())
     params.extend(("status", check_name(each, "status")) for each in statuses)
-    if isinstance(tags, Mapping):
-        for key, value in tags.items():
-            check_name(key, "tag key")
-            params.append(("tag", key if value is None else f"{key}:{value}"))
-    else:
-        tag_list = [tags] if isinstance(tags, str) else (tags or ())
-        params.extend(("tag", check_name(each, "tag")) for each in tag_list)
+    params.extend(_pairs("tag", tags))
+    params.extend(_pairs("property", properties))
+    if top_level:
+        params.append(("top_level", "true"))
     if order_by is not None:
         if order_by != "created_at" and not (
             order_by.startswith("metric:") and len(order_by) > len("metric:")
@@ -210,6 +383,20 @@ def runs_query(
         raise ValueError(f"page_size must be an int in 1..{MAX_PAGE_SIZE}, not {page_size!r}")
     params.append(("limit", str(page_size)))
     return params
+
+
+def _pairs(
+    name: str, pairs: str | Iterable[str] | Mapping[str, str | None] | None
+) -> list[tuple[str, str]]:
+    """``tag``/``property`` parameters: a key, ``"key:value"``, a list, or a mapping."""
+    if isinstance(pairs, Mapping):
+        out = []
+        for key, value in pairs.items():
+            check_name(key, f"{name} key")
+            out.append((name, key if value is None else f"{key}:{value}"))
+        return out
+    listed = [pairs] if isinstance(pairs, str) else (pairs or ())
+    return [(name, check_name(each, name)) for each in listed]
 
 
 def _timestamp(what: str, when: datetime | str) -> str:

@@ -92,6 +92,7 @@ class RunHandle(RunReads):
         compute_target: str | None,
         properties: Mapping[str, str],
         outputs_dir: Path | None,
+        known_status: str | None = None,
     ) -> None:
         """Internal; ``stream`` is already registered with ``sender`` (see ``Run._open``).
 
@@ -115,9 +116,8 @@ class RunHandle(RunReads):
         self._final_status: str | None = None
         self._uploaded: set[str] = set()
         self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"Run(id={self.id!r}, experiment={self._experiment.name!r}, rank={self.rank})"
+        #: The last status this handle sent or read (what a notebook shows, without I/O).
+        self._known_status = known_status
 
     # ---- identity --------------------------------------------------------------------
 
@@ -160,12 +160,18 @@ class RunHandle(RunReads):
 
     # ---- logging ---------------------------------------------------------------------
 
-    def log(self, name: str, value: Value, step: int | None = None) -> None:
+    def log(self, name: str, value: Value, description: str = "", step: int | None = None) -> None:
         """Log one value; repeated calls with one name form a series.
 
-        ``step`` defaults to one past the series' previous step (0 first).
+        ``step`` defaults to one past the series' previous step (0 first). ``description``
+        is accepted as in Azure ML and not stored.
         """
         t_ns = time_ns()  # nanoseconds: the sender divides, the hot path does not
+        if description.__class__ is not str:
+            raise TypeError(
+                f"description must be a str, not {type(description).__name__}; "
+                "a step is given by keyword: run.log(name, value, step=3)"
+            )
         number: float
         if isinstance(value, float):  # numpy.float64 too (a float subclass)
             fast = True
@@ -211,35 +217,45 @@ class RunHandle(RunReads):
         with self._buffer.lock:
             return self._series.setdefault(name, Series(name))
 
-    def log_list(self, name: str, values: Iterable[Value]) -> None:
-        """Log a list of values under one name."""
+    def log_list(self, name: str, value: Iterable[Value], description: str = "") -> None:
+        """Log a list of values under one name (any iterable: a list, a generator…);
+        repeated calls with one name append."""
         check_name(name, "metric name")
-        self._enqueue("ListValue", {"name": name, "values": values_list(name, values)})
+        _check_description(description)
+        self._enqueue("ListValue", {"name": name, "values": values_list(name, value)})
 
-    def log_row(self, name: str, **cells: Value) -> None:
-        """Log one row; repeated calls with one name build a table, one column per keyword."""
+    def log_row(self, name: str, description: Value | None = None, **kwargs: Value) -> None:
+        """Log one row; repeated calls with one name build a table, one column per keyword
+        (``description``, the second positional argument as in Azure ML, is not stored)."""
         check_name(name, "metric name")
-        self._enqueue("Row", {"name": name, "cells": row_cells(name, cells)})
+        if description is not None:
+            _check_description(description)
+        self._enqueue("Row", {"name": name, "cells": row_cells(name, kwargs)})
 
-    def log_table(self, name: str, value: Mapping[str, Iterable[Value]]) -> None:
+    def log_table(
+        self, name: str, value: Mapping[str, Iterable[Value]], description: str = ""
+    ) -> None:
         """Log a table given as ``{column: [values...]}``; columns must be equally long."""
         check_name(name, "metric name")
+        _check_description(description)
         self._enqueue("Table", {"name": name, "columns": table_columns(name, value)})
 
-    def tag(self, key: str, value: str | None = None) -> None:
-        """Tag the run with a key and an optional string value."""
+    def tag(self, key: str, value: str | int | float | bool | None = None) -> None:
+        """Tag the run with a key and an optional value (numbers and booleans are stored as
+        their ``str``, as Azure ML does)."""
         check_name(key, "tag key")
         self._enqueue("Tag", {"key": key, "value": tag_value(value)})
 
     def log_image(
         self,
         name: str,
-        *,
         path: str | os.PathLike[str] | None = None,
         plot: SavesFigures | None = None,
+        description: str = "",
     ) -> None:
-        """Log an image file (``path=``) or a matplotlib figure (``plot=`` pyplot or a Figure)."""
+        """Log an image file (``path``) or a matplotlib figure (``plot``: pyplot or a Figure)."""
         check_name(name, "image name")
+        _check_description(description)
         check_artifact_name(name)
         if (path is None) == (plot is None):
             raise ValueError("log_image needs exactly one of path= or plot=")
@@ -340,6 +356,7 @@ class RunHandle(RunReads):
     # ---- status ----------------------------------------------------------------------
 
     def _lifecycle(self, status: str, *, error: str | None = None, metadata: bool = False) -> None:
+        self._known_status = status
         record: dict[str, Any] = {
             "status": status,
             "parent_run_id": None,
@@ -461,6 +478,12 @@ class RunHandle(RunReads):
 
 def _no_wake() -> None:
     pass
+
+
+def _check_description(description: object) -> None:
+    """Azure ML's ``description`` arguments: accepted, not stored; must be text."""
+    if description.__class__ is not str:
+        raise TypeError(f"description must be a str, not {type(description).__name__}")
 
 
 #: Label and what to do instead, by kind of event, when one call does not fit in a message.

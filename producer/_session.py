@@ -22,21 +22,25 @@ and ``runstream sync`` builds its Kafka producer with ``transport``.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 from schemas.codec import Codec
 
 from ._buffer import Stream
-from ._client import ApiClient
-from ._errors import ProducerTimeoutError
+from ._client import ApiClient, segment
+from ._errors import NotFoundError, ProducerTimeoutError
 from ._options import ProducerOptions
 from ._sender import ProducerStats, Sender
 from ._transport import KafkaTransport
 
 DEFAULT_FLUSH_TIMEOUT_S = 30.0
+#: Between looks while waiting for a run logged here to be stored.
+VISIBLE_POLL_S = 0.05
 
 #: Builds a Kafka transport for a client id (one per sender, one per ``runstream sync``).
 TransportFactory = Callable[[str], KafkaTransport]
@@ -65,6 +69,8 @@ class Session:
         self._lock = threading.Lock()
         self._sender: Sender | None = None
         self._open: set[Stream] = set()
+        #: Runs this process logged into: a read of one waits (bounded) until it is stored.
+        self.own_runs: set[str] = set()
 
     def __repr__(self) -> str:
         return f"Session(name={self.name!r}, api_url={self.api.api_url!r})"
@@ -99,6 +105,7 @@ class Session:
                 self._sender = self._new_sender()
             sender = self._sender
             self._open.add(stream)
+            self.own_runs.add(stream.run_id)
         sender.start()
         sender.buffer.register(stream)
         return sender
@@ -130,6 +137,21 @@ class Session:
             return
         with suppress(ProducerTimeoutError):
             sender.flush(self.options.read_flush_timeout_s)
+
+    def run_details(self, run_id: str) -> dict[str, Any]:
+        """``GET /v1/runs/{id}`` after flushing; a run this process logged into is waited
+        for (up to ``read_flush_timeout_s``) until the worker has stored it, so a script
+        reads its own writes instead of a ``NotFoundError`` a moment too early."""
+        self.flush_for_read()
+        path = f"/v1/runs/{segment(run_id)}"
+        deadline = time.monotonic() + self.options.read_flush_timeout_s
+        while True:
+            try:
+                return self.api.get_json(path)
+            except NotFoundError:
+                if run_id not in self.own_runs or time.monotonic() >= deadline:
+                    raise
+                time.sleep(VISIBLE_POLL_S)
 
     # ---- what the workspace needs -----------------------------------------------------
 

@@ -16,7 +16,9 @@ constructor.
 
 from __future__ import annotations
 
+import builtins
 import itertools
+import logging
 import os
 import re
 import secrets
@@ -30,8 +32,10 @@ from typing import Any
 
 from ._buffer import Stream
 from ._client import ApiClient, segment
+from ._config import find_config, read_config
+from ._display import DOCS_URL, html_table, link
 from ._env import EnvReader, default_home
-from ._errors import ApiError, ConfigError
+from ._errors import ApiError, ConfigError, NotFoundError
 from ._kafka_security import KafkaSecurity
 from ._options import ProducerOptions
 from ._reads import runs_query
@@ -46,6 +50,8 @@ from ._validate import (
     check_name,
     check_properties,
 )
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_WORKSPACE = "default"
 _RUN_ID = re.compile(r"(?P<experiment>.+)_\d+_[0-9a-f]{8}")
@@ -102,6 +108,45 @@ class Workspace:
             blob_dir=self.blob_dir,
         )
         self.codec = self._session.codec
+        #: Azure ML's workspace coordinates, kept from a ``config.json`` (unused here).
+        self.subscription_id = ""
+        self.resource_group = ""
+        self.location = ""
+
+    @classmethod
+    def from_config(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        auth: object = None,
+        _logger: object = None,
+        _file_name: str | None = None,
+        *,
+        options: ProducerOptions | None = None,
+    ) -> Workspace:
+        """The workspace described by a ``config.json`` found as Azure ML finds it (from
+        ``path`` or the current folder up; see ``_config.py``); what the file leaves out
+        comes from the environment as in ``from_env``. ``auth`` is accepted as in Azure
+        ML and unused: the API token is the file's ``"token"`` or ``RUNSTREAM_TOKEN``."""
+        file = find_config(path, _file_name)
+        config = read_config(file)
+        logger.info("Found the config file in: %s", file)
+        read = EnvReader()
+        workspace = cls(
+            name=config.get("workspace_name")
+            or config.get("name")
+            or read.text("RUNSTREAM_WORKSPACE", DEFAULT_WORKSPACE),
+            kafka_bootstrap=config.get("kafka_bootstrap") or read.kafka_bootstrap(),
+            api_url=config.get("api_url") or read.api_url(),
+            home=config.get("home") or read.home(),
+            topic=config.get("topic") or read.topic(),
+            token=config.get("token") or read.token().value,
+            options=options,
+            kafka_security=KafkaSecurity.from_env(),
+        )
+        workspace.subscription_id = config.get("subscription_id") or ""
+        workspace.resource_group = config.get("resource_group") or ""
+        workspace.location = config.get("location") or ""
+        return workspace
 
     @classmethod
     def from_env(
@@ -233,10 +278,13 @@ class Experiment:
 
     def get_runs(
         self,
-        status: str | Iterable[str] | None = None,
+        type: str | None = None,
         tags: str | Iterable[str] | Mapping[str, str | None] | None = None,
-        order_by: str | None = None,
+        properties: str | Iterable[str] | Mapping[str, str | None] | None = None,
+        include_children: bool = False,
         *,
+        status: str | Iterable[str] | None = None,
+        order_by: str | None = None,
         order: str | None = None,
         compute_target: str | None = None,
         parent_run_id: str | None = None,
@@ -245,19 +293,26 @@ class Experiment:
         limit: int | None = None,
         page_size: int = 100,
     ) -> Iterator[Run]:
-        """The experiment's runs as read-only handles, fetched page by page as iterated.
+        """The experiment's runs as read-only handles, fetched page by page as iterated:
+        top-level runs only unless ``include_children`` (or ``parent_run_id``) says
+        otherwise, as in Azure ML.
 
-        ``status``: one status or several ("Running", "Completed"…). ``tags``: a key, a
-        ``"key:value"``, a list of those, or ``{key: value or None}``; a run must carry all
-        of them. ``order_by``: ``"created_at"`` (default, newest first) or
+        ``tags``/``properties``: a key, a ``"key:value"``, a list of those, or
+        ``{key: value or None}``; a run must carry all of them. ``type`` must be None
+        (Runstream runs have no type). ``status``: one status or several ("Running",
+        "Completed"…). ``order_by``: ``"created_at"`` (default, newest first) or
         ``"metric:<name>"`` (by the metric's last value; runs without it come last), with
         ``order`` ``"asc"`` or ``"desc"``. ``created_after``/``created_before``: aware
         datetimes or ISO 8601 strings. ``limit`` caps how many runs are yielded.
         """
+        if type is not None:
+            raise ValueError("type: Runstream runs have no type; leave it None")
         params = runs_query(
             experiment=self.name,
             status=status,
             tags=tags,
+            properties=properties,
+            top_level=not include_children and parent_run_id is None,
             order_by=order_by,
             order=order,
             compute_target=compute_target,
@@ -270,7 +325,46 @@ class Experiment:
             raise ValueError("limit must not be negative")
         return itertools.islice(self._runs(params), limit)
 
-    def _runs(self, params: list[tuple[str, str]]) -> Iterator[Run]:
+    @staticmethod
+    def list(
+        workspace: Workspace,
+        experiment_name: str | None = None,
+        view_type: str = "ActiveOnly",
+        tags: object = None,
+    ) -> builtins.list[Experiment]:
+        """The workspace's experiments (those with at least one run), by name; only
+        ``experiment_name`` when given. ``view_type`` is accepted as in Azure ML
+        (Runstream never archives experiments); ``tags`` must be None (experiments carry
+        none here: tag the runs)."""
+        if tags is not None:
+            raise ValueError("tags: Runstream experiments carry no tags; tag their runs")
+        if view_type not in ("ActiveOnly", "All", "ArchivedOnly"):
+            raise ValueError(f"view_type must be ActiveOnly, All or ArchivedOnly: {view_type!r}")
+        if view_type == "ArchivedOnly":
+            return []
+        session = workspace._session
+        session.flush_for_read()
+        found = [
+            Experiment(workspace, str(e["name"]))
+            for e in session.api.pages("/v1/experiments", (), "experiments")
+            if e.get("workspace") == workspace.name
+        ]
+        if experiment_name is not None:
+            found = [e for e in found if e.name == experiment_name]
+        return sorted(found, key=lambda e: e.name)
+
+    def _repr_html_(self) -> str:
+        return html_table({
+            "Name": self.name,
+            "Workspace": self.workspace.name,
+            "Report Page": link(
+                f"{self._session.api.api_url}/v1/runs?experiment={segment(self.name)}",
+                "Runs of this experiment",
+            ),
+            "Docs Page": link(DOCS_URL, "Link to Documentation"),
+        })
+
+    def _runs(self, params: builtins.list[tuple[str, str]]) -> Iterator[Run]:
         self._session.flush_for_read()
         for summary in self._session.api.pages("/v1/runs", params, "runs"):
             yield Run._attached(self.workspace, summary, self)
@@ -298,6 +392,95 @@ class Run(RunHandle):
     on every handle.
     """
 
+    def __init__(
+        self, experiment: Experiment, run_id: str, outputs: object = None, **kwargs: Any
+    ) -> None:
+        """The run ``run_id`` of ``experiment``, fetched (``Run(experiment, run_id)`` as in
+        Azure ML): a read-only handle for its metrics, files and details, which can still
+        be tagged. A run this process logged into is waited for until it is stored.
+        ``outputs`` is accepted as in Azure ML and unused (a fetched run uploads nothing).
+        """
+        if kwargs:
+            raise TypeError(f"Run() takes no keyword arguments {sorted(kwargs)}")
+        if not isinstance(experiment, Experiment):
+            raise TypeError(f"experiment must be an Experiment, not {type(experiment).__name__}")
+        check_name(run_id, "run id")
+        details = experiment._session.run_details(run_id)
+        if details.get("experiment") != experiment.name:
+            raise NotFoundError(
+                404,
+                f"run {run_id!r} is in experiment {details.get('experiment')!r}, "
+                f"not {experiment.name!r}",
+                what=f"GET /v1/runs/{run_id}",
+                retriable=False,
+            )
+        RunHandle.__init__(self, **Run._attached_parts(experiment.workspace, details, experiment))
+
+    @classmethod
+    def _new(cls, **parts: Any) -> Run:
+        """A handle from its parts, without the public constructor's fetch."""
+        run = cls.__new__(cls)
+        RunHandle.__init__(run, **parts)
+        return run
+
+    def __repr__(self) -> str:
+        return (
+            f"Run(Experiment: {self._experiment.name},\nId: {self.id},\nType: None,\n"
+            f"Status: {self._known_status})"
+        )
+
+    def _repr_html_(self) -> str:
+        return html_table({
+            "Experiment": self._experiment.name,
+            "Id": self.id,
+            "Type": None,
+            "Status": self._known_status,
+            "Details Page": link(
+                f"{self._session.api.api_url}/v1/runs/{segment(self.id)}", "Run details"
+            ),
+            "Docs Page": link(DOCS_URL, "Link to Documentation"),
+        })
+
+    @staticmethod
+    def list(
+        experiment: Experiment,
+        type: str | None = None,
+        tags: str | Iterable[str] | Mapping[str, str | None] | None = None,
+        properties: str | Iterable[str] | Mapping[str, str | None] | None = None,
+        status: str | Iterable[str] | None = None,
+        include_children: bool = False,
+    ) -> builtins.list[Run]:
+        """The experiment's runs, newest first (``Experiment.get_runs`` as a list)."""
+        return builtins.list(
+            experiment.get_runs(type, tags, properties, include_children, status=status)
+        )
+
+    def _handle(self, summary: Mapping[str, Any]) -> Run:
+        return Run._attached(self._experiment.workspace, summary, self._experiment)
+
+    def create_children(
+        self,
+        count: int | None = None,
+        tag_key: str | None = None,
+        tag_values: Iterable[str] | None = None,
+    ) -> builtins.list[Run]:
+        """Start several child runs at once: ``count`` of them, or one per value of
+        ``tag_values``, each tagged ``tag_key`` = that value (as in Azure ML)."""
+        values = builtins.list(tag_values) if tag_values is not None else None
+        if (count is None) == (values is None):
+            raise ValueError("create_children needs count= or tag_key= with tag_values=")
+        if values is not None and tag_key is None:
+            raise ValueError("tag_values needs a tag_key")
+        if count is not None and (type(count) is not int or count < 1):
+            raise ValueError(f"count must be a positive int, not {count!r}")
+        children = []
+        for value in values if values is not None else [None] * (count or 0):
+            child = self.child_run()
+            if tag_key is not None:
+                child.tag(tag_key, value)
+            children.append(child)
+        return children
+
     def child_run(self, name: str | None = None) -> Run:
         """Start a child run (own id; ``parent_run_id`` is this run; ``name`` its display name)."""
         if name is not None:
@@ -321,10 +504,7 @@ class Run(RunHandle):
         """A read-only handle on an existing run; ``NotFoundError`` if the API does not
         know it (yet: a run appears when the worker commits its first event)."""
         check_name(run_id, "run id")
-        session = workspace._session
-        session.flush_for_read()
-        details = session.api.get_json(f"/v1/runs/{segment(run_id)}")
-        return cls._attached(workspace, details)
+        return cls._attached(workspace, workspace._session.run_details(run_id))
 
     @classmethod
     def get_context(
@@ -386,7 +566,7 @@ class Run(RunHandle):
             producer_id=uuid.uuid4().hex,
             rank=rank,
         )
-        run = cls(
+        run = cls._new(
             experiment=experiment,
             session=session,
             stream=stream,
@@ -409,7 +589,17 @@ class Run(RunHandle):
         summary: Mapping[str, Any],
         experiment: Experiment | None = None,
     ) -> Run:
-        """A read-only handle built from a RunSummary (or RunDetails); no I/O.
+        """A read-only handle built from a RunSummary (or RunDetails); no I/O."""
+        return cls._new(**cls._attached_parts(workspace, summary, experiment))
+
+    @classmethod
+    def _attached_parts(
+        cls,
+        workspace: Workspace,
+        summary: Mapping[str, Any],
+        experiment: Experiment | None = None,
+    ) -> dict[str, Any]:
+        """The parts of a read-only handle on a RunSummary (or RunDetails); no I/O.
 
         Its parent, if any, is a read-only handle known by id only (no display name).
         """
@@ -435,18 +625,19 @@ class Run(RunHandle):
             rank=0,
         )
         stream.closed = True
-        return cls(
-            experiment=experiment,
-            session=workspace._session,
-            stream=stream,
-            sender=None,
-            parent=parent,
-            world_size=1,
-            display_name=summary.get("display_name"),
-            compute_target=summary.get("compute_target"),
-            properties={},
-            outputs_dir=None,
-        )
+        return {
+            "experiment": experiment,
+            "session": workspace._session,
+            "stream": stream,
+            "sender": None,
+            "parent": parent,
+            "world_size": 1,
+            "display_name": summary.get("display_name"),
+            "compute_target": summary.get("compute_target"),
+            "properties": {},
+            "outputs_dir": None,
+            "known_status": summary.get("status"),
+        }
 
     @classmethod
     def _open_context(

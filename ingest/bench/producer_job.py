@@ -60,11 +60,11 @@ def _loop(
             if time_calls:
                 for name in names:
                     t0 = clock()
-                    log(name, value, step)
+                    log(name, value, step=step)
                     latencies.append(clock() - t0)
             else:
                 for name in names:
-                    log(name, value, step)
+                    log(name, value, step=step)
             step += 1
             value = value * 0.999 + 0.001
         points += (CHUNK // series) * series

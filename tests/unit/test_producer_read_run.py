@@ -29,6 +29,7 @@ from producer import (
     ReadOnlyRunError,
     Run,
     RunClosedError,
+    RunFailedError,
     Workspace,
 )
 from tests.unit.test_producer_read_client import API, Answer, FakeApi, ok
@@ -250,6 +251,7 @@ def test_get_runs_pages_lazily_into_read_only_handles(
         ("experiment", "exp"),
         ("status", "Completed"),
         ("tag", "best"),
+        ("top_level", "true"),  # Azure's include_children=False
         ("order_by", "metric:loss"),
         ("limit", "100"),
     ]
@@ -383,9 +385,20 @@ def test_wait_quietly_returns_details_of_a_finished_run(
     make_ws: Callable[..., FakeWorkspace], capsys: pytest.CaptureFixture[str]
 ) -> None:
     ws = make_ws(FakeApi({RUN_PATH: ok(details("Failed", error="boom"))}))
-    got = ws.get_run(RUN_ID).wait_for_completion(show_output=False)
+    got = ws.get_run(RUN_ID).wait_for_completion(show_output=False, raise_on_error=False)
     assert (got["status"], got["error"]) == ("Failed", "boom")
     assert capsys.readouterr().out == ""
+
+
+def test_waiting_on_a_failed_run_raises_its_error_by_default(
+    make_ws: Callable[..., FakeWorkspace],
+) -> None:
+    ws = make_ws(FakeApi({RUN_PATH: ok(details("Failed", error="Traceback…\nValueError: boom"))}))
+    with pytest.raises(RunFailedError, match="ValueError: boom") as raised:
+        ws.get_run(RUN_ID).wait_for_completion()
+    assert raised.value.run_id == RUN_ID
+    assert raised.value.error == "Traceback…\nValueError: boom"
+    assert raised.value.details["status"] == "Failed"
 
 
 def test_wait_times_out_with_the_sdk_timeout_error(make_ws: Callable[..., FakeWorkspace]) -> None:
@@ -529,7 +542,8 @@ def test_a_terminal_status_opening_a_stream_is_followed_by_what_it_replays(
     run = make_ws(fake).get_run(RUN_ID)
     capsys.readouterr()
 
-    assert run.wait_for_completion(show_output=True, timeout_s=20)["status"] == "Failed"
+    done = run.wait_for_completion(show_output=True, timeout_s=20, raise_on_error=False)
+    assert done["status"] == "Failed"
     out = capsys.readouterr().out
     assert out.index("last words") < out.index("Status: Failed") < out.index("Execution Summary")
     stream.end()
@@ -544,7 +558,7 @@ def test_waiting_on_a_run_that_already_ended_prints_its_log_without_a_stream(
     run = make_ws(fake).get_run(RUN_ID)
     capsys.readouterr()
 
-    run.wait_for_completion()
+    run.wait_for_completion(show_output=True)
 
     out = capsys.readouterr().out.split("\n")
     assert out[3:2503] == [f"line {i}" for i in range(2500)]

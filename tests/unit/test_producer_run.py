@@ -460,7 +460,7 @@ def test_a_full_buffer_drops_and_counts_without_blocking(
         run_id="exp_1_0a0b0c0d", experiment="exp", workspace="default", producer_id="p", rank=0
     )
     sender.buffer.register(stream)
-    run = Run(
+    run = Run._new(
         experiment=Experiment(ws, "exp"),
         session=ws._session,
         stream=stream,
