@@ -4,6 +4,10 @@ The stack (Kafka + PostgreSQL) starts once per session through ``runstream up``,
 reuses whatever already runs, exactly as a developer would start it. Isolation comes from
 names, not from restarts: each test gets its own topic (and dead-letter topic), consumer
 group and database.
+
+Fixtures live here and in tests/integration/conftest.py and are used by name; plain
+helpers (and the types the fixtures give, for annotations) are in tests/helpers.py and
+tests/integration/helpers.py. No test module imports another test module or a conftest.
 """
 
 from __future__ import annotations
@@ -11,9 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -22,26 +24,16 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from ingest.settings import Settings
 from ingest.stack.kafka import ensure_topics
+from tests.helpers import DbFactory, StackInfo, TopicFactory, unique
 
 # The ``reliability`` fixture and the figures it writes for RELIABILITY.md.
 pytest_plugins = ["tests.reliability"]
-
-
-@dataclass(frozen=True)
-class StackInfo:
-    settings: Settings
-    kafka_bootstrap: str
-    db_dsn: str
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration/" in item.nodeid.replace("\\", "/"):
             item.add_marker(pytest.mark.integration)
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}{uuid.uuid4().hex[:12]}"
 
 
 def _with_database(dsn: str, database: str) -> str:
@@ -65,10 +57,6 @@ def stack() -> StackInfo:
     settings = Settings.from_env()
     dsn = settings.db_dsn.value if settings.db_dsn else status["postgres"]["dsn"]
     return StackInfo(settings=settings, kafka_bootstrap=settings.kafka_bootstrap, db_dsn=dsn)
-
-
-TopicFactory = Callable[..., Awaitable[str]]
-DbFactory = Callable[[], Awaitable[str]]
 
 
 @pytest.fixture

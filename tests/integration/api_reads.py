@@ -30,7 +30,7 @@ from ingest.bench.events import EventFactory, packed_series
 from ingest.bench.read import store_events
 from ingest.server import HttpServer
 from ingest.settings import Secret
-from tests.integration.conftest import run_id
+from tests.integration.helpers import run_id
 
 HOUR_US = 3600 * 1_000_000
 

@@ -1,199 +1,56 @@
-"""Helpers shared by the integration tests: database polling, run ids, free ports, topic
-end offsets and ingest workers run as real processes.
+"""Fixtures of the integration tests (the stack, topics and databases are tests/conftest.py's).
 
-Waiting is always polling with a deadline (``wait_for``): a test states the outcome it
-waits for, never a sleep long enough to hope it happened.
+- ``new_db``: a fresh database with every migration applied;
+- ``worker_procs``: ``runstream ingest`` processes, stopped at the end of the test;
+- ``pipeline`` / ``read_pipeline``: a topic, database, group and worker of the test's own
+  (the latter with an API server of its own too; tests/integration/pipelines.py);
+- ``api_factory`` / ``api``: the real API server without a database, on an ephemeral
+  port (tests/integration/api_servers.py); ``http``: an aiohttp client session;
+- ``closed_port``: a local port nothing answers on, for as long as the test runs;
+- ``fault_run``: the fault tests' skeleton (tests/integration/faults.py).
+
+Plain helpers are in tests/integration/helpers.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import random
-import signal
+import contextlib
 import socket
-import subprocess
-import sys
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
 
-import asyncpg
+import aiohttp
 import pytest
+from prometheus_client import CollectorRegistry
 
+from ingest.api.app import ReadinessCheck, create_app
+from ingest.api.blobstore import DEFAULT_MAX_BLOB_BYTES, BlobStore
 from ingest.db.migrate import available_migrations, migrate
-from tests.conftest import DbFactory
+from ingest.server import HttpServer
+from ingest.settings import Secret
+from ingest.stack.kafka import ensure_topics
+from tests.helpers import DbFactory, StackInfo, TopicFactory, unique
+from tests.integration.api_servers import Api, ApiFactory
+from tests.integration.faults import FaultRun, FaultRunFactory
+from tests.integration.helpers import NewDb, WorkerFactory, enable_timescaledb
+from tests.integration.pipelines import READ_TOKEN, Pipeline, ReadPipeline, start_api
+from tests.reliability import Reliability
 
 
-async def enable_timescaledb(dsn: str) -> bool:
-    """Create the timescaledb extension in this (empty) database if the server has it.
+@pytest.fixture
+def new_db(db_factory: DbFactory) -> NewDb:
+    """``await new_db()`` (or ``new_db("timescaledb")``, skipped where the server lacks it)
+    → the DSN of a fresh database with every migration applied (``runstream migrate``)."""
 
-    Returns False when the server cannot load it (not installed or not preloaded).
-    """
-    conn = await asyncpg.connect(dsn)
-    try:
-        if not await conn.fetchval(
-            "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
-        ):
-            return False
-        try:
-            await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-        except asyncpg.PostgresError:
-            return False
-        return True
-    finally:
-        await conn.close()
+    async def make(backend: str = "partitioned") -> str:
+        dsn = await db_factory()
+        if backend == "timescaledb" and not await enable_timescaledb(dsn):
+            pytest.skip("TimescaleDB is not available on this PostgreSQL")
+        assert await migrate(dsn) == [version for version, _, _ in available_migrations()]
+        return dsn
 
-
-def run_id(experiment: str = "exp") -> str:
-    """A fresh run id in the SDK's ``{experiment}_{unix seconds}_{8 hex}`` form."""
-    return f"{experiment}_{random.randint(1_600_000_000, 1_900_000_000)}_{uuid.uuid4().hex[:8]}"
-
-
-async def wait_for(
-    check: Callable[[], Awaitable[bool]], *, timeout_s: float = 60.0, what: str = "condition"
-) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await check():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        await asyncio.sleep(0.2)
-
-
-async def fetch(dsn: str, sql: str, *args: Any) -> list[dict[str, Any]]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return [dict(r) for r in await conn.fetch(sql, *args)]
-    finally:
-        await conn.close()
-
-
-async def new_db(db_factory: DbFactory, backend: str = "partitioned") -> str:
-    """A fresh database with every migration applied (``runstream migrate``)."""
-    dsn = await db_factory()
-    if backend == "timescaledb" and not await enable_timescaledb(dsn):
-        pytest.skip("TimescaleDB is not available on this PostgreSQL")
-    assert await migrate(dsn) == [version for version, _, _ in available_migrations()]
-    return dsn
-
-
-def stored_offsets_reach(
-    dsn: str, topic: str, group: str, ends: dict[int, int]
-) -> Callable[[], Awaitable[bool]]:
-    """A check: the group's offsets in the database cover every produced message."""
-
-    async def check() -> bool:
-        rows = await fetch(
-            dsn,
-            "SELECT partition, next_offset FROM "
-            "runstream_data.consumer_offsets WHERE group_id = $1 AND "
-            "topic = $2",
-            group,
-            topic,
-        )
-        stored = {r["partition"]: r["next_offset"] for r in rows}
-        return all(stored.get(p, 0) >= end for p, end in ends.items())
-
-    return check
-
-
-def runstream(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the CLI as a user would (a subprocess), capturing its output."""
-    return subprocess.run(
-        [sys.executable, "-m", "ingest.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-        env=env,
-    )
-
-
-def free_port(span: int = 1) -> int:
-    """A port p such that p..p+span-1 are free right now."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port + span < 65000 and all(_free(port + i) for i in range(span)):
-            return port
-    raise RuntimeError("no free port range")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-@dataclass
-class WorkerProcess:
-    """One ``runstream ingest`` process; its output goes to ``log``."""
-
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self, timeout_s: float = 30.0) -> int:
-        """SIGTERM (drain and leave the group), SIGKILL past ``timeout_s``; the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-@dataclass
-class WorkerFactory:
-    """Starts ingest workers exactly as an operator would: ``python -m ingest.cli ingest``."""
-
-    logs: Path
-    started: list[WorkerProcess] = field(default_factory=list)
-
-    def start(self, *, bootstrap: str, topic: str, dsn: str, group: str) -> WorkerProcess:
-        env = {
-            **os.environ,
-            "RUNSTREAM_KAFKA": bootstrap,
-            "RUNSTREAM_TOPIC": topic,
-            "RUNSTREAM_DB": dsn,
-            "RUNSTREAM_HOME": str(self.logs / "home"),
-        }
-        log = self.logs / f"worker-{len(self.started)}.log"
-        self.logs.mkdir(parents=True, exist_ok=True)
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "ingest.cli.main",
-                    "ingest",
-                    "--group",
-                    group,
-                    "--metrics-port",
-                    "0",
-                ],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        self.started.append(WorkerProcess(proc, log))
-        return self.started[-1]
+    return make
 
 
 @pytest.fixture
@@ -202,5 +59,108 @@ def worker_procs(tmp_path: Path) -> Iterator[WorkerFactory]:
     runs at the end of the test is stopped."""
     factory = WorkerFactory(logs=tmp_path / "workers")
     yield factory
-    for worker in factory.started:
-        worker.stop()
+    factory.stop_all()
+
+
+@pytest.fixture
+async def pipeline(stack: StackInfo, topic_factory: TopicFactory, new_db: NewDb,
+                   worker_procs: WorkerFactory) -> AsyncIterator[Pipeline]:
+    """A topic, database, consumer group and ``runstream ingest`` process of the test's
+    own; the SDK's API is the stack's."""
+    topic, dsn = await topic_factory(partitions=4), await new_db()
+    group = unique("e2e-")
+    proc = worker_procs.start(bootstrap=stack.kafka_bootstrap, topic=topic, dsn=dsn, group=group)
+    yield Pipeline(stack.kafka_bootstrap, stack.settings.api_url, topic, dsn, group, proc)
+    assert proc.stop() == 0, proc.output()
+
+
+@pytest.fixture
+async def read_pipeline(pipeline: Pipeline, tmp_path: Path) -> AsyncIterator[ReadPipeline]:
+    """``pipeline`` plus an API server of the test's own over its database (token
+    ``READ_TOKEN``), and a home for each SDK process under the test's directory."""
+    registry = CollectorRegistry()
+    async with AsyncExitStack() as exits:
+        url = await start_api(exits, dsn=pipeline.dsn, blob_root=tmp_path / "server-blobs",
+                              token=READ_TOKEN, registry=registry)
+        yield ReadPipeline(pipeline.bootstrap, url, pipeline.topic, pipeline.dsn,
+                           pipeline.group, pipeline.worker, home=tmp_path,
+                           api_registry=registry)
+
+
+@pytest.fixture
+async def api_factory(tmp_path: Path) -> AsyncIterator[ApiFactory]:
+    """``await api_factory(token=..., max_blob_bytes=..., ...)`` → a started ``Api``."""
+    async with contextlib.AsyncExitStack() as stack:
+        count = 0
+
+        async def start(
+            *,
+            token: str | None = None,
+            max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
+            blob_root: Path | None = None,
+            readiness_checks: Sequence[ReadinessCheck] = (),
+            readiness_timeout_s: float = 2.0,
+        ) -> Api:
+            nonlocal count
+            count += 1
+            root = blob_root or tmp_path / f"blobs{count}"
+            store = BlobStore(root=root, max_blob_bytes=max_blob_bytes)
+            app = create_app(
+                blob_store=store,
+                registry=CollectorRegistry(),
+                token=None if token is None else Secret(token),
+                readiness_checks=readiness_checks,
+                readiness_timeout_s=readiness_timeout_s,
+            )
+            server = await stack.enter_async_context(HttpServer(app, host="127.0.0.1", port=0))
+            return Api(url=server.url, store=store)
+
+        yield start
+
+
+@pytest.fixture
+async def api(api_factory: ApiFactory) -> Api:
+    return await api_factory()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A local port bound by the test but not listening: connecting to it is refused, and
+    no other process can start listening on it while the test runs."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def fault_run(stack: StackInfo, topic_factory: TopicFactory, new_db: NewDb,
+                    worker_procs: WorkerFactory, tmp_path: Path,
+                    reliability: Reliability) -> AsyncIterator[FaultRunFactory]:
+    """``await fault_run(partitions=4)`` → a ``FaultRun`` (tests/integration/faults.py):
+    a topic on the stack's broker (or ``topic`` on ``bootstrap``, created when not
+    given), a fresh migrated database (or ``dsn``) and a consumer group of its own."""
+    made: list[FaultRun] = []
+
+    async def make(*, partitions: int = 4, bootstrap: str | None = None,
+                   topic: str | None = None, dsn: str | None = None) -> FaultRun:
+        if bootstrap is None:
+            bootstrap = stack.kafka_bootstrap
+            topic = topic or await topic_factory(partitions=partitions)
+        elif topic is None:
+            topic = unique("faults.")
+            await ensure_topics(bootstrap, [topic, f"{topic}.dlq"], partitions=partitions)
+        run = FaultRun(bootstrap=bootstrap, topic=topic, dsn=dsn or await new_db(),
+                       group=unique("faults-"), home=tmp_path / f"fault{len(made)}",
+                       workers=worker_procs, reliability=reliability)
+        made.append(run)
+        return run
+
+    yield make
+    for run in made:
+        run.stop()

@@ -27,8 +27,8 @@ from ingest.bench.events import EventFactory, packed_series
 from ingest.bench.read import store_events
 from ingest.server import HttpServer
 from ingest.settings import Secret
+from producer import BlobUploadError
 from producer._blobs import put_blob
-from producer._errors import BlobUploadError
 from tests.integration.helpers import NewDb, run_id
 from tests.reliability import SECURITY, Reliability
 

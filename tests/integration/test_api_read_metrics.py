@@ -18,7 +18,6 @@ import pytest
 
 from ingest.bench.events import EventFactory, packed_series
 from ingest.bench.read import store_events
-from tests.conftest import DbFactory
 from tests.integration.api_reads import (
     ReadApi,
     World,
@@ -27,27 +26,21 @@ from tests.integration.api_reads import (
     get_json,
     read_api,
 )
-from tests.integration.conftest import fetch, new_db, run_id
+from tests.integration.helpers import NewDb, fetch, run_id
 
 NAN, INF = float("nan"), float("inf")
 NON_FINITE = {"NaN": NAN, "Infinity": INF, "-Infinity": -INF}
 
 
 @pytest.fixture(params=["partitioned", "timescaledb"])
-async def dsn(request: pytest.FixtureRequest, db_factory: DbFactory) -> str:
-    return await new_db(db_factory, request.param)
+async def dsn(request: pytest.FixtureRequest, new_db: NewDb) -> str:
+    return await new_db(request.param)
 
 
 @pytest.fixture
 async def api(dsn: str, tmp_path: Path) -> AsyncIterator[ReadApi]:
     async with read_api(dsn, tmp_path / "blobs") as a:
         yield a
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def decoded(value: Any) -> Any:

@@ -15,7 +15,6 @@ import pytest
 
 from ingest.bench.events import EventFactory, packed_series
 from ingest.bench.read import store_events
-from tests.conftest import DbFactory
 from tests.integration.api_reads import (
     ReadApi,
     World,
@@ -25,14 +24,14 @@ from tests.integration.api_reads import (
     read_api,
     sha,
 )
-from tests.integration.conftest import new_db, run_id
+from tests.integration.helpers import NewDb, run_id
 
 TOKEN = "read-token"  # noqa: S105 - a test credential
 
 
 @pytest.fixture
-async def dsn(db_factory: DbFactory) -> str:
-    return await new_db(db_factory)
+async def dsn(new_db: NewDb) -> str:
+    return await new_db()
 
 
 @pytest.fixture
@@ -44,12 +43,6 @@ async def api(dsn: str, tmp_path: Path) -> AsyncIterator[ReadApi]:
 @pytest.fixture
 async def world(dsn: str, api: ReadApi) -> World:
     return await build_world(dsn, api.blobs)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def url(api: ReadApi, path: str, **params: str | int | list[str]) -> str:

@@ -20,17 +20,10 @@ from ingest.api.routes.registry import REGISTRY_CONTENT_TYPE
 from ingest.stack.kafka import topic_ends
 from producer import Experiment, Workspace
 from schemas.codec import EVENTS_SUBJECT
-from tests.conftest import StackInfo, TopicFactory, unique
-from tests.integration import test_api_server as server_tests
-from tests.integration.test_api_server import TOKEN, Api, ApiFactory, error_of
+from tests.helpers import StackInfo, TopicFactory, unique
+from tests.integration.api_servers import API_TOKEN, Api, ApiFactory, error_of
 
 pytestmark = pytest.mark.integration
-
-# The blob tests' fixtures: a real server on an ephemeral port, an aiohttp session.
-api_factory = server_tests.api_factory
-api = server_tests.api
-http = server_tests.http
-
 
 def manifest_schema() -> dict[str, Any]:
     text = resources.files("schemas").joinpath("event.v1.avsc").read_text(encoding="utf-8")
@@ -101,16 +94,16 @@ async def test_unknown_ids_subjects_and_versions_get_confluent_errors(
 async def test_the_registry_is_read_only_and_behind_the_token(
     api_factory: ApiFactory, http: aiohttp.ClientSession
 ) -> None:
-    secured = await api_factory(token=TOKEN)
+    secured = await api_factory(token=API_TOKEN)
     async with http.post(f"{secured.url}/subjects/{EVENTS_SUBJECT}/versions",
-                         headers={"Authorization": f"Bearer {TOKEN}"},
+                         headers={"Authorization": f"Bearer {API_TOKEN}"},
                          json={"schema": "{}"}) as r:
         assert r.status == 405
         await error_of(r)  # middleware errors keep Runstream's shape
     async with http.get(f"{secured.url}/schemas/ids/1") as r:
         assert r.status == 401
     async with http.get(f"{secured.url}/schemas/ids/1",
-                        headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+                        headers={"Authorization": f"Bearer {API_TOKEN}"}) as r:
         assert r.status == 200
 
 

@@ -30,9 +30,8 @@ from ingest.api.app import create_app
 from ingest.api.blobstore import BlobStore
 from ingest.server import HttpServer
 from ingest.settings import Secret
-from tests.conftest import DbFactory
 from tests.integration.api_reads import World, build_world, sha
-from tests.integration.conftest import new_db
+from tests.integration.helpers import NewDb
 
 MAX_EXAMPLES = 25
 CHECKS = [
@@ -44,8 +43,8 @@ CHECKS = [
 
 
 @pytest.fixture
-async def world(db_factory: DbFactory, tmp_path: Path) -> tuple[str, World]:
-    dsn = await new_db(db_factory)
+async def world(new_db: NewDb, tmp_path: Path) -> tuple[str, World]:
+    dsn = await new_db()
     return dsn, await build_world(dsn, BlobStore(root=tmp_path / "blobs"))
 
 

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, Protocol
 
 import aiohttp
 import pytest
@@ -20,78 +18,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from ingest.api.app import ReadinessCheck, create_app, run_api
-from ingest.api.blobstore import DEFAULT_MAX_BLOB_BYTES, TEMP_PREFIX, BlobStore
+from ingest.api.blobstore import TEMP_MAX_AGE_S, TEMP_PREFIX, TEMP_SUFFIX, BlobStore
 from ingest.api.http import error_middleware
 from ingest.server import HttpServer
 from ingest.settings import Secret, Settings
+from tests.integration.api_servers import API_TOKEN, BLOB, Api, ApiFactory, error_of
+from tests.integration.helpers import logged_url
 
 pytestmark = pytest.mark.integration
-
-TOKEN = "t0ken-for-tests"  # noqa: S105 - a test credential
-BLOB = "/v1/blobs/"
-
-
-@dataclass(frozen=True)
-class Api:
-    url: str
-    store: BlobStore
-
-    def blob_url(self, digest: str) -> str:
-        return f"{self.url}{BLOB}{digest}"
-
-
-class ApiFactory(Protocol):
-    def __call__(
-        self,
-        *,
-        token: str | None = None,
-        max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
-        blob_root: Path | None = None,
-        readiness_checks: Sequence[ReadinessCheck] = (),
-        readiness_timeout_s: float = 2.0,
-    ) -> Awaitable[Api]: ...
-
-
-@pytest.fixture
-async def api_factory(tmp_path: Path) -> AsyncIterator[ApiFactory]:
-    async with contextlib.AsyncExitStack() as stack:
-        count = 0
-
-        async def start(
-            *,
-            token: str | None = None,
-            max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
-            blob_root: Path | None = None,
-            readiness_checks: Sequence[ReadinessCheck] = (),
-            readiness_timeout_s: float = 2.0,
-        ) -> Api:
-            nonlocal count
-            count += 1
-            root = blob_root or tmp_path / f"blobs{count}"
-            store = BlobStore(root=root, max_blob_bytes=max_blob_bytes)
-            app = create_app(
-                blob_store=store,
-                registry=CollectorRegistry(),
-                token=None if token is None else Secret(token),
-                readiness_checks=readiness_checks,
-                readiness_timeout_s=readiness_timeout_s,
-            )
-            server = await stack.enter_async_context(HttpServer(app, host="127.0.0.1", port=0))
-            return Api(url=server.url, store=store)
-
-        yield start
-
-
-@pytest.fixture
-async def api(api_factory: ApiFactory) -> Api:
-    return await api_factory()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -103,6 +37,10 @@ def files_under(root: Path) -> list[Path]:
     return sorted(Path(d) / f for d, _, names in os.walk(root) for f in names)
 
 
+async def one_chunk(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
 async def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
     """Poll a filesystem condition (there is no event to wait on)."""
     for _ in range(int(timeout_s / 0.01)):
@@ -110,17 +48,6 @@ async def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> N
             return
         await asyncio.sleep(0.01)
     pytest.fail("condition not reached in time")
-
-
-async def error_of(response: aiohttp.ClientResponse) -> dict[str, Any]:
-    assert response.content_type == "application/json"
-    body = await response.json()
-    assert set(body) == {"error"}
-    assert body["error"]["status"] == response.status
-    assert isinstance(body["error"]["message"], str)
-    assert "Traceback" not in body["error"]["message"]
-    error: dict[str, Any] = body["error"]
-    return error
 
 
 # -- blobs ------------------------------------------------------------------------------
@@ -329,9 +256,9 @@ async def test_unexpected_error_is_500_json_without_traceback(
 
 
 async def test_auth_on(api_factory: ApiFactory, http: aiohttp.ClientSession) -> None:
-    api = await api_factory(token=TOKEN)
+    api = await api_factory(token=API_TOKEN)
     data = b"guarded"
-    good = {"Authorization": f"Bearer {TOKEN}"}
+    good = {"Authorization": f"Bearer {API_TOKEN}"}
     bad = {"Authorization": "Bearer nope"}
 
     async with http.put(api.blob_url(sha(data)), data=data) as r:
@@ -464,6 +391,36 @@ async def test_openapi_document_is_served(api: Api, http: aiohttp.ClientSession)
     assert {"/healthz", "/readyz", "/metrics", "/v1/openapi.json"} <= doc["paths"].keys()
 
 
+async def test_stale_upload_temp_files_are_swept_when_the_api_starts(tmp_path: Path) -> None:
+    store = BlobStore(root=tmp_path / "blobs")
+    data = b"kept"
+    await store.put(sha(data), one_chunk(data))
+    shard = store.path_for(sha(data)).parent
+    stale = shard / f"{TEMP_PREFIX}killed{TEMP_SUFFIX}"
+    fresh = shard / f"{TEMP_PREFIX}live{TEMP_SUFFIX}"
+    for temp in (stale, fresh):
+        temp.write_bytes(b"half an upload")
+    hour_ago = time.time() - TEMP_MAX_AGE_S - 60
+    os.utime(stale, (hour_ago, hour_ago))
+    elsewhere = tmp_path / "blobs" / "not-a-shard" / f"{TEMP_PREFIX}x{TEMP_SUFFIX}"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"")
+    os.utime(elsewhere, (hour_ago, hour_ago))
+
+    app = create_app(blob_store=store, registry=CollectorRegistry())
+    async with HttpServer(app, host="127.0.0.1", port=0):
+        for _ in range(100):
+            if not stale.exists():
+                break
+            await asyncio.sleep(0.05)
+    assert not stale.exists()
+    assert fresh.exists()  # an upload in progress keeps its file
+    assert elsewhere.exists()  # only the blob store's own shard directories are swept
+    assert await store.read_bytes(sha(data)) == data
+    assert store.sweep_temp() == 0
+    assert store.sweep_temp(older_than_s=-1) == 1  # the fresh one, once it is old enough
+
+
 async def test_server_start_and_stop_are_idempotent() -> None:
     app = create_app(blob_store=BlobStore(root=Path("/nonexistent")), registry=CollectorRegistry())
     server = HttpServer(app, port=0)
@@ -481,17 +438,16 @@ async def test_server_start_and_stop_are_idempotent() -> None:
 
 
 async def test_run_api_serves_settings_home_and_token_until_stopped(
-    tmp_path: Path, http: aiohttp.ClientSession
+    tmp_path: Path, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with socket.socket() as probe:  # a free port; run_api is told where to listen
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    settings = Settings(api_url=f"http://127.0.0.1:{port}", home=tmp_path, token=Secret(TOKEN))
+    caplog.set_level(logging.INFO, logger="ingest.server")
+    settings = Settings(home=tmp_path, token=Secret(API_TOKEN))
     stop = asyncio.Event()
-    task = asyncio.create_task(run_api(settings, max_blob_bytes=16, stop=stop))
-    url = f"http://127.0.0.1:{port}"
-    auth = {"Authorization": f"Bearer {TOKEN}"}
+    # Port 0: the server binds a free port itself and logs which one it got.
+    task = asyncio.create_task(run_api(settings, port=0, max_blob_bytes=16, stop=stop))
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
     try:
+        url = await logged_url(caplog, "API", task)
         await wait_for_http(http, f"{url}/healthz")
         async with http.put(f"{url}{BLOB}{sha(b'tiny')}", data=b"tiny", headers=auth) as r:
             assert r.status == 201

@@ -34,16 +34,11 @@ from ingest.server import HttpServer
 from ingest.settings import Secret
 from ingest.worker.store import Batch, Store
 from producer import Experiment
-from tests.conftest import DbFactory
-from tests.integration import test_api_server as server_tests
-from tests.integration.conftest import fetch, new_db, run_id, wait_for
-from tests.integration.test_api_server import TOKEN, error_of
-from tests.integration.test_e2e_sdk import Pipeline, pipeline, workspace  # noqa: F401
-from tests.integration.test_ingest_store import decoded, no_dlq
+from tests.integration.api_servers import API_TOKEN, error_of
+from tests.integration.helpers import NewDb, decoded, fetch, no_dlq, run_id, wait_for
+from tests.integration.pipelines import Pipeline, workspace
 
 pytestmark = pytest.mark.integration
-
-http = server_tests.http  # an aiohttp session, as the other API tests use
 
 #: Generous: the target is 1 s; the bound only catches "never" or "by polling at best".
 DELIVERY_BOUND_S = 5.0
@@ -88,10 +83,10 @@ class LiveApiFactory(Protocol):
 
 
 @pytest.fixture
-async def live_api_factory(db_factory: DbFactory,
+async def live_api_factory(new_db: NewDb,
                            tmp_path: Path) -> AsyncIterator[LiveApiFactory]:
     async with contextlib.AsyncExitStack() as stack:
-        dsn = await new_db(db_factory)
+        dsn = await new_db()
 
         async def start(*, token: str | None = None,
                         options: StreamOptions | None = None) -> LiveApi:
@@ -364,14 +359,14 @@ async def test_bad_requests_are_refused_before_streaming(
 
 async def test_auth_applies(live_api_factory: LiveApiFactory,
                             http: aiohttp.ClientSession) -> None:
-    api = await live_api_factory(token=TOKEN)
+    api = await live_api_factory(token=API_TOKEN)
     f = await started_run(api, target="cpu")
     for url in (api.events_url(f.run_id), f"{api.url}/v1/compute/cpu/events"):
         async with http.get(url) as r:
             assert r.status == 401
         async with http.get(url, headers={"Authorization": "Bearer wrong"}) as r:
             assert r.status == 403
-        async with subscribe(http, url, headers={"Authorization": f"Bearer {TOKEN}"}) as s:
+        async with subscribe(http, url, headers={"Authorization": f"Bearer {API_TOKEN}"}) as s:
             assert (await s.take(1))[0].event in ("status", "queue")
 
 
@@ -567,8 +562,7 @@ async def test_streams_survive_the_listener_losing_its_connection(
 
 
 async def test_sdk_to_worker_to_stream(
-    pipeline: Pipeline,  # noqa: F811
-    db_factory: DbFactory, tmp_path: Path, http: aiohttp.ClientSession,
+    pipeline: Pipeline, tmp_path: Path, http: aiohttp.ClientSession,
 ) -> None:
     """SDK → Kafka → ``runstream ingest`` process (NOTIFY at commit) → API → client."""
     app = create_app(blob_store=BlobStore(root=tmp_path / "blobs"),

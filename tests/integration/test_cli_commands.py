@@ -10,8 +10,8 @@ from pathlib import Path
 import asyncpg
 
 from producer import Experiment, Workspace
-from tests.conftest import StackInfo, TopicFactory
-from tests.integration.conftest import runstream
+from tests.helpers import StackInfo, TopicFactory
+from tests.integration.helpers import runstream
 
 
 async def test_demo_runs_the_product_example_and_everything_lands(stack: StackInfo) -> None:

@@ -19,64 +19,18 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from ingest.stack.kafka import topic_ends
-from producer import Experiment, Run, Workspace
-from tests.conftest import DbFactory, StackInfo, TopicFactory, unique
-from tests.integration.conftest import (
-    WorkerFactory,
-    WorkerProcess,
-    fetch,
-    new_db,
-    run_id,
-    stored_offsets_reach,
-    wait_for,
-)
+from producer import Experiment, Run
+from tests.integration.helpers import run_id
+from tests.integration.pipelines import Pipeline, workspace
 from tests.reliability import Reliability, storage_backend
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class Pipeline:
-    """One test's private slice of the stack: topic, database, group, worker process."""
-
-    bootstrap: str
-    api_url: str
-    topic: str
-    dsn: str
-    group: str
-    worker: WorkerProcess
-
-    async def drained(self, timeout_s: float = 60.0) -> None:
-        """Wait until the worker has stored (rows and offsets) every message now on the topic."""
-        ends = await topic_ends(self.bootstrap, self.topic)
-        await wait_for(stored_offsets_reach(self.dsn, self.topic, self.group, ends),
-                       timeout_s=timeout_s, what=f"the worker to store {ends} ({self.topic})")
-
-    async def rows(self, sql: str, *args: Any) -> list[dict[str, Any]]:
-        return await fetch(self.dsn, sql, *args)
-
-
-@pytest.fixture
-async def pipeline(stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory,
-                   worker_procs: WorkerFactory) -> AsyncIterator[Pipeline]:
-    topic, dsn = await topic_factory(partitions=4), await new_db(db_factory)
-    group = unique("e2e-")
-    proc = worker_procs.start(bootstrap=stack.kafka_bootstrap, topic=topic, dsn=dsn, group=group)
-    yield Pipeline(stack.kafka_bootstrap, stack.settings.api_url, topic, dsn, group, proc)
-    assert proc.stop() == 0, proc.output()
-
-
-def workspace(p: Pipeline, home: Path) -> Workspace:
-    return Workspace(kafka_bootstrap=p.bootstrap, api_url=p.api_url, home=home, topic=p.topic)
 
 
 async def blob(api_url: str, digest: str) -> bytes:

@@ -13,27 +13,21 @@ the durable set exactly once, in order, with no sequence gap per producer.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from pathlib import Path
 
 import pytest
 
-from ingest.bench.ledger import LedgerJob, RunPlan, Workload, check, job_env, series_points
-from ingest.stack.kafka import topic_ends
+from ingest.bench.ledger import RunPlan, Workload, job_env, series_points
 from producer._spool import list_segments, parse
 from schemas.codec import Codec
-from tests.conftest import DbFactory, StackInfo, TopicFactory, unique
-from tests.integration.conftest import (
-    WorkerFactory,
-    free_port,
-    new_db,
-    runstream,
-    stored_offsets_reach,
-    wait_for,
-)
-from tests.reliability import Reliability, storage_backend
+from tests.integration.faults import FaultRunFactory
+from tests.integration.helpers import runstream
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
+
+KILL_AFTER_TICKS = 45
 
 
 def spooled_events(spool_dir: Path) -> tuple[list[dict[str, object]], int]:
@@ -48,29 +42,25 @@ def spooled_events(spool_dir: Path) -> tuple[list[dict[str, object]], int]:
 
 
 async def test_producer_killed_9_then_sync_delivers_exactly_what_it_had_spooled(
-    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory,
-    worker_procs: WorkerFactory, tmp_path: Path, reliability: Reliability,
+    fault_run: FaultRunFactory, closed_port: int, tmp_path: Path,
 ) -> None:
     started = time.monotonic()
-    topic, dsn = await topic_factory(partitions=3), await new_db(db_factory)
-    group = unique("faults-pkill-")
+    run = await fault_run(partitions=3)
     home = tmp_path / "sdk"
-    workload = Workload(ticks=1000, points_per_tick=100, pace_s=0.02, checkpoint_every=10,
+    # At least 45 ticks, then on until the kill (the gate never opens).
+    workload = Workload(ticks=KILL_AFTER_TICKS, points_per_tick=100, pace_s=0.02,
+                        checkpoint_every=10, until_file=str(run.gate("never")),
                         runs=(RunPlan("parent", end="none"),
                               RunPlan("child", parent="parent", end="none")))
-    offline = job_env(kafka=f"127.0.0.1:{free_port()}", topic=topic, home=home)
-    job = LedgerJob(workload, env=offline, out=tmp_path / "job.out")
-    try:
-        await asyncio.to_thread(job.wait_ticks, 45)  # four checkpoints, and half a tick span
-        job.kill9()
-    finally:
-        job.stop()
+    job = run.start_job(workload, kafka=f"127.0.0.1:{closed_port}", home=home)
+    await asyncio.to_thread(job.wait_ticks, KILL_AFTER_TICKS)  # 4 checkpoints and a half
+    job.kill9()
+    assert job.proc.returncode == -signal.SIGKILL, "the job finished before it was killed"
     run_ids = job.run_ids()
     logged_ticks = job.ticks_done()
     last = [x for x in job.lines() if x.get("kind") == "tick" and x["checkpoint"]][-1]
     checkpointed_ticks = int(last["tick"]) + 1
     assert last["mode"] == "offline"
-    assert logged_ticks < workload.ticks, "the job finished before it was killed"
 
     events, torn = spooled_events(home / "spool" / "events")
     durable = series_points(events, {rid: key for key, rid in run_ids.items()})
@@ -84,28 +74,22 @@ async def test_producer_killed_9_then_sync_delivers_exactly_what_it_had_spooled(
         assert len(points) >= len(at_checkpoint[key]), key
     assert set(durable) == set(at_checkpoint)
 
-    worker = worker_procs.start(bootstrap=stack.kafka_bootstrap, topic=topic, dsn=dsn,
-                                group=group)
-    online = job_env(kafka=stack.kafka_bootstrap, topic=topic, home=home)
+    worker = run.start_worker()
+    online = job_env(kafka=run.bootstrap, topic=run.topic, home=home)
     synced = await asyncio.to_thread(runstream, "sync", env=online)
     assert synced.returncode == 0, synced.stdout + synced.stderr
     assert list_segments(home / "spool" / "events") == []
-    await wait_for(stored_offsets_reach(dsn, topic, group,
-                                        await topic_ends(stack.kafka_bootstrap, topic)),
-                   timeout_s=60, what="the worker to store the synced spool")
-    result = await check(dsn, workload, run_ids, expected=durable)
-    reliability.record(
+    result = await run.check(expected=durable)
+    await run.record(
+        result,
         guarantee="a producer killed mid-run loses only what was still in its memory; "
                   "`runstream sync` sends what it spooled",
         faults="SIGKILL of the job while Kafka is unreachable, then `runstream sync`",
-        events=result.events, points=result.points_expected, lost=result.lost,
-        doubled=result.doubled, storage=await storage_backend(dsn),
         notes=f"expected = the spool's content: {len(events):,} events, {durable_points:,} "
               f"durable points (torn bytes {torn}); killed after {logged_ticks} ticks, last "
               f"checkpoint at {checkpointed_ticks}",
         spooled_events=len(events), durable_points=durable_points, torn_bytes=torn,
-        ticks_logged=logged_ticks, ticks_checkpointed=checkpointed_ticks,
-        ledger=result.as_dict())
+        ticks_logged=logged_ticks, ticks_checkpointed=checkpointed_ticks)
     assert worker.stop() == 0, worker.output()
 
     assert result.ok, result.as_dict()

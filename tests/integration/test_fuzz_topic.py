@@ -40,8 +40,8 @@ from ingest.stack.kafka import topic_ends
 from ingest.worker.decode import MAX_TIME_US, MIN_TIME_US, decode_event
 from ingest.worker.service import run_worker
 from schemas.codec import Codec
-from tests.conftest import DbFactory, StackInfo, TopicFactory, unique
-from tests.integration.conftest import fetch, new_db, stored_offsets_reach, wait_for
+from tests.helpers import StackInfo, TopicFactory, unique
+from tests.integration.helpers import NewDb, fetch, stored_offsets_reach, wait_for
 from tests.reliability import BAD_INPUT, Reliability, storage_backend
 
 pytestmark = pytest.mark.integration
@@ -311,9 +311,9 @@ async def read_all(bootstrap: str, topic: str) -> list[Any]:
 
 
 async def test_garbage_on_the_events_topic_goes_to_the_dlq_and_never_stops_the_worker(
-    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory, reliability: Reliability
+    stack: StackInfo, topic_factory: TopicFactory, new_db: NewDb, reliability: Reliability
 ) -> None:
-    topic, dsn = await topic_factory(partitions=3), await new_db(db_factory)
+    topic, dsn = await topic_factory(partitions=3), await new_db()
     rng = random.Random(SEED)
     t0 = 1_800_000_000_000_000
     runs = [

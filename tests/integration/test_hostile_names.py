@@ -7,7 +7,7 @@ limits) straight through the store and reads them back through the API, proving 
 limits keep every index entry storable.
 
 Each test has its own topic, database, consumer group and API server (see
-``test_producer_read.py``, whose pipeline this reuses).
+the ``read_pipeline`` fixture, which test_producer_read.py uses too).
 """
 
 from __future__ import annotations
@@ -31,22 +31,11 @@ from ingest.bench.events import EventFactory, packed_series
 from ingest.bench.read import store_events
 from ingest.worker.decode import MAX_ID_CHARS, MAX_NAME_BYTES, MAX_PRODUCER_ID_CHARS
 from producer import Experiment, Run
-from tests.conftest import DbFactory
-from tests.integration import test_producer_read as read_side
-from tests.integration.conftest import fetch, new_db
-from tests.integration.test_producer_read import (
-    TOKEN,
-    ReadPipeline,
-    call,
-    mismatch,
-    start_api,
-)
+from tests.integration.helpers import NewDb, fetch
+from tests.integration.pipelines import READ_TOKEN, ReadPipeline, call, mismatch, start_api
 from tests.reliability import SECURITY, Reliability, storage_backend
 
 pytestmark = pytest.mark.integration
-
-#: The read-side tests' fixture: topic, database, worker process and API server per test.
-pipeline = read_side.pipeline
 
 #: Legal names (1..255 characters, no control characters) that must stay plain data.
 HOSTILE = [
@@ -139,8 +128,8 @@ async def data_tables(dsn: str) -> list[str]:
     return [r["t"] for r in rows]
 
 
-def http_json(pipeline: ReadPipeline, path: str) -> Any:
-    return get_json(pipeline.api_url + path)
+def http_json(read_pipeline: ReadPipeline, path: str) -> Any:
+    return get_json(read_pipeline.api_url + path)
 
 
 def same_text(got: list[str], want: list[str]) -> None:
@@ -150,11 +139,11 @@ def same_text(got: list[str], want: list[str]) -> None:
 
 
 async def test_hostile_names_and_text_round_trip_as_data(
-    pipeline: ReadPipeline, tmp_path: Path, reliability: Reliability
+    read_pipeline: ReadPipeline, tmp_path: Path, reliability: Reliability
 ) -> None:
-    tables_before = await data_tables(pipeline.dsn)
+    tables_before = await data_tables(read_pipeline.dsn)
     assert "runstream_data.runs" in tables_before
-    ws = pipeline.workspace()
+    ws = read_pipeline.workspace()
     tags: dict[str, str | None] = {
         key: HOSTILE_TEXT[(i + 7) % len(HOSTILE_TEXT)] for i, key in enumerate(HOSTILE)
     }
@@ -202,7 +191,7 @@ async def test_hostile_names_and_text_round_trip_as_data(
         return runs
 
     runs = await call(train)
-    await pipeline.drained()
+    await read_pipeline.drained()
     main, list_run, table_run = runs["metrics"], runs["lists"], runs["tables"]
 
     # -- through the SDK's read side -----------------------------------------------------
@@ -232,32 +221,34 @@ async def test_hostile_names_and_text_round_trip_as_data(
     # -- raw HTTP: names with '/', '?', '#', '%' quoted as one path segment ----------------
     for name in [n for n in metrics if set(n) & set("/?#%&=+\\. ")] + ["😀" * 255]:
         path = f"/v1/runs/{quote(main.id, safe='')}/metrics/{quote(name, safe='')}"
-        series = await call(http_json, pipeline, path)
+        series = await call(http_json, read_pipeline, path)
         assert (series["name"], series["run_id"]) == (name, main.id)
         assert [p["value"] for p in series["points"]] == [metrics[name]]
-        by_name = await call(http_json, pipeline, f"/v1/runs/{main.id}/metrics?name={quote(name)}")
+        by_name = await call(http_json, read_pipeline,
+                             f"/v1/runs/{main.id}/metrics?name={quote(name)}")
         assert by_name["metrics"] == {name: metrics[name]}
-    listed = await call(http_json, pipeline, f"/v1/runs?tag={quote(HOSTILE[0])}")
+    listed = await call(http_json, read_pipeline, f"/v1/runs?tag={quote(HOSTILE[0])}")
     assert [r["run_id"] for r in listed["runs"]] == [main.id]
     tag_and_value = quote(f"{HOSTILE[2]}:{tags[HOSTILE[2]]}")
-    listed = await call(http_json, pipeline, f"/v1/runs?tag={tag_and_value}")
+    listed = await call(http_json, read_pipeline, f"/v1/runs?tag={tag_and_value}")
     assert [r["run_id"] for r in listed["runs"]] == [main.id]
-    ordered = await call(http_json, pipeline, f"/v1/runs?order_by={quote('metric:' + HOSTILE[0])}")
+    ordered = await call(http_json, read_pipeline,
+                         f"/v1/runs?order_by={quote('metric:' + HOSTILE[0])}")
     assert ordered["runs"][0]["run_id"] == main.id
 
     # -- the analytics views ---------------------------------------------------------------
-    points = await pipeline.rows(
+    points = await read_pipeline.rows(
         "SELECT name, value, value_text, step FROM runstream.metric_points WHERE run_id = $1",
         main.id,
     )
     assert {r["name"]: r["value"] for r in points if r["name"] != TEXT_SERIES} == metrics
     texts = sorted((r["step"], r["value_text"]) for r in points if r["name"] == TEXT_SERIES)
     same_text([t for _, t in texts], HOSTILE_TEXT)
-    tag_rows = await pipeline.rows(
+    tag_rows = await read_pipeline.rows(
         "SELECT key, value FROM runstream.tags WHERE run_id = $1", main.id
     )
     assert {r["key"]: r["value"] for r in tag_rows} == tags
-    run_rows = await pipeline.rows(
+    run_rows = await read_pipeline.rows(
         "SELECT run_id, display_name, properties, experiment FROM runstream.runs"
     )
     by_id = {r["run_id"]: r for r in run_rows}
@@ -267,11 +258,11 @@ async def test_hostile_names_and_text_round_trip_as_data(
     assert (json.loads(stored_props) if isinstance(stored_props, str) else stored_props) == (
         properties
     )
-    artifact_rows = await pipeline.rows(
+    artifact_rows = await read_pipeline.rows(
         "SELECT name FROM runstream.artifacts WHERE run_id = $1 ORDER BY name", main.id
     )
     same_text([r["name"] for r in artifact_rows], sorted(files))
-    list_rows = await pipeline.rows(
+    list_rows = await read_pipeline.rows(
         "SELECT name, value_text FROM runstream.lists WHERE run_id = $1 AND kind = 'str' "
         "ORDER BY name, idx",
         list_run.id,
@@ -281,7 +272,7 @@ async def test_hostile_names_and_text_round_trip_as_data(
             [r["value_text"] for r in list_rows if r["name"] == name],
             [v for v in values if isinstance(v, str)],
         )
-    cell_rows = await pipeline.rows(
+    cell_rows = await read_pipeline.rows(
         "SELECT DISTINCT name, column_name FROM runstream.table_cells WHERE run_id = $1",
         table_run.id,
     )
@@ -290,10 +281,10 @@ async def test_hostile_names_and_text_round_trip_as_data(
     )
 
     # -- and nothing was executed, nothing dead-lettered ------------------------------------
-    dead = await pipeline.rows("SELECT reason, detail FROM runstream.dead_letters")
+    dead = await read_pipeline.rows("SELECT reason, detail FROM runstream.dead_letters")
     assert dead == []
-    assert await data_tables(pipeline.dsn) == tables_before
-    counted = await pipeline.rows("SELECT count(*) AS n FROM runstream_data.runs")
+    assert await data_tables(read_pipeline.dsn) == tables_before
+    counted = await read_pipeline.rows("SELECT count(*) AS n FROM runstream_data.runs")
     reliability.record(
         guarantee="SQL only with parameters: hostile names and text round-trip as data",
         faults=f"{len(HOSTILE)} hostile names (SQL, $1, %s, quotes, backticks, JSON, <script>, "
@@ -301,7 +292,7 @@ async def test_hostile_names_and_text_round_trip_as_data(
         f"properties, display names; {len(HOSTILE_TEXT)} hostile texts as values; "
         f"{len(HOSTILE_FILES)} hostile artifact names",
         points=len(points),
-        storage=await storage_backend(pipeline.dsn),
+        storage=await storage_backend(read_pipeline.dsn),
         section=SECURITY,
         notes=f"{counted[0]['n']} runs read back equal through the SDK, raw HTTP and the views; "
         f"{len(dead)} dead "
@@ -311,9 +302,9 @@ async def test_hostile_names_and_text_round_trip_as_data(
 
 
 async def test_experiment_names_allowed_round_trip_and_the_rest_are_refused_clearly(
-    pipeline: ReadPipeline,
+    read_pipeline: ReadPipeline,
 ) -> None:
-    ws = pipeline.workspace()
+    ws = read_pipeline.workspace()
     for name in REFUSED_EXPERIMENTS:
         with pytest.raises(ValueError, match=r"experiment name .* must be 1-255 letters, digits"):
             Experiment(ws, name)
@@ -331,8 +322,8 @@ async def test_experiment_names_allowed_round_trip_and_the_rest_are_refused_clea
         return runs
 
     runs = await call(train)
-    await pipeline.drained()
-    reader = pipeline.workspace("reader")
+    await read_pipeline.drained()
+    reader = read_pipeline.workspace("reader")
     for name, run in zip(EXPERIMENTS, runs, strict=True):
         assert run.id.startswith(f"{name}_")
         assert len(run.id) <= 255
@@ -341,18 +332,18 @@ async def test_experiment_names_allowed_round_trip_and_the_rest_are_refused_clea
         attached = await call(reader.get_run, run.id)
         assert attached.experiment.name == name
         assert await call(attached.get_metrics) == {"x": 1.0}
-    stored = await pipeline.rows("SELECT DISTINCT experiment FROM runstream.runs ORDER BY 1")
+    stored = await read_pipeline.rows("SELECT DISTINCT experiment FROM runstream.runs ORDER BY 1")
     assert [r["experiment"] for r in stored] == sorted(EXPERIMENTS)
 
 
 async def test_the_longest_names_the_worker_accepts_are_stored_and_served(
-    db_factory: DbFactory, tmp_path: Path
+    new_db: NewDb, tmp_path: Path
 ) -> None:
     """Names at the decode limits (1024 UTF-8 bytes of 4-byte characters; a 256-character
     run id of 4-byte characters; a 64-character producer id) fit every index: the store
     takes them and the API serves them back. (PostgreSQL refuses index entries over 2704
     bytes: a 700-character name of 4-byte characters would not fit beside such a run id.)"""
-    dsn = await new_db(db_factory)
+    dsn = await new_db()
     blobs = BlobStore(root=tmp_path / "blobs")
     name = "😀" * (MAX_NAME_BYTES // 4)
     rid = "😀" * MAX_ID_CHARS
@@ -377,7 +368,8 @@ async def test_the_longest_names_the_worker_accepts_are_stored_and_served(
 
     async with AsyncExitStack() as exits:
         url = await start_api(
-            exits, dsn=dsn, blob_root=tmp_path / "blobs", token=TOKEN, registry=CollectorRegistry()
+            exits, dsn=dsn, blob_root=tmp_path / "blobs", token=READ_TOKEN,
+            registry=CollectorRegistry(),
         )
         # Raw HTTP: the SDK's own run-id limit (255 characters) is under this one.
         run_path = f"{url}/v1/runs/{quote(rid, safe='')}"
@@ -398,7 +390,7 @@ async def test_the_longest_names_the_worker_accepts_are_stored_and_served(
 
 
 def get_bytes(url: str) -> bytes:
-    auth = {"Authorization": f"Bearer {TOKEN}"}
+    auth = {"Authorization": f"Bearer {READ_TOKEN}"}
     request = urllib.request.Request(url, headers=auth)  # noqa: S310 - the test's http server
     with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
         body: bytes = answer.read()
@@ -417,9 +409,9 @@ def get_json(url: str) -> Any:
     "decode_non_finite)",
 )
 async def test_strings_spelled_like_non_finite_floats_read_back_as_strings(
-    pipeline: ReadPipeline,
+    read_pipeline: ReadPipeline,
 ) -> None:
-    ws = pipeline.workspace()
+    ws = read_pipeline.workspace()
 
     def train() -> Run:
         with Experiment(ws, "spelled").start_logging(outputs_dir=None) as run:
@@ -431,8 +423,8 @@ async def test_strings_spelled_like_non_finite_floats_read_back_as_strings(
         return run
 
     run = await call(train)
-    await pipeline.drained()
-    stored = await pipeline.rows(
+    await read_pipeline.drained()
+    stored = await read_pipeline.rows(
         "SELECT value_text, kind FROM runstream.lists WHERE run_id = $1 ORDER BY idx", run.id
     )
     assert [(r["value_text"], r["kind"]) for r in stored] == [

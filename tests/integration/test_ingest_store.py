@@ -17,22 +17,12 @@ from ingest.db.migrate import available_migrations, migrate
 from ingest.db.reads import ReadStore
 from ingest.db.runstatus import STATUS_RANK, derive_status
 from ingest.errors import StoreError
-from ingest.worker.decode import DeadLetter, Event, decode_event
+from ingest.worker.decode import DeadLetter, Event
 from ingest.worker.store import Batch, Store
-from schemas.codec import Codec
-from tests.conftest import DbFactory
-from tests.integration.conftest import enable_timescaledb
+from tests.helpers import DbFactory
+from tests.integration.helpers import decoded, enable_timescaledb, no_dlq
 
-CODEC = Codec()
 YEAR_US = 365 * 24 * 3600 * 1_000_000
-
-
-def decoded(*events: dict[str, Any]) -> list[Event]:
-    return [decode_event(CODEC, CODEC.encode(e)) for e in events]
-
-
-async def no_dlq(dead: Sequence[DeadLetter]) -> None:
-    raise AssertionError(f"unexpected dead letters {dead}")
 
 
 @pytest.fixture(params=["partitioned", "timescaledb"])

@@ -5,10 +5,10 @@ events out of order, several workers and kill -9."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import random
-import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -25,12 +25,13 @@ from ingest.bench.events import EventFactory, packed_series
 from ingest.settings import Secret
 from ingest.worker.service import run_worker
 from schemas.codec import Codec
-from tests.conftest import DbFactory, StackInfo, TopicFactory, unique
-from tests.integration.conftest import (
+from tests.helpers import StackInfo, TopicFactory, unique
+from tests.integration.helpers import (
+    NewDb,
     WorkerFactory,
     WorkerProcess,
     fetch,
-    new_db,
+    logged_url,
     run_id,
     stored_offsets_reach,
     wait_for,
@@ -92,9 +93,9 @@ async def snapshot(dsn: str) -> dict[str, list[str]]:
 
 @BACKENDS
 async def test_every_payload_kind_lands_in_the_views_as_sent(
-    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory, backend: str
+    stack: StackInfo, topic_factory: TopicFactory, new_db: NewDb, backend: str
 ) -> None:
-    topic, dsn = await topic_factory(partitions=3), await new_db(db_factory, backend)
+    topic, dsn = await topic_factory(partitions=3), await new_db(backend)
     rid = run_id("diabetes")
     f = EventFactory(rid, experiment="diabetes")
     t0 = 1_700_000_000_000_000
@@ -168,10 +169,10 @@ async def test_every_payload_kind_lands_in_the_views_as_sent(
 
 @BACKENDS
 async def test_duplicates_and_replay_from_offset_zero_change_nothing(
-    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory, backend: str,
+    stack: StackInfo, topic_factory: TopicFactory, new_db: NewDb, backend: str,
     reliability: Reliability,
 ) -> None:
-    topic, dsn = await topic_factory(partitions=4), await new_db(db_factory, backend)
+    topic, dsn = await topic_factory(partitions=4), await new_db(backend)
     messages = []
     for r in range(6):
         f = EventFactory(run_id())
@@ -220,10 +221,10 @@ def _truncated(data: bytes) -> bytes:
 
 
 async def test_poison_messages_go_to_the_dlq_and_neighbours_stay_intact(
-    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory,
+    stack: StackInfo, topic_factory: TopicFactory, new_db: NewDb,
     reliability: Reliability,
 ) -> None:
-    topic, dsn = await topic_factory(partitions=1), await new_db(db_factory)
+    topic, dsn = await topic_factory(partitions=1), await new_db()
     f = EventFactory(run_id())
     good = [f.metrics(packed_series("m", [float(i)], steps=[i])) for i in range(6)]
     bad_arrays = f.metrics(packed_series("m", [1.0, 2.0]))
@@ -298,10 +299,10 @@ async def test_poison_messages_go_to_the_dlq_and_neighbours_stay_intact(
 
 
 async def test_lifecycle_out_of_order_gives_final_status_and_queue_counts(
-    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory,
+    stack: StackInfo, topic_factory: TopicFactory, new_db: NewDb,
     reliability: Reliability,
 ) -> None:
-    topic, dsn = await topic_factory(partitions=3), await new_db(db_factory)
+    topic, dsn = await topic_factory(partitions=3), await new_db()
     t0 = 1_700_000_000_000_000
     s = 1_000_000
     plans = {  # final status → the lifecycle it went through (seconds after t0)
@@ -361,10 +362,10 @@ async def test_lifecycle_out_of_order_gives_final_status_and_queue_counts(
 
 
 async def test_workers_sharing_a_group_store_everything_once(
-    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory,
+    stack: StackInfo, topic_factory: TopicFactory, new_db: NewDb,
     reliability: Reliability,
 ) -> None:
-    topic, dsn = await topic_factory(partitions=6), await new_db(db_factory)
+    topic, dsn = await topic_factory(partitions=6), await new_db()
     group = unique("shared-")
     factories = [EventFactory(run_id(), rank=r % 2) for r in range(12)]
 
@@ -395,10 +396,10 @@ async def test_workers_sharing_a_group_store_everything_once(
 
 
 async def test_kill_9_mid_stream_loses_and_doubles_nothing(
-    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory,
+    stack: StackInfo, topic_factory: TopicFactory, new_db: NewDb,
     worker_procs: WorkerFactory, reliability: Reliability,
 ) -> None:
-    topic, dsn = await topic_factory(partitions=4), await new_db(db_factory)
+    topic, dsn = await topic_factory(partitions=4), await new_db()
     group = unique("crash-")
 
     def start_worker() -> WorkerProcess:
@@ -469,10 +470,10 @@ async def test_kill_9_mid_stream_loses_and_doubles_nothing(
 
 
 async def test_an_event_the_database_rejects_is_dead_lettered_not_stalling(
-    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory,
+    stack: StackInfo, topic_factory: TopicFactory, new_db: NewDb,
     reliability: Reliability,
 ) -> None:
-    topic, dsn = await topic_factory(partitions=1), await new_db(db_factory)
+    topic, dsn = await topic_factory(partitions=1), await new_db()
     conn = await asyncpg.connect(dsn)
     try:  # a rule the decoder does not know about, enforced by the database itself
         await conn.execute("ALTER TABLE runstream_data.tags "
@@ -504,33 +505,34 @@ async def test_an_event_the_database_rejects_is_dead_lettered_not_stalling(
 
 
 async def test_worker_serves_prometheus_metrics(
-    stack: StackInfo, topic_factory: TopicFactory, db_factory: DbFactory
+    stack: StackInfo, topic_factory: TopicFactory, new_db: NewDb,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    topic, dsn = await topic_factory(partitions=2), await new_db(db_factory)
+    caplog.set_level(logging.INFO, logger="ingest.server")
+    topic, dsn = await topic_factory(partitions=2), await new_db()
     f = EventFactory(run_id())
     good = encoded(f.lifecycle("Queued", compute_target="tpu-pod"),
                    f.metrics(packed_series("m", [1.0] * 10)))
     ends = await produce(stack.kafka_bootstrap, topic, [*good, (b"k", b"garbage")])
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     settings = replace(stack.settings, topic=topic, db_dsn=Secret(dsn))
     stop = asyncio.Event()
     group = unique("metrics-")
+    # Port 0: the worker binds a free port itself and logs which one it got.
     task = asyncio.create_task(run_worker(settings, dsn=dsn, group_id=group, stop=stop,
-                                          registry=CollectorRegistry(), metrics_port=port,
+                                          registry=CollectorRegistry(), metrics_port=0,
                                           handle_signals=False))
     try:
+        metrics = f"{await logged_url(caplog, 'metrics', task)}/metrics"
         await wait_for(stored_offsets_reach(dsn, topic, group, ends), what="the events")
         async with aiohttp.ClientSession() as http:
             async def scraped() -> bool:
-                async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                async with http.get(metrics) as resp:
                     assert resp.status == 200
                     text = await resp.text()
                 return "runstream_log_to_commit_seconds_count 2.0" in text
 
             await wait_for(scraped, timeout_s=30, what="the worker's metrics")
-            async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+            async with http.get(metrics) as resp:
                 text = await resp.text()
     finally:
         stop.set()

@@ -23,7 +23,7 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,22 +31,19 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from ingest.settings import Settings
-from ingest.stack.kafka import (
-    KafkaNode,
-    SecuredListener,
-    ensure_topics,
-    kafka_healthy,
-    kafka_version,
-    pom_path,
-    topic_ends,
-)
+from ingest.stack.kafka import SecuredListener, ensure_topics, kafka_healthy, topic_ends
 from ingest.stack.procs import StackError
 from ingest.worker.service import run_worker
-from producer import Experiment, ProducerTimeoutError, Workspace
-from producer._kafka_security import KafkaSecurity, security_failure
-from tests.conftest import DbFactory, StackInfo, unique
-from tests.integration.conftest import fetch, free_port, new_db, stored_offsets_reach, wait_for
-from tests.integration.test_e2e_faults import no_resource_warnings
+from producer import Experiment, KafkaSecurity, ProducerTimeoutError, Workspace
+from tests.helpers import StackInfo, unique
+from tests.integration.helpers import (
+    NewDb,
+    fetch,
+    start_broker,
+    stop_broker,
+    stored_offsets_reach,
+    wait_for,
+)
 from tests.reliability import SECURITY, Reliability, storage_backend
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -192,18 +189,12 @@ class Broker:
         return KafkaSecurity.from_env(self.sasl_env())
 
 
-def start_node(pki: Pki, *, jars_from: Path, tmp: pytest.TempPathFactory) -> KafkaNode:
-    """A started broker with the secured listeners, on ports free right now.
+def secured_listeners(pki: Pki) -> Callable[[int], SecuredListener]:
+    """The SASL_SSL and mutual-TLS listeners on the two ports after the plaintext one and
+    the controller's."""
 
-    Ports are probed, then bound by the JVM seconds later; on a busy machine another
-    process may take one meanwhile, so a start that fails on a taken port is retried on
-    fresh ones.
-    """
-    libs = f"libs-{kafka_version(pom_path())}"
-    cached = jars_from / "stack" / "kafka" / libs
-    for _ in range(3):
-        port = free_port(span=4)  # plaintext, controller, SASL_SSL, mutual TLS
-        secured = SecuredListener(
+    def build(port: int) -> SecuredListener:
+        return SecuredListener(
             port=port + 2,
             mtls_port=port + 3,
             cert_file=pki.server_cert,
@@ -212,29 +203,15 @@ def start_node(pki: Pki, *, jars_from: Path, tmp: pytest.TempPathFactory) -> Kaf
             scram_users={USER: PASSWORD},
             mechanism="SCRAM-SHA-512",
         )
-        node = KafkaNode(
-            home=tmp.mktemp("secured-broker"), bootstrap=f"127.0.0.1:{port}", secured=secured
-        )
-        if cached.is_dir():
-            node.dir.mkdir(parents=True, exist_ok=True)
-            (node.dir / libs).symlink_to(cached, target_is_directory=True)
-        try:
-            with no_resource_warnings():
-                node.start()
-        except StackError as exc:
-            log = node.dir / "kafka.log"
-            text = log.read_text(errors="replace") if log.exists() else "(no log)"
-            if "Address already in use" in text:
-                continue
-            pytest.fail(f"{exc}\n{text[-4000:]}")
-        return node
-    pytest.fail("no free ports for the secured broker in three tries")
+
+    return build
 
 
 @pytest.fixture(scope="module")
 def broker(stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     pki = make_pki(tmp_path_factory.mktemp("pki"))
-    node = start_node(pki, jars_from=stack.settings.home, tmp=tmp_path_factory)
+    node = start_broker(tmp_path_factory.mktemp("secured-broker"), jars_from=stack.settings.home,
+                        secured=secured_listeners(pki))
     assert node.secured is not None
     try:
         yield Broker(
@@ -244,8 +221,7 @@ def broker(stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             mtls=f"127.0.0.1:{node.secured.mtls_port}",
         )
     finally:
-        with no_resource_warnings():
-            node.stop()
+        stop_broker(node)
 
 
 def assert_no_secret(*texts: object) -> None:
@@ -277,14 +253,14 @@ async def test_topics_are_created_over_sasl_ssl(broker: Broker) -> None:
 
 async def test_sdk_over_sasl_ssl_and_a_worker_over_mutual_tls_store_each_point_once(
     broker: Broker,
-    db_factory: DbFactory,
+    new_db: NewDb,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
     reliability: Reliability,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     started = time.monotonic()
-    topic, dsn = unique("sec."), await new_db(db_factory)
+    topic, dsn = unique("sec."), await new_db()
     await ensure_topics(
         broker.sasl_ssl, [topic, f"{topic}.dlq"], partitions=3, security=broker.alice
     )
@@ -384,7 +360,7 @@ async def test_sdk_over_sasl_ssl_and_a_worker_over_mutual_tls_store_each_point_o
 
 
 async def test_a_wrong_password_is_refused_clearly_and_never_shown(
-    broker: Broker, db_factory: DbFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    broker: Broker, new_db: NewDb, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     refused = f"refused the SCRAM-SHA-512 login of user '{USER}'"
@@ -401,7 +377,7 @@ async def test_a_wrong_password_is_refused_clearly_and_never_shown(
     assert not await kafka_healthy(broker.sasl_ssl, security=wrong)
 
     # The ingest worker: exits non-zero, its log says why.
-    dsn = await new_db(db_factory)
+    dsn = await new_db()
     settings = Settings.from_env(
         {
             **wrong_env,
@@ -513,13 +489,13 @@ async def test_clients_without_tls_or_the_right_ca_or_a_client_certificate_canno
         }
     )
     assert not await kafka_healthy(broker.mtls, security=no_cert)
-    failure = await security_failure(broker.mtls, no_cert)
+    failure = await no_cert.diagnose(broker.mtls)
     assert failure is not None
     assert "client certificate" in str(failure)
 
     # A TLS client on the plaintext port is told it is not a TLS listener.
     tls_on_plain = KafkaSecurity.from_env({**broker.mtls_env(), "RUNSTREAM_KAFKA": broker.plain})
     assert not await kafka_healthy(broker.plain, security=tls_on_plain)
-    failure = await security_failure(broker.plain, tls_on_plain)
+    failure = await tls_on_plain.diagnose(broker.plain)
     assert failure is not None
     assert "TLS listener" in str(failure)

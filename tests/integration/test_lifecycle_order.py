@@ -30,8 +30,7 @@ from ingest.db.runstatus import STATUS_COLUMNS, STATUS_RANK, TERMINAL
 from ingest.worker.decode import DeadLetter, decode_event
 from ingest.worker.store import Batch, Store
 from schemas.codec import Codec
-from tests.conftest import DbFactory
-from tests.integration.conftest import fetch, new_db
+from tests.integration.helpers import NewDb, fetch
 from tests.reliability import BAD_INPUT, Reliability, storage_backend
 
 pytestmark = pytest.mark.integration
@@ -233,9 +232,9 @@ ORDER BY v.run_id
 
 
 async def test_any_order_and_batching_of_lifecycle_events_gives_one_final_row(
-    db_factory: DbFactory, reliability: Reliability
+    new_db: NewDb, reliability: Reliability
 ) -> None:
-    dsn = await new_db(db_factory)
+    dsn = await new_db()
     rng = random.Random(20261128)
     for seq in HAND_WRITTEN:  # the hand-written expectations are the rule's too
         assert expected_by_the_rule(seq.steps) == (seq.status, seq.error, seq.times), seq.name

@@ -28,8 +28,7 @@ from ingest.bench.events import EventFactory
 from ingest.bench.read import store_events
 from ingest.server import HttpServer
 from ingest.settings import Secret
-from tests.conftest import DbFactory
-from tests.integration.conftest import new_db, run_id
+from tests.integration.helpers import NewDb, run_id
 
 pytestmark = pytest.mark.integration
 
@@ -138,8 +137,8 @@ HOSTILE_FILES = {
 
 
 @pytest.fixture
-async def limits_api(db_factory: DbFactory, tmp_path: Path) -> AsyncIterator[LimitsApi]:
-    dsn = await new_db(db_factory)
+async def limits_api(new_db: NewDb, tmp_path: Path) -> AsyncIterator[LimitsApi]:
+    dsn = await new_db()
     secret = b"secret outside the blob store " + os.urandom(8).hex().encode()
     secret_path = tmp_path / "secret.txt"
     secret_path.write_bytes(secret)
@@ -231,9 +230,9 @@ async def test_the_blob_route_takes_only_digests(limits_api: LimitsApi) -> None:
 
 
 async def test_a_stored_content_type_no_header_can_carry_is_not_a_server_error(
-    db_factory: DbFactory, tmp_path: Path
+    new_db: NewDb, tmp_path: Path
 ) -> None:
-    dsn = await new_db(db_factory)
+    dsn = await new_db()
     blobs = BlobStore(root=tmp_path / "blobs")
     data = b"bytes of a file with a broken content type"
     await blobs.put(sha(data), _chunks(data))

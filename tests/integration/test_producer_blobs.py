@@ -9,46 +9,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import socket
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 
-from ingest.api.app import create_app
-from ingest.api.blobstore import BlobStore
-from ingest.server import HttpServer
-from ingest.settings import Secret
 from producer import Experiment, Workspace, sync
 from producer._blobs import list_staged
-from tests.conftest import StackInfo, TopicFactory
+from tests.helpers import StackInfo, TopicFactory
+from tests.integration.api_servers import ApiFactory
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "producer-test-token"  # noqa: S105 - a test credential
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[tuple[str, BlobStore]]:
-    store = BlobStore(root=tmp_path / "server-blobs")
-    app = create_app(blob_store=store, registry=CollectorRegistry(), token=Secret(TOKEN))
-    async with AsyncExitStack() as stack:
-        server = await stack.enter_async_context(HttpServer(app, host="127.0.0.1", port=0))
-        yield server.url, store
-
-
 async def test_files_and_images_reach_the_blob_store(
-    api: tuple[str, BlobStore], stack: StackInfo, topic_factory: TopicFactory, tmp_path: Path
+    api_factory: ApiFactory, stack: StackInfo, topic_factory: TopicFactory, tmp_path: Path
 ) -> None:
-    url, store = api
+    api = await api_factory(token=TOKEN)
+    url, store = api.url, api.store
     topic = await topic_factory(partitions=1)
     ws = Workspace(
         kafka_bootstrap=stack.kafka_bootstrap,
@@ -87,16 +66,18 @@ async def test_files_and_images_reach_the_blob_store(
 
 
 async def test_blobs_wait_on_disk_while_the_api_is_down_then_sync_uploads_them(
-    api: tuple[str, BlobStore], stack: StackInfo, topic_factory: TopicFactory, tmp_path: Path
+    api_factory: ApiFactory, stack: StackInfo, topic_factory: TopicFactory, tmp_path: Path,
+    closed_port: int,
 ) -> None:
-    url, store = api
+    api = await api_factory(token=TOKEN)
+    url, store = api.url, api.store
     topic = await topic_factory(partitions=1)
     home = tmp_path / "client"
     down = Workspace(
         kafka_bootstrap=stack.kafka_bootstrap,
         topic=topic,
         home=home,
-        api_url=f"http://127.0.0.1:{closed_port()}",
+        api_url=f"http://127.0.0.1:{closed_port}",
         token=TOKEN,
     )
     payload = b"checkpoint" * 50_000
@@ -123,9 +104,10 @@ async def test_blobs_wait_on_disk_while_the_api_is_down_then_sync_uploads_them(
 
 
 async def test_a_wrong_token_keeps_the_bytes_for_later(
-    api: tuple[str, BlobStore], tmp_path: Path
+    api_factory: ApiFactory, tmp_path: Path
 ) -> None:
-    url, store = api
+    api = await api_factory(token=TOKEN)
+    url, store = api.url, api.store
     staged = Workspace(api_url=url, token="wrong", home=tmp_path)  # noqa: S106
     staged.blob_dir.mkdir(parents=True)
     digest = hashlib.sha256(b"kept").hexdigest()

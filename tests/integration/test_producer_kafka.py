@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -25,20 +24,12 @@ from aiokafka import AIOKafkaConsumer
 from producer import Experiment, ProducerOptions, Run, Workspace, sync
 from producer._spool import list_segments, parse
 from schemas.codec import Codec
-from tests.conftest import StackInfo, TopicFactory
-from tests.unit.test_producer_batch import run_points
+from tests.helpers import StackInfo, TopicFactory, run_points
 
 pytestmark = pytest.mark.integration
 
 CODEC = Codec()
 NO_API = "http://127.0.0.1:9"
-
-
-def closed_port() -> int:
-    """A local port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def consume(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0) -> list[Any]:
@@ -153,11 +144,11 @@ async def test_every_call_arrives_exactly_as_logged(
 
 
 async def test_unreachable_broker_spools_fast_then_sync_delivers_original_events(
-    stack: StackInfo, topic_factory: TopicFactory, tmp_path: Path
+    stack: StackInfo, topic_factory: TopicFactory, tmp_path: Path, closed_port: int
 ) -> None:
     topic = await topic_factory(partitions=3)
     offline = Workspace(
-        kafka_bootstrap=f"127.0.0.1:{closed_port()}", topic=topic, home=tmp_path, api_url=NO_API
+        kafka_bootstrap=f"127.0.0.1:{closed_port}", topic=topic, home=tmp_path, api_url=NO_API
     )
     n = 50_000
 

@@ -20,19 +20,14 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ingest.api.app import create_app
-from ingest.api.blobstore import BlobStore
-from ingest.server import HttpServer
-from ingest.settings import Secret
 from producer import (
     ApiError,
     Experiment,
@@ -42,56 +37,11 @@ from producer import (
     Run,
     Workspace,
 )
-from tests.conftest import DbFactory, StackInfo, TopicFactory, unique
-from tests.integration.conftest import WorkerFactory, new_db, run_id
-from tests.integration.test_e2e_sdk import Pipeline
+from tests.helpers import unique
+from tests.integration.helpers import NewDb, run_id
+from tests.integration.pipelines import READ_TOKEN, ReadPipeline, call, mismatch, start_api
 
 pytestmark = pytest.mark.integration
-
-T = TypeVar("T")
-TOKEN = "read-side-token"  # noqa: S105 - a test credential
-
-
-@dataclass
-class ReadPipeline(Pipeline):
-    """The e2e pipeline plus this test's API server and a home for each SDK process."""
-
-    home: Path = Path()
-    api_registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-
-    def workspace(self, name: str = "sdk", *, token: str = TOKEN) -> Workspace:
-        return Workspace(
-            kafka_bootstrap=self.bootstrap,
-            api_url=self.api_url,
-            home=self.home / name,
-            topic=self.topic,
-            token=token,
-        )
-
-    def env(self, name: str) -> dict[str, str]:
-        return {
-            **os.environ,
-            "RUNSTREAM_KAFKA": self.bootstrap,
-            "RUNSTREAM_TOPIC": self.topic,
-            "RUNSTREAM_API": self.api_url,
-            "RUNSTREAM_TOKEN": TOKEN,
-            "RUNSTREAM_HOME": str(self.home / name),
-        }
-
-
-async def start_api(
-    exits: AsyncExitStack, *, dsn: str, blob_root: Path, token: str, registry: CollectorRegistry
-) -> str:
-    """The real API over the test's database and blob directory; its URL."""
-    app = create_app(
-        blob_store=BlobStore(root=blob_root),
-        registry=registry,
-        token=Secret(token),
-        db_dsn=Secret(dsn),
-    )
-    server = await exits.enter_async_context(HttpServer(app, host="127.0.0.1", port=0))
-    return server.url
-
 
 def requests_to(registry: CollectorRegistry, route: str) -> float:
     """Requests the API has answered on ``route`` (a route template)."""
@@ -103,63 +53,11 @@ def requests_to(registry: CollectorRegistry, route: str) -> float:
     )
 
 
-@pytest.fixture
-async def pipeline(
-    stack: StackInfo,
-    topic_factory: TopicFactory,
-    db_factory: DbFactory,
-    worker_procs: WorkerFactory,
-    tmp_path: Path,
-) -> AsyncIterator[ReadPipeline]:
-    topic, dsn = await topic_factory(partitions=2), await new_db(db_factory)
-    group = unique("read-")
-    proc = worker_procs.start(bootstrap=stack.kafka_bootstrap, topic=topic, dsn=dsn, group=group)
-    registry = CollectorRegistry()
-    async with AsyncExitStack() as exits:
-        url = await start_api(
-            exits, dsn=dsn, blob_root=tmp_path / "server-blobs", token=TOKEN, registry=registry
-        )
-        yield ReadPipeline(
-            stack.kafka_bootstrap,
-            url,
-            topic,
-            dsn,
-            group,
-            proc,
-            home=tmp_path,
-            api_registry=registry,
-        )
-    assert proc.stop() == 0, proc.output()
-
-
-async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    return await asyncio.to_thread(fn, *args, **kwargs)
-
-
-def mismatch(got: object, want: object, path: str = "") -> str | None:
-    """Where ``got`` differs from ``want``: deep, NaN equals NaN, types must match (1 is not
-    1.0 or True); None when they are the same."""
-    if isinstance(got, dict) and isinstance(want, dict):
-        if list(got) != list(want) and set(got) != set(want):
-            return f"{path or 'top'}: keys {sorted(got)} != {sorted(want)}"
-        return next((m for k in want if (m := mismatch(got[k], want[k], f"{path}/{k}"))), None)
-    if isinstance(got, list) and isinstance(want, list):
-        if len(got) != len(want):
-            return f"{path}: {len(got)} items, not {len(want)}"
-        pairs = enumerate(zip(got, want, strict=True))
-        return next((m for i, (g, w) in pairs if (m := mismatch(g, w, f"{path}[{i}]"))), None)
-    if isinstance(got, float) and isinstance(want, float) and math.isnan(got) and math.isnan(want):
-        return None
-    if type(got) is type(want) and got == want:
-        return None
-    return f"{path}: {got!r} ({type(got).__name__}) != {want!r} ({type(want).__name__})"
-
-
 # ---- metrics --------------------------------------------------------------------------
 
 
-async def test_get_metrics_gives_back_exactly_what_was_logged(pipeline: ReadPipeline) -> None:
-    ws = pipeline.workspace()
+async def test_get_metrics_gives_back_exactly_what_was_logged(read_pipeline: ReadPipeline) -> None:
+    ws = read_pipeline.workspace()
     mixed: list[Any] = [1.5, 2, True, "warm start", math.nan, math.inf, -math.inf, False, -7]
     expected: dict[str, Any] = {
         "alpha": 0.5,
@@ -197,21 +95,23 @@ async def test_get_metrics_gives_back_exactly_what_was_logged(pipeline: ReadPipe
         return run
 
     run = await call(train)
-    await pipeline.drained()
+    await read_pipeline.drained()
 
     got = await call(run.get_metrics)
     assert mismatch(got, expected) is None
     assert mismatch(await call(run.get_metrics, "loss"), {"loss": expected["loss"]}) is None
     both = await call(run.get_metrics, ["Sine", "alpha", "no such metric"])
     assert mismatch(both, {"Sine": expected["Sine"], "alpha": 0.5}) is None
-    attached = await call(pipeline.workspace("reader").get_run, run.id)
+    attached = await call(read_pipeline.workspace("reader").get_run, run.id)
     assert mismatch(await call(attached.get_metrics), expected) is None
 
 
-async def test_distributed_ranks_read_back_in_step_rank_time_order(pipeline: ReadPipeline) -> None:
+async def test_distributed_ranks_read_back_in_step_rank_time_order(
+    read_pipeline: ReadPipeline,
+) -> None:
     rid = run_id("dist")
     world = 3
-    workspaces = [pipeline.workspace(f"rank{rank}") for rank in range(world)]
+    workspaces = [read_pipeline.workspace(f"rank{rank}") for rank in range(world)]
     start = threading.Barrier(world)
 
     def rank_main(rank: int) -> None:
@@ -233,9 +133,9 @@ async def test_distributed_ranks_read_back_in_step_rank_time_order(pipeline: Rea
         workspaces[rank].close(30.0)
 
     await asyncio.gather(*(call(rank_main, rank) for rank in range(world)))
-    await pipeline.drained()
+    await read_pipeline.drained()
 
-    reader = pipeline.workspace("reader")
+    reader = read_pipeline.workspace("reader")
     got = await call(lambda: reader.get_run(rid).get_metrics())
     expected_loss = []
     for step in range(200):
@@ -247,8 +147,10 @@ async def test_distributed_ranks_read_back_in_step_rank_time_order(pipeline: Rea
     assert mismatch(got["tokens"], [rank for _ in range(200) for rank in range(world)]) is None
 
 
-async def test_a_script_reads_its_own_writes_within_a_second_or_so(pipeline: ReadPipeline) -> None:
-    ws = pipeline.workspace()
+async def test_a_script_reads_its_own_writes_within_a_second_or_so(
+    read_pipeline: ReadPipeline,
+) -> None:
+    ws = read_pipeline.workspace()
 
     def script() -> tuple[str, float, dict[str, Any]]:
         run = Experiment(ws, "own").start_logging(outputs_dir=None)
@@ -274,9 +176,9 @@ async def test_a_script_reads_its_own_writes_within_a_second_or_so(pipeline: Rea
 
 
 async def test_files_round_trip_through_download_file(
-    pipeline: ReadPipeline, tmp_path: Path
+    read_pipeline: ReadPipeline, tmp_path: Path
 ) -> None:
-    ws = pipeline.workspace()
+    ws = read_pipeline.workspace()
     model = os.urandom(700_000)
     png = b"\x89PNG\r\n\x1a\n" + os.urandom(2000)
     outputs = tmp_path / "outputs"
@@ -299,7 +201,7 @@ async def test_files_round_trip_through_download_file(
         return run
 
     run = await call(train)
-    await pipeline.drained()
+    await read_pipeline.drained()
 
     assert sorted(await call(run.get_file_names)) == sorted(expected)
     downloads = tmp_path / "downloads"
@@ -317,8 +219,8 @@ async def test_files_round_trip_through_download_file(
 # ---- status and details -------------------------------------------------------------------
 
 
-async def test_status_details_and_portal_url(pipeline: ReadPipeline) -> None:
-    ws = pipeline.workspace()
+async def test_status_details_and_portal_url(read_pipeline: ReadPipeline) -> None:
+    ws = read_pipeline.workspace()
 
     def train() -> tuple[Run, Run, Run]:
         exp = Experiment(ws, "details")
@@ -341,7 +243,7 @@ async def test_status_details_and_portal_url(pipeline: ReadPipeline) -> None:
         return run, child, failed
 
     run, child, failed = await call(train)
-    await pipeline.drained()
+    await read_pipeline.drained()
 
     details = await call(run.get_details)
     assert details["run_id"] == run.id
@@ -356,7 +258,7 @@ async def test_status_details_and_portal_url(pipeline: ReadPipeline) -> None:
     assert times["Running"] is not None
     assert times["Completed"] is not None
     assert times["Failed"] is None
-    assert details["portal_url"] == f"{pipeline.api_url}/v1/runs/{run.id}"
+    assert details["portal_url"] == f"{read_pipeline.api_url}/v1/runs/{run.id}"
     assert await call(run.get_portal_url) == details["portal_url"]
     assert await call(run.get_status) == "Completed"
 
@@ -366,21 +268,21 @@ async def test_status_details_and_portal_url(pipeline: ReadPipeline) -> None:
 
 
 @pytest.fixture
-async def api_url(db_factory: DbFactory, tmp_path: Path) -> AsyncIterator[str]:
+async def api_url(new_db: NewDb, tmp_path: Path) -> AsyncIterator[str]:
     """An API over an empty migrated database, without a worker."""
-    dsn = await new_db(db_factory)
+    dsn = await new_db()
     async with AsyncExitStack() as exits:
         yield await start_api(
             exits,
             dsn=dsn,
             blob_root=tmp_path / "server-blobs",
-            token=TOKEN,
+            token=READ_TOKEN,
             registry=CollectorRegistry(),
         )
 
 
 async def test_unknown_runs_and_targets_and_bad_tokens(api_url: str, tmp_path: Path) -> None:
-    def ws(token: str = TOKEN) -> Workspace:
+    def ws(token: str = READ_TOKEN) -> Workspace:
         return Workspace(api_url=api_url, home=tmp_path / "sdk", token=token)
 
     with pytest.raises(NotFoundError) as missing:
@@ -423,14 +325,14 @@ JOB = textwrap.dedent(
 
 
 async def test_wait_for_completion_streams_another_process_until_it_completes(
-    pipeline: ReadPipeline, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    read_pipeline: ReadPipeline, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     id_file = tmp_path / "run_id"
 
     def launch() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [sys.executable, "-c", JOB, str(id_file), "4"],
-            env=pipeline.env("job"),
+            env=read_pipeline.env("job"),
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -438,7 +340,7 @@ async def test_wait_for_completion_streams_another_process_until_it_completes(
 
     proc = await call(launch)
     try:
-        run = await call(attach_when_visible, pipeline.workspace("reader"), id_file)
+        run = await call(attach_when_visible, read_pipeline.workspace("reader"), id_file)
         assert proc.poll() is None, "the job ended before the wait began"
         capsys.readouterr()
 
@@ -459,8 +361,8 @@ async def test_wait_for_completion_streams_another_process_until_it_completes(
     assert positions[-1] < out.index("[stderr] oops") < out.index("Status: Completed")
     assert "Execution Summary" in out
     # the lines came from the event stream: the paged log was never read
-    assert requests_to(pipeline.api_registry, "/v1/runs/{run_id}/logs") == 0
-    assert requests_to(pipeline.api_registry, "/v1/runs/{run_id}") > 0
+    assert requests_to(read_pipeline.api_registry, "/v1/runs/{run_id}/logs") == 0
+    assert requests_to(read_pipeline.api_registry, "/v1/runs/{run_id}") > 0
 
 
 def attach_when_visible(ws: Workspace, id_file: Path, timeout_s: float = 60.0) -> Run:
@@ -476,8 +378,10 @@ def attach_when_visible(ws: Workspace, id_file: Path, timeout_s: float = 60.0) -
     raise AssertionError(f"the job's run did not appear within {timeout_s:g} s")
 
 
-async def test_wait_for_completion_times_out_on_a_run_that_goes_on(pipeline: ReadPipeline) -> None:
-    ws = pipeline.workspace()
+async def test_wait_for_completion_times_out_on_a_run_that_goes_on(
+    read_pipeline: ReadPipeline,
+) -> None:
+    ws = read_pipeline.workspace()
     run = await call(Experiment(ws, "long").start_logging, outputs_dir=None)
     try:
         started = time.monotonic()
@@ -494,8 +398,8 @@ async def test_wait_for_completion_times_out_on_a_run_that_goes_on(pipeline: Rea
 # ---- listing runs ---------------------------------------------------------------------------
 
 
-async def test_get_runs_filters_and_orders(pipeline: ReadPipeline) -> None:
-    ws = pipeline.workspace()
+async def test_get_runs_filters_and_orders(read_pipeline: ReadPipeline) -> None:
+    ws = read_pipeline.workspace()
     name = unique("runs-")
 
     def make_runs() -> dict[str, str]:
@@ -523,8 +427,8 @@ async def test_get_runs_filters_and_orders(pipeline: ReadPipeline) -> None:
         return ids
 
     ids = await call(make_runs)
-    await pipeline.drained()
-    exp = Experiment(pipeline.workspace("reader"), name)
+    await read_pipeline.drained()
+    exp = Experiment(read_pipeline.workspace("reader"), name)
 
     async def listed(**filters: Any) -> list[str]:
         runs = await call(lambda: list(exp.get_runs(**filters)))
@@ -560,8 +464,10 @@ async def test_get_runs_filters_and_orders(pipeline: ReadPipeline) -> None:
 # ---- compute targets -----------------------------------------------------------------------
 
 
-async def test_compute_targets_show_queue_state_and_active_runs(pipeline: ReadPipeline) -> None:
-    ws = pipeline.workspace()
+async def test_compute_targets_show_queue_state_and_active_runs(
+    read_pipeline: ReadPipeline,
+) -> None:
+    ws = read_pipeline.workspace()
     target = unique("gpu-")
 
     def start() -> tuple[Run, Run]:
@@ -573,7 +479,7 @@ async def test_compute_targets_show_queue_state_and_active_runs(pipeline: ReadPi
         return done, active
 
     _, active = await call(start)
-    await pipeline.drained()
+    await read_pipeline.drained()
 
     targets = {t["compute_target"]: t for t in await call(ws.compute_targets)}
     state = targets[target]
@@ -585,7 +491,7 @@ async def test_compute_targets_show_queue_state_and_active_runs(pipeline: ReadPi
 
     await call(active.complete)
     await call(ws.close, 30.0)
-    await pipeline.drained()
+    await read_pipeline.drained()
     one = await call(ws.compute_target, target)
     assert one["active_runs"] == []
     assert (one["running"], one["completed_1h"]) == (0, 2)

@@ -16,7 +16,7 @@ import fastavro
 import pytest
 
 from schemas.codec import EVENTS_SUBJECT, NAMESPACE, SchemaVersion, schema_versions
-from tests.unit.test_codec import SAMPLES, envelope
+from tests.unit.codec_samples import SAMPLES, envelope
 
 VERSIONS = [v for v in schema_versions() if v.subject == EVENTS_SUBJECT]
 PAIRS = list(itertools.product(VERSIONS, repeat=2))

@@ -1,4 +1,6 @@
-"""BlobStore on a real directory: atomic, verified, bounded, idempotent writes."""
+"""BlobStore on a real directory (a temporary one): atomic, verified, bounded, idempotent
+writes. (Its temp-file sweep when the API starts is tested with the server, in
+tests/integration/test_api_server.py.)"""
 
 from __future__ import annotations
 
@@ -6,27 +8,19 @@ import asyncio
 import hashlib
 import os
 import stat
-import time
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 
-from ingest.api.app import create_app
 from ingest.api.blobstore import (
-    TEMP_MAX_AGE_S,
     TEMP_PREFIX,
-    TEMP_SUFFIX,
     BlobNotFoundError,
     BlobStore,
     BlobTooLargeError,
     DigestMismatchError,
     InvalidDigestError,
 )
-from ingest.server import HttpServer
-
-pytestmark = pytest.mark.integration
 
 
 def sha(data: bytes) -> str:
@@ -161,33 +155,3 @@ async def test_check_writable(tmp_path: Path) -> None:
     occupied.write_bytes(b"")
     with pytest.raises(OSError, match=r"exists|directory"):
         await BlobStore(root=occupied).check_writable()
-
-
-async def test_stale_upload_temp_files_are_swept_when_the_api_starts(tmp_path: Path) -> None:
-    store = BlobStore(root=tmp_path / "blobs")
-    data = b"kept"
-    await store.put(sha(data), chunks_of([data]))
-    shard = store.path_for(sha(data)).parent
-    stale = shard / f"{TEMP_PREFIX}killed{TEMP_SUFFIX}"
-    fresh = shard / f"{TEMP_PREFIX}live{TEMP_SUFFIX}"
-    for temp in (stale, fresh):
-        temp.write_bytes(b"half an upload")
-    hour_ago = time.time() - TEMP_MAX_AGE_S - 60
-    os.utime(stale, (hour_ago, hour_ago))
-    elsewhere = tmp_path / "blobs" / "not-a-shard" / f"{TEMP_PREFIX}x{TEMP_SUFFIX}"
-    elsewhere.parent.mkdir()
-    elsewhere.write_bytes(b"")
-    os.utime(elsewhere, (hour_ago, hour_ago))
-
-    app = create_app(blob_store=store, registry=CollectorRegistry())
-    async with HttpServer(app, host="127.0.0.1", port=0):
-        for _ in range(100):
-            if not stale.exists():
-                break
-            await asyncio.sleep(0.05)
-    assert not stale.exists()
-    assert fresh.exists()  # an upload in progress keeps its file
-    assert elsewhere.exists()  # only the blob store's own shard directories are swept
-    assert await store.read_bytes(sha(data)) == data
-    assert store.sweep_temp() == 0
-    assert store.sweep_temp(older_than_s=-1) == 1  # the fresh one, once it is old enough
