@@ -1,9 +1,19 @@
 """Process bookkeeping for the local stack: pid files, port probes, clean stops.
 
-Every process ``runstream up`` starts is recorded in ``<home>/stack/<name>.pid`` together
-with a marker string that must appear in its command line. ``down`` only signals a pid
-whose command line still carries the marker, so a recycled pid or someone else's process
-is never touched.
+Every process ``runstream up`` starts is recorded in ``<home>/stack/<name>.pid``: its pid
+and its start time (``/proc/<pid>/stat`` field 22, clock ticks since boot). ``down`` only
+signals a pid that still belongs to that very process — same start time — and whose
+command line still has the marker as one of its arguments, so a recycled pid or someone
+else's process is never touched.
+
+Why both: pids are recycled quickly. With the kernel's default ``pid_max`` of 32768 on a
+small machine, a test session (JVM threads count as pids too) wraps around within
+minutes, so a pid file left behind by a process that died can name an unrelated process
+moments later. A marker alone does not tell them apart: the ingest worker and the API of
+one home share theirs (``--stack-home=<home>``), and a marker that is merely contained
+in a command line matches longer paths (``--stack-home=/x/home`` is inside
+``--stack-home=/x/home2``). The start time is unique per process for the life of the
+machine. A pid file without one (written by an older version) falls back to the marker.
 """
 
 from __future__ import annotations
@@ -54,33 +64,56 @@ def wait_for(predicate: Callable[[], bool], *, timeout_s: float, interval_s: flo
     return bool(predicate())
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return ""
-    return raw.replace(b"\0", b" ").decode(errors="replace")
-
-
 @dataclass(frozen=True)
 class ManagedProcess:
-    """A background process owned by the stack, identified by pid file + cmdline marker."""
+    """A background process owned by the stack, identified by its pid file (pid and start
+    time) and a marker among its arguments. ``proc`` and ``kill`` are the kernel's process
+    table and signal call (tests pass their own)."""
 
     name: str
     pid_file: Path
     marker: str
+    proc: Path = Path("/proc")
+    kill: Callable[[int, int], None] = os.kill
+
+    def _stat(self, pid: int) -> tuple[str, int] | None:
+        """(state, start time) of ``pid``, or None when there is no such process."""
+        try:
+            fields = (self.proc / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+            return fields[0], int(fields[19])  # fields 3 and 22 of proc(5)
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def _argv(self, pid: int) -> list[str]:
+        try:
+            raw = (self.proc / str(pid) / "cmdline").read_bytes()
+        except OSError:
+            return []
+        return raw.decode(errors="replace").split("\0")
+
+    def _recorded(self) -> tuple[int, int | None] | None:
+        """(pid, start time or None) from the pid file."""
+        try:
+            fields = self.pid_file.read_text().split()
+            return int(fields[0]), int(fields[1]) if len(fields) > 1 else None
+        except (OSError, IndexError, ValueError):
+            return None
+
+    @staticmethod
+    def _same(started: int | None, stat: tuple[str, int] | None) -> bool:
+        """Whether ``stat`` is of the process the pid file recorded (not a recycled pid)."""
+        return stat is not None and (started is None or stat[1] == started)
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
+        """The pid of our process if it still runs, else None."""
+        recorded = self._recorded()
+        if recorded is None:
             return None
-        state = ""
-        with contextlib.suppress(OSError):
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        if state in ("", "Z", "X") or self.marker not in _cmdline(pid):
+        pid, started = recorded
+        stat = self._stat(pid)
+        if stat is None or stat[0] in ("Z", "X") or not self._same(started, stat):
             return None
-        return pid
+        return pid if self.marker in self._argv(pid) else None
 
     def running(self) -> bool:
         return self.pid() is not None
@@ -104,24 +137,33 @@ class ManagedProcess:
                 cwd=cwd,
                 start_new_session=True,  # survives the CLI; not killed by the terminal's ^C
             )
+        stat = self._stat(proc.pid)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
-        self.pid_file.write_text(f"{proc.pid}\n")
+        tmp = self.pid_file.with_name(self.pid_file.name + ".tmp")
+        tmp.write_text(f"{proc.pid} {stat[1]}\n" if stat is not None else f"{proc.pid}\n")
+        tmp.replace(self.pid_file)  # never half-written for a concurrent reader
         return proc.pid
 
     def stop(self, *, timeout_s: float = 30.0) -> bool:
         """SIGTERM, wait, then SIGKILL. Returns True when a process was stopped."""
+        recorded = self._recorded()
         pid = self.pid()
-        if pid is None:
+        if pid is None or recorded is None:
             self.pid_file.unlink(missing_ok=True)
             return False
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            self.kill(pid, signal.SIGTERM)
         if not wait_for(lambda: self.pid() is None, timeout_s=timeout_s, interval_s=0.1):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                self.kill(pid, signal.SIGKILL)
             wait_for(lambda: self.pid() is None, timeout_s=5.0, interval_s=0.1)
-        # Reap it if it happens to be our child (tests start and stop in one process).
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
+        # Reap it if it is our child (tests start and stop in one process) and still the
+        # same process: a zombie with its start time (never another child's status).
+        stat = self._stat(pid)
+        if stat is not None and stat[0] == "Z" and recorded[1] is not None and self._same(
+            recorded[1], stat
+        ):
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)
         self.pid_file.unlink(missing_ok=True)
         return True

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -16,8 +17,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from ingest.settings import Settings
 from ingest.stack.postgres import LocalPostgres
 from ingest.stack.procs import port_open
-from tests.conftest import DbFactory, StackInfo, TopicFactory, unique
-from tests.integration.conftest import free_port, runstream
+from tests.helpers import DbFactory, StackInfo, TopicFactory, unique
+from tests.integration.helpers import free_port, runstream
 
 
 async def test_idempotent_produce_group_consume_commit(
@@ -101,24 +102,64 @@ def test_up_again_is_a_no_op(stack: StackInfo) -> None:
     assert before == after
 
 
-@pytest.fixture
-def private_stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """Environment for a second, throwaway stack on its own ports and home."""
-    kafka_port = free_port(span=2)
+def private_env(home: Path) -> dict[str, str]:
+    """Environment for a second, throwaway stack on its own home and ports.
+
+    ``runstream up`` reads every port from the environment before it starts anything, so
+    they are probed here; another process may take one before the stack binds it (see
+    tests/integration/helpers.py), which ``up_private`` answers with fresh ports.
+    """
+    ports = {"kafka": free_port(span=2), "pg": free_port(), "api": free_port(),
+             "metrics": free_port()}
+    while len(set(ports.values()) | {ports["kafka"] + 1}) < 5:  # all distinct
+        ports = {**ports, "pg": free_port(), "api": free_port(), "metrics": free_port()}
     env = {
         **os.environ,
-        "RUNSTREAM_HOME": str(tmp_path / "home"),
-        "RUNSTREAM_KAFKA": f"127.0.0.1:{kafka_port}",
-        "RUNSTREAM_PG_PORT": str(free_port()),
-        "RUNSTREAM_API": f"http://127.0.0.1:{free_port()}",
-        "RUNSTREAM_METRICS_PORT": str(free_port()),
+        "RUNSTREAM_HOME": str(home),
+        "RUNSTREAM_KAFKA": f"127.0.0.1:{ports['kafka']}",
+        "RUNSTREAM_PG_PORT": str(ports["pg"]),
+        "RUNSTREAM_API": f"http://127.0.0.1:{ports['api']}",
+        "RUNSTREAM_METRICS_PORT": str(ports["metrics"]),
     }
     env.pop("RUNSTREAM_DB", None)
-    yield env
-    runstream("down", env=env)
-    pg = LocalPostgres(home=Path(env["RUNSTREAM_HOME"]), port=int(env["RUNSTREAM_PG_PORT"]))
-    if pg.dir.is_relative_to("/var/lib/runstream"):
-        shutil.rmtree(pg.dir, ignore_errors=True)
+    return env
+
+
+def port_clash(result: subprocess.CompletedProcess[str], home: Path) -> bool:
+    """Whether ``up`` failed because one of its probed ports was taken meanwhile."""
+    if any(words in result.stderr for words in ("is taken by", "already answers")):
+        return True
+    logs = [*(home / "stack").glob("*.log"), home / "stack" / "kafka" / "kafka.log"]
+    return any("Address already in use" in log.read_text(errors="replace")
+               for log in logs if log.exists())
+
+
+UpPrivate = Callable[[], tuple[dict[str, str], subprocess.CompletedProcess[str]]]
+
+
+@pytest.fixture
+def up_private(tmp_path: Path) -> Iterator[UpPrivate]:
+    """``env, result = up_private()``: ``runstream up --json`` of a second, throwaway stack
+    (retried on fresh ports when a probed port was taken meanwhile); downed afterwards."""
+    tried: list[dict[str, str]] = []
+
+    def up() -> tuple[dict[str, str], subprocess.CompletedProcess[str]]:
+        for attempt in range(3):
+            home = tmp_path / f"home{attempt}"
+            env = private_env(home)
+            tried.append(env)
+            result = runstream("up", "--json", env=env)
+            if result.returncode == 0 or not port_clash(result, home):
+                break
+            runstream("down", env=env)
+        return env, result
+
+    yield up
+    for env in tried:
+        runstream("down", env=env)
+        pg = LocalPostgres(home=Path(env["RUNSTREAM_HOME"]), port=int(env["RUNSTREAM_PG_PORT"]))
+        if pg.dir.is_relative_to("/var/lib/runstream"):
+            shutil.rmtree(pg.dir, ignore_errors=True)
 
 
 def _our_processes(marker: str) -> list[int]:
@@ -127,7 +168,7 @@ def _our_processes(marker: str) -> list[int]:
         if not proc.name.isdigit():
             continue
         try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
         if marker in cmdline:
@@ -135,12 +176,9 @@ def _our_processes(marker: str) -> list[int]:
     return pids
 
 
-def test_up_then_down_leaves_no_process_of_ours(
-    stack: StackInfo, private_stack_env: dict[str, str]
-) -> None:
-    env = private_stack_env
+def test_up_then_down_leaves_no_process_of_ours(stack: StackInfo, up_private: UpPrivate) -> None:
+    env, up = up_private()
     home = env["RUNSTREAM_HOME"]
-    up = runstream("up", "--json", env=env)
     assert up.returncode == 0, up.stderr
     status = json.loads(up.stdout)
     assert status["kafka"]["ok"]
