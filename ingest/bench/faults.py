@@ -3,9 +3,11 @@
 On the running local stack, in a database and topic of its own (dropped afterwards), a
 ledger workload (``ingest.bench.ledger``: every point known in advance) is logged by a real
 training process while its ingest worker is killed with SIGKILL ``worker_kills`` times
-and a second worker joins and leaves the group ``rebalances`` times. Then the ledger
-compares the database with the workload: events, points, faults injected, lost, doubled,
-order violations, final statuses. ``ok`` is the verdict.
+and a second worker joins and leaves the group ``rebalances`` times. The job logs at
+least ``ticks`` ticks and goes on until the faults are over (``Workload.until_file``), so
+every fault hits a worker with data flowing, whatever the machine's speed. Then the
+ledger compares the database with what the job logged: events, points, faults injected,
+lost, doubled, order violations, final statuses. ``ok`` is the verdict.
 
 Faults that need root or private services (network cuts, PostgreSQL crashes, a full
 spool disk) live in ``tests/integration/test_faults_*.py``; this bench is the part any
@@ -83,7 +85,9 @@ async def _faults(settings: Settings, dsn: str, topic: str, home: Path, *, worke
     worker_env = {**os.environ, "RUNSTREAM_KAFKA": settings.kafka_bootstrap,
                   "RUNSTREAM_DB": dsn, "RUNSTREAM_TOPIC": topic,
                   "RUNSTREAM_HOME": str(home / "worker")}
-    workload = Workload(ticks=ticks, points_per_tick=100, pace_s=0.1, runs=(
+    faults_over = home / "faults-over"
+    workload = Workload(ticks=ticks, points_per_tick=100, pace_s=0.1,
+                        until_file=str(faults_over), runs=(
         RunPlan("parent"), RunPlan("a", parent="parent", end="fail"),
         RunPlan("b", parent="parent", end="cancel"), RunPlan("c", parent="parent")))
     conn = await asyncpg.connect(dsn)
@@ -113,6 +117,7 @@ async def _faults(settings: Settings, dsn: str, topic: str, home: Path, *, worke
             progress(f"second worker joined and left ({injected['worker_joins']}/{rebalances})")
             await asyncio.to_thread(job.wait_ticks, job.ticks_done() + 10, 60.0)
         faults_while_logging = job.proc.poll() is None
+        faults_over.touch()
         done = await asyncio.to_thread(job.finish, 300.0)
         ends = await topic_ends(settings.kafka_bootstrap, topic)
 
@@ -122,7 +127,8 @@ async def _faults(settings: Settings, dsn: str, topic: str, home: Path, *, worke
             return all(stored.get(p, 0) >= end for p, end in ends.items())
 
         await _until(caught_up, 120, "the worker to store everything")
-        result = await check(dsn, workload, job.run_ids())
+        result = await check(dsn, workload, job.run_ids(),
+                             expected=workload.expected(ticks=int(done["ticks"])))
     finally:
         job.stop()
         for worker in workers:
@@ -151,9 +157,10 @@ async def _faults(settings: Settings, dsn: str, topic: str, home: Path, *, worke
 async def run_fault_bench(settings: Settings, *, dsn: str, worker_kills: int = 3,
                           rebalances: int = 3, ticks: int = 300,
                           progress: Progress | None = None) -> dict[str, Any]:
-    """Run the ledger workload (``ticks`` x 100 points x 2 series x 4 runs, ~0.1 s per
-    tick) through ``worker_kills`` SIGKILLs of the ingest worker and ``rebalances`` joins
-    and leaves of a second worker; the ledger's counts as a dict (``ok`` is the verdict).
+    """Run the ledger workload (at least ``ticks`` x 100 points x 2 series x 4 runs, ~0.1 s
+    per tick, and on until the faults are over) through ``worker_kills`` SIGKILLs of the
+    ingest worker and ``rebalances`` joins and leaves of a second worker; the ledger's
+    counts as a dict (``ok`` is the verdict).
 
     ``dsn`` names any database of the stack's server (used to create and drop its own).
     """

@@ -12,7 +12,11 @@ afterwards; with TimescaleDB when the stack's database has it):
    for ``duration_s`` into a topic with ``partitions`` partitions; ``workers`` ingest
    workers (``runstream ingest`` processes) persist them. Sustained throughput is the
    committed points per second over the logging window (after a warm-up), sampled from
-   the database; worker and producer peak RSS are sampled too.
+   the database; worker and producer peak RSS are sampled too. Producers that outrun
+   the pipeline drop points (a full buffer refuses ``log`` calls, each counted in
+   ``producer_dropped_events``); the drain after logging waits until the workers stored
+   everything that reached the topic (their stored offsets reach its end offsets), never
+   for points known to be dropped. ``points_doubled`` counts points stored twice.
 4. ``latency`` — the same pipeline paced at ``latency_rate`` points/s in total; the
    log-call→committed latency of every point is read from the database (each metric
    chunk row records when its transaction wrote it; each point its log-call time).
@@ -38,7 +42,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +54,7 @@ from ingest.bench.faults import run_fault_bench
 from ingest.bench.read import run_read_bench
 from ingest.bench.scratch import scratch_database, scratch_topic, timescaledb_version
 from ingest.settings import Settings
+from ingest.stack.kafka import topic_ends
 
 __all__ = ["BenchConfig", "run_bench"]
 
@@ -58,6 +63,18 @@ MLFLOW_LOG_METRIC_S = 0.064
 WARMUP_S = 5.0
 
 SQL_COMMITTED = "SELECT coalesce(sum(n), 0) FROM runstream_data.metric_chunks WHERE run_id = $1"
+SQL_DOUBLED = """
+SELECT (SELECT coalesce(sum(n), 0) FROM runstream_data.metric_chunks WHERE run_id = $1)
+     - (SELECT count(*) FROM (
+            SELECT DISTINCT c.rank, c.name, s.step
+            FROM runstream_data.metric_chunks c, unnest(c.steps) AS s(step)
+            WHERE c.run_id = $1) points)
+"""
+SQL_STORED_OFFSETS = """
+SELECT partition, next_offset FROM runstream_data.consumer_offsets
+WHERE group_id = $1 AND topic = $2
+"""
+DRAIN_TIMEOUT_S = 300.0
 SQL_LATENCY = """
 SELECT percentile_cont(ARRAY[0.5, 0.99, 0.999]) WITHIN GROUP (ORDER BY lat),
        max(lat), count(*)
@@ -85,10 +102,13 @@ class BenchConfig:
     quick_read: bool = False
 
 
-def _closed_port() -> int:
+@contextlib.contextmanager
+def _closed_port() -> Iterator[int]:
+    """A local port bound but not listening while in use: connections are refused, and no
+    other process can start listening on it meanwhile."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        yield int(s.getsockname()[1])
 
 
 def _calls(report: dict[str, Any]) -> dict[str, Any]:
@@ -105,6 +125,7 @@ class _Env:
     dsn: str
     topic: str
     home: Path
+    group: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:8]}")
 
     def producer_env(self, run_id: str, rank: int, world: int, **over: str) -> dict[str, str]:
         env = {
@@ -148,7 +169,6 @@ def _run_id() -> str:
 
 @contextlib.contextmanager
 def _workers(env: _Env, count: int) -> Iterator[list[psutil.Process]]:
-    group = f"bench-{uuid.uuid4().hex[:8]}"
     worker_env = {
         **os.environ,
         "RUNSTREAM_KAFKA": env.settings.kafka_bootstrap,
@@ -158,7 +178,8 @@ def _workers(env: _Env, count: int) -> Iterator[list[psutil.Process]]:
     }
     procs = [
         subprocess.Popen(  # noqa: S603 - our own CLI
-            [sys.executable, "-m", "ingest.cli", "ingest", "--group", group, "--metrics-port", "0"],
+            [sys.executable, "-m", "ingest.cli", "ingest", "--group", env.group,
+             "--metrics-port", "0"],
             env=worker_env,
             stdout=subprocess.DEVNULL,
             stderr=open(env.home / f"worker-{i}.log", "w"),  # noqa: SIM115 - lives with the proc
@@ -190,6 +211,13 @@ async def _committed(conn: asyncpg.Connection, run_id: str) -> int:
     return int(await conn.fetchval(SQL_COMMITTED, run_id))
 
 
+async def _stored_everything(conn: asyncpg.Connection, env: _Env, ends: dict[int, int]) -> bool:
+    """Whether the workers' stored offsets reach ``ends`` (the topic's end offsets)."""
+    stored = {r["partition"]: r["next_offset"]
+              for r in await conn.fetch(SQL_STORED_OFFSETS, env.group, env.topic)}
+    return all(stored.get(p, 0) >= end for p, end in ends.items())
+
+
 async def _pipeline(
     env: _Env,
     conn: asyncpg.Connection,
@@ -216,12 +244,19 @@ async def _pipeline(
         progress(f"  t={samples[-1][0]:5.1f}s committed {samples[-1][1]:>12,} points")
     reports = [_report(p, 60) for p in procs]
     logged = sum(r["points"] for r in reports)
-    deadline = time.monotonic() + 300
-    committed = await _committed(conn, run_id)
-    while committed < logged and time.monotonic() < deadline:
+    dropped = sum(r["dropped_events"] for r in reports)
+    # The producers have closed: what they delivered is on the topic (what they dropped
+    # never will be). Drained = the workers stored up to the topic's end offsets.
+    ends = await topic_ends(env.settings.kafka_bootstrap, env.topic,
+                            security=env.settings.kafka_security)
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while not await _stored_everything(conn, env, ends):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the workers did not store {ends} of {env.topic} within "
+                               f"{DRAIN_TIMEOUT_S:.0f} s")
         await asyncio.sleep(0.5)
         worker_rss = max(worker_rss, _rss(workers))
-        committed = await _committed(conn, run_id)
+    committed = await _committed(conn, run_id)
     drained_s = time.monotonic() - started
     warmup_s = min(WARMUP_S, duration_s / 3)
     window = [(t, n) for t, n in samples if warmup_s <= t <= duration_s]
@@ -238,7 +273,8 @@ async def _pipeline(
         "drain_s": round(drained_s - duration_s, 2),
         "worker_peak_rss_bytes": worker_rss,
         "producer_peak_rss_bytes": max(producer_rss, *(r["max_rss_bytes"] for r in reports)),
-        "producer_dropped_events": sum(r["dropped_events"] for r in reports),
+        "producer_dropped_events": dropped,
+        "points_doubled": int(await conn.fetchval(SQL_DOUBLED, run_id)),
     }
 
 
@@ -291,8 +327,9 @@ async def _write_bench(
         floor = _report(_producer(env.producer_env(_run_id(), 0, 1), {**spec, "noop": True}), 300)
         result["log_call_noise_floor"] = _calls(floor)
         progress(f"log call latency ({config.log_call_duration_s:g}s, Kafka unreachable)…")
-        down_env = env.producer_env(_run_id(), 0, 1, RUNSTREAM_KAFKA=f"127.0.0.1:{_closed_port()}")
-        down = _report(_producer(down_env, {**spec, "close_timeout_s": 5}), 300)
+        with _closed_port() as port:
+            down_env = env.producer_env(_run_id(), 0, 1, RUNSTREAM_KAFKA=f"127.0.0.1:{port}")
+            down = _report(_producer(down_env, {**spec, "close_timeout_s": 5}), 300)
         result["log_call_kafka_down"] = {
             **_calls(down),
             "dropped_events": down["dropped_events"],

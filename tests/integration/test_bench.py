@@ -1,7 +1,10 @@
 """`runstream bench --json` runs end to end (tiny durations) and accounts for every point.
 
-Speed is not asserted here (benchmarks measure it); what is asserted is that the report
-is complete and that every point the producers logged was committed exactly once.
+Speed is not asserted here (benchmarks measure it), and neither is "no drops": producers
+logging as fast as they can outrun the pipeline on some machines, and then the SDK drops
+and counts points (a full buffer refuses ``log`` calls, one counted drop each). What is
+asserted holds on any machine: the report is complete, and every point logged is either
+committed exactly once or counted as dropped.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import StackInfo
+from tests.helpers import StackInfo
 
 
 def test_bench_json_reports_every_figure_and_loses_nothing(stack: StackInfo) -> None:
@@ -32,12 +35,15 @@ def test_bench_json_reports_every_figure_and_loses_nothing(stack: StackInfo) -> 
         assert (
             0 < report[section]["p50_us"] <= report[section]["p99_us"] <= report[section]["max_us"]
         )
-    assert report["log_call_kafka_down"]["dropped_events"] == 0
+    assert "dropped_events" in report["log_call_kafka_down"]  # reported, not judged
     for section in ("e2e", "latency"):
         run = report[section]
         assert run["points_logged"] > 0
-        assert run["points_committed"] == run["points_logged"]
-        assert run["points"] == run["points_logged"]  # every point has a commit time
+        assert run["points_committed"] > 0
+        # With the broker up, a drop is a refused log call: one point each.
+        assert run["points_committed"] + run["producer_dropped_events"] == run["points_logged"]
+        assert run["points_doubled"] == 0
+        assert run["points"] == run["points_committed"]  # every point has a commit time
         assert 0 <= run["log_to_commit_p50_s"] <= run["log_to_commit_p99_s"]
         assert run["worker_peak_rss_bytes"] > 0
     assert report["copy_baseline"]["points"] == report["e2e"]["points_committed"]
