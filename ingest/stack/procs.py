@@ -1,19 +1,27 @@
 """Process bookkeeping for the local stack: pid files, port probes, clean stops.
 
 Every process ``runstream up`` starts is recorded in ``<home>/stack/<name>.pid``: its pid
-and its start time (``/proc/<pid>/stat`` field 22, clock ticks since boot). ``down`` only
-signals a pid that still belongs to that very process — same start time — and whose
-command line still has the marker as one of its arguments, so a recycled pid or someone
-else's process is never touched.
+and its start time (``/proc/<pid>/stat`` field 22, clock ticks since boot, set at fork and
+kept through exec). ``down`` only signals a pid that is still that very process — same
+start time — so a recycled pid or someone else's process is never touched. A pid file
+without a start time (written by an older version) is trusted only for a process that
+has the marker (e.g. ``--stack-home=<home>``) as one of its arguments.
 
-Why both: pids are recycled quickly. With the kernel's default ``pid_max`` of 32768 on a
-small machine, a test session (JVM threads count as pids too) wraps around within
-minutes, so a pid file left behind by a process that died can name an unrelated process
-moments later. A marker alone does not tell them apart: the ingest worker and the API of
-one home share theirs (``--stack-home=<home>``), and a marker that is merely contained
-in a command line matches longer paths (``--stack-home=/x/home`` is inside
-``--stack-home=/x/home2``). The start time is unique per process for the life of the
-machine. A pid file without one (written by an older version) falls back to the marker.
+Why not the marker alone, as before:
+
+- Pids are recycled quickly. With the kernel's default ``pid_max`` of 32768 on a small
+  machine, a test session (JVM threads take pids too) wraps around within minutes, so a
+  pid file left behind can name an unrelated process moments later; and a marker does
+  not tell look-alikes apart (the ingest worker and the API of one home share theirs; a
+  marker merely contained in a command line matched longer paths: ``--stack-home=/x/home``
+  is inside ``--stack-home=/x/home2``).
+- Right after ``spawn`` the marker is not there yet. ``Popen`` returns once the child's
+  exec has passed its point of no return (its close-on-exec error pipe is closed), but
+  the kernel sets up the new argument list a little later: for that moment
+  ``/proc/<pid>/cmdline`` is empty (about once in 200 spawns on a busy 2-core machine).
+  ``up`` then took the API it had just started for one that had exited ("api exited at
+  start"), and the ``down`` that followed stopped it a fraction of a second after it
+  began listening.
 """
 
 from __future__ import annotations
@@ -113,6 +121,10 @@ class ManagedProcess:
         stat = self._stat(pid)
         if stat is None or stat[0] in ("Z", "X") or not self._same(started, stat):
             return None
+        if started is not None:
+            # Same pid and start time: this very process. Its command line is not asked:
+            # right after spawn it can still be empty (see the module docstring).
+            return pid
         return pid if self.marker in self._argv(pid) else None
 
     def running(self) -> bool:

@@ -64,7 +64,7 @@ def test_our_process_is_found_and_stopped(tmp_path: Path) -> None:
 
 def test_a_recycled_pid_is_never_signalled_even_by_a_look_alike(tmp_path: Path) -> None:
     # The worker died and left its pid file; its pid now belongs to the same home's API,
-    # whose command line carries the very same marker (the flaky stack test's SIGTERM).
+    # whose command line carries the very same marker.
     ingest, signals = managed(tmp_path, "ingest", f"{PID} 1000\n")
     process(tmp_path / "proc", PID, service("api"), started=5000)
     assert ingest.pid() is None
@@ -72,6 +72,21 @@ def test_a_recycled_pid_is_never_signalled_even_by_a_look_alike(tmp_path: Path) 
     assert ingest.stop(timeout_s=1) is False
     assert signals.sent == []
     assert not ingest.pid_file.exists()  # the stale pid file goes
+
+
+def test_a_process_still_in_exec_is_found_by_its_start_time(tmp_path: Path) -> None:
+    # Right after Popen returns, the child's new argument list may not be set up yet:
+    # /proc/<pid>/cmdline is empty for a moment. It is running all the same (up took it
+    # for "exited at start", and the down after that stopped the API just started).
+    api, signals = managed(tmp_path, "api", f"{PID} 1000\n")
+    process(tmp_path / "proc", PID, [], started=1000, state="R")
+    (tmp_path / "proc" / str(PID) / "cmdline").write_bytes(b"")
+    assert api.running()
+    assert api.pid() == PID
+    # Without a start time (an older pid file) there is nothing to tell it by yet.
+    api.pid_file.write_text(f"{PID}\n")
+    assert not api.running()
+    assert signals.sent == []
 
 
 def test_a_marker_is_an_argument_not_a_substring(tmp_path: Path) -> None:
