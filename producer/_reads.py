@@ -250,6 +250,7 @@ class RunReads:
         show_output: bool = False,
         wait_post_processing: bool = False,
         raise_on_error: bool = True,
+        *,
         timeout_s: float | None = None,
     ) -> dict[str, Any]:
         """Block until the run is Completed, Failed or Canceled and return its details.

@@ -508,18 +508,30 @@ class Run(RunHandle):
 
     @classmethod
     def get_context(
-        cls, *, workspace: Workspace | None = None, env: Mapping[str, str] | None = None
+        cls,
+        allow_offline: bool = True,
+        used_for_context_manager: bool = False,
+        *,
+        workspace: Workspace | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> Run:
         """The run this process was launched for: ``RUNSTREAM_RUN_ID`` (+ ``_EXPERIMENT``,
         ``_RANK``, ``_WORLD_SIZE``). Every rank opens the same run as its own producer.
 
         Without ``RUNSTREAM_RUN_ID`` a new run is started in ``RUNSTREAM_EXPERIMENT``
-        (default "default"), so a script also runs outside a launcher. Called without
-        arguments, it returns the same handle on every call in this process.
+        (default "default"), so a script also runs outside a launcher — unless
+        ``allow_offline`` is False, which raises ``ConfigError`` instead (Azure ML's
+        meaning). ``used_for_context_manager`` is accepted as in Azure ML. Called without
+        keyword arguments, it returns the same handle on every call in this process.
         """
         cacheable = workspace is None and env is None
         read = EnvReader(env)
         run_id = read.text("RUNSTREAM_RUN_ID") or None
+        if run_id is None and not allow_offline:
+            raise ConfigError(
+                "RUNSTREAM_RUN_ID",
+                "is not set: this process was not launched for a run (allow_offline=False)",
+            )
         rank = read.integer("RUNSTREAM_RANK", 0)
         world_size = read.integer("RUNSTREAM_WORLD_SIZE", 1)
         if world_size < 1 or not 0 <= rank < world_size:

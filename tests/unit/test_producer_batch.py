@@ -11,8 +11,9 @@ import pytest
 
 from producer._batch import event_dict, metric_batches
 from producer._buffer import Series, SeriesPoints, Stream
-from producer._validate import KIND_BOOL, KIND_INT, KIND_STR, metric_value
+from producer._validate import metric_value
 from schemas.codec import Codec
+from tests.helpers import unpack_series
 
 CODEC = Codec()
 STREAM = Stream(
@@ -57,42 +58,6 @@ def encode_all(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         kind, decoded = CODEC.decode(data)["payload"]
         assert kind == "MetricBatch"
         out.append(decoded)
-    return out
-
-
-def unpack_series(s: dict[str, Any]) -> list[tuple[int, Any, int]]:
-    """(step, value, time) of one decoded Series, values typed back by kind, as a reader would.
-
-    Shared with the other producer tests (unit and integration).
-    """
-    steps = array("q", s["steps"]).tolist()
-    values = array("d", s["values"]).tolist()
-    times = array("q", s["times"]).tolist()
-    kinds = s["kinds"] or b"f" * len(steps)
-    texts = iter(s["texts"])
-    assert len(steps) == len(values) == len(times) == len(kinds)
-    out: list[tuple[int, Any, int]] = []
-    for step, value, t, kind in zip(steps, values, times, kinds, strict=True):
-        shown: Any = value
-        if kind == KIND_STR:
-            assert math.isnan(value)
-            shown = next(texts)
-        elif kind == KIND_INT:
-            shown = int(value)
-        elif kind == KIND_BOOL:
-            shown = value == 1.0
-        out.append((step, shown, t))
-    assert next(texts, None) is None
-    return out
-
-
-def run_points(events: list[dict[str, Any]], run_id: str) -> dict[str, list[tuple[int, Any]]]:
-    """{name: [(step, value)]} of one run's decoded events, in (producer, seq) order."""
-    out: dict[str, list[tuple[int, Any]]] = {}
-    for event in sorted(events, key=lambda e: (e["producer_id"], e["seq"])):
-        if event["run_id"] == run_id and event["payload"][0] == "MetricBatch":
-            for s in event["payload"][1]["series"]:
-                out.setdefault(s["name"], []).extend((st, v) for st, v, _ in unpack_series(s))
     return out
 
 

@@ -19,7 +19,7 @@ import pytest
 from producer import Experiment, KafkaUnavailableError, ProducerTimeoutError, Run, Workspace
 from producer._spool import list_segments, parse
 from schemas.codec import Codec
-from tests.unit.test_producer_run import (
+from tests.unit.producer_fakes import (
     UNREACHABLE_API,
     MemoryKafka,
     MemoryWorkspace,

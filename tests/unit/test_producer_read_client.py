@@ -9,7 +9,6 @@ go through the real API server.
 
 from __future__ import annotations
 
-import email.message
 import io
 import json
 import math
@@ -19,7 +18,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -28,55 +26,16 @@ from producer._blobs import upload
 from producer._client import ApiClient, decode_non_finite, file_path, segment
 from producer._follow import SseEvent, format_line, parse_sse
 from producer._reads import runs_query
-
-API = "http://api.test:8470"
-
-Answer = tuple[int, Any] | tuple[int, Any, str]
-
-
-class FakeResponse(io.BytesIO):
-    def __init__(self, status: int, body: bytes, content_type: str) -> None:
-        super().__init__(body)
-        self.status = status
-        self.headers = email.message.Message()
-        self.headers["Content-Type"] = content_type
-
-
-class FakeApi:
-    """``urlopen`` answering ``routes[path](params)`` → (status, JSON-able | bytes[, type])."""
-
-    def __init__(self, routes: dict[str, Callable[[list[tuple[str, str]]], Answer]]) -> None:
-        self.routes = routes
-        self.requests: list[urllib.request.Request] = []
-        self.timeouts: list[float] = []
-
-    def __call__(self, request: urllib.request.Request, timeout: float) -> FakeResponse:
-        self.requests.append(request)
-        self.timeouts.append(timeout)
-        parts = urlsplit(request.full_url)
-        handler = self.routes.get(parts.path)
-        if handler is None:
-            answer: Answer = (404, {"error": {"status": 404, "message": "no such route"}})
-        else:
-            answer = handler(parse_qsl(parts.query, keep_blank_values=True))
-        status, body = answer[0], answer[1]
-        content_type = answer[2] if len(answer) == 3 else "application/json"
-        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        if status >= 400:
-            headers = email.message.Message()
-            headers["Content-Type"] = content_type
-            raise urllib.error.HTTPError(
-                request.full_url, status, "Reason", headers, io.BytesIO(raw)
-            )
-        return FakeResponse(status, raw, content_type)
+from tests.unit.producer_fakes import (
+    API,
+    Answer,
+    FakeApi,
+    ok,
+)
 
 
 def client(api: FakeApi | Callable[..., Any], token: str = "") -> ApiClient:
     return ApiClient(api_url=API + "/", token=token, timeout_s=7.0, urlopen=api)
-
-
-def ok(body: Any) -> Callable[[list[tuple[str, str]]], Answer]:
-    return lambda params: (200, body)
 
 
 # ---- URLs -------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +24,19 @@ import pytest
 from producer import (
     Experiment,
     NotFoundError,
-    ProducerOptions,
     ProducerTimeoutError,
     ReadOnlyRunError,
     Run,
     RunClosedError,
     RunFailedError,
-    Workspace,
 )
-from tests.unit.test_producer_read_client import API, Answer, FakeApi, ok
-from tests.unit.test_producer_run import MemoryKafka
+from tests.unit.producer_fakes import (
+    API,
+    Answer,
+    FakeApi,
+    FakeWorkspace,
+    ok,
+)
 
 RUN_ID = "exp_1700000000_0a1b2c3d"
 RUN_PATH = f"/v1/runs/{RUN_ID}"
@@ -58,33 +61,6 @@ def details(status: str = "Running", **over: Any) -> dict[str, Any]:
 
 def not_found(params: list[tuple[str, str]]) -> Answer:
     return 404, {"error": {"status": 404, "message": "no such run"}}
-
-
-class FakeWorkspace(Workspace):
-    """A workspace whose API is ``fake`` and whose broker (if a run opens) is in memory."""
-
-    def __init__(self, fake: FakeApi, kafka: MemoryKafka | None = None, **kwargs: Any) -> None:
-        kafka = kafka or MemoryKafka()
-        super().__init__(
-            api_url=API, urlopen=fake, kafka_transport=lambda client_id: kafka, **kwargs
-        )
-        self.fake = fake
-        self.kafka = kafka
-
-
-@pytest.fixture
-def make_ws(tmp_path: Path) -> Iterator[Callable[..., FakeWorkspace]]:
-    made: list[FakeWorkspace] = []
-
-    def make(fake: FakeApi, **opts: Any) -> FakeWorkspace:
-        options = ProducerOptions(linger_ms=5, heartbeat_interval_s=3600.0, **opts)
-        ws = FakeWorkspace(fake, home=tmp_path / "home", options=options)
-        made.append(ws)
-        return ws
-
-    yield make
-    for ws in made:
-        ws.close(5.0)
 
 
 # ---- attaching ------------------------------------------------------------------------

@@ -7,15 +7,13 @@ Integration tests (tests/integration/test_producer_*.py) cover the real broker.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import math
 import sys
-import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +22,6 @@ import pytest
 from producer import (
     ConfigError,
     Experiment,
-    KafkaUnavailableError,
-    ProducerOptions,
     ProducerTimeoutError,
     Run,
     RunClosedError,
@@ -37,120 +33,16 @@ from producer._buffer import Stream
 from producer._client import ApiClient
 from producer._sender import Sender
 from producer._spool import list_segments, parse
-from producer._transport import KafkaTransport
-from schemas.codec import Codec
-from tests.unit.test_producer_batch import run_points
-
-CODEC = Codec()
-UNREACHABLE_API = "http://127.0.0.1:9"  # nothing listens: uploads stay staged
-
-
-class MemoryKafka(KafkaTransport):
-    """Acknowledges at once and records what was delivered.
-
-    ``down`` makes start/send fail like an unreachable broker; ``hold`` keeps acks
-    pending until ``release()``, like a slow broker.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(
-            bootstrap="memory",
-            topic="memory",
-            compression="lz4",
-            max_message_bytes=1 << 20,
-            batch_bytes=1 << 18,
-            request_timeout_ms=1000,
-            client_id="test",
-        )
-        self.delivered: list[tuple[bytes, bytes]] = []
-        self.down = False
-        self.hold = False
-        self._held: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], bytes, bytes]] = []
-        self._lock = threading.Lock()
-
-    async def start(self) -> None:
-        if self.down:
-            raise KafkaUnavailableError("memory broker is down", retriable=True)
-
-    async def send(self, key: bytes, value: bytes) -> asyncio.Future[Any]:
-        if self.down:
-            raise KafkaUnavailableError("memory broker is down", retriable=True)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        with self._lock:
-            if self.hold:
-                self._held.append((loop, fut, key, value))
-                return fut
-            self.delivered.append((key, value))
-        fut.set_result(None)
-        return fut
-
-    def release(self) -> None:
-        with self._lock:
-            self.hold = False
-            held, self._held = self._held, []
-            for loop, fut, key, value in held:
-                self.delivered.append((key, value))
-                loop.call_soon_threadsafe(fut.set_result, None)
-
-    async def stop(self, timeout_s: float = 30.0) -> None:
-        return None
-
-    def events(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [CODEC.decode(value) for _, value in self.delivered]
-
-
-class MemoryWorkspace(Workspace):
-    """A workspace whose every Kafka producer is ``kafka``."""
-
-    def __init__(self, kafka: MemoryKafka, **kwargs: Any) -> None:
-        super().__init__(kafka_transport=lambda client_id: kafka, **kwargs)
-        self.kafka = kafka
-
-
-def options(**over: Any) -> ProducerOptions:
-    base: dict[str, Any] = {"linger_ms": 5, "heartbeat_interval_s": 3600.0, "send_block_s": 0.2}
-    base.update(over)
-    return ProducerOptions(**base)
-
-
-@pytest.fixture
-def kafka() -> MemoryKafka:
-    return MemoryKafka()
-
-
-@pytest.fixture
-def make_workspace(tmp_path: Path, kafka: MemoryKafka) -> Iterator[Callable[..., MemoryWorkspace]]:
-    made: list[MemoryWorkspace] = []
-
-    def make(home: Path | None = None, **opts: Any) -> MemoryWorkspace:
-        ws = MemoryWorkspace(
-            kafka, home=home or tmp_path / "home", api_url=UNREACHABLE_API, options=options(**opts)
-        )
-        made.append(ws)
-        return ws
-
-    yield make
-    for ws in made:
-        ws.close(5.0)
-
-
-@pytest.fixture
-def ws(make_workspace: Callable[..., MemoryWorkspace]) -> MemoryWorkspace:
-    return make_workspace()
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
-
-
-def of_kind(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [e["payload"][1] for e in events if e["payload"][0] == kind]
+from tests.helpers import run_points
+from tests.unit.producer_fakes import (
+    CODEC,
+    UNREACHABLE_API,
+    MemoryKafka,
+    MemoryWorkspace,
+    of_kind,
+    options,
+    wait_until,
+)
 
 
 def same(a: Any, b: Any) -> bool:

@@ -47,8 +47,8 @@ from producer._validate import (
     values_list,
 )
 from schemas.codec import DEFAULT_MAX_MESSAGE_BYTES, Codec
-from tests.unit.test_producer_batch import run_points
-from tests.unit.test_producer_run import (
+from tests.helpers import run_points
+from tests.unit.producer_fakes import (
     UNREACHABLE_API,
     MemoryKafka,
     MemoryWorkspace,
