@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 import asyncpg
 
@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 DEFAULT_MAX_CONNECTIONS: Final = 8
 DEFAULT_COMMAND_TIMEOUT_S: Final = 30.0
@@ -147,6 +148,14 @@ class ReadStore:
             return await work()
         except _UNAVAILABLE as exc:
             raise DatabaseUnavailableError(f"database unavailable: {exc!r}") from exc
+
+    async def call(
+        self, work: Callable[Concatenate[asyncpg.Pool, P], Awaitable[T]], *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """``work(pool, *args, **kwargs)``: queries kept in modules of their own
+        (``ingest/db/models.py``), with connection failures as DatabaseUnavailableError."""
+        return await self._call(lambda: work(self.pool, *args, **kwargs))
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         return await self._call(lambda: self.pool.fetch(sql, *args))
