@@ -47,6 +47,7 @@ __all__ = [
     "WORKSPACE_HEADER",
     "Grant",
     "TokenTable",
+    "acting_workspace",
     "auth_middleware",
     "bearer_token",
     "grant_of",
@@ -147,6 +148,27 @@ def grant_of(request: web.Request) -> Grant:
 
 def forbidden_workspace(workspace: str) -> web.HTTPForbidden:
     return web.HTTPForbidden(text=f"this token does not grant workspace {workspace[:80]!r}")
+
+
+def acting_workspace(request: web.Request, named: str | None = None) -> str | None:
+    """The one workspace a write (or a read by name) acts in: ``named`` (given in the body
+    or query), else the ``X-Runstream-Workspace`` header, else a scoped token's only
+    workspace; None when an admin request names none. 403 when the token does not grant
+    the named workspace, 400 when a token granting several names none."""
+    grant = grant_of(request)
+    if named is None:
+        named = request.headers.get(WORKSPACE_HEADER)
+    if named is not None:
+        if not grant.allows(named):
+            raise forbidden_workspace(named)
+        return named
+    if grant.workspaces is None:
+        return None
+    if len(grant.workspaces) == 1:
+        return next(iter(grant.workspaces))
+    raise web.HTTPBadRequest(
+        text=f"this token grants several workspaces; name one in the {WORKSPACE_HEADER} header"
+    )
 
 
 def auth_middleware(

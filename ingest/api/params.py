@@ -28,6 +28,7 @@ __all__ = [
     "MAX_LIMIT",
     "UNAVAILABLE",
     "bad_request",
+    "bool_param",
     "cursor_param",
     "decode_cursor",
     "encode_cursor",
@@ -103,6 +104,16 @@ def str_param(request: web.Request, name: str) -> str | None:
     if not values[0]:
         raise bad_request(f"parameter {name!r} is empty")
     return values[0]
+
+
+def bool_param(request: web.Request, name: str) -> bool:
+    """``true`` or ``false`` (absent: false)."""
+    value = str_param(request, name)
+    if value is None or value == "false":
+        return False
+    if value == "true":
+        return True
+    raise bad_request(f"parameter {name!r} must be true or false, got {value[:20]!r}")
 
 
 def optional_int_param(

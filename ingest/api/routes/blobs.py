@@ -31,7 +31,7 @@ from typing import Any, Final
 from aiohttp import HttpVersion11, hdrs, http_exceptions, web
 from prometheus_client import CollectorRegistry, Counter
 
-from ingest.api.auth import WORKSPACE_HEADER, Grant, forbidden_workspace, grant_of
+from ingest.api.auth import acting_workspace, grant_of
 from ingest.api.blobstore import (
     BlobInfo,
     BlobNotFoundError,
@@ -146,7 +146,8 @@ class BlobRoutes:
         if not is_valid_digest(digest):
             self._uploads.labels("invalid").inc()
             return _bad_digest(digest)
-        workspace = _upload_workspace(request, grant_of(request))
+        # An admin upload is claimed by nobody.
+        workspace = None if grant_of(request).admin else acting_workspace(request)
         limit = self._store.max_blob_bytes
         declared = request.content_length
         if declared is not None and declared > limit and not _is_encoded(request):
@@ -223,22 +224,6 @@ class BlobRoutes:
             return response
         await response.write_eof()
         return response
-
-
-def _upload_workspace(request: web.Request, grant: Grant) -> str | None:
-    """The workspace a scoped upload is for (None: an admin upload, claimed by nobody)."""
-    if grant.workspaces is None:
-        return None
-    named = request.headers.get(WORKSPACE_HEADER)
-    if named is not None:
-        if not grant.allows(named):
-            raise forbidden_workspace(named)
-        return named
-    if len(grant.workspaces) == 1:
-        return next(iter(grant.workspaces))
-    raise web.HTTPBadRequest(
-        text=f"this token grants several workspaces; name one in the {WORKSPACE_HEADER} header"
-    )
 
 
 async def _defer_continue(request: web.Request) -> web.StreamResponse | None:

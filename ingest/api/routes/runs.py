@@ -34,6 +34,7 @@ from ingest.api.params import (
     LIMIT_PARAMETER,
     UNAVAILABLE,
     bad_request,
+    bool_param,
     cursor_param,
     encode_cursor,
     json_ok,
@@ -57,7 +58,7 @@ from ingest.api.shapes import (
 from ingest.db.reads import ReadStore, RunFilter, RunOrder
 from ingest.db.values import iso
 
-__all__ = ["RUN_ID_PARAMETER", "RunRoutes", "safe_content_type"]
+__all__ = ["RUN_ID_PARAMETER", "RunRoutes", "safe_content_type", "serve_artifact"]
 
 #: A stored content type is served only if it is a plain ``type/subtype`` (parameters
 #: are dropped); anything else — line breaks, quotes, garbage — becomes octet-stream.
@@ -77,6 +78,29 @@ def safe_content_type(stored: str | None) -> str:
     """The media type to send for a stored artifact content type."""
     media = (stored or "").split(";", 1)[0].strip()
     return media.lower() if _MEDIA_TYPE.fullmatch(media) else "application/octet-stream"
+
+
+async def serve_artifact(request: web.Request, blobs: BlobStore, *, name: str, digest: str,
+                         content_type: str | None) -> web.StreamResponse:
+    """Stream a stored file's bytes with the artifact headers (a run's file, a model's
+    file: ``routes/models.py``); 404 when the blob store lacks them."""
+    info = await asyncio.to_thread(blobs.stat, digest) if is_valid_digest(digest) else None
+    if info is None:
+        raise not_found(f"the bytes of {name!r} (sha256 {digest}) are not in the blob store")
+    response = web.StreamResponse(headers={hdrs.ETAG: f'"{digest}"', **_ARTIFACT_HEADERS})
+    response.content_type = safe_content_type(content_type)
+    response.content_length = info.size_bytes
+    await response.prepare(request)
+    try:
+        with await asyncio.to_thread(info.path.open, "rb") as source:
+            while chunk := await asyncio.to_thread(source.read, READ_CHUNK_BYTES):
+                await response.write(chunk)
+    except ConnectionError:
+        response.force_close()
+        return response
+    await response.write_eof()
+    return response
+
 
 RUN_ID_PARAMETER: Final = {
     "name": "run_id", "in": "path", "required": True, "description": "The run's id.",
@@ -267,7 +291,7 @@ class RunRoutes:
             properties=_pairs(request, "property"),
             compute_target=str_param(request, "compute_target"),
             parent_run_id=str_param(request, "parent_run_id"),
-            top_level=_flag(request, "top_level"),
+            top_level=bool_param(request, "top_level"),
             created_after=time_param(request, "created_after"),
             created_before=time_param(request, "created_before"),
         )
@@ -310,24 +334,8 @@ class RunRoutes:
         row = await self._reads.file(run_id, name)
         if row is None:
             raise not_found(f"run {run_id!r} has no file {name!r}")
-        digest = row["sha256"]
-        info = (await asyncio.to_thread(self._blobs.stat, digest)
-                if is_valid_digest(digest) else None)
-        if info is None:
-            raise not_found(f"the bytes of {name!r} (sha256 {digest}) are not in the blob store")
-        response = web.StreamResponse(headers={hdrs.ETAG: f'"{digest}"', **_ARTIFACT_HEADERS})
-        response.content_type = safe_content_type(row["content_type"])
-        response.content_length = info.size_bytes
-        await response.prepare(request)
-        try:
-            with await asyncio.to_thread(info.path.open, "rb") as source:
-                while chunk := await asyncio.to_thread(source.read, READ_CHUNK_BYTES):
-                    await response.write(chunk)
-        except ConnectionError:
-            response.force_close()
-            return response
-        await response.write_eof()
-        return response
+        return await serve_artifact(request, self._blobs, name=name, digest=row["sha256"],
+                                    content_type=row["content_type"])
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
         run_id = await self._existing_run(request)
@@ -404,15 +412,6 @@ def _pairs(request: web.Request, name: str) -> tuple[tuple[str, str | None], ...
             raise bad_request(f"parameter {name!r} must be 'key' or 'key:value' with a key")
         out.append((key, pair_value if sep else None))
     return tuple(out)
-
-
-def _flag(request: web.Request, name: str) -> bool:
-    value = str_param(request, name)
-    if value is None or value == "false":
-        return False
-    if value == "true":
-        return True
-    raise bad_request(f"parameter {name!r} must be true or false, got {value[:20]!r}")
 
 
 def _order_metric(request: web.Request) -> str | None:
