@@ -44,6 +44,7 @@ from ingest.api.routes.blobs import BlobRoutes
 from ingest.api.routes.compute import ComputeRoutes, QueueGaugeRefresher
 from ingest.api.routes.events import LiveUpdates, StreamOptions
 from ingest.api.routes.metrics import MetricRoutes
+from ingest.api.routes.models import ModelRoutes
 from ingest.api.routes.registry import RegistryRoutes
 from ingest.api.routes.runs import RunRoutes
 from ingest.api.routes.system import DEFAULT_READINESS_TIMEOUT_S, ReadinessCheck, SystemRoutes
@@ -120,6 +121,7 @@ def create_app(
         specs += RunRoutes(reads=reads, blob_store=blob_store, public_url=public_url).specs()
         specs += MetricRoutes(reads=reads).specs()
         specs += ComputeRoutes(reads=reads).specs()
+        specs += ModelRoutes(reads=reads, blob_store=blob_store).specs()
     specs += RegistryRoutes().specs()
     live = None
     if db_dsn and reads is not None:

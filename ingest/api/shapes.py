@@ -21,6 +21,7 @@ __all__ = [
     "RUN_STATUSES",
     "SCHEMAS",
     "list_answer",
+    "model_document",
     "queue_state",
     "ref",
     "run_details",
@@ -73,17 +74,40 @@ def run_details(row: asyncpg.Record, *, portal_url: str) -> dict[str, Any]:
     }
 
 
+def model_document(row: asyncpg.Record) -> dict[str, Any]:
+    """A registered model version (``ingest/db/models.py``'s ``MODEL_COLUMNS``)."""
+    name, version = row["name"], row["version"]
+    files: list[dict[str, Any]] = _json_decoded(row["files"]) or []
+    return {
+        "id": f"{name}:{version}",
+        "name": name,
+        "version": version,
+        "workspace": row["workspace"],
+        "run_id": row["run_id"],
+        "experiment": row["experiment"],
+        "path": row["path"],
+        "files": [{"name": f["name"], "sha256": f["sha256"], "size_bytes": int(f["size_bytes"])}
+                  for f in files],
+        "tags": _json_object(row["tags"]),
+        "properties": _json_object(row["properties"]),
+        "description": row["description"],
+        "created_at": iso(row["created_at"]),
+        "url": f"/v1/models/{name}/versions/{version}",
+    }
+
+
 def queue_state(state: QueueState) -> dict[str, Any]:
     document: dict[str, Any] = dataclasses.asdict(state)
     return document
 
 
 def _json_object(value: Any) -> dict[str, Any]:
+    return dict(_json_decoded(value) or {})
+
+
+def _json_decoded(value: Any) -> Any:
     # asyncpg returns jsonb as text unless the connection has a codec for it.
-    if isinstance(value, str):
-        decoded: dict[str, Any] = json.loads(value)
-        return decoded
-    return dict(value or {})
+    return json.loads(value) if isinstance(value, str) else value
 
 
 # --- schemas ---------------------------------------------------------------------------------
@@ -173,6 +197,53 @@ SCHEMAS: Final[dict[str, dict[str, Any]]] = {
         "required": ["runs", "next_cursor"],
         "properties": {
             "runs": {"type": "array", "items": ref("RunSummary")},
+            "next_cursor": _CURSOR,
+        },
+    },
+    "Model": {
+        "type": "object",
+        "description": "A registered model version: versions 1, 2, 3… per workspace and name; "
+        "its files are content-addressed, so a version never changes.",
+        "required": [
+            "id", "name", "version", "workspace", "run_id", "experiment", "path", "files",
+            "tags", "properties", "description", "created_at", "url",
+        ],
+        "properties": {
+            "id": {"type": "string", "description": "<name>:<version>."},
+            "name": {"type": "string"},
+            "version": {"type": "integer", "minimum": 1},
+            "workspace": {"type": "string"},
+            "run_id": {**_NULLABLE_STRING,
+                       "description": "The run it was registered from (null: local files)."},
+            "experiment": _NULLABLE_STRING,
+            "path": {"type": "string",
+                     "description": "The run's file or folder it was registered from (or the "
+                     "local path given)."},
+            "files": {
+                "type": "array",
+                "description": "By name; names are relative to the parent of path.",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "sha256", "size_bytes"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                        "size_bytes": _COUNT,
+                    },
+                },
+            },
+            "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+            "properties": {"type": "object", "additionalProperties": {"type": "string"}},
+            "description": _NULLABLE_STRING,
+            "created_at": {**_TIME, "type": "string"},
+            "url": {"type": "string", "description": "This version's path on the API."},
+        },
+    },
+    "ModelPage": {
+        "type": "object",
+        "required": ["models", "next_cursor"],
+        "properties": {
+            "models": {"type": "array", "items": ref("Model")},
             "next_cursor": _CURSOR,
         },
     },
