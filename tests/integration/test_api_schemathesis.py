@@ -96,7 +96,7 @@ def seeded(document: dict[str, Any], world: World) -> dict[str, Any]:
             for parameter in operation.get("parameters", []):
                 values = real.get(parameter["name"])
                 if parameter["name"] == "name" and parameter["in"] == "path":
-                    values = next(v for k, v in names.items() if k in path)
+                    values = next((v for k, v in names.items() if k in path), None)
                 if values is None:
                     continue
                 if parameter["schema"].get("type") == "string":
