@@ -23,6 +23,7 @@ from ._errors import (
     TransportError,
 )
 from ._kafka_security import KafkaSecurity, KafkaSecurityError
+from ._model import Model
 from ._options import ProducerOptions
 from ._secret import Secret
 from ._sender import ProducerStats
@@ -39,6 +40,7 @@ __all__ = [
     "KafkaSecurity",
     "KafkaSecurityError",
     "KafkaUnavailableError",
+    "Model",
     "NotFoundError",
     "ProducerError",
     "ProducerOptions",

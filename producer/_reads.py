@@ -158,7 +158,7 @@ class RunReads:
         ``parent_run_id``, ``children``, ``compute_target``, ``error``, ``properties``,
         ``portal_url``… (timestamps are ISO 8601 strings in UTC, or None)."""
         self._before_read()
-        return self._session.api.get_json(self._path())
+        return self._session.run_details(self.id)
 
     def get_status(self) -> str:
         """NotStarted, Queued, Preparing, Running, NotResponding, Finalizing,

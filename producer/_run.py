@@ -357,6 +357,7 @@ class RunHandle(RunReads):
 
     def _lifecycle(self, status: str, *, error: str | None = None, metadata: bool = False) -> None:
         self._known_status = status
+        self._session.sent_status(self.id, status)
         record: dict[str, Any] = {
             "status": status,
             "parent_run_id": None,

@@ -39,6 +39,11 @@ from ._sender import ProducerStats, Sender
 from ._transport import KafkaTransport
 
 DEFAULT_FLUSH_TIMEOUT_S = 30.0
+#: How far along a status is (the worker's rule: only forward; NotResponding is running).
+STATUS_RANK = {
+    "NotStarted": 0, "Queued": 1, "Preparing": 2, "Running": 3, "NotResponding": 3,
+    "Finalizing": 4, "CancelRequested": 5, "Completed": 6, "Failed": 6, "Canceled": 6,
+}
 #: Between looks while waiting for a run logged here to be stored.
 VISIBLE_POLL_S = 0.05
 
@@ -71,6 +76,8 @@ class Session:
         self._open: set[Stream] = set()
         #: Runs this process logged into: a read of one waits (bounded) until it is stored.
         self.own_runs: set[str] = set()
+        #: The furthest status this process sent per run: a read waits (bounded) for it.
+        self._sent_status: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"Session(name={self.name!r}, api_url={self.api.api_url!r})"
@@ -138,20 +145,34 @@ class Session:
         with suppress(ProducerTimeoutError):
             sender.flush(self.options.read_flush_timeout_s)
 
+    def sent_status(self, run_id: str, status: str) -> None:
+        """A run handle of this process sent ``status`` for ``run_id``."""
+        with self._lock:
+            before = self._sent_status.get(run_id)
+            if before is None or STATUS_RANK[status] >= STATUS_RANK[before]:
+                self._sent_status[run_id] = status
+
     def run_details(self, run_id: str) -> dict[str, Any]:
-        """``GET /v1/runs/{id}`` after flushing; a run this process logged into is waited
-        for (up to ``read_flush_timeout_s``) until the worker has stored it, so a script
-        reads its own writes instead of a ``NotFoundError`` a moment too early."""
+        """``GET /v1/runs/{id}`` after flushing. A run this process logged into is waited
+        for (up to ``read_flush_timeout_s``) until the worker has stored it and the status
+        this process last sent, so a script reads its own writes — not a ``NotFoundError``
+        or a "Running" a moment too early."""
         self.flush_for_read()
         path = f"/v1/runs/{segment(run_id)}"
         deadline = time.monotonic() + self.options.read_flush_timeout_s
+        with self._lock:
+            sent = self._sent_status.get(run_id)
         while True:
             try:
-                return self.api.get_json(path)
+                details = self.api.get_json(path)
             except NotFoundError:
                 if run_id not in self.own_runs or time.monotonic() >= deadline:
                     raise
-                time.sleep(VISIBLE_POLL_S)
+            else:
+                seen = STATUS_RANK.get(str(details.get("status")), 0)
+                if sent is None or seen >= STATUS_RANK[sent] or time.monotonic() >= deadline:
+                    return details
+            time.sleep(VISIBLE_POLL_S)
 
     # ---- what the workspace needs -----------------------------------------------------
 

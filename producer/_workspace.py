@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ._buffer import Stream
@@ -37,6 +37,7 @@ from ._display import DOCS_URL, html_table, link
 from ._env import EnvReader, default_home
 from ._errors import ApiError, ConfigError, NotFoundError
 from ._kafka_security import KafkaSecurity
+from ._model import Model, _only_files
 from ._options import ProducerOptions
 from ._reads import runs_query
 from ._run import RunHandle
@@ -480,6 +481,41 @@ class Run(RunHandle):
                 child.tag(tag_key, value)
             children.append(child)
         return children
+
+    def register_model(
+        self,
+        model_name: str,
+        model_path: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        properties: Mapping[str, str] | None = None,
+        model_framework: object = None,
+        model_framework_version: object = None,
+        description: str | None = None,
+        datasets: object = None,
+        sample_input_dataset: object = None,
+        sample_output_dataset: object = None,
+        resource_configuration: object = None,
+        **kwargs: Any,
+    ) -> Model:
+        """Register the run's file or folder ``model_path`` (e.g. ``outputs/model.pkl``,
+        as uploaded) as the next version of ``model_name``. A run this process logs into
+        is flushed first and its files waited for (bounded). The framework, dataset and
+        resource arguments are accepted as in Azure ML and must be None."""
+        if kwargs:
+            raise TypeError(f"register_model() takes no keyword arguments {sorted(kwargs)}")
+        if model_path is None:
+            raise ValueError("register_model needs model_path, e.g. 'outputs/model.pkl'")
+        _only_files(datasets=datasets, model_framework=model_framework,
+                    model_framework_version=model_framework_version,
+                    sample_input_dataset=sample_input_dataset,
+                    sample_output_dataset=sample_output_dataset,
+                    resource_configuration=resource_configuration)
+        path = PurePosixPath(os.path.normpath(model_path).replace(os.sep, "/")).as_posix()
+        return Model._register(self._experiment.workspace, {
+            "name": model_name, "path": path, "run_id": self.id,
+            "tags": dict(tags or {}), "properties": dict(properties or {}),
+            "description": description,
+        }, wait_for_run=self.id)
 
     def child_run(self, name: str | None = None) -> Run:
         """Start a child run (own id; ``parent_run_id`` is this run; ``name`` its display name)."""
