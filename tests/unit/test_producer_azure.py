@@ -18,7 +18,15 @@ from typing import Any
 
 import pytest
 
-from producer import ConfigError, Experiment, NotFoundError, ReadOnlyRunError, Run, Workspace
+from producer import (
+    ConfigError,
+    Experiment,
+    Model,
+    NotFoundError,
+    ReadOnlyRunError,
+    Run,
+    Workspace,
+)
 from tests.unit.producer_fakes import (
     API,
     Answer,
@@ -70,6 +78,23 @@ AZURE: dict[tuple[type, str], list[str | tuple[str, Any]]] = {
     (Run, "cancel"): [],
     (Run, "create_children"): [("count", None), ("tag_key", None), ("tag_values", None)],
     (Run, "get_context"): [("allow_offline", True), ("used_for_context_manager", False)],
+    (Run, "register_model"): ["model_name", ("model_path", None), ("tags", None),
+                              ("properties", None), ("model_framework", None),
+                              ("model_framework_version", None), ("description", None),
+                              ("datasets", None), ("sample_input_dataset", None),
+                              ("sample_output_dataset", None), ("resource_configuration", None)],
+    (Model, "__init__"): ["workspace", ("name", None), ("id", None), ("tags", None),
+                          ("properties", None), ("version", None), ("run_id", None),
+                          ("model_framework", None), ("expand", True)],
+    (Model, "register"): ["workspace", "model_path", "model_name", ("tags", None),
+                          ("properties", None), ("description", None), ("datasets", None),
+                          ("model_framework", None), ("model_framework_version", None),
+                          ("child_paths", None), ("sample_input_dataset", None),
+                          ("sample_output_dataset", None), ("resource_configuration", None)],
+    (Model, "list"): ["workspace", ("name", None), ("tags", None), ("properties", None),
+                      ("run_id", None), ("latest", False), ("dataset_id", None),
+                      ("expand", True), ("page_count", 255), ("model_framework", None)],
+    (Model, "download"): [("target_dir", "."), ("exist_ok", False), ("exists_ok", None)],
 }
 
 
