@@ -13,9 +13,7 @@ import pytest
 
 from ingest.settings import Settings
 from ingest.stack.kafka import KafkaNode, SecuredListener
-from producer import Workspace
-from producer._errors import ConfigError
-from producer._kafka_security import KafkaSecurity, KafkaSecurityError, Secret
+from producer import ConfigError, KafkaSecurity, KafkaSecurityError, Secret, Workspace
 
 PASSWORD = "pw-hunter2-do-not-show"  # noqa: S105 - a test value that must never be shown
 KEY_PASSWORD = "kp-swordfish-do-not-show"  # noqa: S105
