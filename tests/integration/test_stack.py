@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -18,7 +17,7 @@ from ingest.settings import Settings
 from ingest.stack.postgres import LocalPostgres
 from ingest.stack.procs import port_open
 from tests.helpers import DbFactory, StackInfo, TopicFactory, unique
-from tests.integration.helpers import free_port, runstream
+from tests.integration.helpers import port_clash, private_env, runstream
 
 
 async def test_idempotent_produce_group_consume_commit(
@@ -100,38 +99,6 @@ def test_up_again_is_a_no_op(stack: StackInfo) -> None:
     assert "starting" not in result.stderr
     after = {p.name: p.read_text() for p in home.glob("*.pid")}
     assert before == after
-
-
-def private_env(home: Path) -> dict[str, str]:
-    """Environment for a second, throwaway stack on its own home and ports.
-
-    ``runstream up`` reads every port from the environment before it starts anything, so
-    they are probed here; another process may take one before the stack binds it (see
-    tests/integration/helpers.py), which ``up_private`` answers with fresh ports.
-    """
-    ports = {"kafka": free_port(span=2), "pg": free_port(), "api": free_port(),
-             "metrics": free_port()}
-    while len(set(ports.values()) | {ports["kafka"] + 1}) < 5:  # all distinct
-        ports = {**ports, "pg": free_port(), "api": free_port(), "metrics": free_port()}
-    env = {
-        **os.environ,
-        "RUNSTREAM_HOME": str(home),
-        "RUNSTREAM_KAFKA": f"127.0.0.1:{ports['kafka']}",
-        "RUNSTREAM_PG_PORT": str(ports["pg"]),
-        "RUNSTREAM_API": f"http://127.0.0.1:{ports['api']}",
-        "RUNSTREAM_METRICS_PORT": str(ports["metrics"]),
-    }
-    env.pop("RUNSTREAM_DB", None)
-    return env
-
-
-def port_clash(result: subprocess.CompletedProcess[str], home: Path) -> bool:
-    """Whether ``up`` failed because one of its probed ports was taken meanwhile."""
-    if any(words in result.stderr for words in ("is taken by", "already answers")):
-        return True
-    logs = [*(home / "stack").glob("*.log"), home / "stack" / "kafka" / "kafka.log"]
-    return any("Address already in use" in log.read_text(errors="replace")
-               for log in logs if log.exists())
 
 
 UpPrivate = Callable[[], tuple[dict[str, str], subprocess.CompletedProcess[str]]]
