@@ -1,8 +1,10 @@
-"""The one asyncpg connection pool wrapper, shared by the worker's ``Store`` and the API's
+"""The one asyncpg connection pool wrapper, the base of the worker's ``Store`` and the API's
 ``ReadStore``: built without I/O, connected by ``start()``, closed by ``stop()`` (both
 idempotent). It never migrates (that is ``ingest/db/migrate.py``'s job)."""
 
 from __future__ import annotations
+
+from typing import Self
 
 import asyncpg
 
@@ -39,7 +41,7 @@ class Pool:
         if pool is not None:
             await pool.close()
 
-    async def __aenter__(self) -> Pool:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

@@ -106,7 +106,7 @@ class SeriesStats:
     stale_tiles: bool
 
 
-class ReadStore:
+class ReadStore(Pool):
     """The read queries, on a pool of their own (``ingest/db/pool.py``)."""
 
     def __init__(
@@ -116,30 +116,16 @@ class ReadStore:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S,
     ) -> None:
-        self._connections = Pool(dsn=dsn, min_size=0, max_size=max_connections,
-                                 command_timeout_s=command_timeout_s)
-        self._command_timeout_s = command_timeout_s
+        super().__init__(dsn=dsn, min_size=0, max_size=max_connections,
+                         command_timeout_s=command_timeout_s)
 
     def __repr__(self) -> str:  # never the DSN: it may carry a password
         return "ReadStore()"
 
-    async def start(self) -> None:
-        await self._connections.start()
-
-    async def stop(self) -> None:
-        await self._connections.stop()
-
-    async def __aenter__(self) -> ReadStore:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
     @property
     def pool(self) -> asyncpg.Pool:
         try:
-            return self._connections.pool
+            return super().pool
         except RuntimeError:
             raise DatabaseUnavailableError("the database pool is not started") from None
 

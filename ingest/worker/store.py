@@ -289,33 +289,11 @@ def _columns(rows: Sequence[Sequence[Any]], n: int) -> list[list[Any]]:
     return [[row[i] for row in rows] for i in range(n)]
 
 
-class Store:
-    """An asyncpg pool and the batch write. ``start()`` connects; it never migrates."""
-
-    def __init__(self, *, dsn: str, min_size: int = 1, max_size: int = 4,
-                 command_timeout_s: float = 60.0) -> None:
-        self._connections = Pool(dsn=dsn, min_size=min_size, max_size=max_size,
-                                 command_timeout_s=command_timeout_s)
+class Store(Pool):
+    """A connection pool and the batch write. ``start()`` connects; it never migrates."""
 
     def __repr__(self) -> str:  # never the DSN: it may carry a password
         return "Store()"
-
-    async def start(self) -> None:
-        await self._connections.start()
-
-    async def stop(self) -> None:
-        await self._connections.stop()
-
-    async def __aenter__(self) -> Store:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        return self._connections.pool
 
     async def load_offsets(self, group_id: str, topic: str,
                            partitions: Sequence[int]) -> dict[int, int]:
