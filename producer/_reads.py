@@ -166,6 +166,11 @@ class RunReads:
         return str(self.get_details()["status"])
 
     @property
+    def number(self) -> int:
+        """The run's place in its experiment by creation: 1 for the first run."""
+        return int(self.get_details()["number"])
+
+    @property
     def status(self) -> str:
         """The run's status now (``get_status()``)."""
         return self.get_status()

@@ -271,14 +271,66 @@ class RunHandle(RunReads):
         png.seek(0)
         self._put_artifact(name, "IMAGE", png, "image/png")
 
-    def upload_file(self, name: str, path_or_stream: str | os.PathLike[str] | BinaryIO) -> None:
+    def upload_file(
+        self,
+        name: str,
+        path_or_stream: str | os.PathLike[str] | BinaryIO,
+        datastore_name: str | None = None,
+    ) -> None:
         """Upload a file (path or binary stream) as artifact ``name``, e.g. 'outputs/model.pkl'.
 
         The bytes are copied aside (and hashed) now; they reach the API in the background.
+        ``datastore_name`` must be None: artifacts live in the API's blob store.
         """
+        _no_datastore(datastore_name)
         check_artifact_name(name)
         content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
         self._put_artifact(name, "FILE", path_or_stream, content_type)
+
+    def upload_files(
+        self,
+        names: Iterable[str],
+        paths: Iterable[str | os.PathLike[str]],
+        return_artifacts: bool = False,
+        timeout_seconds: float | None = None,
+        datastore_name: str | None = None,
+    ) -> None:
+        """``upload_file`` for each (name, path) pair (equally many of each); every name
+        and file is checked before the first is uploaded. ``return_artifacts`` and
+        ``timeout_seconds`` are accepted as in Azure ML: uploads finish in the background."""
+        _no_datastore(datastore_name)
+        named, located = list(names), [Path(p) for p in paths]
+        if len(named) != len(located):
+            raise ValueError(f"upload_files: {len(named)} names for {len(located)} paths")
+        if len(set(named)) != len(named):
+            raise ValueError("upload_files: names must be distinct")
+        for name, path in zip(named, located, strict=True):
+            check_artifact_name(name)
+            if not path.is_file():
+                raise ValueError(f"no such file: {str(path)!r}")
+        for name, path in zip(named, located, strict=True):
+            self.upload_file(name, path)
+
+    def upload_folder(
+        self, name: str, path: str | os.PathLike[str], datastore_name: str | None = None
+    ) -> None:
+        """Upload every file under folder ``path`` as ``<name>/<its relative path>``."""
+        _no_datastore(datastore_name)
+        root = Path(path)
+        if not root.is_dir():
+            raise ValueError(f"no such folder: {str(root)!r}")
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+        prefix = name.rstrip("/")
+        self.upload_files([f"{prefix}/{p.relative_to(root).as_posix()}" for p in files], files)
+
+    def set_tags(self, tags: Mapping[str, object] | Iterable[str]) -> None:
+        """Tag the run with every ``{key: value}`` (or every key of a list, without value)."""
+        items = list(tags.items()) if isinstance(tags, Mapping) else [(k, None) for k in tags]
+        for key, value in items:
+            check_name(key, "tag key")
+            tag_value(value)
+        for key, value in items:
+            self.tag(key, value)
 
     def _put_artifact(
         self,
@@ -479,6 +531,11 @@ class RunHandle(RunReads):
 
 def _no_wake() -> None:
     pass
+
+
+def _no_datastore(datastore_name: object) -> None:
+    if datastore_name is not None:
+        raise ValueError("datastore_name must be None: artifacts live in the API's blob store")
 
 
 def _check_description(description: object) -> None:

@@ -70,6 +70,7 @@ def run_details(row: asyncpg.Record, *, portal_url: str) -> dict[str, Any]:
         "children": list(row["children"]),
         "last_heartbeat_at": iso(row["last_heartbeat_at"]),
         "dropped_events": int(row["dropped_events"]),
+        "number": int(row["number"]),
         "portal_url": portal_url,
     }
 
@@ -167,7 +168,7 @@ SCHEMAS: Final[dict[str, dict[str, Any]]] = {
                 "type": "object",
                 "required": [
                     "status_times", "error", "properties", "children", "last_heartbeat_at",
-                    "dropped_events", "portal_url",
+                    "dropped_events", "number", "portal_url",
                 ],
                 "properties": {
                     "status_times": {
@@ -186,6 +187,10 @@ SCHEMAS: Final[dict[str, dict[str, Any]]] = {
                     "last_heartbeat_at": _TIME,
                     "dropped_events": {
                         **_COUNT, "description": "Events the SDK reported dropping.",
+                    },
+                    "number": {
+                        "type": "integer", "minimum": 1,
+                        "description": "The run's place in its experiment, by creation (1 first).",
                     },
                     "portal_url": {"type": "string"},
                 },

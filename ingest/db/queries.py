@@ -123,7 +123,10 @@ SELECT {RUN_SUMMARY_COLUMNS},
        r.not_started_at, r.queued_at AS queued_at_, r.preparing_at, r.running_at,
        r.finalizing_at, r.cancel_requested_at, r.completed_at, r.failed_at, r.canceled_at,
        ARRAY(SELECT c.run_id FROM runstream_data.runs c WHERE c.parent_run_id = v.run_id
-             ORDER BY c.created_at, c.run_id) AS children
+             ORDER BY c.created_at, c.run_id) AS children,
+       (SELECT count(*) FROM runstream_data.runs n
+        WHERE n.experiment = r.experiment AND n.workspace = r.workspace
+          AND (n.created_at, n.run_id) <= (r.created_at, r.run_id)) AS number
 FROM runstream.runs v
 JOIN runstream_data.runs r ON r.run_id = v.run_id
 WHERE v.run_id = $1

@@ -450,6 +450,8 @@ async def test_get_runs_filters_and_orders(read_pipeline: ReadPipeline) -> None:
     assert await listed(order_by="metric:loss", order="asc") == ["c", "a", "b", "d"]
     assert await listed(order_by="metric:loss", order="desc") == ["b", "a", "c", "d"]
 
+    oldest_first = await call(lambda: list(exp.get_runs(order="asc")))
+    assert [await call(lambda r=r: r.number) for r in oldest_first] == [1, 2, 3, 4]
     (first,) = await call(lambda: list(exp.get_runs(limit=1, order_by="metric:loss")))
     assert first.display_name == "b"
     assert await call(first.get_metrics) == {"loss": [1.0, 5.0]}

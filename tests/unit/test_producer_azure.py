@@ -32,8 +32,10 @@ from tests.unit.producer_fakes import (
     Answer,
     FakeApi,
     FakeWorkspace,
+    of_kind,
     ok,
     run_details,
+    wait_until,
 )
 
 RUN_ID = "exp_1700000000_0a1b2c3d"
@@ -62,7 +64,11 @@ AZURE: dict[tuple[type, str], list[str | tuple[str, Any]]] = {
                             ("type", None), ("status", None)],
     (Run, "get_metrics"): [("name", None), ("recursive", False), ("run_type", None),
                            ("populate", False)],
-    (Run, "upload_file"): ["name", "path_or_stream"],
+    (Run, "upload_file"): ["name", "path_or_stream", ("datastore_name", None)],
+    (Run, "upload_files"): ["names", "paths", ("return_artifacts", False),
+                            ("timeout_seconds", None), ("datastore_name", None)],
+    (Run, "upload_folder"): ["name", "path", ("datastore_name", None)],
+    (Run, "set_tags"): ["tags"],
     (Run, "download_file"): ["name", ("output_file_path", None)],
     (Run, "download_files"): [("prefix", None), ("output_directory", None),
                               ("output_paths", None), ("batch_size", 100),
@@ -284,3 +290,32 @@ def test_create_children_by_count_and_by_tag_values(make_ws: Callable[..., FakeW
     assert tags == [{"key": "fold", "value": "a"}, {"key": "fold", "value": "b"}]
     with pytest.raises(ValueError, match="count= or tag_key="):
         parent.create_children()
+
+
+def test_uploads_of_several_files_and_folders_and_several_tags(
+    make_ws: Callable[..., FakeWorkspace], tmp_path: Path
+) -> None:
+    folder = tmp_path / "ckpt"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.bin").write_bytes(b"a")
+    (folder / "sub" / "b.txt").write_text("b")
+    ws = make_ws(FakeApi({}))
+    run = Experiment(ws, "exp").start_logging(outputs_dir=None)
+    run.upload_files(["x/a.bin", "x/b.txt"], [folder / "a.bin", folder / "sub" / "b.txt"])
+    run.upload_folder("checkpoints", folder)
+    run.set_tags({"lr": 0.1, "best": None})
+    run.set_tags(["baseline"])
+    with pytest.raises(ValueError, match="2 names for 1 paths"):
+        run.upload_files(["a", "b"], [folder / "a.bin"])
+    with pytest.raises(ValueError, match="no such file"):  # checked before any upload
+        run.upload_files(["ok.bin", "gone.bin"], [folder / "a.bin", folder / "gone.bin"])
+    with pytest.raises(ValueError, match="datastore_name"):
+        run.upload_file("a", folder / "a.bin", datastore_name="workspaceblobstore")
+    run.complete()  # the blobs stay staged (this API has no blob route): wait for the events
+    wait_until(lambda: any(e.get("status") == "Completed" for e in of_kind(ws.kafka.events(),
+                                                                            "Lifecycle")))
+    names = [e["payload"][1]["name"] for e in ws.kafka.events() if e["payload"][0] == "Artifact"]
+    assert names == ["x/a.bin", "x/b.txt", "checkpoints/a.bin", "checkpoints/sub/b.txt"]
+    tags = [e["payload"][1] for e in ws.kafka.events() if e["payload"][0] == "Tag"]
+    assert tags == [{"key": "lr", "value": "0.1"}, {"key": "best", "value": None},
+                    {"key": "baseline", "value": None}]
