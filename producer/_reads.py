@@ -81,10 +81,12 @@ class RunReads:
         populate: bool = False,
     ) -> dict[str, Any]:
         """Every metric of the run (or only ``name``: one name or several), shaped as on the
-        product page: a value logged once → that value; a series → the list of its values
-        ordered by (step, rank, time), all ranks included; ``log_list`` → the list;
-        ``log_row``/``log_table`` → ``{column: [values...]}``. Values keep their type
-        (int, bool, str, float, NaN and ±Inf included). An unknown name is left out.
+        product page and azureml-core: a value logged once → that value; a series → the
+        list of its values ordered by (step, rank, time), all ranks included; ``log_list``
+        → the list; ``log_row``/``log_table`` → ``{column: [values...]}``. One row is bare,
+        as in Azure ML: a one-value list is that value, a one-row table ``{column:
+        value}``. Values keep their type (int, bool, str, float, NaN and ±Inf included).
+        An unknown name is left out.
 
         ``recursive=True``: ``{run_id: metrics}`` of this run and all its descendants, as
         Azure ML returns it (runs without metrics left out). ``run_type`` must be None
@@ -119,7 +121,7 @@ class RunReads:
                 retriable=False,
             )
         decoded: dict[str, Any] = decode_non_finite(metrics)
-        return decoded
+        return {name: _one_row_bare(value) for name, value in decoded.items()}
 
     def get_file_names(self) -> list[str]:
         """Names of the run's files and images (``outputs/...`` included), as uploaded."""
@@ -341,6 +343,18 @@ class RunReads:
                 target = root / relative.lstrip("/")
             written.append(self.download_file(name, target))
         return written
+
+
+def _one_row_bare(value: Any) -> Any:
+    """Azure ML's shapes: one row is bare — a list of one value is that value, a table of
+    one row is ``{column: value}`` (longer lists and tables stay lists)."""
+    if isinstance(value, list) and len(value) == 1:
+        return value[0]
+    if isinstance(value, dict) and value and all(
+        isinstance(column, list) and len(column) == 1 for column in value.values()
+    ):
+        return {name: column[0] for name, column in value.items()}
+    return value
 
 
 def runs_query(

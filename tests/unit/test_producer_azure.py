@@ -319,3 +319,13 @@ def test_uploads_of_several_files_and_folders_and_several_tags(
     tags = [e["payload"][1] for e in ws.kafka.events() if e["payload"][0] == "Tag"]
     assert tags == [{"key": "lr", "value": "0.1"}, {"key": "best", "value": None},
                     {"key": "baseline", "value": None}]
+
+
+def test_metrics_of_one_row_are_bare_as_in_azure(make_ws: Callable[..., FakeWorkspace]) -> None:
+    stored = {"one row": {"x": [1], "y": [0.5]}, "rows": {"x": [1, 2]}, "one value": [5],
+              "values": [1, 2], "logged once": 3.5}
+    routes = {f"/v1/runs/{RUN_ID}": ok(run_details(RUN_ID, "Completed")),
+              f"/v1/runs/{RUN_ID}/metrics": ok({"metrics": stored})}
+    run = make_ws(FakeApi(routes)).get_run(RUN_ID)
+    assert run.get_metrics() == {"one row": {"x": 1, "y": 0.5}, "rows": {"x": [1, 2]},
+                                 "one value": 5, "values": [1, 2], "logged once": 3.5}
