@@ -8,7 +8,8 @@
   ``openapi.py``); ``live/`` holds the Server-Sent Event streams; ``blobstore.py`` the
   artifact bytes.
 - ``db/``      PostgreSQL shared by both: the pool, migrations (``migrations/*.sql``),
-  read queries, change notices (NOTIFY/LISTEN), run statuses and queue state.
+  read queries, change notices (NOTIFY/LISTEN), run statuses, queue state and the model
+  registry (``models.py``).
 - ``cli/``     the ``runstream`` command (``main.py``) and ``runstream demo``.
 - ``stack/``   the local single-machine stack (``runstream up | down | status``).
 - ``bench/``   ``runstream bench`` and the fault ledger's workload.

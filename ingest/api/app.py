@@ -88,9 +88,10 @@ def create_app(
 
     ``token`` is the admin token, ``workspace_tokens`` grant one workspace each
     (``ingest/api/auth.py``); with neither, auth is off. ``readiness_checks`` are added to
-    the blob directory's own check. ``db_dsn`` enables the database-backed routes (live updates,
-    ``routes/events.py``; the /v1 queries, ``routes/runs.py``/``metrics.py``/``compute.py``, whose
-    pool opens with the app and adds a ``database`` readiness check); ``stream_options``
+    the blob directory's own check. ``db_dsn`` enables the database-backed routes (live
+    updates, ``routes/events.py``; runs, metrics, compute targets and the model registry,
+    ``routes/runs.py``/``metrics.py``/``compute.py``/``models.py``, whose pool opens with
+    the app and adds a ``database`` readiness check); ``stream_options``
     tunes their timing (tests). ``public_url`` is the base of ``portal_url`` (default:
     the request's own origin). Metrics are registered on ``registry``; one registry
     serves one app (a second would collide).
