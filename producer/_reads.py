@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
@@ -24,9 +23,9 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from ._client import decode_non_finite, file_path, segment
-from ._errors import ApiError, NotFoundError, RunFailedError
+from ._errors import ApiError, RunFailedError
 from ._follow import wait_for_completion
-from ._session import VISIBLE_POLL_S, Session
+from ._session import Session
 from ._validate import check_artifact_name, check_name
 
 if TYPE_CHECKING:
@@ -61,17 +60,8 @@ class RunReads:
         self._session.flush_for_read()
         if self._seen_by_api or not self._writes_here:
             return
-        deadline = time.monotonic() + self._session.options.read_flush_timeout_s
-        while True:
-            try:
-                self._session.api.get_json(self._path())
-            except NotFoundError:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(VISIBLE_POLL_S)
-            else:
-                self._seen_by_api = True
-                return
+        self._session.run_details(self.id)  # waits (bounded) until the run is stored
+        self._seen_by_api = True
 
     def get_metrics(
         self,

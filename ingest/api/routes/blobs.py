@@ -217,7 +217,7 @@ class BlobRoutes:
             return response
         await response.prepare(request)
         try:
-            await _send_file(response, info)
+            await send_blob(response, info)
         except ConnectionError:
             # The client went away mid-download; nothing left to answer.
             response.force_close()
@@ -252,7 +252,8 @@ async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _send_file(response: web.StreamResponse, info: BlobInfo) -> None:
+async def send_blob(response: web.StreamResponse, info: BlobInfo) -> None:
+    """Write a stored blob's bytes to a prepared response (every route that serves bytes)."""
     remaining = info.size_bytes
     with await asyncio.to_thread(info.path.open, "rb") as source:
         while remaining > 0:

@@ -46,7 +46,7 @@ from ingest.api.params import (
     str_params,
     time_param,
 )
-from ingest.api.routes.blobs import READ_CHUNK_BYTES
+from ingest.api.routes.blobs import send_blob
 from ingest.api.shapes import (
     RUN_STATUSES,
     list_answer,
@@ -92,9 +92,7 @@ async def serve_artifact(request: web.Request, blobs: BlobStore, *, name: str, d
     response.content_length = info.size_bytes
     await response.prepare(request)
     try:
-        with await asyncio.to_thread(info.path.open, "rb") as source:
-            while chunk := await asyncio.to_thread(source.read, READ_CHUNK_BYTES):
-                await response.write(chunk)
+        await send_blob(response, info)
     except ConnectionError:
         response.force_close()
         return response
