@@ -25,6 +25,16 @@ from ._errors import (
 from ._kafka_security import KafkaSecurity, KafkaSecurityError
 from ._model import Model
 from ._options import ProducerOptions
+from ._runconfig import (
+    CondaDependencies,
+    DockerConfiguration,
+    MpiConfiguration,
+    PyTorchConfiguration,
+    RunConfiguration,
+    ScriptRunConfig,
+    TensorflowConfiguration,
+)
+from ._runconfig import Environment as Environment
 from ._secret import Secret
 from ._sender import ProducerStats
 from ._sync import SyncProgress, SyncResult, sync
@@ -34,26 +44,33 @@ from ._workspace import Experiment, Run, Workspace
 __all__ = [
     "ApiError",
     "BlobUploadError",
+    "CondaDependencies",
     "ConfigError",
+    "DockerConfiguration",
     "EnvReader",
     "Experiment",
     "KafkaSecurity",
     "KafkaSecurityError",
     "KafkaUnavailableError",
     "Model",
+    "MpiConfiguration",
     "NotFoundError",
     "ProducerError",
     "ProducerOptions",
     "ProducerStats",
     "ProducerTimeoutError",
+    "PyTorchConfiguration",
     "ReadOnlyRunError",
     "Run",
     "RunClosedError",
+    "RunConfiguration",
     "RunFailedError",
+    "ScriptRunConfig",
     "Secret",
     "SpoolError",
     "SyncProgress",
     "SyncResult",
+    "TensorflowConfiguration",
     "TransportError",
     "Workspace",
     "__version__",
