@@ -18,6 +18,7 @@ from ._errors import (
     ProducerTimeoutError,
     ReadOnlyRunError,
     RunClosedError,
+    RunEndedError,
     RunFailedError,
     SpoolError,
     TransportError,
@@ -28,13 +29,13 @@ from ._options import ProducerOptions
 from ._runconfig import (
     CondaDependencies,
     DockerConfiguration,
+    Environment,
     MpiConfiguration,
     PyTorchConfiguration,
     RunConfiguration,
     ScriptRunConfig,
     TensorflowConfiguration,
 )
-from ._runconfig import Environment as Environment
 from ._secret import Secret
 from ._sender import ProducerStats
 from ._sync import SyncProgress, SyncResult, sync
@@ -48,6 +49,7 @@ __all__ = [
     "ConfigError",
     "DockerConfiguration",
     "EnvReader",
+    "Environment",
     "Experiment",
     "KafkaSecurity",
     "KafkaSecurityError",
@@ -64,6 +66,7 @@ __all__ = [
     "Run",
     "RunClosedError",
     "RunConfiguration",
+    "RunEndedError",
     "RunFailedError",
     "ScriptRunConfig",
     "Secret",

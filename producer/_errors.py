@@ -5,6 +5,7 @@ Tree::
     ProducerError                  root of everything this package raises on purpose
     ├── ConfigError                a RUNSTREAM_* variable or argument is unusable (also ValueError)
     ├── RunClosedError             logging into a run handle after ``close()``
+    │   ├── RunEndedError          logging metrics or files into a run that ended
     │   └── ReadOnlyRunError       logging into a handle attached by id (``get_runs``, ``attach``)
     ├── ProducerTimeoutError       ``flush``/``close``/``wait_for_completion`` ran out of time
     │                              (also TimeoutError)
@@ -43,6 +44,7 @@ __all__ = [
     "ProducerTimeoutError",
     "ReadOnlyRunError",
     "RunClosedError",
+    "RunEndedError",
     "RunFailedError",
     "SpoolError",
     "TransportError",
@@ -71,13 +73,27 @@ class RunClosedError(ProducerError):
         self.run_id = run_id
 
 
+class RunEndedError(RunClosedError):
+    """The run ended (``complete``, ``fail``, ``cancel``): its metrics, files and status
+    are final. Tags, properties, display name and description can still change."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(
+            run_id,
+            f"run {run_id!r} has ended ({status}): its metrics and files are read-only; "
+            "tags, properties, display_name and description can still be set",
+        )
+        self.status = status
+
+
 class ReadOnlyRunError(RunClosedError):
     """The handle was attached by id to read a run; it cannot log into it."""
 
     def __init__(self, run_id: str) -> None:
         super().__init__(
             run_id,
-            f"run {run_id!r} was attached by id for reading and accepts no logging; log "
+            f"run {run_id!r} was attached by id for reading and accepts no metrics or "
+            "files (tags, properties, display_name and description can be set); log "
             "through the handle that started it, or Run.get_context() with RUNSTREAM_RUN_ID",
         )
 

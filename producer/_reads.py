@@ -6,10 +6,10 @@
 returns one fixed type, and every method first calls ``Session.flush_for_read``.
 
 What a read shows is what the ingest worker has committed: usually well under a second
-after the events reach Kafka. A run started by this process is unknown to the API until
-its first event is committed, so the first read through a handle that logs into the run
-waits for the run to appear (up to ``read_flush_timeout_s``) instead of failing with
-``NotFoundError`` a moment too early.
+after the events reach Kafka. A read of a run this process wrote into (through any
+handle) first waits, up to ``read_flush_timeout_s``, until the API has stored every event
+this process sent there (``Session.run_details``): a script reads its own writes instead
+of a ``NotFoundError`` or a missing tag a moment too early.
 """
 
 from __future__ import annotations
@@ -58,9 +58,10 @@ class RunReads:
 
     def _before_read(self) -> None:
         self._session.flush_for_read()
-        if self._seen_by_api or not self._writes_here:
+        if (self._seen_by_api or not self._writes_here) and not (
+                self._session.has_unconfirmed(self.id)):
             return
-        self._session.run_details(self.id)  # waits (bounded) until the run is stored
+        self._session.run_details(self.id)  # waits (bounded) until our events are stored
         self._seen_by_api = True
 
     def get_metrics(
@@ -149,8 +150,9 @@ class RunReads:
         """The run's details: ``status``, per-state ``status_times``, ``tags``,
         ``parent_run_id``, ``children``, ``compute_target``, ``error``, ``properties``,
         ``portal_url``… (timestamps are ISO 8601 strings in UTC, or None)."""
-        self._before_read()
-        return self._session.run_details(self.id)
+        details = self._session.run_details(self.id)  # flushes and waits, as _before_read
+        self._seen_by_api = True
+        return details
 
     def get_status(self) -> str:
         """NotStarted, Queued, Preparing, Running, NotResponding, Finalizing,
@@ -178,7 +180,8 @@ class RunReads:
         return self.get_tags()
 
     def get_properties(self) -> dict[str, str]:
-        """The run's properties: set when it started, immutable after."""
+        """The run's properties: those it started with and those added since
+        (``add_properties``); each keeps its first value."""
         properties: dict[str, str] = dict(self.get_details().get("properties") or {})
         return properties
 

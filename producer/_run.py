@@ -9,10 +9,15 @@ non-blocking path that checks the event will fit in one message before enqueuein
 Each run handle is its own producer identity (``producer_id``), so its ``seq`` numbers
 are gap-free on the run's partition; child runs and other ranks have their own.
 
-Handles attached by id (``Run.attach``, ``Experiment.get_runs``) only read: they have no
-sender and a closed stream, so every logging call raises ``ReadOnlyRunError`` (``log``
-through its existing closed-stream check, at no cost to the hot path). The read methods
-come from ``RunReads`` (``_reads.py``).
+Handles attached by id (``Run(experiment, id)``, ``Experiment.get_runs``) have no sender
+and a closed stream, so every logging call raises ``ReadOnlyRunError`` (``log`` through
+its existing closed-stream check, at no cost to the hot path). Once a run ended
+(``complete``/``fail``/``cancel``) its handle's stream is closed the same way and logging
+raises ``RunEndedError``. Metadata edits — ``tag``, ``remove_tags``, ``add_properties``,
+``display_name``/``description`` set — work on every handle: through the run's own stream
+while it is open (ordered with its other events), else through an edit stream the handle
+opens on first use (its own producer, so exactly-once and ordering hold as for any
+events). The read methods come from ``RunReads`` (``_reads.py``).
 
 A handle talks to its workspace only through its ``Session`` (``_session.py``). The public
 ``Run`` (``_workspace.py``) is this class plus the ways to get a handle (``child_run``,
@@ -41,7 +46,7 @@ from schemas.codec import MessageTooLargeError
 from ._batch import event_dict, max_text_bytes
 from ._buffer import POINT_COST_BYTES, Buffer, PendingEvent, Series, Stream
 from ._capture import OutputCapture
-from ._errors import ReadOnlyRunError, RunClosedError, SpoolError
+from ._errors import ReadOnlyRunError, RunClosedError, RunEndedError, SpoolError
 from ._reads import RunReads
 from ._session import DEFAULT_FLUSH_TIMEOUT_S, Session
 from ._validate import (
@@ -51,6 +56,7 @@ from ._validate import (
     Value,
     check_artifact_name,
     check_name,
+    check_properties,
     check_step,
     metric_value,
     row_cells,
@@ -93,6 +99,7 @@ class RunHandle(RunReads):
         properties: Mapping[str, str],
         outputs_dir: Path | None,
         known_status: str | None = None,
+        description: str | None = None,
     ) -> None:
         """Internal; ``stream`` is already registered with ``sender`` (see ``Run._open``).
 
@@ -114,6 +121,10 @@ class RunHandle(RunReads):
         self._outputs_dir = outputs_dir
         self._capture: OutputCapture | None = None
         self._final_status: str | None = None
+        self._released = False
+        self._description = description
+        #: The handle that carries edits once this one's stream is closed (``_edit``).
+        self._editor: RunHandle | None = None
         self._uploaded: set[str] = set()
         self._lock = threading.Lock()
         #: The last status this handle sent or read (what a notebook shows, without I/O).
@@ -143,7 +154,31 @@ class RunHandle(RunReads):
 
     @property
     def display_name(self) -> str | None:
+        """The run's display name, as this handle knows it; settable, also after the run
+        ended (``get_details()`` reads the stored one)."""
         return self._display_name
+
+    @display_name.setter
+    def display_name(self, value: str) -> None:
+        if not isinstance(value, str) or not value:
+            raise TypeError(f"display_name must be a non-empty str, not {value!r}")
+        text = tag_value(value)
+        self._edit("display_name", "display_name", text)
+        self._display_name = text
+
+    @property
+    def description(self) -> str | None:
+        """The run's description, as this handle knows it; settable, also after the run
+        ended (up to 8 KiB of UTF-8)."""
+        return self._description
+
+    @description.setter
+    def description(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"description must be a str, not {type(value).__name__}")
+        text = tag_value(value)
+        self._edit("description", "description", text)
+        self._description = text
 
     @property
     def producer_id(self) -> str:
@@ -242,9 +277,37 @@ class RunHandle(RunReads):
 
     def tag(self, key: str, value: str | int | float | bool | None = None) -> None:
         """Tag the run with a key and an optional value (numbers and booleans are stored as
-        their ``str``, as Azure ML does)."""
+        their ``str``, as Azure ML does). Works on any handle, also after the run ended."""
         check_name(key, "tag key")
-        self._enqueue("Tag", {"key": key, "value": tag_value(value)})
+        self._edit("tag", key, tag_value(value))
+
+    def remove_tags(self, tags: Iterable[str]) -> None:
+        """Remove the tags with these keys (a list of keys, as in Azure ML); a key the run
+        does not carry is ignored. Works on any handle, also after the run ended."""
+        if isinstance(tags, str):
+            raise TypeError(f"remove_tags takes a list of keys, e.g. [{tags!r}]")
+        keys = [check_name(key, "tag key") for key in tags]
+        for key in keys:
+            self._edit("untag", key, None)
+
+    def add_properties(self, properties: Mapping[str, str]) -> None:
+        """Add properties: like tags, but immutable — a key keeps the first value it was
+        given. Re-adding a known key with its value is a no-op; with another value it raises
+        ``ValueError``. Works on any handle, also after the run ended."""
+        if not isinstance(properties, Mapping):
+            raise TypeError(f"properties must be a dict, not {type(properties).__name__}")
+        added = check_properties(properties)
+        for key, value in added.items():
+            known = self._properties.get(key)
+            if known is not None and known != value:
+                raise ValueError(
+                    f"property {key!r} is already {known!r}: properties cannot change once "
+                    "set (use a tag for a value that changes)"
+                )
+        for key, value in added.items():
+            if key not in self._properties:
+                self._edit("property", key, value)
+                self._properties[key] = value
 
     def log_image(
         self,
@@ -367,7 +430,47 @@ class RunHandle(RunReads):
             self._uploaded.add(name)
 
     def _closed_error(self) -> RunClosedError:
-        return RunClosedError(self.id) if self._sender is not None else ReadOnlyRunError(self.id)
+        if self._sender is None:
+            return ReadOnlyRunError(self.id)
+        if self._final_status is not None:
+            return RunEndedError(self.id, self._final_status)
+        return RunClosedError(self.id)
+
+    def _edit(self, target: str, key: str, value: str | None) -> None:
+        """Send a metadata edit (schema v2 ``Tag.target``): through this handle's stream
+        while it is open, else through the edit stream (see the module docstring)."""
+        record = {"key": key, "value": value, "target": target}
+        if self._sender is not None:
+            try:
+                self._enqueue("Tag", record)
+                return
+            except RunClosedError:
+                pass  # ended or closed since: the edit stream carries it
+        self._edit_handle()._enqueue("Tag", record)
+
+    def _edit_handle(self) -> RunHandle:
+        with self._lock:
+            if self._editor is None or self._editor._released:
+                stream = Stream(
+                    run_id=self.id,
+                    experiment=self._experiment.name,
+                    workspace=self._stream.workspace,
+                    producer_id=uuid.uuid4().hex,
+                    rank=self._stream.rank,
+                )
+                self._editor = RunHandle(
+                    experiment=self._experiment,
+                    session=self._session,
+                    stream=stream,
+                    sender=self._session.open_stream(stream),
+                    parent=None,
+                    world_size=1,
+                    display_name=None,
+                    compute_target=None,
+                    properties={},
+                    outputs_dir=None,
+                )
+            return self._editor
 
     def _open_sender(self) -> Sender:
         """The sender, for a handle that may still log; raises otherwise."""
@@ -396,7 +499,10 @@ class RunHandle(RunReads):
             cost = len(self._codec.encode(probe))
         except MessageTooLargeError as exc:
             raise ValueError(_too_large(kind, record, exc)) from exc
-        return self._buffer.put_event(self._stream, event, cost)
+        try:
+            return self._buffer.put_event(self._stream, event, cost)
+        except RunClosedError:
+            raise self._closed_error() from None
 
     def _log_lines(self, stream_name: str, lines: list[str]) -> None:
         """Captured output (see ``_capture``); never raises into ``print``."""
@@ -440,6 +546,8 @@ class RunHandle(RunReads):
         with self._lock:
             if self._final_status is not None:
                 return False
+            if self._stream.closed:
+                raise self._closed_error()
             self._final_status = status
         self._stream.heartbeat = False
         if self._capture is not None:
@@ -448,12 +556,19 @@ class RunHandle(RunReads):
         return True
 
     def complete(self) -> None:
-        """Mark the run Completed (after Finalizing and capturing ./outputs)."""
+        """Mark the run Completed (after Finalizing and capturing ./outputs). From then on
+        its metrics and files are read-only (``RunEndedError``)."""
         if not self._finishing("Completed"):
             return
         self._lifecycle("Finalizing")
         self._capture_outputs()
         self._lifecycle("Completed")
+        self._ended()
+
+    def _ended(self) -> None:
+        """After the terminal status is enqueued: refuse metrics and files from now on."""
+        with self._buffer.lock:
+            self._stream.closed = True
 
     def fail(self, error: BaseException | str | None = None) -> None:
         """Mark the run Failed, recording ``error`` (an exception's traceback or a message)."""
@@ -469,11 +584,13 @@ class RunHandle(RunReads):
         if text is not None:
             text = valid_text(text)
         self._lifecycle("Failed", error=text)
+        self._ended()
 
     def cancel(self) -> None:
         """Mark the run Canceled."""
         if self._finishing("Canceled"):
             self._lifecycle("Canceled")
+            self._ended()
 
     def _capture_outputs(self) -> None:
         root = self._outputs_dir
@@ -490,8 +607,10 @@ class RunHandle(RunReads):
 
     def flush(self, timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S) -> None:
         """Wait until everything logged so far is acknowledged; ``ProducerTimeoutError`` if not."""
-        if self._sender is not None:
-            self._sender.flush(timeout_s)
+        editor = self._editor
+        sender = self._sender or (editor._sender if editor is not None else None)
+        if sender is not None:
+            sender.flush(timeout_s)
 
     def close(self, timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S) -> None:
         """End this handle: no more logging; waits up to ``timeout_s`` for delivery.
@@ -500,9 +619,12 @@ class RunHandle(RunReads):
         the workspace are open) or is spooled for ``runstream sync`` (this was the last).
         Does not change the run's status.
         """
+        if self._editor is not None:
+            self._editor.close(timeout_s)
         with self._buffer.lock:
-            if self._stream.closed:
+            if self._released or self._sender is None:
                 return
+            self._released = True
             self._stream.closed = True
         self._stream.heartbeat = False
         if self._capture is not None:

@@ -10,9 +10,12 @@ session owns what those runs share:
   ``ProducerOptions`` run handles size and time their events with.
 
 Reads show what the ingest worker has committed, usually well under a second after Kafka
-has the events; each read first gives this process's pending events a bounded chance to
-reach Kafka (``flush_for_read``), so a script reads its own writes as soon as the worker
-catches up.
+has the events. A script reads its own writes: each read first gives this process's
+pending events a bounded chance to reach Kafka (``flush_for_read``), and a read of a run
+this process wrote into waits (bounded by ``read_flush_timeout_s``) until the API reports
+every event each of its producers sent there as stored (``GET /v1/runs/{id}?producer=``:
+stored events ≥ the producer's next ``seq``; seqs are gap-free). ``has_unconfirmed``
+tells a handle whether that wait is needed.
 
 A run handle uses ``name``, ``options``, ``codec``, ``api``, ``open_stream``, ``release``
 and ``flush_for_read``. The workspace itself also uses ``flush``, ``close`` and ``stats``,
@@ -46,6 +49,8 @@ STATUS_RANK = {
 }
 #: Between looks while waiting for a run logged here to be stored.
 VISIBLE_POLL_S = 0.05
+#: How many of its producers a read asks the API about (the API's limit).
+MAX_PRODUCERS_ASKED = 100
 
 #: Builds a Kafka transport for a client id (one per sender, one per ``runstream sync``).
 TransportFactory = Callable[[str], KafkaTransport]
@@ -78,6 +83,10 @@ class Session:
         self.own_runs: set[str] = set()
         #: The furthest status this process sent per run: a read waits (bounded) for it.
         self._sent_status: dict[str, str] = {}
+        #: Every stream (producer) this process opened, per run.
+        self._streams: dict[str, list[Stream]] = {}
+        #: Per producer id: events seen stored (a prefix of its seqs).
+        self._confirmed: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"Session(name={self.name!r}, api_url={self.api.api_url!r})"
@@ -113,6 +122,7 @@ class Session:
             sender = self._sender
             self._open.add(stream)
             self.own_runs.add(stream.run_id)
+            self._streams.setdefault(stream.run_id, []).append(stream)
         sender.start()
         sender.buffer.register(stream)
         return sender
@@ -152,27 +162,60 @@ class Session:
             if before is None or STATUS_RANK[status] >= STATUS_RANK[before]:
                 self._sent_status[run_id] = status
 
+    def has_unconfirmed(self, run_id: str) -> bool:
+        """Whether this process sent events for ``run_id`` not yet seen stored."""
+        return bool(self._unconfirmed(run_id))
+
+    def _unconfirmed(self, run_id: str) -> dict[str, int]:
+        """{producer id: its next seq} of this process's producers of ``run_id`` with
+        events not yet seen stored (at most ``MAX_PRODUCERS_ASKED``, newest first)."""
+        with self._lock:
+            streams = list(self._streams.get(run_id, ()))
+            out = {}
+            for stream in reversed(streams):
+                sent = stream.next_seq  # assigned by the sender thread; an int read is atomic
+                if sent > self._confirmed.get(stream.producer_id, 0):
+                    out[stream.producer_id] = sent
+                    if len(out) == MAX_PRODUCERS_ASKED:
+                        break
+            return out
+
     def run_details(self, run_id: str) -> dict[str, Any]:
         """``GET /v1/runs/{id}`` after flushing. A run this process logged into is waited
-        for (up to ``read_flush_timeout_s``) until the worker has stored it and the status
-        this process last sent, so a script reads its own writes — not a ``NotFoundError``
-        or a "Running" a moment too early."""
+        for (up to ``read_flush_timeout_s``) until the worker has stored it, the status
+        this process last sent and every event it sent there, so a script reads its own
+        writes — not a ``NotFoundError``, a "Running" or a missing tag a moment too early.
+        Offline (events in the spool), nothing is waited for."""
         self.flush_for_read()
         path = f"/v1/runs/{segment(run_id)}"
         deadline = time.monotonic() + self.options.read_flush_timeout_s
         with self._lock:
             sent = self._sent_status.get(run_id)
+        pending = {} if self._offline() else self._unconfirmed(run_id)
+        query = [("producer", producer_id) for producer_id in pending]
         while True:
             try:
-                details = self.api.get_json(path)
+                details = self.api.get_json(path, query)
             except NotFoundError:
                 if run_id not in self.own_runs or time.monotonic() >= deadline:
                     raise
             else:
                 seen = STATUS_RANK.get(str(details.get("status")), 0)
-                if sent is None or seen >= STATUS_RANK[sent] or time.monotonic() >= deadline:
+                stored = details.pop("producers", None) or {}
+                caught_up = [pid for pid, n in pending.items()
+                             if int((stored.get(pid) or {}).get("events", 0)) >= n]
+                with self._lock:
+                    for pid in caught_up:
+                        self._confirmed[pid] = max(self._confirmed.get(pid, 0), pending[pid])
+                status_seen = sent is None or seen >= STATUS_RANK[sent]
+                if (status_seen and len(caught_up) == len(pending)) or (
+                        time.monotonic() >= deadline):
                     return details
             time.sleep(VISIBLE_POLL_S)
+
+    def _offline(self) -> bool:
+        sender = self.sender
+        return sender is not None and not sender.closed and sender.stats().mode == "offline"
 
     # ---- what the workspace needs -----------------------------------------------------
 

@@ -682,9 +682,10 @@ class Run(RunHandle):
             "world_size": 1,
             "display_name": summary.get("display_name"),
             "compute_target": summary.get("compute_target"),
-            "properties": {},
+            "properties": dict(summary.get("properties") or {}),
             "outputs_dir": None,
             "known_status": summary.get("status"),
+            "description": summary.get("description"),
         }
 
     @classmethod

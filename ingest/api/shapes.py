@@ -54,6 +54,7 @@ def run_summary(row: asyncpg.Record) -> dict[str, Any]:
         "started_at": iso(row["started_at"]),
         "ended_at": iso(row["ended_at"]),
         "tags": _json_object(row["tags"]),
+        "description": row["description"],
     }
 
 
@@ -141,6 +142,7 @@ SCHEMAS: Final[dict[str, dict[str, Any]]] = {
         "required": [
             "run_id", "experiment", "workspace", "parent_run_id", "display_name", "status",
             "compute_target", "created_at", "queued_at", "started_at", "ended_at", "tags",
+            "description",
         ],
         "properties": {
             "run_id": {"type": "string"},
@@ -158,6 +160,10 @@ SCHEMAS: Final[dict[str, dict[str, Any]]] = {
                 "type": "object",
                 "additionalProperties": _NULLABLE_STRING,
                 "description": "Tag → value (null for a tag without value).",
+            },
+            "description": {
+                **_NULLABLE_STRING,
+                "description": "Set with run.description = ... (null: never set).",
             },
         },
     },
@@ -193,6 +199,16 @@ SCHEMAS: Final[dict[str, dict[str, Any]]] = {
                         "description": "The run's place in its experiment, by creation (1 first).",
                     },
                     "portal_url": {"type": "string"},
+                    "producers": {
+                        "type": "object",
+                        "description": "Only with ?producer=ID: for each asked producer "
+                        "(an SDK process or run handle) stored for the run, the events "
+                        "stored and its highest seq; one not listed has nothing stored yet.",
+                        "additionalProperties": {
+                            "type": "object", "required": ["events", "max_seq"],
+                            "properties": {"events": _COUNT, "max_seq": {"type": "integer"}},
+                        },
+                    },
                 },
             },
         ],

@@ -110,14 +110,17 @@ class EventFactory:
         return self.event("Table", {"name": name, "columns": [
             {"name": k, "values": list(v)} for k, v in columns.items()]}, **kw)
 
-    def tag(self, key: str, value: str | None = None, **kw: Any) -> dict[str, Any]:
-        return self.event("Tag", {"key": key, "value": value}, **kw)
+    def tag(self, key: str, value: str | None = None, *, target: str = "tag",
+            **kw: Any) -> dict[str, Any]:
+        """A tag, or with ``target`` an edit: untag, property, display_name, description."""
+        return self.event("Tag", {"key": key, "value": value, "target": target}, **kw)
 
     def artifact(self, name: str, sha256: str, size_bytes: int, *, kind: str = "FILE",
-                 content_type: str = "application/octet-stream", **kw: Any) -> dict[str, Any]:
+                 content_type: str = "application/octet-stream", metric: str | None = None,
+                 **kw: Any) -> dict[str, Any]:
         return self.event("Artifact", {"name": name, "kind": kind, "sha256": sha256,
-                                       "size_bytes": size_bytes, "content_type": content_type},
-                          **kw)
+                                       "size_bytes": size_bytes, "content_type": content_type,
+                                       "metric": metric}, **kw)
 
     def log_lines(self, stream: str, lines: Sequence[str], **kw: Any) -> dict[str, Any]:
         return self.event("LogLines", {"stream": stream, "lines": list(lines)}, **kw)

@@ -16,7 +16,8 @@ from typing import Final
 #: RunSummary columns of ``runstream.runs`` (alias ``v``), in RunSummary order.
 RUN_SUMMARY_COLUMNS: Final = (
     "v.run_id, v.experiment, v.workspace, v.parent_run_id, v.display_name, v.status, "
-    "v.compute_target, v.created_at, v.queued_at, v.started_at, v.ended_at, v.tags"
+    "v.compute_target, v.created_at, v.queued_at, v.started_at, v.ended_at, v.tags, "
+    "v.description"
 )
 
 # --- experiments -----------------------------------------------------------------------
@@ -48,7 +49,7 @@ RUNS_TAGS: Final = """NOT EXISTS (
     SELECT 1 FROM unnest(${}::text[], ${}::text[]) AS f(key, value)
     WHERE NOT EXISTS (
         SELECT 1 FROM runstream_data.tags t
-        WHERE t.run_id = v.run_id AND t.key = f.key
+        WHERE t.run_id = v.run_id AND t.key = f.key AND NOT t.removed
           AND (f.value IS NULL OR t.value IS NOT DISTINCT FROM f.value)))"""
 #: Every (key, value) pair must match the run's properties: value NULL means "has the key".
 RUNS_PROPERTIES: Final = """NOT EXISTS (
@@ -132,8 +133,14 @@ JOIN runstream_data.runs r ON r.run_id = v.run_id
 WHERE v.run_id = $1
 """  # noqa: S608 - built from constants only
 
+#: Stored events and the highest seq of some producers of a run (read-your-writes).
+SQL_RUN_PRODUCERS: Final = """
+SELECT p.producer_id, p.events, p.max_seq FROM runstream_data.producers p
+WHERE p.run_id = $1 AND p.producer_id = ANY($2::text[])
+"""
+
 SQL_FILES: Final = """
-SELECT a.name, a.kind, a.sha256, a.size_bytes, a.content_type, a.created_at
+SELECT a.name, a.kind, a.sha256, a.size_bytes, a.content_type, a.created_at, a.metric
 FROM runstream.artifacts a WHERE a.run_id = $1 ORDER BY a.name
 """
 SQL_FILE: Final = """

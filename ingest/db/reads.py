@@ -208,6 +208,10 @@ class ReadStore(Pool):
     async def run_details(self, run_id: str) -> asyncpg.Record | None:
         return await self.fetchrow(q.SQL_RUN_DETAILS, run_id)
 
+    async def run_producers(self, run_id: str, producer_ids: Sequence[str]) -> list[asyncpg.Record]:
+        """(producer_id, events, max_seq) of those of ``producer_ids`` stored for the run."""
+        return await self.fetch(q.SQL_RUN_PRODUCERS, run_id, list(producer_ids))
+
     async def experiments(
         self, after: tuple[str, str] | None, limit: int, workspaces: Sequence[str] | None = None
     ) -> list[asyncpg.Record]:

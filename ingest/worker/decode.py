@@ -72,6 +72,8 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LITTLE = sys.byteorder == "little"
 REASON_INVALID: Final = "invalid_value"
+#: Tag targets (schema v2) whose value may not be null.
+_EDITS_NEEDING_VALUE: Final = frozenset({"property", "display_name", "description"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,12 +130,18 @@ class Artifact:
     sha256: str
     size_bytes: int
     content_type: str
+    #: A typed metric's schema type (``confusion_matrix``…); None for a plain file/image.
+    metric: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Tag:
+    """A tag or a metadata edit: ``target`` is tag, untag, property, display_name or
+    description (schema v2; v1 events are all tags)."""
+
     key: str
     value: str | None
+    target: str = "tag"
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,10 +356,14 @@ def _payload(kind: str, raw: dict[str, Any]) -> Payload:
             raise _invalid("artifact size_bytes is negative")
         return Artifact(
             _artifact_name(raw["name"]), raw["kind"], sha, raw["size_bytes"],
-            _name(raw["content_type"], "artifact content_type"),
+            _name(raw["content_type"], "artifact content_type"), raw.get("metric"),
         )
     if kind == "Tag":
-        return Tag(_name(raw["key"], "tag key"), _tag_value(raw["value"]))
+        target = raw.get("target", "tag")
+        value = _tag_value(raw["value"])
+        if value is None and target in _EDITS_NEEDING_VALUE:
+            raise _invalid(f"a {target} edit needs a value")
+        return Tag(_name(raw["key"], "tag key"), value, target)
     if kind == "Lifecycle":
         parent = raw["parent_run_id"]
         return Lifecycle(

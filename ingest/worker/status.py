@@ -20,9 +20,11 @@ earliest Lifecycle event that carries any; the error text from its earliest Fail
 over none, then the greatest text), so it does not depend on arrival order or batching
 either.
 
-Tags and artifact references: the newest write wins — within one producer by ``seq``
-(gap-free, so this is the order the user made the calls), across producers by event
-time, then producer id (``newer_write``; the SQL upserts apply the same rule).
+Tags (and their removals), artifact references, edited display names and descriptions:
+the newest write wins — within one producer by ``seq`` (gap-free, so this is the order the
+user made the calls), across producers by event time, then producer id (``newer_write``;
+the SQL upserts apply the same rule). Properties added after the start keep the first
+write by the same order reversed (``store.SQL_MERGE_EDITS``).
 """
 
 from __future__ import annotations

@@ -164,25 +164,44 @@ ON CONFLICT (run_id, producer_id) DO UPDATE SET
     last_seen_at = greatest(p.last_seen_at, excluded.last_seen_at)
 """
 SQL_MERGE_TAGS: Final = """
-INSERT INTO runstream_data.tags AS t (run_id, key, value, set_at, producer_id, seq)
+INSERT INTO runstream_data.tags AS t (run_id, key, value, set_at, producer_id, seq, removed)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
-                     $6::bigint[])
+                     $6::bigint[], $7::boolean[])
 ORDER BY 1, 2
 ON CONFLICT (run_id, key) DO UPDATE SET
     value = excluded.value, set_at = excluded.set_at,
-    producer_id = excluded.producer_id, seq = excluded.seq
+    producer_id = excluded.producer_id, seq = excluded.seq, removed = excluded.removed
 WHERE CASE WHEN t.producer_id = excluded.producer_id THEN excluded.seq > t.seq
      ELSE (excluded.set_at, excluded.producer_id) > (t.set_at, t.producer_id) END
 """
+#: Properties: the first write wins; display name and description: the newest (0009).
+SQL_MERGE_EDITS: Final = """
+INSERT INTO runstream_data.run_edits AS e (run_id, field, key, value, set_at, producer_id, seq)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                     $6::text[], $7::bigint[])
+ORDER BY 1, 2, 3
+ON CONFLICT (run_id, field, key) DO UPDATE SET
+    value = excluded.value, set_at = excluded.set_at,
+    producer_id = excluded.producer_id, seq = excluded.seq
+WHERE CASE WHEN e.field = 'property' THEN
+         CASE WHEN e.producer_id = excluded.producer_id THEN excluded.seq < e.seq
+              ELSE (excluded.set_at, excluded.producer_id) < (e.set_at, e.producer_id) END
+     ELSE
+         CASE WHEN e.producer_id = excluded.producer_id THEN excluded.seq > e.seq
+              ELSE (excluded.set_at, excluded.producer_id) > (e.set_at, e.producer_id) END
+     END
+"""
 SQL_MERGE_ARTIFACTS: Final = """
 INSERT INTO runstream_data.artifacts AS a (
-    run_id, name, kind, sha256, size_bytes, content_type, rank, producer_id, seq, created_at)
+    run_id, name, kind, sha256, size_bytes, content_type, rank, producer_id, seq, created_at,
+    metric)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
-                     $6::text[], $7::integer[], $8::text[], $9::bigint[], $10::timestamptz[])
+                     $6::text[], $7::integer[], $8::text[], $9::bigint[], $10::timestamptz[],
+                     $11::text[])
 ORDER BY 1, 2
 ON CONFLICT (run_id, name) DO UPDATE SET
     kind = excluded.kind, sha256 = excluded.sha256, size_bytes = excluded.size_bytes,
-    content_type = excluded.content_type, rank = excluded.rank,
+    content_type = excluded.content_type, rank = excluded.rank, metric = excluded.metric,
     producer_id = excluded.producer_id, seq = excluded.seq, created_at = excluded.created_at
 WHERE CASE WHEN a.producer_id = excluded.producer_id THEN excluded.seq > a.seq
      ELSE (excluded.created_at, excluded.producer_id) > (a.created_at, a.producer_id) END
@@ -363,6 +382,7 @@ class Store(Pool):
                                      format="binary")
         lists, cells, logs = [], [], []
         tags: dict[tuple[str, str], tuple[WriteStamp, Event, Tag]] = {}
+        edits: dict[tuple[str, str, str], tuple[WriteStamp, Event, Tag]] = {}
         artifacts: dict[tuple[str, str], tuple[WriteStamp, Event, Artifact]] = {}
         for e in new:
             p, at = e.payload, _ts(e.ts_us)
@@ -378,8 +398,12 @@ class Store(Pool):
                 ]
             elif isinstance(p, LogLines):
                 logs.append((e.run_id, p.stream, e.rank, e.producer_id, e.seq, at, list(p.lines)))
-            elif isinstance(p, Tag):
+            elif isinstance(p, Tag) and p.target in ("tag", "untag"):
                 _keep_newest(tags, (e.run_id, p.key), e, p)
+            elif isinstance(p, Tag):
+                key = p.key if p.target == "property" else ""
+                _keep_newest(edits, (e.run_id, p.target, key), e, p,
+                             first_wins=p.target == "property")
             elif isinstance(p, Artifact):
                 _keep_newest(artifacts, (e.run_id, p.name), e, p)
         for table, columns, records in (("list_values", LIST_COLUMNS, lists),
@@ -389,14 +413,19 @@ class Store(Pool):
                 await conn.copy_records_to_table(table, schema_name="runstream_data",
                                                  columns=columns, records=records)
         if tags:
-            rows = [(e.run_id, t.key, t.value, _ts(e.ts_us), e.producer_id, e.seq)
+            rows = [(e.run_id, t.key, t.value, _ts(e.ts_us), e.producer_id, e.seq,
+                     t.target == "untag")
                     for _, e, t in (tags[k] for k in sorted(tags))]
-            await conn.execute(SQL_MERGE_TAGS, *_columns(rows, 6))
+            await conn.execute(SQL_MERGE_TAGS, *_columns(rows, 7))
+        if edits:
+            edit_rows = [(k[0], k[1], k[2], t.value, _ts(e.ts_us), e.producer_id, e.seq)
+                         for k, (_, e, t) in sorted(edits.items())]
+            await conn.execute(SQL_MERGE_EDITS, *_columns(edit_rows, 7))
         if artifacts:
             art_rows = [(e.run_id, a.name, a.kind, a.sha256, a.size_bytes, a.content_type, e.rank,
-                     e.producer_id, e.seq, _ts(e.ts_us))
+                     e.producer_id, e.seq, _ts(e.ts_us), a.metric)
                     for _, e, a in (artifacts[k] for k in sorted(artifacts))]
-            await conn.execute(SQL_MERGE_ARTIFACTS, *_columns(art_rows, 10))
+            await conn.execute(SQL_MERGE_ARTIFACTS, *_columns(art_rows, 11))
         producers = reduce_producers(new)
         prod_rows = [(p.run_id, p.producer_id, p.rank, p.events, p.max_seq, p.dropped_events,
                  _ts(p.first_seen_us), _ts(p.last_seen_us)) for p in producers]
@@ -426,11 +455,13 @@ class Store(Pool):
         return len(to_send)
 
 
-def _keep_newest(acc: dict[tuple[str, str], tuple[WriteStamp, Event, Any]],
-                 key: tuple[str, str], event: Event, item: Any) -> None:
+def _keep_newest(acc: dict[Any, tuple[WriteStamp, Event, Any]], key: tuple[str, ...],
+                 event: Event, item: Any, *, first_wins: bool = False) -> None:
+    """Keep the batch's newest write per key (``first_wins``: the earliest), by the rule
+    the upsert applies across batches."""
     stamp = WriteStamp(event.ts_us, event.producer_id, event.seq)
     held = acc.get(key)
-    if held is None or newer_write(stamp, held[0]):
+    if held is None or (newer_write(held[0], stamp) if first_wins else newer_write(stamp, held[0])):
         acc[key] = (stamp, event, item)
 
 

@@ -96,6 +96,7 @@ async def test_runs_newest_first_with_summaries(
         "compute_target": "gpu", "created_at": finished["created_at"],
         "queued_at": finished["created_at"], "started_at": finished["started_at"],
         "ended_at": finished["ended_at"], "tags": {"selected": "yes", "baseline": None},
+        "description": None,
     }
     assert finished["started_at"] > finished["created_at"]
     assert await run_ids(http, api, order="asc") == world.all_runs

@@ -25,8 +25,9 @@ from tests.integration.api_servers import API_TOKEN, Api, ApiFactory, error_of
 
 pytestmark = pytest.mark.integration
 
-def manifest_schema() -> dict[str, Any]:
-    text = resources.files("schemas").joinpath("event.v1.avsc").read_text(encoding="utf-8")
+def manifest_schema(version: int = 2) -> dict[str, Any]:
+    text = resources.files("schemas").joinpath(f"event.v{version}.avsc").read_text(
+        encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 
@@ -47,22 +48,26 @@ async def test_every_endpoint_answers_in_confluent_shapes(
     assert await registry_get(http, f"{base}/subjects?subjectPrefix=runstream.") == [
         EVENTS_SUBJECT]
     assert await registry_get(http, f"{base}/subjects?subjectPrefix=other") == []
-    assert await registry_get(http, f"{base}/subjects/{EVENTS_SUBJECT}/versions") == [1]
-    for version in ("1", "latest", "-1"):
+    assert await registry_get(http, f"{base}/subjects/{EVENTS_SUBJECT}/versions") == [1, 2]
+    for version, (number, schema_id) in {"1": (1, 1), "2": (2, 2), "latest": (2, 2),
+                                         "-1": (2, 2)}.items():
         got = await registry_get(http, f"{base}/subjects/{EVENTS_SUBJECT}/versions/{version}")
         assert set(got) == {"subject", "version", "id", "schema"}
-        assert (got["subject"], got["version"], got["id"]) == (EVENTS_SUBJECT, 1, 1)
-        assert json.loads(got["schema"]) == manifest_schema()
+        assert (got["subject"], got["version"], got["id"]) == (EVENTS_SUBJECT, number, schema_id)
+        assert json.loads(got["schema"]) == manifest_schema(number)
         raw = await registry_get(
             http, f"{base}/subjects/{EVENTS_SUBJECT}/versions/{version}/schema")
-        assert raw == manifest_schema()
+        assert raw == manifest_schema(number)
 
-    by_id = await registry_get(http, f"{base}/schemas/ids/1?subject={EVENTS_SUBJECT}")
-    assert set(by_id) == {"schema"}
-    assert json.loads(by_id["schema"]) == manifest_schema()
-    assert await registry_get(http, f"{base}/schemas/ids/1/schema") == manifest_schema()
-    assert await registry_get(http, f"{base}/schemas/ids/1/versions") == [
-        {"subject": EVENTS_SUBJECT, "version": 1}]
+    for schema_id in (1, 2):
+        by_id = await registry_get(
+            http, f"{base}/schemas/ids/{schema_id}?subject={EVENTS_SUBJECT}")
+        assert set(by_id) == {"schema"}
+        assert json.loads(by_id["schema"]) == manifest_schema(schema_id)
+        assert await registry_get(
+            http, f"{base}/schemas/ids/{schema_id}/schema") == manifest_schema(schema_id)
+        assert await registry_get(http, f"{base}/schemas/ids/{schema_id}/versions") == [
+            {"subject": EVENTS_SUBJECT, "version": schema_id}]
     assert await registry_get(http, f"{base}/schemas/types") == ["AVRO"]
     assert await registry_get(http, f"{base}/config") == {
         "compatibilityLevel": "FULL_TRANSITIVE"}
@@ -211,4 +216,4 @@ async def test_confluent_deserializing_consumer_reads_the_sdk_s_events(
     assert (note["kinds"], note["texts"]) == (b"s", ["warm start"])
     (lst,) = [p for p in payloads if set(p) == {"name", "values"}]
     assert (lst["name"], lst["values"]) == ("accuracies", [0.6, 2, True, "n/a"])
-    assert {"key": "selected", "value": "yes"} in payloads
+    assert {"key": "selected", "value": "yes", "target": "tag"} in payloads

@@ -186,11 +186,6 @@ async def test_logging_api_notebook(read_pipeline: ReadPipeline, tmp_path: Path)
     assert shown["fetched"].id == run_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after-the-fact tags on an ended run (issue 14 item 3) are not built yet: a "
-    "fetched run is read-only",
-)
 async def test_logging_api_notebook_tags_a_fetched_completed_run(
     read_pipeline: ReadPipeline, tmp_path: Path
 ) -> None:

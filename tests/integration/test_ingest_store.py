@@ -114,6 +114,59 @@ async def test_tags_and_artifacts_keep_the_newest_write_across_batches(new_dsn: 
     assert art["sha256"] == "b" * 64
 
 
+async def test_metadata_edits_end_the_same_for_every_split_order_and_replay(
+    new_dsn: str,
+) -> None:
+    """Tags with removals, properties (first write wins, the start's win over all),
+    display name and description (newest wins) from three producers — one of them editing
+    after the run ended — give one state however the events are split into batches,
+    ordered, or delivered twice."""
+    dsn = new_dsn
+    await migrate(dsn)
+    rng = random.Random(14)
+    states = set()
+    for attempt in range(6):
+        run_id = f"exp_1_{attempt:08x}"
+        a, b, c = (EventFactory(run_id) for _ in range(3))
+        events = [
+            a.lifecycle("Running", display_name="start", properties={"fixed": "s"}, ts_us=10),
+            a.tag("k", "1", seq=1, ts_us=20),
+            a.tag("k", None, target="untag", seq=2, ts_us=30),
+            b.tag("k", "2", ts_us=25),              # older than a's removal: stays removed
+            b.tag("gone", None, ts_us=26),
+            c.tag("gone", None, target="untag", ts_us=27),
+            b.tag("back", "x", ts_us=28),
+            c.tag("back", None, target="untag", ts_us=29),
+            a.tag("back", "y", seq=3, ts_us=31),    # tagged again after removal: back
+            b.tag("p", "first", target="property", ts_us=40),
+            c.tag("p", "second", target="property", ts_us=41),
+            c.tag("fixed", "edited", target="property", ts_us=42),
+            a.tag("display_name", "old", target="display_name", seq=4, ts_us=50),
+            a.tag("display_name", "new", target="display_name", seq=5, ts_us=49),  # seq wins
+            b.tag("description", "d1", target="description", ts_us=60),
+            a.lifecycle("Completed", seq=6, ts_us=70),
+            c.tag("description", "after the end", target="description", ts_us=80),
+        ]
+        for batch_id in range(len(events)):  # some delivered twice
+            if rng.random() < 0.3:
+                events.append(dict(events[batch_id]))
+        rng.shuffle(events)
+        cut = sorted(rng.sample(range(1, len(events)), 3))
+        async with Store(dsn=dsn) as store:
+            for lo, hi in zip([0, *cut], [*cut, len(events)], strict=True):
+                await store.write_batch(Batch("t", "g", events=decoded(*events[lo:hi])),
+                                        send_dead_letters=no_dlq)
+        runs = await rows(dsn, "SELECT run_id, display_name, tags::text, properties::text, "
+                               "description, status FROM runstream.runs")
+        (run,) = [r for r in runs if r["run_id"] == run_id]
+        tags = [t for t in await rows(dsn, "SELECT run_id, key, value FROM runstream.tags")
+                if t["run_id"] == run_id]
+        states.add((run["display_name"], run["tags"], run["properties"], run["description"],
+                    run["status"], tuple(sorted((t["key"], t["value"]) for t in tags))))
+    assert states == {("new", '{"back": "y"}', '{"p": "first", "fixed": "s"}', "after the end",
+                       "Completed", (("back", "y"),))}
+
+
 async def test_sql_status_rule_matches_python_for_every_split_and_order(new_dsn: str) -> None:
     dsn = new_dsn
     await migrate(dsn)

@@ -60,8 +60,9 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "sha256": "ab" * 32,
         "size_bytes": 12,
         "content_type": "application/octet-stream",
+        "metric": None,
     },
-    "Tag": {"key": "selected", "value": "yes"},
+    "Tag": {"key": "selected", "value": "yes", "target": "tag"},
     "Lifecycle": {
         "status": "Running",
         "parent_run_id": None,

@@ -202,12 +202,17 @@ def payload(draw: Draw, kind: str, valid: bool) -> tuple[str, Record]:
             "sha256": draw(sha),
             "size_bytes": draw(count),
             "content_type": draw(name),
+            "metric": draw(st.sampled_from(
+                [None, "confusion_matrix", "accuracy_table", "residuals", "predictions"])),
         }
     elif kind == "Tag":
-        value = st.none() | text
+        target = draw(st.sampled_from(
+            ["tag", "untag", "property", "display_name", "description"]))
+        value = text if valid and target in ("property", "display_name", "description") else (
+            st.none() | text)
         if not valid:  # one byte over the limit
             value |= st.just("é" * (MAX_TAG_VALUE_BYTES // 2) + "a")
-        record = {"key": draw(name), "value": draw(value)}
+        record = {"key": draw(name), "value": draw(value), "target": target}
     elif kind == "Lifecycle":
         record = {
             "status": draw(st.sampled_from(list(STATUS_COLUMNS))),
@@ -495,12 +500,14 @@ def _check_payload(kind: str, raw: Record, got: Any) -> None:
             {_clean(k): _clean(v) for k, v in raw["properties"].items()},
         )
     elif kind == "Tag":
-        assert got == Tag(raw["key"], None if raw["value"] is None else _clean(raw["value"]))
+        assert got == Tag(raw["key"], None if raw["value"] is None else _clean(raw["value"]),
+                          raw["target"])
     elif kind == "LogLines":
         assert got == LogLines(raw["stream"], tuple(_clean(x) for x in raw["lines"]))
     elif kind == "Artifact":
         assert got == Artifact(
-            raw["name"], raw["kind"], raw["sha256"], raw["size_bytes"], raw["content_type"]
+            raw["name"], raw["kind"], raw["sha256"], raw["size_bytes"], raw["content_type"],
+            raw["metric"],
         )
     else:
         assert got == Heartbeat(raw["dropped_events"])

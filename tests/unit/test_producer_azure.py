@@ -237,11 +237,22 @@ def test_a_run_this_process_logged_is_found_right_after(
         calls += 1
         if calls < 4:  # not committed yet
             return 404, {"error": {"status": 404, "message": f"no run {run.id!r}"}}
-        return 200, run_details(run.id, "Completed")
+        # then its events: the read asks about its producer until all are stored
+        asked = [v for k, v in params if k == "producer"]
+        assert asked == [run.producer_id]
+        stored = {"events": 2 * (calls - 4), "max_seq": 99}
+        return 200, run_details(run.id, "Completed", producers={run.producer_id: stored})
 
     fake.routes[f"/v1/runs/{run.id}"] = appears_late
+    run.flush()
+    sent = run._stream.next_seq  # NotStarted, Running, Finalizing, Completed
+    assert sent == 4
     assert Run(exp, run.id).id == run.id
-    assert calls == 4
+    assert calls == 4 + (sent + 1) // 2
+    # all seen stored: later reads neither wait nor ask again
+    fake.routes[f"/v1/runs/{run.id}"] = lambda params: (
+        200, run_details(run.id, "Completed", asked=params))
+    assert Run(exp, run.id).get_details()["asked"] == []
     fake.routes[f"/v1/runs/{RUN_ID}"] = lambda params: (404, {"error": {"message": "no"}})
     with pytest.raises(NotFoundError):  # somebody else's unknown run: no waiting
         Run(exp, RUN_ID)
@@ -287,7 +298,8 @@ def test_create_children_by_count_and_by_tag_values(make_ws: Callable[..., FakeW
     parent.complete()
     parent.flush(10.0)
     tags = [e["payload"][1] for e in ws.kafka.events() if "key" in e["payload"][1]]
-    assert tags == [{"key": "fold", "value": "a"}, {"key": "fold", "value": "b"}]
+    assert tags == [{"key": "fold", "value": "a", "target": "tag"},
+                    {"key": "fold", "value": "b", "target": "tag"}]
     with pytest.raises(ValueError, match="count= or tag_key="):
         parent.create_children()
 
@@ -317,8 +329,9 @@ def test_uploads_of_several_files_and_folders_and_several_tags(
     names = [e["payload"][1]["name"] for e in ws.kafka.events() if e["payload"][0] == "Artifact"]
     assert names == ["x/a.bin", "x/b.txt", "checkpoints/a.bin", "checkpoints/sub/b.txt"]
     tags = [e["payload"][1] for e in ws.kafka.events() if e["payload"][0] == "Tag"]
-    assert tags == [{"key": "lr", "value": "0.1"}, {"key": "best", "value": None},
-                    {"key": "baseline", "value": None}]
+    assert tags == [{"key": "lr", "value": "0.1", "target": "tag"},
+                    {"key": "best", "value": None, "target": "tag"},
+                    {"key": "baseline", "value": None, "target": "tag"}]
 
 
 def test_metrics_of_one_row_are_bare_as_in_azure(make_ws: Callable[..., FakeWorkspace]) -> None:

@@ -86,7 +86,6 @@ def test_attach_reads_the_run_and_gives_a_read_only_handle(
         lambda: run.log_list("l", [1]),
         lambda: run.log_row("t", x=1),
         lambda: run.log_table("t", {"x": [1]}),
-        lambda: run.tag("k"),
         lambda: run.upload_file("a.txt", io.BytesIO(b"x")),
         run.complete,
         lambda: run.fail("boom"),
@@ -273,7 +272,10 @@ def test_reads_flush_pending_events_first_and_wait_for_the_run_to_appear(
         details_calls += 1
         if details_calls <= 3:  # the worker has not committed the first event yet
             return not_found(params)
-        return 200, details(run_id=run.id)
+        # then every event the read asked about is stored
+        asked = [value for key, value in params if key == "producer"]
+        return 200, details(run_id=run.id, producers={
+            p: {"events": 10**6, "max_seq": 10**6 - 1} for p in asked})
 
     def metrics(params: list[tuple[str, str]]) -> Answer:
         seen_at_read.append(len(ws.kafka.delivered))

@@ -8,6 +8,7 @@ Integration tests (tests/integration/test_producer_*.py) cover the real broker.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import math
 import sys
@@ -25,6 +26,7 @@ from producer import (
     ProducerTimeoutError,
     Run,
     RunClosedError,
+    RunEndedError,
     SyncProgress,
     Workspace,
     sync,
@@ -99,8 +101,8 @@ def test_every_call_becomes_its_event(ws: MemoryWorkspace, kafka: MemoryKafka) -
         }
     ]
     assert of_kind(events, "Tag") == [
-        {"key": "selected", "value": "yes"},
-        {"key": "baseline", "value": None},
+        {"key": "selected", "value": "yes", "target": "tag"},
+        {"key": "baseline", "value": None, "target": "tag"},
     ]
     assert {e["experiment"] for e in events} == {"exp"}
     assert {e["workspace"] for e in events} == {"default"}
@@ -234,14 +236,58 @@ def test_bad_calls_raise_at_the_call_site_and_change_nothing(
     assert [e["seq"] for e in events] == list(range(len(events)))
 
 
-def test_logging_after_close_raises(ws: MemoryWorkspace) -> None:
+def test_logging_after_close_raises_but_metadata_edits_still_travel(
+    ws: MemoryWorkspace, kafka: MemoryKafka
+) -> None:
     run = Experiment(ws, "exp").start_logging()
     run.close(5.0)
-    with pytest.raises(RunClosedError):
+    with pytest.raises(RunClosedError, match="is closed"):
         run.log("x", 1.0)
-    with pytest.raises(RunClosedError):
-        run.tag("x")
-    run.close(5.0)  # idempotent
+    run.tag("x")  # through an edit stream: a producer of its own
+    run.close(5.0)  # idempotent, and closes the edit stream
+    tags = [e for e in kafka.events() if e["payload"][0] == "Tag"]
+    assert [t["payload"][1] for t in tags] == [{"key": "x", "value": None, "target": "tag"}]
+    assert tags[0]["run_id"] == run.id
+    assert tags[0]["producer_id"] != run.producer_id
+    assert tags[0]["seq"] == 0
+
+
+def test_an_ended_run_refuses_metrics_and_files_but_takes_edits(
+    ws: MemoryWorkspace, kafka: MemoryKafka
+) -> None:
+    run = Experiment(ws, "exp").start_logging()
+    run.log("loss", 0.5)
+    run.complete()
+    for call in (lambda: run.log("loss", 0.25), lambda: run.log_list("l", [1]),
+                 lambda: run.upload_file("a.txt", io.BytesIO(b"x")), lambda: run.child_run()):
+        with pytest.raises(RunEndedError, match=r"has ended \(Completed\).*tags, properties"):
+            call()
+    run.fail("late")  # ended already: ignored, as a second complete() is
+    run.tag("best")
+    run.remove_tags(["best"])
+    run.add_properties({"dataset": "v2"})
+    run.add_properties({"dataset": "v2"})  # the same value again: nothing sent
+    with pytest.raises(ValueError, match="cannot change once set"):
+        run.add_properties({"dataset": "v3"})
+    run.display_name = "baseline"
+    run.description = "ridge, all features"
+    assert (run.display_name, run.description) == ("baseline", "ridge, all features")
+    with pytest.raises(TypeError, match="list of keys"):
+        run.remove_tags("best")
+    run.close(5.0)
+    events = kafka.events()
+    edits = [e for e in events if e["payload"][0] == "Tag"]
+    assert [e["payload"][1] for e in edits] == [
+        {"key": "best", "value": None, "target": "tag"},
+        {"key": "best", "value": None, "target": "untag"},
+        {"key": "dataset", "value": "v2", "target": "property"},
+        {"key": "display_name", "value": "baseline", "target": "display_name"},
+        {"key": "description", "value": "ridge, all features", "target": "description"},
+    ]
+    completed = next(e for e in events if e["payload"][0] == "Lifecycle"
+                     and e["payload"][1]["status"] == "Completed")
+    assert {e["producer_id"] for e in edits} == {edits[0]["producer_id"]} != {run.producer_id}
+    assert all(e["ts"] >= completed["ts"] for e in edits)
 
 
 # ---- Kafka down, slow, and the spool ------------------------------------------------

@@ -146,6 +146,12 @@ _RUN_LIST_PARAMETERS: Final = [
 _PAGE_PARAMETERS: Final = [LIMIT_PARAMETER, CURSOR_PARAMETER]
 
 _TIME: Final = {"type": "string", "format": "date-time"}
+
+#: How many ``?producer=`` ids one run details request may ask about.
+MAX_PRODUCERS_ASKED: Final = 100
+_PRODUCER_PARAMETER: Final = query_parameter(
+    "producer", "Also answer how much of this producer (an SDK run handle) is stored; "
+    f"repeat for several, up to {MAX_PRODUCERS_ASKED}.", {"type": "string"}, repeatable=True)
 _EXPERIMENTS_PAGE: Final = list_answer("experiments", {
     "name": {"type": "string"},
     "workspace": {"type": "string"},
@@ -159,6 +165,8 @@ _FILES: Final = list_answer("files", {
     "size_bytes": {"type": "integer", "minimum": 0},
     "content_type": {"type": "string"},
     "created_at": _TIME,
+    "metric": {"type": ["string", "null"], "description": "A typed metric's schema type "
+               "(confusion_matrix, accuracy_table, residuals, predictions), else null."},
 })
 _LOGS: Final = list_answer("lines", {
     "stream": {"type": "string"},
@@ -207,9 +215,11 @@ class RunRoutes:
                 operation_id="getRun",
                 summary="One run: status and the time of each status, tags, parent, "
                 "children, error, properties, portal URL.",
-                responses={**UNAVAILABLE, 200: "The run.", 404: "No such run."},
+                responses={**UNAVAILABLE, 200: "The run.", 400: "A bad parameter.",
+                           404: "No such run."},
                 response_content={200: _json(ref("RunDetails"))},
-                extra={"parameters": run}, schemas=schemas_for("RunDetails"),
+                extra={"parameters": [*run, _PRODUCER_PARAMETER]},
+                schemas=schemas_for("RunDetails"),
             ),
             RouteSpec(
                 method="GET", path="/v1/runs/{run_id}/children", handler=self.children,
@@ -305,7 +315,17 @@ class RunRoutes:
         if row is None:
             raise not_found(f"no run {run_id!r}")
         base = self._public_url or str(request.url.origin())
-        return json_ok(run_details(row, portal_url=f"{base}/v1/runs/{run_id}"))
+        details = run_details(row, portal_url=f"{base}/v1/runs/{run_id}")
+        asked = request.query.getall("producer", [])
+        if asked:
+            if len(asked) > MAX_PRODUCERS_ASKED or not all(0 < len(p) <= 200 for p in asked):
+                raise bad_request(f"parameter 'producer': 1 to {MAX_PRODUCERS_ASKED} ids of "
+                                  "1 to 200 characters")
+            details["producers"] = {
+                r["producer_id"]: {"events": int(r["events"]), "max_seq": int(r["max_seq"])}
+                for r in await self._reads.run_producers(run_id, asked)
+            }
+        return json_ok(details)
 
     async def children(self, request: web.Request) -> web.StreamResponse:
         run_id = await self._existing_run(request)
@@ -322,7 +342,7 @@ class RunRoutes:
         return json_ok({"files": [
             {"name": r["name"], "kind": r["kind"], "sha256": r["sha256"],
              "size_bytes": int(r["size_bytes"]), "content_type": r["content_type"],
-             "created_at": iso(r["created_at"])}
+             "created_at": iso(r["created_at"]), "metric": r["metric"]}
             for r in rows
         ]})
 
