@@ -100,6 +100,7 @@ class RunHandle(RunReads):
         outputs_dir: Path | None,
         known_status: str | None = None,
         description: str | None = None,
+        attempt: int = 0,
     ) -> None:
         """Internal; ``stream`` is already registered with ``sender`` (see ``Run._open``).
 
@@ -123,6 +124,8 @@ class RunHandle(RunReads):
         self._final_status: str | None = None
         self._released = False
         self._description = description
+        #: Which try of a submitted run this handle reports statuses for (``Run.open``).
+        self._attempt = attempt
         #: The handle that carries edits once this one's stream is closed (``_edit``).
         self._editor: RunHandle | None = None
         self._uploaded: set[str] = set()
@@ -504,6 +507,36 @@ class RunHandle(RunReads):
         except RunClosedError:
             raise self._closed_error() from None
 
+    def log_output(self, stream: str, lines: Iterable[str]) -> None:
+        """Record lines of output (without their newlines) as the run's log lines of
+        ``stream`` (``stdout``, ``stderr`` or another name): what ``capture_output`` does
+        for this process, for a launcher or agent that captures a child process.
+        Non-blocking; invalid Unicode is replaced, long batches are split to fit."""
+        check_name(stream, "log stream")
+        batch: list[str] = []
+        size = 0
+        for line in lines:
+            text = valid_text(str(line))
+            if batch and size + len(text) > self._max_text_bytes // 4:
+                self._log_lines(stream, batch)
+                batch, size = [], 0
+            batch.append(text[: self._max_text_bytes // 4])
+            size += len(batch[-1])
+        if batch:
+            self._log_lines(stream, batch)
+
+    def set_status(self, status: str) -> None:
+        """Report a status on the way: ``Queued``, ``Preparing``, ``Running``,
+        ``Finalizing`` or ``CancelRequested`` — for a launcher or agent driving a
+        submitted run; the end is ``complete``/``fail``/``cancel``."""
+        if status not in _PROGRESS_STATUSES:
+            raise ValueError(
+                f"set_status takes one of {', '.join(_PROGRESS_STATUSES)}, not {status!r}; "
+                "end a run with complete(), fail() or cancel()"
+            )
+        self._open_sender()
+        self._lifecycle(status)
+
     def _log_lines(self, stream_name: str, lines: list[str]) -> None:
         """Captured output (see ``_capture``); never raises into ``print``."""
         try:
@@ -523,6 +556,7 @@ class RunHandle(RunReads):
             "compute_target": None,
             "error": error,
             "properties": {},
+            "attempt": self._attempt,
         }
         if metadata:
             record["parent_run_id"] = self._parent.id if self._parent is not None else None
@@ -649,6 +683,10 @@ class RunHandle(RunReads):
             self.cancel()
         else:
             self.fail(exc)
+
+
+#: What ``set_status`` reports (the terminal ones have their own methods).
+_PROGRESS_STATUSES = ("Queued", "Preparing", "Running", "Finalizing", "CancelRequested")
 
 
 def _no_wake() -> None:

@@ -536,6 +536,54 @@ class Run(RunHandle):
         )
 
     @classmethod
+    def open(
+        cls,
+        experiment: Experiment,
+        run_id: str,
+        *,
+        status: str = "Running",
+        display_name: str | None = None,
+        compute_target: str | None = None,
+        properties: Mapping[str, str] | None = None,
+        outputs_dir: str | os.PathLike[str] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        attempt: int = 0,
+    ) -> Run:
+        """Open an existing run — usually a submitted one — as a new producer of this
+        process and report ``status`` (Queued, Preparing, Running…): what agents and
+        launchers use to drive a run (``set_status``, ``log_output``, then ``complete``,
+        ``fail`` or ``cancel``). ``attempt`` numbers the tries of a submitted run (0 first;
+        a higher one starts its statuses afresh). ``outputs_dir`` is uploaded as
+        ``outputs/...`` on ``complete`` (rank 0 only). Training code uses
+        ``Run.get_context()`` instead."""
+        check_name(run_id, "run id")
+        if status not in ("NotStarted", "Queued", "Preparing", "Running"):
+            raise ValueError(f"Run.open status must be NotStarted, Queued, Preparing or "
+                             f"Running, not {status!r}")
+        if display_name is not None:
+            check_name(display_name, "display_name")
+        if compute_target is not None:
+            check_name(compute_target, "compute_target")
+        if type(attempt) is not int or attempt < 0:
+            raise ValueError(f"attempt must be an int >= 0, not {attempt!r}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+        return cls._open(
+            experiment,
+            run_id,
+            parent=None,
+            rank=rank,
+            world_size=world_size,
+            display_name=display_name,
+            compute_target=compute_target,
+            properties=properties or {},
+            outputs_dir=Path(outputs_dir).absolute() if outputs_dir is not None else None,
+            statuses=(status,),
+            attempt=attempt,
+        )
+
+    @classmethod
     def attach(cls, workspace: Workspace, run_id: str) -> Run:
         """A read-only handle on an existing run; ``NotFoundError`` if the API does not
         know it (yet: a run appears when the worker commits its first event)."""
@@ -552,7 +600,8 @@ class Run(RunHandle):
         env: Mapping[str, str] | None = None,
     ) -> Run:
         """The run this process was launched for: ``RUNSTREAM_RUN_ID`` (+ ``_EXPERIMENT``,
-        ``_RANK``, ``_WORLD_SIZE``). Every rank opens the same run as its own producer.
+        ``_RANK``, ``_WORLD_SIZE``, ``_ATTEMPT``). Every rank opens the same run as its own
+        producer.
 
         Without ``RUNSTREAM_RUN_ID`` a new run is started in ``RUNSTREAM_EXPERIMENT``
         (default "default"), so a script also runs outside a launcher — unless
@@ -583,6 +632,7 @@ class Run(RunHandle):
                 run_id,
                 rank,
                 world_size,
+                attempt=read.integer("RUNSTREAM_ATTEMPT", 0),
             )
             if cacheable:
                 _context_runs[key] = run
@@ -603,6 +653,7 @@ class Run(RunHandle):
         outputs_dir: Path | None,
         statuses: tuple[str, ...],
         capture_output: bool = False,
+        attempt: int = 0,
     ) -> Run:
         """Open a run handle as a new producer and emit its first lifecycle events."""
         properties = check_properties(properties)
@@ -626,6 +677,7 @@ class Run(RunHandle):
             properties=properties,
             # ./outputs belongs to the whole job: rank 0 of a top-level run uploads it once.
             outputs_dir=outputs_dir if parent is None and rank == 0 else None,
+            attempt=attempt,
         )
         run._start(statuses, capture_output)
         return run
@@ -696,6 +748,7 @@ class Run(RunHandle):
         run_id: str | None,
         rank: int,
         world_size: int,
+        attempt: int = 0,
     ) -> Run:
         if run_id is None:
             experiment = Experiment(workspace, experiment_name or "default")
@@ -720,6 +773,7 @@ class Run(RunHandle):
             properties={"world_size": str(world_size)},
             outputs_dir=Path("outputs").absolute(),
             statuses=("Running",),
+            attempt=attempt,
         )
 
 

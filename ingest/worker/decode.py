@@ -72,6 +72,8 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LITTLE = sys.byteorder == "little"
 REASON_INVALID: Final = "invalid_value"
+#: The highest try of a submitted run a Lifecycle event may name.
+MAX_ATTEMPT: Final = 1000
 #: Tag targets (schema v2) whose value may not be null.
 _EDITS_NEEDING_VALUE: Final = frozenset({"property", "display_name", "description"})
 
@@ -152,6 +154,8 @@ class Lifecycle:
     compute_target: str | None
     error: str | None
     properties: dict[str, str]
+    #: Which try of a submitted run (schema v2; 0 for v1 events and the first try).
+    attempt: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +321,12 @@ def _artifact_name(value: Any) -> str:
     return name
 
 
+def _attempt(value: int) -> int:
+    if not 0 <= value <= MAX_ATTEMPT:
+        raise _invalid(f"lifecycle attempt {value} is not in 0..{MAX_ATTEMPT}")
+    return value
+
+
 def _tag_value(value: str | None) -> str | None:
     if value is None:
         return None
@@ -374,6 +384,7 @@ def _payload(kind: str, raw: dict[str, Any]) -> Payload:
             else _name(raw["compute_target"], "compute_target", MAX_ID_CHARS),
             error=None if raw["error"] is None else _text(raw["error"]),
             properties={_text(k): _text(v) for k, v in raw["properties"].items()},
+            attempt=_attempt(raw.get("attempt", 0)),
         )
     if kind == "LogLines":
         return LogLines(_name(raw["stream"], "log stream"), tuple(_text(x) for x in raw["lines"]))

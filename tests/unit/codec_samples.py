@@ -70,6 +70,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "compute_target": "local",
         "error": None,
         "properties": {"k": "v"},
+        "attempt": 0,
     },
     "LogLines": {"stream": "stdout", "lines": ["epoch 1", "épöch 2 ✓"]},
     "Heartbeat": {"dropped_events": 0},

@@ -221,6 +221,7 @@ def payload(draw: Draw, kind: str, valid: bool) -> tuple[str, Record]:
             "compute_target": draw(st.none() | ident),
             "error": draw(st.none() | text),
             "properties": draw(st.dictionaries(text, text, max_size=3)),
+            "attempt": draw(st.integers(0, 1000) if valid else st.integers(0, 2**31 - 1)),
         }
     elif kind == "LogLines":
         record = {"stream": draw(name), "lines": draw(st.lists(text, max_size=5))}
@@ -498,6 +499,7 @@ def _check_payload(kind: str, raw: Record, got: Any) -> None:
             raw["compute_target"],
             None if raw["error"] is None else _clean(raw["error"]),
             {_clean(k): _clean(v) for k, v in raw["properties"].items()},
+            raw["attempt"],
         )
     elif kind == "Tag":
         assert got == Tag(raw["key"], None if raw["value"] is None else _clean(raw["value"]),
