@@ -37,6 +37,7 @@ from ._runconfig import (
     TensorflowConfiguration,
 )
 from ._secret import Secret
+from ._snapshot import SnapshotError, extract_snapshot
 from ._sender import ProducerStats
 from ._sync import SyncProgress, SyncResult, sync
 from ._version import __version__
@@ -70,6 +71,7 @@ __all__ = [
     "RunFailedError",
     "ScriptRunConfig",
     "Secret",
+    "SnapshotError",
     "SpoolError",
     "SyncProgress",
     "SyncResult",
@@ -77,5 +79,6 @@ __all__ = [
     "TransportError",
     "Workspace",
     "__version__",
+    "extract_snapshot",
     "sync",
 ]
