@@ -37,8 +37,8 @@ from ._runconfig import (
     TensorflowConfiguration,
 )
 from ._secret import Secret
-from ._snapshot import SnapshotError, extract_snapshot
 from ._sender import ProducerStats
+from ._snapshot import SnapshotError, extract_snapshot
 from ._sync import SyncProgress, SyncResult, sync
 from ._version import __version__
 from ._workspace import Experiment, Run, Workspace

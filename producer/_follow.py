@@ -25,6 +25,12 @@ already printed can be missed; the event stream (commit order) has no such gap. 
 event stream that worked cannot be reopened (``SSE_REOPEN_ATTEMPTS``), following goes on
 by polling the status only, with a note, since the two cursors do not translate.
 
+Output: ``RunId``/``Web View``, then every status change (``Status: Queued``,
+``Preparing``, ``Running``, ``Finalizing``…) and log line as it comes (other ranks and
+stderr marked), then Azure ML's ``Execution Summary`` with the run's duration (and time
+queued) and its error. Ctrl-C stops the wait, never the run: a line says so (the run goes
+on; ``run.cancel()`` stops it) and ``KeyboardInterrupt`` goes on up.
+
 The reader thread blocks in ``readline`` with a socket timeout above the server's 15 s
 keep-alive; when the wait ends it is told to stop and exits at its next line or timeout
 (a daemon thread: a silent stream never keeps the process alive). ``timeout_s`` is kept
@@ -40,6 +46,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final, TextIO
 
 from ._client import ApiClient
@@ -201,6 +208,8 @@ class Follower:
     clock: Callable[[], float] = time.monotonic
     status: str | None = None
     deadline: float | None = field(default=None, init=False)
+    #: The status of the first look (``status`` is what was printed).
+    looked: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if self.timeout_s is not None:
@@ -225,12 +234,22 @@ class Follower:
 
     def finish(self, details: dict[str, Any]) -> dict[str, Any]:
         error = details.get("error")
+        duration = run_duration(details)
         self.write(
             f"Status: {self.status}\n\nExecution Summary\n=================\n"
             f"RunId: {self.run_id}\nWeb View: {details.get('portal_url')}\n"
+            + (f"Duration: {duration}\n" if duration else "")
             + (f"Error:\n{error}\n" if error else "")
         )
         return details
+
+    def interrupted(self) -> None:
+        """Ctrl-C: say that only the waiting stopped (printed even without show_output)."""
+        self.out.write(
+            f"\nStopped waiting for run {self.run_id} (interrupted); the run goes on "
+            f"(status: {self.status or self.looked or 'unknown'}); run.cancel() stops it.\n"
+        )
+        self.out.flush()
 
     # -- time --------------------------------------------------------------------------
 
@@ -255,6 +274,7 @@ class Follower:
 
     def run(self) -> dict[str, Any]:
         details = self.details()
+        self.looked = str(details.get("status"))
         self.write(f"RunId: {self.run_id}\nWeb View: {details.get('portal_url')}\n\n")
         if str(details.get("status")) in TERMINAL_STATUSES:
             if self.show_output:  # all of it is committed: one pass prints it
@@ -373,6 +393,42 @@ class Follower:
                 return cursor
 
 
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _seconds(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def run_duration(details: dict[str, Any]) -> str | None:
+    """How long the run ran (start to end), and how long it was queued before, if known:
+    ``"12.3 s"``, ``"1:02:03 (queued 0.4 s)"``; None without an end."""
+    ended = _parse_time(details.get("ended_at"))
+    started = _parse_time(details.get("started_at"))
+    queued = _parse_time(details.get("queued_at"))
+    if ended is None:
+        return None
+    if started is None:  # ended before it ever ran (canceled while queued)
+        since = queued or _parse_time(details.get("created_at"))
+        if since is None:
+            return None
+        return f"not started (queued {_seconds((ended - since).total_seconds())})"
+    text = _seconds(max((ended - started).total_seconds(), 0.0))
+    if queued is not None and queued <= started:
+        text += f" (queued {_seconds((started - queued).total_seconds())})"
+    return text
+
+
 def wait_for_completion(
     client: ApiClient,
     run_path: str,
@@ -382,5 +438,13 @@ def wait_for_completion(
     timeout_s: float | None,
     out: TextIO,
 ) -> dict[str, Any]:
-    """Block until the run is Completed, Failed or Canceled; return its details."""
-    return Follower(client, run_path, run_id, show_output, timeout_s, out).run()
+    """Block until the run is Completed, Failed or Canceled; return its details.
+
+    Ctrl-C (``KeyboardInterrupt``) stops the wait, not the run: a line says so and the
+    interrupt goes on up."""
+    follower = Follower(client, run_path, run_id, show_output, timeout_s, out)
+    try:
+        return follower.run()
+    except KeyboardInterrupt:
+        follower.interrupted()
+        raise

@@ -977,13 +977,19 @@ class RunConfiguration(_ConfigElement):
     ``docker`` (a ``DockerConfiguration``). ``script``/``arguments``/``command`` are used
     when the ``ScriptRunConfig`` does not set its own.
 
+    Runstream adds two queue settings, read by ``Experiment.submit`` (whose keywords of
+    the same names win over them): ``priority`` (default 0; a target's queued runs start
+    highest first, then in submission order) and ``max_retries`` (default 0; how many
+    times a run whose agent was lost goes back to the queue instead of failing).
+
     ``_history_enabled``, ``_path`` and ``_name`` are Azure internals, accepted and unused.
     """
 
     __slots__ = (
         "_environment_variables", "_history_enabled", "_name", "_path", "_target",
         "arguments", "command", "communicator", "docker", "environment", "framework",
-        "max_run_duration_seconds", "mpi", "node_count", "pytorch", "script", "tensorflow",
+        "max_retries", "max_run_duration_seconds", "mpi", "node_count", "priority", "pytorch",
+        "script", "tensorflow",
     )
 
     def __init__(
@@ -1003,6 +1009,8 @@ class RunConfiguration(_ConfigElement):
         self.communicator = communicator if communicator else "None"
         self.max_run_duration_seconds: int | None = None
         self.node_count = 1
+        self.priority = 0
+        self.max_retries = 0
         self.environment = Environment("default-environment")
         self.docker = DockerConfiguration()
         self.tensorflow = TensorflowConfiguration()
@@ -1052,6 +1060,8 @@ class RunConfiguration(_ConfigElement):
             "communicator": self.communicator,
             "nodeCount": self.node_count,
             "maxRunDurationSeconds": self.max_run_duration_seconds,
+            "priority": self.priority,
+            "maxRetries": self.max_retries,
             "environmentVariables": self._environment_variables,
             "environment": env._as_dict() if isinstance(env, Environment) else repr(env),
         }

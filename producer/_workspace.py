@@ -1,7 +1,8 @@
 """The three handles — ``Workspace`` → ``Experiment`` → ``Run`` — and every way to get one.
 
-They construct each other: a workspace gets a run by id (``get_run``), an experiment starts
-and lists runs (``start_logging``, ``get_runs``), a run starts children (``child_run``),
+They construct each other: a workspace gets a run by id (``get_run``), an experiment starts,
+submits and lists runs (``start_logging``, ``submit``, ``get_runs``; the HTTP of
+submitting is ``_submit``), a run starts children (``child_run``),
 finds its experiment when attached by id (``Run.attach``) and builds its workspace from
 the environment (``Run.get_context()``). So they share this module, the top of the SDK's
 import graph: what a run handle does once open is ``_run.RunHandle``, what it needs from
@@ -43,6 +44,7 @@ from ._reads import runs_query
 from ._run import RunHandle
 from ._sender import ProducerStats
 from ._session import DEFAULT_FLUSH_TIMEOUT_S, Session, TransportFactory
+from ._submit import CANCEL_STATUS, cancel_run, restore_snapshot, snapshot_id, submission
 from ._transport import KafkaTransport
 from ._validate import (
     MAX_NAME_CHARS,
@@ -55,6 +57,9 @@ from ._validate import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_WORKSPACE = "default"
+#: How long ``Experiment.submit`` waits for the new run's first events to reach Kafka
+#: (what is not delivered by then stays queued or spooled, nothing is lost).
+SUBMIT_FLUSH_TIMEOUT_S = 10.0
 _RUN_ID = re.compile(r"(?P<experiment>.+)_\d+_[0-9a-f]{8}")
 
 
@@ -277,6 +282,77 @@ class Experiment:
             capture_output=capture_output,
         )
 
+    def submit(
+        self,
+        config: object,
+        tags: Mapping[str, object] | Iterable[str] | None = None,
+        *,
+        run_id: str | None = None,
+        display_name: str | None = None,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        **kwargs: Any,
+    ) -> Run:
+        """Submit a ``ScriptRunConfig`` to its compute target and return the run, Queued.
+
+        ``source_directory`` is snapshotted (``.amlignore``, else ``.gitignore``; at most
+        300 MB and 2,000 files by default: ``RUNSTREAM_SNAPSHOT_MAX_BYTES``/``_FILES``),
+        uploaded unless the API already has those bytes, and queued with
+        ``POST /v1/submissions``; an agent serving the target runs the script with the
+        arguments as its argv, and ``Run.get_context()`` in it logs into this run. The
+        submission is durable once this returns. An unreachable API is retried for at most
+        a minute, then ``ApiError`` says the run was not submitted.
+
+        ``tags``: ``{key: value}`` set on the run (as in Azure ML). Runstream's keywords:
+        ``run_id`` (default: a new ``<experiment>_<unix seconds>_<8 hex>``; submitting the
+        same run id with the same content again is harmless), ``display_name``,
+        ``priority`` (default ``run_config.priority``, 0: higher starts first) and
+        ``max_retries`` (default ``run_config.max_retries``, 0: how often a run whose agent
+        was lost is queued again). The handle returned reads the run
+        (``wait_for_completion``, ``get_metrics``…), takes edits (tags, properties) and
+        ``cancel()``; it logs no metrics (the script does).
+        """
+        if kwargs:
+            raise TypeError(
+                f"submit() got unexpected keyword arguments {sorted(kwargs)}; it takes "
+                "config, tags and the keywords run_id, display_name, priority, max_retries"
+            )
+        queued = submission(
+            self._session.api,
+            config=config,
+            experiment=self.name,
+            workspace=self.workspace.name,
+            run_id=self._new_run_id() if run_id is None else run_id,
+            tags=tags,
+            display_name=display_name,
+            priority=priority,
+            max_retries=max_retries,
+            blob_timeout_s=self._session.options.blob_timeout_s,
+        )
+        opened = Run._open(
+            self,
+            queued.run_id,
+            parent=None,
+            rank=0,
+            world_size=1,
+            display_name=queued.display_name,
+            compute_target=queued.target,
+            properties=queued.properties,
+            outputs_dir=None,
+            statuses=("NotStarted", "Queued"),
+        )
+        for key, value in queued.tags:
+            opened.tag(key, value)
+        opened.close(SUBMIT_FLUSH_TIMEOUT_S)
+        return Run._attached(self.workspace, {
+            "run_id": queued.run_id,
+            "experiment": self.name,
+            "display_name": queued.display_name,
+            "compute_target": queued.target,
+            "properties": queued.properties,
+            "status": "Queued",
+        }, self)
+
     def get_runs(
         self,
         type: str | None = None,
@@ -481,6 +557,45 @@ class Run(RunHandle):
                 child.tag(tag_key, value)
             children.append(child)
         return children
+
+    def cancel(self) -> dict[str, Any] | None:  # type: ignore[override]
+        """Cancel the run.
+
+        A handle that logs into the run (``start_logging``, ``child_run``,
+        ``get_context``) marks it Canceled, as before, and returns None. Any other handle
+        (``experiment.submit``'s, ``Run(experiment, id)``, ``get_runs``) asks the API to
+        cancel a submitted run (``POST /v1/runs/{id}/cancel``) and returns its answer
+        ``{"run_id", "action", "state"}``: ``action`` "canceled" (it was queued: Canceled
+        now), "cancel_requested" (running: its agent stops it — SIGTERM, a grace period,
+        SIGKILL — and reports Canceled) or "none" (it had already ended). A run that was
+        not submitted raises ``ReadOnlyRunError`` (``NotSubmittedError``, also an
+        ``ApiError`` with the API's 409): only the handle that logs into it can cancel it.
+        """
+        if self._writes_here:
+            RunHandle.cancel(self)
+            return None
+        answer = cancel_run(self._session.api, self.id)
+        status = CANCEL_STATUS.get(str(answer.get("action")))
+        if status is not None:
+            self._known_status = status
+            self._session.sent_status(self.id, status)  # reads wait (bounded) to see it
+        return answer
+
+    def get_snapshot_id(self) -> str:
+        """The id of the submitted run's snapshot: the SHA-256 of its zip (also the run's
+        ``ContentSnapshotId`` property). ``NotFoundError`` if the run was not submitted."""
+        return snapshot_id(self._session.api, self.id)
+
+    def restore_snapshot(
+        self, snapshot_id: str | None = None, path: str | os.PathLike[str] | None = None
+    ) -> str:
+        """Download the submitted run's snapshot — the zip of its ``source_directory``,
+        ignored files left out — and return the zip's absolute path: ``<path>/<snapshot
+        id>.zip``, ``path`` being a directory (default: the system's temporary directory)
+        as in Azure ML, or a path ending in ``.zip`` for the file itself. ``snapshot_id``
+        must be None or the run's own (it has one snapshot). The bytes are checked against
+        the snapshot's SHA-256; the file appears whole or not at all."""
+        return restore_snapshot(self._session.api, self.id, snapshot_id, path)
 
     def register_model(
         self,
