@@ -14,6 +14,7 @@ of a ``NotFoundError`` or a missing tag a moment too early.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import uuid
@@ -26,6 +27,7 @@ from ._client import decode_non_finite, file_path, segment
 from ._errors import ApiError, RunFailedError
 from ._follow import wait_for_completion
 from ._session import Session
+from ._typed_metrics import artifact_location, parse_typed_metric
 from ._validate import check_artifact_name, check_name
 
 if TYPE_CHECKING:
@@ -81,8 +83,16 @@ class RunReads:
 
         ``recursive=True``: ``{run_id: metrics}`` of this run and all its descendants, as
         Azure ML returns it (runs without metrics left out). ``run_type`` must be None
-        (Runstream has no run types); ``populate`` is accepted and changes nothing (values
-        are always returned whole).
+        (Runstream has no run types).
+
+        Typed metrics (``log_confusion_matrix``, ``log_accuracy_table``, ``log_residuals``,
+        ``log_predictions``) are among the metrics, as in Azure ML: by default as their
+        location ``aml://artifactId/ExperimentRun/dcid.<run id>/<name>`` (the file
+        ``name`` of the run); with ``populate=True`` as the logged JSON, downloaded and
+        parsed into a dict (azureml-core gives an ``Artifact`` whose ``.data`` holds the
+        bytes, ``JsonArtifact.convert_to_object()`` that dict). A name that is both a
+        typed metric and another metric shows the typed metric. ``populate`` changes
+        nothing else (other values are always returned whole).
         """
         if run_type is not None:
             raise ValueError("run_type: Runstream runs have no type; leave it None")
@@ -92,13 +102,13 @@ class RunReads:
         if recursive:
             out = {}
             for run in [*self.get_children(recursive=True), self]:
-                metrics = run._metrics(names)
+                metrics = run._metrics(names, populate)
                 if metrics:
                     out[run.id] = metrics
             return out
-        return self._metrics(names)
+        return self._metrics(names, populate)
 
-    def _metrics(self, names: list[str]) -> dict[str, Any]:
+    def _metrics(self, names: list[str], populate: bool = False) -> dict[str, Any]:
         self._before_read()
         answer = self._session.api.get_json(
             self._path("/metrics"), [("name", each) for each in names]
@@ -112,7 +122,25 @@ class RunReads:
                 retriable=False,
             )
         decoded: dict[str, Any] = decode_non_finite(metrics)
-        return {name: _one_row_bare(value) for name, value in decoded.items()}
+        out = {name: _one_row_bare(value) for name, value in decoded.items()}
+        typed = answer.get("typed") or {}  # absent: none (or an API from before them)
+        if typed:
+            for name in typed:
+                out[name] = self._typed_value(name, populate)
+            out = dict(sorted(out.items()))
+        return out
+
+    def _typed_value(self, name: str, populate: bool) -> Any:
+        """A typed metric as ``get_metrics`` shows it: its location, or its JSON."""
+        if not populate:
+            return artifact_location(self.id, name)
+        body = io.BytesIO()
+        path = self._path(f"/files/{file_path(name)}")
+        self._session.api.download(path, body)
+        try:
+            return parse_typed_metric(body.getvalue(), f"typed metric {name!r}")
+        except ValueError as exc:
+            raise ApiError(200, str(exc), what=f"GET {path}", retriable=False) from None
 
     def get_file_names(self) -> list[str]:
         """Names of the run's files and images (``outputs/...`` included), as uploaded."""

@@ -49,6 +49,7 @@ from ._capture import OutputCapture
 from ._errors import ReadOnlyRunError, RunClosedError, RunEndedError, SpoolError
 from ._reads import RunReads
 from ._session import DEFAULT_FLUSH_TIMEOUT_S, Session
+from ._typed_metrics import CONTENT_TYPE, typed_metric_json
 from ._validate import (
     INT64_MAX,
     KIND_FLOAT,
@@ -337,6 +338,48 @@ class RunHandle(RunReads):
         png.seek(0)
         self._put_artifact(name, "IMAGE", png, "image/png")
 
+    def log_confusion_matrix(self, name: str, value: str | Mapping[str, Any],
+                             description: str = "") -> None:
+        """Log a confusion matrix: ``value`` is Azure ML's JSON (a ``str`` or a ``dict``)
+        ``{"schema_type": "confusion_matrix", "schema_version": "1.0.0", "data":
+        {"class_labels": [...C labels], "matrix": [...C rows of C numbers]}}``.
+
+        Checked now (``ValueError`` names what is wrong), stored as the JSON file ``name``
+        and listed by ``get_metrics()``; see ``_typed_metrics.py`` for the four formats."""
+        self._log_typed("confusion_matrix", name, value, description)
+
+    def log_accuracy_table(self, name: str, value: str | Mapping[str, Any],
+                           description: str = "") -> None:
+        """Log an accuracy table: Azure ML's JSON with ``schema_type`` ``accuracy_table``
+        (version 1.0.1), ``data`` with ``class_labels`` (C), ``probability_thresholds``
+        and ``percentile_thresholds`` (M numbers each) and ``probability_tables`` and
+        ``percentile_tables`` of shape [C][M][4] (TP, FP, TN, FN integers); as
+        ``log_confusion_matrix`` otherwise."""
+        self._log_typed("accuracy_table", name, value, description)
+
+    def log_residuals(self, name: str, value: str | Mapping[str, Any],
+                      description: str = "") -> None:
+        """Log a histogram of residuals: Azure ML's JSON with ``schema_type`` ``residuals``,
+        ``data`` with ``bin_edges`` (n + 1 numbers) and ``bin_counts`` (n); as
+        ``log_confusion_matrix`` otherwise."""
+        self._log_typed("residuals", name, value, description)
+
+    def log_predictions(self, name: str, value: str | Mapping[str, Any],
+                        description: str = "") -> None:
+        """Log binned predictions: Azure ML's JSON with ``schema_type`` ``predictions``,
+        ``data`` with ``bin_averages``, ``bin_errors``, ``bin_counts`` (n numbers each) and
+        ``bin_edges`` (n + 1); as ``log_confusion_matrix`` otherwise."""
+        self._log_typed("predictions", name, value, description)
+
+    def _log_typed(self, schema_type: str, name: str, value: object, description: str) -> None:
+        """A typed metric: the canonical JSON as artifact ``name`` with ``metric`` set.
+        Logging a name again replaces it (azureml-core keeps the first)."""
+        check_name(name, "metric name")
+        check_artifact_name(name)
+        _check_description(description)
+        data = typed_metric_json(schema_type, name, value)
+        self._put_artifact(name, "FILE", BytesIO(data), CONTENT_TYPE, metric=schema_type)
+
     def upload_file(
         self,
         name: str,
@@ -404,6 +447,7 @@ class RunHandle(RunReads):
         kind: str,
         source: str | os.PathLike[str] | BinaryIO,
         content_type: str,
+        metric: str | None = None,
     ) -> None:
         sender = self._open_sender()
         try:
@@ -428,6 +472,8 @@ class RunHandle(RunReads):
             "size_bytes": size,
             "content_type": content_type,
         }
+        if metric is not None:  # schema v2: a typed metric (log_confusion_matrix and co.)
+            record["metric"] = metric
         if self._enqueue("Artifact", record):
             sender.submit_blob(sha256)
             self._uploaded.add(name)

@@ -10,6 +10,14 @@ lists, and lists over series. The answer is assembled as JSON text: float-only s
 arrive from PostgreSQL already encoded (``series.merge_float_chunks``), which is what
 keeps 100 series x 10,000 points well under a second.
 
+Typed metrics (``run.log_confusion_matrix`` and co.: a file of the run whose ``metric`` is
+its schema type) are listed apart, under ``"typed"``: ``{name: {"schema_type", "file",
+"sha256", "size_bytes", "content_type"}}``, their JSON being the file ``file`` (always the
+metric's name) at ``/v1/runs/{run_id}/files/{file}``. The key is present only when the run
+has typed metrics (among the named ones), so an answer without them is unchanged. The SDK
+merges them into the metrics dict (as ``aml://…`` locations or the parsed JSON, as Azure
+ML does).
+
 One series (``…/metrics/{name}``) is returned exactly when at most ``max_points`` points
 match, else as at most ``max_points`` buckets by step range (``series.plan_buckets``)
 with count, min/max over finite values, the last value (highest step, then latest time,
@@ -77,6 +85,20 @@ MAX_RANK: Final = 2**31 - 1
 SERIES_QUERY_PARTS: Final = 2
 
 _VALUE: Final = ref("Value")
+_TYPED_METRIC: Final = {
+    "type": "object",
+    "required": ["schema_type", "file", "sha256", "size_bytes", "content_type"],
+    "properties": {
+        "schema_type": {"type": "string",
+                        "enum": ["confusion_matrix", "accuracy_table", "residuals",
+                                 "predictions"]},
+        "file": {"type": "string", "description": "The run's file holding the JSON (the "
+                 "metric's name): GET /v1/runs/{run_id}/files/{file}."},
+        "sha256": {"type": "string"},
+        "size_bytes": {"type": "integer", "minimum": 0},
+        "content_type": {"type": "string"},
+    },
+}
 _METRICS: Final = {
     "type": "object",
     "required": ["metrics"],
@@ -93,6 +115,13 @@ _METRICS: Final = {
                                                                 "items": _VALUE}},
                 ],
             },
+        },
+        "typed": {
+            "type": "object",
+            "description": "Typed metrics (log_confusion_matrix, log_accuracy_table, "
+            "log_residuals, log_predictions): name → the file holding its JSON in Azure "
+            "ML's format. Present only when there are some.",
+            "additionalProperties": _TYPED_METRIC,
         },
     },
 }
@@ -206,11 +235,12 @@ class MetricRoutes:
             raise bad_request("parameter 'name' is empty")
         # All series: split by name over two connections, so PostgreSQL formats on two cores.
         parts = 1 if names is not None else SERIES_QUERY_PARTS
-        exists, lists, tables, chunks = await asyncio.gather(
+        exists, lists, tables, chunks, files = await asyncio.gather(
             self._reads.run_exists(run_id),
             self._reads.list_values(run_id, names),
             self._reads.table_columns(run_id, names),
             self._chunk_heads(run_id, names, parts),
+            self._reads.files(run_id),
         )
         if not exists:
             raise not_found(f"no run {run_id!r}")
@@ -221,7 +251,9 @@ class MetricRoutes:
             fragments[name] = dumps(columns).encode()
         body = b",".join(dumps(name).encode() + b":" + fragments[name]
                          for name in sorted(fragments))
-        return web.Response(body=b'{"metrics":{' + body + b"}}",
+        typed = _typed(files, names)
+        tail = b',"typed":' + dumps(typed).encode() if typed else b""
+        return web.Response(body=b'{"metrics":{' + body + b"}" + tail + b"}",
                             content_type="application/json")
 
     async def _chunk_heads(
@@ -310,6 +342,17 @@ class MetricRoutes:
                                 min_level=stats.min_level or LEVELS[0])
         except StepRangeTooWideError as exc:
             raise bad_request(str(exc)) from None
+
+
+def _typed(files: list[asyncpg.Record], names: list[str] | None) -> dict[str, Any]:
+    """The typed metrics among a run's files (``ReadStore.files``), of ``names`` if given."""
+    wanted = None if names is None else set(names)
+    return {
+        r["name"]: {"schema_type": r["metric"], "file": r["name"], "sha256": r["sha256"],
+                    "size_bytes": int(r["size_bytes"]), "content_type": r["content_type"]}
+        for r in files
+        if r["metric"] is not None and (wanted is None or r["name"] in wanted)
+    }
 
 
 def _json(document: dict[str, Any]) -> web.Response:
