@@ -65,8 +65,8 @@ FIRST_BACKOFF_S: Final = 0.25
 MAX_BACKOFF_S: Final = 5.0
 #: Largest ``max_retries`` (the submissions table's own bound).
 MAX_RETRIES_LIMIT: Final = 100
-#: ``priority`` is a 32-bit integer on the server.
-PRIORITY_RANGE: Final = (-(2**31), 2**31 - 1)
+#: ``priority``'s bounds (the API's: it refuses others with 400).
+PRIORITY_RANGE: Final = (-1000, 1000)
 #: Properties every submitted run starts with, as Azure ML names them.
 RUN_SOURCE: Final = {"azureml.runsource": "azureml.scriptrun"}
 SNAPSHOT_PROPERTY: Final = "ContentSnapshotId"

@@ -311,7 +311,7 @@ def test_keywords_options_and_the_run_configuration(
 
 @pytest.mark.parametrize(("kwargs", "error", "match"), [
     ({"priority": True}, TypeError, "priority must be an int"),
-    ({"priority": 2**31}, ValueError, "priority must be between"),
+    ({"priority": 1001}, ValueError, "priority must be between -1000 and 1000"),
     ({"max_retries": 101}, ValueError, "max_retries must be between 0 and 100"),
     ({"max_retries": -1}, ValueError, "max_retries must be between 0 and 100"),
     ({"tags": {"": "x"}}, ValueError, "tag key must not be empty"),
