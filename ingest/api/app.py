@@ -34,6 +34,7 @@ from prometheus_client import (
 
 from ingest.api.auth import TokenTable, auth_middleware
 from ingest.api.blobstore import DEFAULT_MAX_BLOB_BYTES, BlobStore
+from ingest.api.emitter import StatusEmitter
 from ingest.api.http import (
     HttpMetrics,
     RouteSpec,
@@ -43,11 +44,13 @@ from ingest.api.openapi import build_openapi
 from ingest.api.routes.blobs import BlobRoutes
 from ingest.api.routes.compute import ComputeRoutes, QueueGaugeRefresher
 from ingest.api.routes.events import LiveUpdates, StreamOptions
+from ingest.api.routes.jobs import JobReaper, JobRoutes, JobTiming
 from ingest.api.routes.metrics import MetricRoutes
 from ingest.api.routes.models import ModelRoutes
 from ingest.api.routes.registry import RegistryRoutes
 from ingest.api.routes.runs import RunRoutes
 from ingest.api.routes.system import DEFAULT_READINESS_TIMEOUT_S, ReadinessCheck, SystemRoutes
+from ingest.db.jobs import JobStore
 from ingest.db.reads import DatabaseUnavailableError, ReadStore
 from ingest.server import DEFAULT_SHUTDOWN_TIMEOUT_S, HttpServer
 from ingest.settings import Secret, Settings
@@ -83,6 +86,8 @@ def create_app(
     db_dsn: Secret | None = None,
     stream_options: StreamOptions | None = None,
     public_url: str | None = None,
+    status_emitter: StatusEmitter | None = None,
+    job_timing: JobTiming | None = None,
 ) -> web.Application:
     """Build the API application.
 
@@ -94,7 +99,11 @@ def create_app(
     the app and adds a ``database`` readiness check); ``stream_options``
     tunes their timing (tests). ``public_url`` is the base of ``portal_url`` (default:
     the request's own origin). Metrics are registered on ``registry``; one registry
-    serves one app (a second would collide).
+    serves one app (a second would collide). With ``db_dsn`` the app also serves
+    submitted runs and their agents (``routes/jobs.py``) and expires their leases in the
+    background; ``status_emitter`` sends the status events the API decides (canceled,
+    agent lost, requeued) — without one those decisions change only the queue (tests);
+    ``job_timing`` sets the lease length and poll wait (tests shorten them).
     """
     tokens = TokenTable(admin=token, workspaces=workspace_tokens)
     specs: list[RouteSpec] = []
@@ -105,6 +114,7 @@ def create_app(
 
     checks = [ReadinessCheck("blobs", blob_store.check_writable)]
     reads = ReadStore(dsn=db_dsn.value) if db_dsn else None
+    jobs = JobStore(dsn=db_dsn.value) if db_dsn else None
     gauges = None
     if reads is not None:
         checks.append(ReadinessCheck("database", reads.ping))
@@ -121,13 +131,15 @@ def create_app(
     if reads is not None:
         specs += RunRoutes(reads=reads, blob_store=blob_store, public_url=public_url).specs()
         specs += MetricRoutes(reads=reads).specs()
-        specs += ComputeRoutes(reads=reads).specs()
+        specs += ComputeRoutes(reads=reads, jobs=jobs).specs()
         specs += ModelRoutes(reads=reads, blob_store=blob_store).specs()
     specs += RegistryRoutes().specs()
     live = None
-    if db_dsn and reads is not None:
+    if db_dsn and reads is not None and jobs is not None:
         live = LiveUpdates(dsn=db_dsn, reads=reads, registry=registry, options=stream_options)
         specs += live.specs()
+        specs += JobRoutes(jobs=jobs, blob_store=blob_store, listener=live.listener,
+                           emitter=status_emitter, timing=job_timing).specs()
 
     middlewares = [
         HttpMetrics(registry).middleware(),
@@ -150,6 +162,13 @@ def create_app(
         live.install(app)
     if reads is not None:
         app.cleanup_ctx.append(_started(reads))
+    if jobs is not None and live is not None:
+        app.cleanup_ctx.append(_started(jobs))
+        app.cleanup_ctx.append(JobReaper(
+            jobs=jobs, emitter=status_emitter,
+            interval_s=(job_timing or JobTiming()).reap_interval_s).lifetime())
+    if status_emitter is not None:
+        app.cleanup_ctx.append(_closing(status_emitter))
     app.cleanup_ctx.append(_sweeping(blob_store))
     return app
 
@@ -176,11 +195,19 @@ def _sweeping(blobs: BlobStore) -> Callable[[web.Application], AsyncIterator[Non
     return context
 
 
-def _started(reads: ReadStore) -> Callable[[web.Application], AsyncIterator[None]]:
+def _started(pool: ReadStore | JobStore) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
-        await reads.start()
+        await pool.start()
         yield
-        await reads.stop()
+        await pool.stop()
+
+    return context
+
+
+def _closing(emitter: StatusEmitter) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await asyncio.to_thread(emitter.close)
 
     return context
 
@@ -234,6 +261,9 @@ async def run_api(
         workspace_tokens=settings.workspace_tokens,
         db_dsn=Secret(dsn) if dsn else settings.db_dsn,
         public_url=settings.api_url,
+        status_emitter=StatusEmitter(
+            kafka_bootstrap=settings.kafka_bootstrap, topic=settings.topic,
+            home=settings.home / "api-producer", kafka_security=settings.kafka_security),
     )
     if not settings.token and not settings.workspace_tokens and not _is_loopback(host):
         logger.warning(

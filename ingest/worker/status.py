@@ -20,6 +20,11 @@ earliest Lifecycle event that carries any; the error text from its earliest Fail
 over none, then the greatest text), so it does not depend on arrival order or batching
 either.
 
+Retries of a submitted run (schema v2 ``Lifecycle.attempt``): the merge is per attempt
+— the pair (attempt, first-seen timestamps) is still a semilattice, ordered by attempt
+first: a higher attempt replaces the status columns and error, an equal one merges them
+as above, a lower one changes nothing (``runs.attempt``, ``store.SQL_MERGE_RUNS``).
+
 Tags (and their removals), artifact references, edited display names and descriptions:
 the newest write wins — within one producer by ``seq`` (gap-free, so this is the order the
 user made the calls), across producers by event time, then producer id (``newer_write``;
@@ -86,6 +91,9 @@ class RunDelta:
     compute_target: str | None = None
     properties: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    #: The highest attempt among the batch's Lifecycle events; ``first_seen_us`` and
+    #: ``error`` hold only that attempt's statuses (a retry starts them afresh).
+    attempt: int = 0
 
     def properties_json(self) -> str:
         return json.dumps(self.properties, sort_keys=True)
@@ -101,8 +109,14 @@ class RunDelta:
             self._lifecycle(ts, payload)
 
     def _lifecycle(self, ts: int, lc: Lifecycle) -> None:
+        if lc.attempt > self.attempt:
+            self.attempt = lc.attempt
+            self.first_seen_us = {}
+            self.error = None
         prev = self.first_seen_us.get(lc.status)
-        if prev is None or ts < prev:
+        if lc.attempt < self.attempt:
+            pass  # a status of an earlier try: superseded
+        elif prev is None or ts < prev:
             self.first_seen_us[lc.status] = ts
             if lc.status == "Failed":
                 self.error = lc.error

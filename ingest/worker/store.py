@@ -102,21 +102,21 @@ INSERT INTO runstream_data.runs AS r (
     run_id, experiment, workspace, created_at, last_event_at, last_heartbeat_at, meta_at,
     parent_run_id, display_name, compute_target, properties, error,
     not_started_at, queued_at, preparing_at, running_at, finalizing_at,
-    cancel_requested_at, completed_at, failed_at, canceled_at)
+    cancel_requested_at, completed_at, failed_at, canceled_at, attempt)
 SELECT u.run_id, u.experiment, u.workspace, u.created_at, u.last_event_at,
        u.last_heartbeat_at, u.meta_at, u.parent_run_id, u.display_name, u.compute_target,
        u.properties::jsonb, u.error, u.not_started_at, u.queued_at, u.preparing_at,
        u.running_at, u.finalizing_at, u.cancel_requested_at, u.completed_at, u.failed_at,
-       u.canceled_at
+       u.canceled_at, u.attempt
 FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
             $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], $10::text[],
             $11::text[], $12::text[], $13::timestamptz[], $14::timestamptz[],
             $15::timestamptz[], $16::timestamptz[], $17::timestamptz[], $18::timestamptz[],
-            $19::timestamptz[], $20::timestamptz[], $21::timestamptz[])
+            $19::timestamptz[], $20::timestamptz[], $21::timestamptz[], $22::integer[])
      AS u(run_id, experiment, workspace, created_at, last_event_at, last_heartbeat_at,
           meta_at, parent_run_id, display_name, compute_target, properties, error,
           not_started_at, queued_at, preparing_at, running_at, finalizing_at,
-          cancel_requested_at, completed_at, failed_at, canceled_at)
+          cancel_requested_at, completed_at, failed_at, canceled_at, attempt)
 ORDER BY u.run_id
 ON CONFLICT (run_id) DO UPDATE SET
     created_at = least(r.created_at, excluded.created_at),
@@ -135,20 +135,32 @@ ON CONFLICT (run_id) DO UPDATE SET
         THEN r.properties || excluded.properties
         ELSE excluded.properties || r.properties END,
     meta_at = least(r.meta_at, excluded.meta_at),
-    error = CASE WHEN excluded.failed_at < r.failed_at OR r.failed_at IS NULL
+    attempt = greatest(r.attempt, excluded.attempt),
+    error = CASE WHEN excluded.attempt > r.attempt THEN excluded.error
+        WHEN excluded.attempt < r.attempt THEN r.error
+        WHEN excluded.failed_at < r.failed_at OR r.failed_at IS NULL
             THEN excluded.error
         WHEN excluded.failed_at = r.failed_at
             THEN greatest(r.error COLLATE "C", excluded.error COLLATE "C")
         ELSE r.error END,
-    not_started_at = least(r.not_started_at, excluded.not_started_at),
-    queued_at = least(r.queued_at, excluded.queued_at),
-    preparing_at = least(r.preparing_at, excluded.preparing_at),
-    running_at = least(r.running_at, excluded.running_at),
-    finalizing_at = least(r.finalizing_at, excluded.finalizing_at),
-    cancel_requested_at = least(r.cancel_requested_at, excluded.cancel_requested_at),
-    completed_at = least(r.completed_at, excluded.completed_at),
-    failed_at = least(r.failed_at, excluded.failed_at),
-    canceled_at = least(r.canceled_at, excluded.canceled_at)
+    not_started_at = CASE WHEN excluded.attempt > r.attempt THEN excluded.not_started_at
+        WHEN excluded.attempt = r.attempt THEN least(r.not_started_at, excluded.not_started_at) ELSE r.not_started_at END,
+    queued_at = CASE WHEN excluded.attempt > r.attempt THEN excluded.queued_at
+        WHEN excluded.attempt = r.attempt THEN least(r.queued_at, excluded.queued_at) ELSE r.queued_at END,
+    preparing_at = CASE WHEN excluded.attempt > r.attempt THEN excluded.preparing_at
+        WHEN excluded.attempt = r.attempt THEN least(r.preparing_at, excluded.preparing_at) ELSE r.preparing_at END,
+    running_at = CASE WHEN excluded.attempt > r.attempt THEN excluded.running_at
+        WHEN excluded.attempt = r.attempt THEN least(r.running_at, excluded.running_at) ELSE r.running_at END,
+    finalizing_at = CASE WHEN excluded.attempt > r.attempt THEN excluded.finalizing_at
+        WHEN excluded.attempt = r.attempt THEN least(r.finalizing_at, excluded.finalizing_at) ELSE r.finalizing_at END,
+    cancel_requested_at = CASE WHEN excluded.attempt > r.attempt THEN excluded.cancel_requested_at
+        WHEN excluded.attempt = r.attempt THEN least(r.cancel_requested_at, excluded.cancel_requested_at) ELSE r.cancel_requested_at END,
+    completed_at = CASE WHEN excluded.attempt > r.attempt THEN excluded.completed_at
+        WHEN excluded.attempt = r.attempt THEN least(r.completed_at, excluded.completed_at) ELSE r.completed_at END,
+    failed_at = CASE WHEN excluded.attempt > r.attempt THEN excluded.failed_at
+        WHEN excluded.attempt = r.attempt THEN least(r.failed_at, excluded.failed_at) ELSE r.failed_at END,
+    canceled_at = CASE WHEN excluded.attempt > r.attempt THEN excluded.canceled_at
+        WHEN excluded.attempt = r.attempt THEN least(r.canceled_at, excluded.canceled_at) ELSE r.canceled_at END
 """
 SQL_MERGE_PRODUCERS: Final = """
 INSERT INTO runstream_data.producers AS p (
@@ -436,10 +448,10 @@ class Store(Pool):
             (d.run_id, d.experiment, d.workspace, _ts(d.created_us), _ts(d.last_event_us),
              _ts(d.last_heartbeat_us), _ts(d.meta_us), d.parent_run_id, d.display_name,
              d.compute_target, d.properties_json(), d.error,
-             *(_ts(d.first_seen_us.get(s)) for s in STATUS_COLUMNS))
+             *(_ts(d.first_seen_us.get(s)) for s in STATUS_COLUMNS), d.attempt)
             for d in reduce_runs(new)
         ]
-        await conn.execute(SQL_MERGE_RUNS, *_columns(rows, 12 + len(STATUS_COLUMNS)))
+        await conn.execute(SQL_MERGE_RUNS, *_columns(rows, 13 + len(STATUS_COLUMNS)))
 
     async def _write_dead_letters(self, conn: Conn, batch: Batch,
                                   send_dead_letters: SendDeadLetters) -> int:

@@ -81,7 +81,8 @@ async def read_pipeline(pipeline: Pipeline, tmp_path: Path) -> AsyncIterator[Rea
     registry = CollectorRegistry()
     async with AsyncExitStack() as exits:
         url = await start_api(exits, dsn=pipeline.dsn, blob_root=tmp_path / "server-blobs",
-                              token=READ_TOKEN, registry=registry)
+                              token=READ_TOKEN, registry=registry,
+                              bootstrap=pipeline.bootstrap, topic=pipeline.topic)
         yield ReadPipeline(pipeline.bootstrap, url, pipeline.topic, pipeline.dsn,
                            pipeline.group, pipeline.worker, home=tmp_path,
                            api_registry=registry)

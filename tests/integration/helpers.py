@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -203,7 +204,14 @@ class WorkerProcess:
         self.proc.wait(timeout=10)
 
     def stop(self, timeout_s: float = 30.0) -> int:
-        """SIGTERM (drain and leave the group), SIGKILL past ``timeout_s``; the exit code."""
+        """SIGTERM (drain and leave the group), SIGKILL past ``timeout_s``; the exit code.
+
+        A worker still starting up (no signal handler yet: a short test) is given until
+        it listens before the signal, so the exit code tells how it shut down."""
+        deadline = time.monotonic() + timeout_s
+        while (self.proc.poll() is None and self.metrics_url() is None
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -27,6 +27,8 @@ from prometheus_client import CollectorRegistry
 
 from ingest.api.app import create_app
 from ingest.api.blobstore import BlobStore
+from ingest.api.emitter import StatusEmitter
+from ingest.api.routes.jobs import JobTiming
 from ingest.server import HttpServer
 from ingest.settings import Secret
 from ingest.stack.kafka import topic_ends
@@ -93,14 +95,23 @@ class ReadPipeline(Pipeline):
 
 
 async def start_api(
-    exits: AsyncExitStack, *, dsn: str, blob_root: Path, token: str, registry: CollectorRegistry
+    exits: AsyncExitStack, *, dsn: str, blob_root: Path, token: str, registry: CollectorRegistry,
+    bootstrap: str | None = None, topic: str | None = None, job_timing: JobTiming | None = None,
 ) -> str:
-    """The real API over ``dsn`` and ``blob_root``, on an ephemeral port; its URL."""
+    """The real API over ``dsn`` and ``blob_root``, on an ephemeral port; its URL. With
+    ``bootstrap`` and ``topic`` it sends the status events it decides (cancel, agent lost)
+    to that topic, as a deployed API does."""
+    emitter = None
+    if bootstrap is not None and topic is not None:
+        emitter = StatusEmitter(kafka_bootstrap=bootstrap, topic=topic,
+                                home=blob_root.parent / "api-producer")
     app = create_app(
         blob_store=BlobStore(root=blob_root),
         registry=registry,
         token=Secret(token),
         db_dsn=Secret(dsn),
+        status_emitter=emitter,
+        job_timing=job_timing,
     )
     server = await exits.enter_async_context(HttpServer(app, host="127.0.0.1", port=0))
     return server.url

@@ -189,6 +189,42 @@ async def test_sql_status_rule_matches_python_for_every_split_and_order(new_dsn:
     assert {g["run_id"]: g["status"] for g in got} == expected
 
 
+async def test_a_higher_attempt_restarts_the_status_in_every_split_and_order(
+    new_dsn: str,
+) -> None:
+    """Retries of a submitted run (Lifecycle.attempt): the status is that of the highest
+    attempt's events alone, whatever the batching and order."""
+    dsn = new_dsn
+    await migrate(dsn)
+    statuses = list(STATUS_RANK)
+    expected: dict[str, tuple[str, int]] = {}
+    batches: list[list[Event]] = [[], [], []]
+    rng = random.Random(10)
+    for i in range(60):
+        f = EventFactory(f"exp_1_{i:08x}")
+        events = []
+        for attempt in range(rng.randint(1, 3)):
+            for status in rng.sample(statuses, rng.randint(1, 3)):
+                events.append((attempt, status, rng.randint(1, 5) * 1_000_000))
+        top = max(a for a, _, _ in events)
+        seen: dict[str, int] = {}
+        for attempt, status, ts in events:
+            if attempt == top:
+                seen[status] = min(seen.get(status, ts), ts)
+        expected[f.run_id] = (derive_status(seen), top)
+        for ev in decoded(*(f.event("Lifecycle", {
+                "status": s, "parent_run_id": None, "display_name": None,
+                "compute_target": None, "error": "boom" if s == "Failed" else None,
+                "properties": {}, "attempt": a}, ts_us=t) for a, s, t in events)):
+            rng.choice(batches).append(ev)
+    async with Store(dsn=dsn) as store:
+        for batch in batches:
+            rng.shuffle(batch)
+            await store.write_batch(Batch("t", "g", events=batch), send_dead_letters=no_dlq)
+    got = await rows(dsn, "SELECT run_id, status, attempt FROM runstream_data.runs")
+    assert {g["run_id"]: (g["status"], g["attempt"]) for g in got} == expected
+
+
 async def test_dead_letters_are_sent_once_even_when_replayed(new_dsn: str) -> None:
     dsn = new_dsn
     await migrate(dsn)

@@ -5,7 +5,10 @@ running (not-responding included) / not-responding counts, the oldest queued run
 queue-wait p50/p95 over runs that left the queue in the last 24 h, and runs completed,
 failed and canceled in the last hour. A target's active runs are those queued,
 preparing, running (or not responding), finalizing or cancel-requested; a run that ended
-leaves the list.
+leaves the list. With the job queue (``routes/jobs.py``) a target also shows its
+submitted runs waiting in lease order (``queue``: position, priority, age), the runs
+agents hold (``leased``), and its agents (slots, busy, last heartbeat, alive); a target
+that only has agents so far is found too.
 
 ``QueueGaugeRefresher`` puts the same numbers on the API's ``/metrics`` (labels: target and
 state only), refreshed when scraped — at most every ``min_interval_s``. The API is the one
@@ -18,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
@@ -27,8 +30,10 @@ from ingest.api.auth import grant_of
 from ingest.api.http import RouteSpec
 from ingest.api.params import UNAVAILABLE, json_ok, not_found, path_param
 from ingest.api.shapes import queue_state, ref, run_summary, schemas_for
+from ingest.db.jobs import JobStore
 from ingest.db.queues import QueueState
 from ingest.db.reads import ReadStore
+from ingest.db.values import iso
 
 __all__ = ["ComputeRoutes", "QueueGaugeRefresher", "QueueGauges"]
 
@@ -51,15 +56,32 @@ _TARGET: Final = {
         {
             "type": "object",
             "required": ["active_runs"],
-            "properties": {"active_runs": {"type": "array", "items": ref("RunSummary")}},
+            "properties": {
+                "active_runs": {"type": "array", "items": ref("RunSummary")},
+                "queue": {"type": "array", "items": {"type": "object"},
+                          "description": "Submitted runs waiting, in the order agents take "
+                          "them: run_id, experiment, position, priority, attempt, "
+                          "submitted_at, age_s."},
+                "leased": {"type": "array", "items": {"type": "object"},
+                           "description": "Submitted runs an agent holds: run_id, "
+                           "experiment, agent_id, attempt, leased_at, lease_expires_at, "
+                           "cancel_requested."},
+                "agents": {"type": "array", "items": {"type": "object"},
+                           "description": "Agents serving the target (seen in the last "
+                           "hour): agent_id, hostname, pid, slots, busy, started_at, "
+                           "last_heartbeat_at, alive."},
+            },
         },
     ],
 }
 
 
 class ComputeRoutes:
-    def __init__(self, *, reads: ReadStore) -> None:
+    def __init__(self, *, reads: ReadStore, jobs: JobStore | None = None,
+                 agent_alive_s: float = 60.0) -> None:
         self._reads = reads
+        self._jobs = jobs
+        self._agent_alive_s = agent_alive_s
 
     def specs(self) -> list[RouteSpec]:
         return [
@@ -88,13 +110,41 @@ class ComputeRoutes:
 
     async def target(self, request: web.Request) -> web.StreamResponse:
         target = path_param(request, "target", "compute target")
+        workspaces = grant_of(request).sorted()
         row, active = await asyncio.gather(
             self._reads.queue(target),
-            self._reads.active_runs(target, grant_of(request).sorted()),
+            self._reads.active_runs(target, workspaces),
         )
-        if row is None:
+        document: dict[str, Any] = {}
+        if self._jobs is not None:
+            queued, leased, agents = await asyncio.gather(
+                self._jobs.queue(target, workspaces), self._jobs.leased(target, workspaces),
+                self._jobs.agents(target, self._agent_alive_s))
+            document = {
+                "queue": [{"run_id": q["run_id"], "experiment": q["experiment"],
+                           "position": i, "priority": q["priority"], "attempt": q["attempt"],
+                           "submitted_at": iso(q["submitted_at"]), "age_s": q["age_s"]}
+                          for i, q in enumerate(queued, 1)],
+                "leased": [{"run_id": r["run_id"], "experiment": r["experiment"],
+                            "agent_id": r["agent_id"], "attempt": r["attempt"],
+                            "leased_at": iso(r["leased_at"]),
+                            "lease_expires_at": iso(r["lease_expires_at"]),
+                            "cancel_requested": r["cancel_requested"]} for r in leased],
+                "agents": [{"agent_id": a["agent_id"], "hostname": a["hostname"],
+                            "pid": a["pid"], "slots": a["slots"], "busy": int(a["busy"]),
+                            "started_at": iso(a["started_at"]),
+                            "last_heartbeat_at": iso(a["last_heartbeat_at"]),
+                            "alive": a["alive"]} for a in agents],
+            }
+        if row is None and not any(document.values()):
             raise not_found(f"no compute target {target!r}")
-        return json_ok({**queue_state(row), "active_runs": [run_summary(r) for r in active]})
+        state = queue_state(row) if row is not None else _empty_state(target)
+        return json_ok({**state, "active_runs": [run_summary(r) for r in active], **document})
+
+
+def _empty_state(target: str) -> dict[str, Any]:
+    """The queue state of a target that only has agents so far."""
+    return queue_state(QueueState(target, 0, 0, 0, 0, None, None, None, 0, 0, 0))
 
 
 class QueueGauges:
