@@ -317,12 +317,14 @@ class NotSubmittedError(ReadOnlyRunError, ApiError):
     ``message``: the server's)."""
 
     def __init__(self, run_id: str, status: int, message: str) -> None:
+        hint = "" if "start_logging" in message else (
+            "; a run started with start_logging is canceled by the handle that logs into it"
+        )
         Exception.__init__(
             self,
-            f"run {run_id!r} cannot be canceled from this handle: the API cancels submitted "
-            f"runs only (HTTP {status}: {message}); this handle was attached by id for "
-            "reading, and a run started with start_logging is canceled by the handle that "
-            "logs into it",
+            f"run {run_id!r} cannot be canceled from this handle, which was attached by id "
+            f"for reading: the API cancels submitted runs only (HTTP {status}: {message})"
+            + hint,
         )
         self.run_id = run_id
         self.status = status

@@ -464,8 +464,9 @@ def test_cancel_of_a_run_that_was_not_submitted_says_who_can(
     ws: FakeWorkspace, api: JobsApi
 ) -> None:
     fetched = Run._attached(ws, {"run_id": "exp_1_00000000", "experiment": "exp"})
-    with pytest.raises(ReadOnlyRunError, match=r"HTTP 409: run exp_1_00000000 was not "
-                       r"submitted\); this handle was attached by id for reading") as raised:
+    with pytest.raises(ReadOnlyRunError, match=r"attached by id for reading: the API cancels "
+                       r"submitted runs only \(HTTP 409: run exp_1_00000000 was not "
+                       r"submitted\)") as raised:
         fetched.cancel()
     assert isinstance(raised.value, ApiError)
     assert (raised.value.status, raised.value.retriable) == (409, False)
