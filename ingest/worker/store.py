@@ -144,23 +144,32 @@ ON CONFLICT (run_id) DO UPDATE SET
             THEN greatest(r.error COLLATE "C", excluded.error COLLATE "C")
         ELSE r.error END,
     not_started_at = CASE WHEN excluded.attempt > r.attempt THEN excluded.not_started_at
-        WHEN excluded.attempt = r.attempt THEN least(r.not_started_at, excluded.not_started_at) ELSE r.not_started_at END,
+        WHEN excluded.attempt = r.attempt THEN least(r.not_started_at, excluded.not_started_at)
+        ELSE r.not_started_at END,
     queued_at = CASE WHEN excluded.attempt > r.attempt THEN excluded.queued_at
-        WHEN excluded.attempt = r.attempt THEN least(r.queued_at, excluded.queued_at) ELSE r.queued_at END,
+        WHEN excluded.attempt = r.attempt THEN least(r.queued_at, excluded.queued_at)
+        ELSE r.queued_at END,
     preparing_at = CASE WHEN excluded.attempt > r.attempt THEN excluded.preparing_at
-        WHEN excluded.attempt = r.attempt THEN least(r.preparing_at, excluded.preparing_at) ELSE r.preparing_at END,
+        WHEN excluded.attempt = r.attempt THEN least(r.preparing_at, excluded.preparing_at)
+        ELSE r.preparing_at END,
     running_at = CASE WHEN excluded.attempt > r.attempt THEN excluded.running_at
-        WHEN excluded.attempt = r.attempt THEN least(r.running_at, excluded.running_at) ELSE r.running_at END,
+        WHEN excluded.attempt = r.attempt THEN least(r.running_at, excluded.running_at)
+        ELSE r.running_at END,
     finalizing_at = CASE WHEN excluded.attempt > r.attempt THEN excluded.finalizing_at
-        WHEN excluded.attempt = r.attempt THEN least(r.finalizing_at, excluded.finalizing_at) ELSE r.finalizing_at END,
+        WHEN excluded.attempt = r.attempt THEN least(r.finalizing_at, excluded.finalizing_at)
+        ELSE r.finalizing_at END,
     cancel_requested_at = CASE WHEN excluded.attempt > r.attempt THEN excluded.cancel_requested_at
-        WHEN excluded.attempt = r.attempt THEN least(r.cancel_requested_at, excluded.cancel_requested_at) ELSE r.cancel_requested_at END,
+        WHEN excluded.attempt = r.attempt THEN least(r.cancel_requested_at, excluded.cancel_requested_at)
+        ELSE r.cancel_requested_at END,
     completed_at = CASE WHEN excluded.attempt > r.attempt THEN excluded.completed_at
-        WHEN excluded.attempt = r.attempt THEN least(r.completed_at, excluded.completed_at) ELSE r.completed_at END,
+        WHEN excluded.attempt = r.attempt THEN least(r.completed_at, excluded.completed_at)
+        ELSE r.completed_at END,
     failed_at = CASE WHEN excluded.attempt > r.attempt THEN excluded.failed_at
-        WHEN excluded.attempt = r.attempt THEN least(r.failed_at, excluded.failed_at) ELSE r.failed_at END,
+        WHEN excluded.attempt = r.attempt THEN least(r.failed_at, excluded.failed_at)
+        ELSE r.failed_at END,
     canceled_at = CASE WHEN excluded.attempt > r.attempt THEN excluded.canceled_at
-        WHEN excluded.attempt = r.attempt THEN least(r.canceled_at, excluded.canceled_at) ELSE r.canceled_at END
+        WHEN excluded.attempt = r.attempt THEN least(r.canceled_at, excluded.canceled_at)
+        ELSE r.canceled_at END
 """
 SQL_MERGE_PRODUCERS: Final = """
 INSERT INTO runstream_data.producers AS p (

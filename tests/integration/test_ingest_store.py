@@ -202,10 +202,9 @@ async def test_a_higher_attempt_restarts_the_status_in_every_split_and_order(
     rng = random.Random(10)
     for i in range(60):
         f = EventFactory(f"exp_1_{i:08x}")
-        events = []
-        for attempt in range(rng.randint(1, 3)):
-            for status in rng.sample(statuses, rng.randint(1, 3)):
-                events.append((attempt, status, rng.randint(1, 5) * 1_000_000))
+        events = [(attempt, status, rng.randint(1, 5) * 1_000_000)
+                  for attempt in range(rng.randint(1, 3))
+                  for status in rng.sample(statuses, rng.randint(1, 3))]
         top = max(a for a, _, _ in events)
         seen: dict[str, int] = {}
         for attempt, status, ts in events:
