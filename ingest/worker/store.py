@@ -159,7 +159,8 @@ ON CONFLICT (run_id) DO UPDATE SET
         WHEN excluded.attempt = r.attempt THEN least(r.finalizing_at, excluded.finalizing_at)
         ELSE r.finalizing_at END,
     cancel_requested_at = CASE WHEN excluded.attempt > r.attempt THEN excluded.cancel_requested_at
-        WHEN excluded.attempt = r.attempt THEN least(r.cancel_requested_at, excluded.cancel_requested_at)
+        WHEN excluded.attempt = r.attempt
+            THEN least(r.cancel_requested_at, excluded.cancel_requested_at)
         ELSE r.cancel_requested_at END,
     completed_at = CASE WHEN excluded.attempt > r.attempt THEN excluded.completed_at
         WHEN excluded.attempt = r.attempt THEN least(r.completed_at, excluded.completed_at)
