@@ -100,6 +100,9 @@ class BenchConfig:
     log_call_duration_s: float = 5.0
     #: The read suite at a tenth of its sizes (smoke tests, not figures).
     quick_read: bool = False
+    #: The jobs suite: submitted jobs the agents drain, and how many agents (1 slot each).
+    jobs: int = 1000
+    agents: int = 2
 
 
 @contextlib.contextmanager
@@ -385,7 +388,7 @@ async def _write_bench(
     return result
 
 
-SUITES = ("write", "read", "faults")
+SUITES = ("write", "read", "faults", "jobs")
 
 
 async def _suites(
@@ -404,6 +407,12 @@ async def _suites(
     if "faults" in suites:
         progress("faults: the ledger workload through worker kills and rebalances…")
         result["faults"] = await run_fault_bench(settings, dsn=dsn, progress=progress)
+    if "jobs" in suites:
+        from ingest.bench.jobs import run_jobs_bench
+
+        result["jobs"] = await asyncio.to_thread(
+            run_jobs_bench, settings, dsn=dsn, progress=progress, jobs=config.jobs,
+            agents=config.agents)
     return result
 
 
@@ -429,6 +438,8 @@ def format_report(result: dict[str, Any]) -> str:
         lines += _write_lines(result)
     if "read" in result:
         lines += _read_lines(result["read"])
+    if "jobs" in result:
+        lines += _jobs_lines(result["jobs"])
     if "faults" in result:
         f = result["faults"]
         lines.append(
@@ -436,6 +447,18 @@ def format_report(result: dict[str, Any]) -> str:
             + ", ".join(f"{k} {v}" for k, v in f.items() if not isinstance(v, dict | list))
         )
     return "\n".join(lines)
+
+
+def _jobs_lines(jobs: dict[str, Any]) -> list[str]:
+    lat, thr = jobs["latency"], jobs["throughput"]
+    return [
+        f"submit → Running:      p50 {lat['submit_to_running_p50_s']} s, p95 "
+        f"{lat['submit_to_running_p95_s']} s over {lat['jobs']} jobs (idle agent; a 5 s / "
+        "10 s polling agent: 2.5 s / 5 s on average)",
+        f"queue drain:           {thr['jobs']:,} jobs through {thr['agents']} agents: "
+        f"{thr['jobs_per_s']} jobs/s, scheduler overhead {thr['scheduler_overhead_per_job_s']} "
+        f"s/job ({thr['not_completed']} not completed)",
+    ]
 
 
 def _read_lines(read: dict[str, Any]) -> list[str]:
