@@ -28,6 +28,7 @@ DEFAULT_METRICS_PORT = 8471
 #: The consumer group of ``runstream ingest``: every worker of a deployment shares it.
 DEFAULT_GROUP_ID = "runstream-ingest"
 WORKSPACE_TOKENS_VAR = "RUNSTREAM_WORKSPACE_TOKENS"
+AGENT_TOKENS_VAR = "RUNSTREAM_AGENT_TOKENS"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +47,9 @@ class Settings:
     token: Secret = field(default_factory=lambda: Secret(""))
     #: Workspace-scoped API tokens: workspace name -> the tokens that grant it.
     workspace_tokens: Mapping[str, tuple[Secret, ...]] = field(default_factory=dict)
+    #: Agent tokens: compute target -> the tokens of the agents that serve it (they act
+    #: only on the runs submitted to that target: ``ingest/api/auth.py``).
+    agent_tokens: Mapping[str, tuple[Secret, ...]] = field(default_factory=dict)
     #: Port of the local stack's own PostgreSQL (used only when db_dsn is None).
     pg_port: int = DEFAULT_PG_PORT
     #: Port of the ingest worker's /metrics (Prometheus) endpoint; 0 picks a free one.
@@ -68,32 +72,32 @@ class Settings:
             partitions=read.integer("RUNSTREAM_PARTITIONS", DEFAULT_PARTITIONS),
             token=read.token(),
             workspace_tokens=workspace_tokens(read),
+            agent_tokens=workspace_tokens(read, AGENT_TOKENS_VAR, "compute target"),
             pg_port=read.integer("RUNSTREAM_PG_PORT", DEFAULT_PG_PORT),
             metrics_port=read.integer("RUNSTREAM_METRICS_PORT", DEFAULT_METRICS_PORT),
         )
 
 
-def workspace_tokens(read: EnvReader) -> dict[str, tuple[Secret, ...]]:
-    """``RUNSTREAM_WORKSPACE_TOKENS``: a JSON object of workspace -> token or list of tokens.
+def workspace_tokens(read: EnvReader, var: str = WORKSPACE_TOKENS_VAR,
+                     what: str = "workspace") -> dict[str, tuple[Secret, ...]]:
+    """``RUNSTREAM_WORKSPACE_TOKENS``: a JSON object of workspace -> token or list of tokens
+    (``RUNSTREAM_AGENT_TOKENS``: compute target -> tokens, the same way).
 
     ``{"vision": "tok-a", "nlp": ["tok-b", "tok-b-next"]}`` (a list lets a token be rotated
     without downtime). Errors (``ConfigError``) name the problem, never a token.
     """
-    raw = read.json(WORKSPACE_TOKENS_VAR, {}, secret=True)
+    raw = read.json(var, {}, secret=True)
     if not isinstance(raw, dict):
-        raise ConfigError(
-            WORKSPACE_TOKENS_VAR, "must be a JSON object of workspace -> token or list of tokens"
-        )
+        raise ConfigError(var, f"must be a JSON object of {what} -> token or list of tokens")
     tokens: dict[str, tuple[Secret, ...]] = {}
-    for workspace, value in raw.items():
+    for name, value in raw.items():
         values = value if isinstance(value, list) else [value]
-        if not workspace or not values or not all(isinstance(v, str) and v for v in values):
+        if not name or not values or not all(isinstance(v, str) and v for v in values):
             raise ConfigError(
-                WORKSPACE_TOKENS_VAR,
-                f"{WORKSPACE_TOKENS_VAR}[{workspace!r}] must be a non-empty token string "
-                "or a non-empty list of them",
+                var,
+                f"{var}[{name!r}] must be a non-empty token string or a non-empty list of them",
             )
-        tokens[workspace] = tuple(Secret(v) for v in values)
+        tokens[name] = tuple(Secret(v) for v in values)
     return tokens
 
 

@@ -80,6 +80,7 @@ def create_app(
     registry: CollectorRegistry,
     token: Secret | None = None,
     workspace_tokens: Mapping[str, Sequence[Secret]] | None = None,
+    agent_tokens: Mapping[str, Sequence[Secret]] | None = None,
     readiness_checks: Sequence[ReadinessCheck] = (),
     readiness_timeout_s: float = DEFAULT_READINESS_TIMEOUT_S,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
@@ -91,8 +92,9 @@ def create_app(
 ) -> web.Application:
     """Build the API application.
 
-    ``token`` is the admin token, ``workspace_tokens`` grant one workspace each
-    (``ingest/api/auth.py``); with neither, auth is off. ``readiness_checks`` are added to
+    ``token`` is the admin token, ``workspace_tokens`` grant one workspace each,
+    ``agent_tokens`` serve one compute target each (``ingest/api/auth.py``); with none,
+    auth is off. ``readiness_checks`` are added to
     the blob directory's own check. ``db_dsn`` enables the database-backed routes (live
     updates, ``routes/events.py``; runs, metrics, compute targets and the model registry,
     ``routes/runs.py``/``metrics.py``/``compute.py``/``models.py``, whose pool opens with
@@ -105,7 +107,7 @@ def create_app(
     agent lost, requeued) — without one those decisions change only the queue (tests);
     ``job_timing`` sets the lease length and poll wait (tests shorten them).
     """
-    tokens = TokenTable(admin=token, workspaces=workspace_tokens)
+    tokens = TokenTable(admin=token, workspaces=workspace_tokens, agents=agent_tokens)
     specs: list[RouteSpec] = []
 
     def openapi() -> dict[str, Any]:
@@ -148,9 +150,9 @@ def create_app(
     if tokens.enabled:
         public = {spec.path for spec in specs if spec.public}
         run_workspace = None if reads is None else reads.run_workspace
-        middlewares.append(
-            auth_middleware(tokens, public_routes=public, run_workspace=run_workspace)
-        )
+        run_target = None if jobs is None else jobs.run_target
+        middlewares.append(auth_middleware(tokens, public_routes=public,
+                                           run_workspace=run_workspace, run_target=run_target))
 
     app = web.Application(middlewares=middlewares, client_max_size=max_request_bytes)
     for spec in specs:
@@ -259,15 +261,18 @@ async def run_api(
         registry=default_registry() if registry is None else registry,
         token=settings.token,
         workspace_tokens=settings.workspace_tokens,
+        agent_tokens=settings.agent_tokens,
         db_dsn=Secret(dsn) if dsn else settings.db_dsn,
         public_url=settings.api_url,
         status_emitter=StatusEmitter(
             kafka_bootstrap=settings.kafka_bootstrap, topic=settings.topic,
             home=settings.home / "api-producer", kafka_security=settings.kafka_security),
     )
-    if not settings.token and not settings.workspace_tokens and not _is_loopback(host):
+    if (not settings.token and not settings.workspace_tokens and not settings.agent_tokens
+            and not _is_loopback(host)):
         logger.warning(
-            "API on %s:%s without RUNSTREAM_TOKEN or RUNSTREAM_WORKSPACE_TOKENS: anyone can "
+            "API on %s:%s without RUNSTREAM_TOKEN, RUNSTREAM_WORKSPACE_TOKENS or "
+            "RUNSTREAM_AGENT_TOKENS: anyone can "
             "read and upload",
             host,
             port,

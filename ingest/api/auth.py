@@ -1,8 +1,15 @@
 """Bearer tokens and what they grant: every workspace (the admin token) or some of them.
 
 Configuration (``ingest/settings.py``): ``RUNSTREAM_TOKEN`` is the admin token;
-``RUNSTREAM_WORKSPACE_TOKENS`` maps workspaces to tokens that grant only them. With
-neither, auth is off (``api.run_api`` warns when such an API listens beyond loopback).
+``RUNSTREAM_WORKSPACE_TOKENS`` maps workspaces to tokens that grant only them;
+``RUNSTREAM_AGENT_TOKENS`` maps compute targets to the tokens of the agents serving them.
+With none, auth is off (``api.run_api`` warns when such an API listens beyond loopback).
+
+An agent token grants its targets, not workspaces: the agent routes of those targets
+(``routes/jobs.py``), and every ``/v1/runs/{run_id}`` route of a run submitted to one of
+them — the agent reads the snapshot, the script it runs reads and logs into its own run
+with the same token — plus blob uploads for any workspace (the outputs of the runs it
+runs; uploads never reveal other bytes). It lists and reads nothing else.
 
 A request's token resolves to a ``Grant``, kept on the request for handlers
 (``grant_of``). How the grant is enforced:
@@ -57,13 +64,16 @@ __all__ = [
 WORKSPACE_HEADER: Final = "X-Runstream-Workspace"
 
 RunWorkspace = Callable[[str], Awaitable[str | None]]
+RunTarget = Callable[[str], Awaitable[str | None]]
 
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """The workspaces a request may read and write; ``workspaces`` None means all."""
+    """The workspaces a request may read and write; ``workspaces`` None means all.
+    ``targets``: the compute targets an agent token serves."""
 
     workspaces: frozenset[str] | None
+    targets: frozenset[str] = frozenset()
 
     @property
     def admin(self) -> bool:
@@ -94,15 +104,18 @@ class TokenTable:
         *,
         admin: Secret | None = None,
         workspaces: Mapping[str, Sequence[Secret]] | None = None,
+        agents: Mapping[str, Sequence[Secret]] | None = None,
         compare: Callable[[bytes, bytes], bool] = hmac.compare_digest,
     ) -> None:
         """``compare`` compares two digests in constant time (tests count its calls)."""
         self._compare = compare
-        entries: list[tuple[bytes, str | None]] = []
+        entries: list[tuple[bytes, str | None, str | None]] = []
         if admin:
-            entries.append((_digest(admin.value), None))
+            entries.append((_digest(admin.value), None, None))
         for workspace, tokens in (workspaces or {}).items():
-            entries.extend((_digest(t.value), workspace) for t in tokens if t)
+            entries.extend((_digest(t.value), workspace, None) for t in tokens if t)
+        for target, tokens in (agents or {}).items():
+            entries.extend((_digest(t.value), None, target) for t in tokens if t)
         self._entries = tuple(entries)
 
     def __repr__(self) -> str:
@@ -117,16 +130,21 @@ class TokenTable:
         digest = _digest(presented)
         admin = False
         workspaces: set[str] = set()
-        for expected, workspace in self._entries:
+        targets: set[str] = set()
+        for expected, workspace, target in self._entries:
             # Every entry is compared (no early exit), each in constant time.
             if self._compare(digest, expected):
-                if workspace is None:
-                    admin = True
-                else:
+                if workspace is not None:
                     workspaces.add(workspace)
+                elif target is not None:
+                    targets.add(target)
+                else:
+                    admin = True
         if admin:
             return ADMIN
-        return Grant(frozenset(workspaces)) if workspaces else None
+        if not workspaces and not targets:
+            return None
+        return Grant(frozenset(workspaces), frozenset(targets))
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -150,16 +168,18 @@ def forbidden_workspace(workspace: str) -> web.HTTPForbidden:
     return web.HTTPForbidden(text=f"this token does not grant workspace {workspace[:80]!r}")
 
 
-def acting_workspace(request: web.Request, named: str | None = None) -> str | None:
+def acting_workspace(request: web.Request, named: str | None = None, *,
+                     agents_may: bool = False) -> str | None:
     """The one workspace a write (or a read by name) acts in: ``named`` (given in the body
     or query), else the ``X-Runstream-Workspace`` header, else a scoped token's only
     workspace; None when an admin request names none. 403 when the token does not grant
-    the named workspace, 400 when a token granting several names none."""
+    the named workspace (``agents_may``: an agent token may name any), 400 when a token
+    granting several names none."""
     grant = grant_of(request)
     if named is None:
         named = request.headers.get(WORKSPACE_HEADER)
     if named is not None:
-        if not grant.allows(named):
+        if not grant.allows(named) and not (agents_may and grant.targets):
             raise forbidden_workspace(named)
         return named
     if grant.workspaces is None:
@@ -176,11 +196,13 @@ def auth_middleware(
     *,
     public_routes: Collection[str],
     run_workspace: RunWorkspace | None = None,
+    run_target: RunTarget | None = None,
 ) -> Middleware:
     """Resolve the bearer token to a ``Grant``; 401/403/404 as the module docstring says.
 
     ``run_workspace(run_id)`` gives a run's workspace (None: no such run); without it
-    (no database) no route addresses runs.
+    (no database) no route addresses runs. ``run_target(run_id)`` gives the compute
+    target a run was submitted to (None: not submitted), for agent tokens.
     """
 
     @web.middleware
@@ -200,7 +222,10 @@ def auth_middleware(
         run_id = request.match_info.get("run_id")
         if run_id is not None and not grant.admin and run_workspace is not None:
             workspace = await run_workspace(run_id)
-            if workspace is None or not grant.allows(workspace):
+            allowed = workspace is not None and grant.allows(workspace)
+            if not allowed and grant.targets and run_target is not None:
+                allowed = await run_target(run_id) in grant.targets
+            if not allowed:
                 raise web.HTTPNotFound(text=f"no run {run_id[:80]!r}")
         return await handler(request)
 

@@ -37,6 +37,7 @@ def dsn_password(dsn: str) -> list[str]:
 def secrets_of(settings: Settings) -> list[str]:
     values = [settings.token.value]
     values += [t.value for tokens in settings.workspace_tokens.values() for t in tokens]
+    values += [t.value for tokens in settings.agent_tokens.values() for t in tokens]
     if settings.db_dsn:
         values += dsn_password(settings.db_dsn.value)
     values += [settings.kafka_security.password.value, settings.kafka_security.key_password.value]

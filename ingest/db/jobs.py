@@ -253,6 +253,12 @@ class JobStore(Pool):
                        pid: int) -> None:
         await self.pool.execute(SQL_AGENT_UPSERT, agent_id, target, slots, hostname, pid)
 
+    async def run_target(self, run_id: str) -> str | None:
+        """The compute target ``run_id`` was submitted to (None: not submitted)."""
+        value = await self.pool.fetchval(
+            "SELECT target FROM runstream_data.submissions WHERE run_id = $1", run_id)
+        return None if value is None else str(value)
+
     async def agent_target(self, agent_id: str) -> str | None:
         value = await self.pool.fetchval(
             "SELECT target FROM runstream_data.agents WHERE agent_id = $1", agent_id)

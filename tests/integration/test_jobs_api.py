@@ -7,6 +7,7 @@ the test over HTTP; ``tests/integration/test_agent*.py`` run the real agent."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -208,3 +209,64 @@ async def test_expired_leases_fail_the_run_or_requeue_its_next_attempt(jobs: Job
     error = await jobs.wait_status(retried, "Failed")  # attempt 1 lost too: no retry left
     assert error is not None
     assert "attempt 2 of 2" in error
+
+
+async def test_an_agent_token_acts_only_for_its_compute_target(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """``RUNSTREAM_AGENT_TOKENS``: an agent of target gpu needs no admin token. It
+    registers and polls for gpu only, reads the snapshot and details of gpu's runs (and
+    the script it runs logs and reads with the same token), uploads output blobs, and
+    sees nothing else; a workspace token is no agent token."""
+    from ingest.api.app import create_app
+    from ingest.api.blobstore import BlobStore
+    from ingest.server import HttpServer
+    from ingest.settings import Secret
+
+    async with AsyncExitStack() as exits:
+        app = create_app(blob_store=BlobStore(root=tmp_path / "blobs"),
+                         registry=CollectorRegistry(), token=Secret("admin-token"),
+                         workspace_tokens={"default": (Secret("ws-token"),)},
+                         agent_tokens={"gpu": (Secret("gpu-agent-token"),)},
+                         db_dsn=Secret(pipeline.dsn))
+        server = await exits.enter_async_context(HttpServer(app, host="127.0.0.1", port=0))
+        sessions = {}
+        for who, token in (("ws", "ws-token"), ("agent", "gpu-agent-token")):
+            sessions[who] = await exits.enter_async_context(aiohttp.ClientSession(
+                headers={"Authorization": f"Bearer {token}"}))
+        folder = tmp_path / "src"
+        folder.mkdir()
+        user = Jobs(server.url, sessions["ws"], pipeline, folder)
+        agent = Jobs(server.url, sessions["agent"], pipeline, folder)
+        await user.upload()
+        run_id = await user.submit("for gpu")
+
+        status, text = await user.call("POST", "/v1/agents", {
+            "agent_id": "a1", "target": "gpu", "slots": 1})
+        assert status == 403
+        assert "agent token" in text
+        status, _ = await agent.call("POST", "/v1/agents", {
+            "agent_id": "a2", "target": "cpu", "slots": 1})
+        assert status == 403
+        agent_id = await agent.agent()
+        answer = await agent.poll(agent_id)
+        assert [r["run_id"] for r in answer["runs"]] == [run_id]
+        status, zipped = await agent.call("GET", f"/v1/runs/{run_id}/snapshot")
+        assert status == 200
+        assert isinstance(zipped, bytes)
+        status, _ = await agent.call("GET", f"/v1/runs/{run_id}")
+        assert status in (200, 404)  # found once the worker stored its Queued event
+        status, _ = await agent.call("GET", f"/v1/submissions/{run_id}")
+        assert status == 200
+        data = b"outputs of the run"
+        digest = hashlib.sha256(data).hexdigest()
+        async with sessions["agent"].put(f"{server.url}/v1/blobs/{digest}", data=data,
+                                         headers={"X-Runstream-Workspace": "default"}) as r:
+            assert r.status in (200, 201)
+        status, doc = await agent.call("GET", "/v1/runs")
+        assert (status, doc["runs"]) == (200, [])  # lists nothing
+        status, _ = await user.call("POST", f"/v1/agents/{agent_id}/poll", {"free": 0})
+        assert status == 403  # the user's token is not this agent's
+        status, doc = await agent.call("POST", f"/v1/agents/{agent_id}/runs/{run_id}/finish",
+                                       {"outcome": "Completed", "exit_code": 0})
+        assert (status, doc["state"]) == (200, "finished")

@@ -147,7 +147,8 @@ class BlobRoutes:
             self._uploads.labels("invalid").inc()
             return _bad_digest(digest)
         # An admin upload is claimed by nobody.
-        workspace = None if grant_of(request).admin else acting_workspace(request)
+        workspace = None if grant_of(request).admin else acting_workspace(
+            request, agents_may=True)
         limit = self._store.max_blob_bytes
         declared = request.content_length
         if declared is not None and declared > limit and not _is_encoded(request):

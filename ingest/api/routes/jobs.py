@@ -25,7 +25,8 @@ they could not renew for two thirds of ``lease_s``, so by then it is no longer r
 Cancel (``POST /v1/runs/{id}/cancel``): a queued run is Canceled at once (the API sends
 the event); a running one gets CancelRequested and its agent, told in its next poll
 answer (woken by the notice), stops the process group (SIGTERM, grace, SIGKILL) and
-reports Canceled. Agent routes need a token that grants every workspace (auth on).
+reports Canceled. With auth on, agent routes need the admin token or an agent token of
+the agent's compute target (``RUNSTREAM_AGENT_TOKENS``; ``auth.py``).
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ class JobRoutes:
                 method="POST", path="/v1/agents", handler=self.register,
                 operation_id="registerAgent", summary="An agent starts serving a target.",
                 responses={**UNAVAILABLE, 201: "Registered.", 400: "A bad field.",
-                           403: "Needs a token that grants every workspace."},
+                           403: "Needs the admin token or an agent token of the target."},
                 response_content={201: _json(_OBJECT)},
                 extra=_body(_AGENT_BODY),
             ),
@@ -202,7 +203,7 @@ class JobRoutes:
                 summary="An agent's heartbeat and long poll: renews its leases, hands it "
                 "runs to start, runs to cancel and runs it lost.",
                 responses={**UNAVAILABLE, 200: "What to do.", 400: "A bad field.",
-                           403: "Needs a token that grants every workspace.",
+                           403: "Needs the admin token or an agent token of the target.",
                            404: "Unknown agent: register again."},
                 response_content={200: _json(_OBJECT)},
                 extra={"parameters": agent, **_body(_POLL_BODY)},
@@ -212,7 +213,7 @@ class JobRoutes:
                 handler=self.finish, operation_id="finishAgentRun",
                 summary="An agent releases a run it ran to its end.",
                 responses={**UNAVAILABLE, 200: "Released.", 400: "A bad field.",
-                           403: "Needs a token that grants every workspace.",
+                           403: "Needs the admin token or an agent token of the target.",
                            404: "No such agent or run.",
                            409: "The agent does not hold this run."},
                 response_content={200: _json(_OBJECT)},
@@ -222,7 +223,7 @@ class JobRoutes:
                 method="DELETE", path="/v1/agents/{agent_id}", handler=self.deregister,
                 operation_id="deregisterAgent", summary="An agent stops.",
                 responses={**UNAVAILABLE, 204: "Stopped.", 404: "Unknown agent.",
-                           403: "Needs a token that grants every workspace."},
+                           403: "Needs the admin token or an agent token of the target."},
                 extra={"parameters": agent},
             ),
         ]
@@ -295,18 +296,20 @@ class JobRoutes:
     async def _submitted(self, request: web.Request) -> asyncpg.Record:
         run_id = path_param(request, "run_id", "run")
         row = await self._jobs.submission(run_id)
-        if row is None or not grant_of(request).allows(row["workspace"]):
+        grant = grant_of(request)
+        if row is None or not (grant.allows(row["workspace"]) or row["target"] in grant.targets):
             raise not_found(f"run {run_id!r} was not submitted")
         return row
 
     # -- agents ---------------------------------------------------------------------------
 
     async def register(self, request: web.Request) -> web.StreamResponse:
-        _admin(request)
         body = await _json_body(request)
         agent_id = _agent_id(body.get("agent_id"))
+        target = _name(body, "target")
+        _serves(request, target)
         await self._jobs.register(
-            agent_id=agent_id, target=_name(body, "target"),
+            agent_id=agent_id, target=target,
             slots=_int(body, "slots", None, 1, 10_000),
             hostname=_optional_name(body, "hostname") or "?",
             pid=_int(body, "pid", 0, 0, 2**31 - 1))
@@ -314,8 +317,7 @@ class JobRoutes:
                                   "poll_max_s": self._poll_max_s}, status=201)
 
     async def poll(self, request: web.Request) -> web.StreamResponse:
-        _admin(request)
-        agent_id = _path_agent_id(request)
+        agent_id = await self._agent(request)
         body = await _json_body(request)
         free = _int(body, "free", 0, 0, 10_000)
         running = body.get("running", [])
@@ -348,8 +350,7 @@ class JobRoutes:
         })
 
     async def finish(self, request: web.Request) -> web.StreamResponse:
-        _admin(request)
-        agent_id = _path_agent_id(request)
+        agent_id = await self._agent(request)
         run_id = path_param(request, "run_id", "run")
         body = await _json_body(request)
         outcome = body.get("outcome")
@@ -369,11 +370,20 @@ class JobRoutes:
         return json_ok({"run_id": run_id, "state": state})
 
     async def deregister(self, request: web.Request) -> web.StreamResponse:
-        _admin(request)
-        agent_id = _path_agent_id(request)
+        agent_id = await self._agent(request)
         if not await self._jobs.deregister(agent_id):
             raise not_found(f"no agent {agent_id!r}")
         return web.Response(status=204)
+
+    async def _agent(self, request: web.Request) -> str:
+        """The path's agent id, once the token is known to serve its target."""
+        agent_id = _path_agent_id(request)
+        if not grant_of(request).admin:
+            target = await self._jobs.agent_target(agent_id)
+            if target is None:
+                raise not_found(f"no agent {agent_id!r}: register with POST /v1/agents")
+            _serves(request, target)
+        return agent_id
 
 
 class JobReaper:
@@ -444,9 +454,11 @@ def _lease(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-def _admin(request: web.Request) -> None:
-    if not grant_of(request).admin:
-        raise web.HTTPForbidden(text="agent routes need a token that grants every workspace")
+def _serves(request: web.Request, target: str) -> None:
+    grant = grant_of(request)
+    if not grant.admin and target not in grant.targets:
+        raise web.HTTPForbidden(text=f"this token is not an agent token of compute target "
+                                f"{target[:80]!r} (RUNSTREAM_AGENT_TOKENS) nor the admin token")
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
