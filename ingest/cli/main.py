@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -216,6 +217,82 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if result.complete else 1
 
 
+def cmd_agent(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.agent.client import AgentApiError
+    from ingest.agent.service import AgentConfig, default_work_dir, run_agent
+    from producer import Workspace
+
+    api_url = (args.api or settings.api_url).rstrip("/")
+    if not api_url.startswith(("http://", "https://")):
+        print(f"runstream agent: error: --api must be an http(s) URL, not {api_url!r}",
+              file=sys.stderr)
+        return 2
+    work_dir = Path(args.work_dir) if args.work_dir else default_work_dir(settings.home,
+                                                                           args.target)
+    # What the runs' SDK logs with: the agent's own API, token and Kafka (+ security).
+    run_variables = {
+        "RUNSTREAM_API": api_url,
+        "RUNSTREAM_TOKEN": settings.token.value,
+        "RUNSTREAM_KAFKA": settings.kafka_bootstrap,
+        "RUNSTREAM_TOPIC": settings.topic,
+        **{name: value for name in KafkaSecurity.ENV_VARS if (value := os.environ.get(name))},
+    }
+    config = AgentConfig(target=args.target, slots=args.slots, work_dir=work_dir.absolute(),
+                         grace_s=args.grace_s, base_env=dict(os.environ),
+                         run_variables=run_variables)
+
+    def workspace(name: str) -> Workspace:
+        return Workspace(name=name, kafka_bootstrap=settings.kafka_bootstrap, api_url=api_url,
+                         home=settings.home, topic=settings.topic, token=settings.token.value,
+                         kafka_security=settings.kafka_security)
+
+    progress(f"agent for target {args.target!r}: {args.slots} slot(s), work dir {work_dir}, "
+             f"API {api_url}; SIGTERM/Ctrl-C stops taking work and waits for the running "
+             "runs, a second one cancels them")
+    try:
+        return asyncio.run(run_agent(config, api_url=api_url, token=settings.token.value,
+                                     make_workspace=workspace))
+    except AgentApiError as exc:  # the API refused the registration (a bad target, a token)
+        print(f"runstream agent: error: {exc}", file=sys.stderr)
+        return 2
+
+
+#: What ``runstream cancel`` says for each action of ``POST /v1/runs/{id}/cancel``.
+CANCEL_ACTIONS = {
+    "canceled": "canceled (it was queued)",
+    "cancel_requested": "cancel requested: its agent stops it (SIGTERM, a grace period, "
+    "SIGKILL) and reports Canceled",
+    "none": "nothing to cancel: it has already ended",
+}
+
+
+def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    import urllib.error
+    import urllib.request
+    from urllib.parse import quote
+
+    url = f"{settings.api_url}/v1/runs/{quote(args.run_id, safe='')}/cancel"
+    headers = {"Authorization": f"Bearer {settings.token.value}"} if settings.token.value else {}
+    request = urllib.request.Request(url, data=b"", method="POST", headers=headers)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - our API
+            answer = json.load(response)
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.load(exc)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = f"HTTP {exc.code}"
+        print(f"runstream cancel: error: {exc.code}: {message}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(answer, sort_keys=True))
+        return 0
+    action = str(answer.get("action"))
+    said = CANCEL_ACTIONS.get(action, action)
+    print(f"run {answer.get('run_id', args.run_id)}: {said} (state: {answer.get('state')})")
+    return 0
+
+
 def _print_status(status: dict[str, dict[str, object]], *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(status, sort_keys=True))
@@ -354,10 +431,47 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--log-call-duration-s", type=float, default=5.0, help="each timed log-call loop (5)"
     )
-    for service in (api, ingest):
+    agent = add(
+        "agent",
+        cmd_agent,
+        "Run submitted scripts for one compute target: register with the API (RUNSTREAM_API, "
+        "RUNSTREAM_TOKEN), keep one long poll open for new runs and cancels, run up to "
+        "--slots of them at once, each in a fresh working directory from its snapshot, with "
+        "its environment (the agent's Python, or a cached virtualenv with the pip "
+        "packages), streaming its output and statuses through Kafka (RUNSTREAM_KAFKA) like "
+        "any run. SIGTERM or Ctrl-C: take no new runs and wait for the running ones; a "
+        "second: cancel them; a third: kill them.",
+    )
+    agent.add_argument("--target", required=True, help="the compute target it serves")
+    agent.add_argument("--slots", type=_positive_int, default=1,
+                       help="runs at once, the target's node count (default 1)")
+    agent.add_argument(
+        "--work-dir",
+        help="working directories and built environments (default "
+        "RUNSTREAM_HOME/agent/<target>)",
+    )
+    agent.add_argument("--grace-s", type=float, default=10.0,
+                       help="seconds from SIGTERM to SIGKILL when a run is stopped (default 10)")
+    agent.add_argument("--api", help="API base URL (default RUNSTREAM_API)")
+    cancel = add(
+        "cancel",
+        cmd_cancel,
+        "Cancel a submitted run: a queued one at once; a running one is stopped by its agent "
+        "(SIGTERM, a grace period, SIGKILL) and ends Canceled.",
+    )
+    cancel.add_argument("run_id", help="the run's id")
+    cancel.add_argument("--json", action="store_true", help="print the API's answer as JSON")
+    for service in (api, ingest, agent):
         # Set by `runstream up` so `down` finds exactly the services of one home.
         service.add_argument("--stack-home", help=argparse.SUPPRESS)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -156,8 +156,12 @@ class ManagedProcess:
         tmp.replace(self.pid_file)  # never half-written for a concurrent reader
         return proc.pid
 
-    def stop(self, *, timeout_s: float = 30.0) -> bool:
-        """SIGTERM, wait, then SIGKILL. Returns True when a process was stopped."""
+    def stop(self, *, timeout_s: float = 30.0, resignal_after_s: float | None = None) -> bool:
+        """SIGTERM, wait, then SIGKILL. Returns True when a process was stopped.
+
+        ``resignal_after_s``: send a second SIGTERM when the process still runs after that
+        many seconds (an agent: the first stops taking work, the second cancels its runs).
+        """
         recorded = self._recorded()
         pid = self.pid()
         if pid is None or recorded is None:
@@ -165,6 +169,11 @@ class ManagedProcess:
             return False
         with contextlib.suppress(ProcessLookupError):
             self.kill(pid, signal.SIGTERM)
+        if resignal_after_s is not None and not wait_for(
+            lambda: self.pid() is None, timeout_s=resignal_after_s, interval_s=0.1
+        ):
+            with contextlib.suppress(ProcessLookupError):
+                self.kill(pid, signal.SIGTERM)
         if not wait_for(lambda: self.pid() is None, timeout_s=timeout_s, interval_s=0.1):
             with contextlib.suppress(ProcessLookupError):
                 self.kill(pid, signal.SIGKILL)

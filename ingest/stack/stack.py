@@ -1,16 +1,23 @@
 """``runstream up | down | status``: the local single-machine stack.
 
 Components, in start order: Kafka (KRaft), PostgreSQL, then the runstream services
-(ingest worker, API) as background processes of our own. ``up`` is idempotent: what runs
-is left alone, what is missing is started. ``down`` stops, in reverse order, exactly the
-processes recorded under ``<home>/stack`` and nothing else. A component whose endpoint is
-external (``RUNSTREAM_KAFKA`` not on loopback, ``RUNSTREAM_DB`` set) is only checked; so is
-a Kafka that clients reach with TLS or SASL (the local broker is plaintext only).
+(ingest worker, API) as background processes of our own, and last one agent
+(``runstream agent``) for the compute target ``local`` with ``LOCAL_AGENT_SLOTS`` slot,
+so a script submitted to ``local`` runs out of the box (one at a time, as on one node;
+start more agents, or one with more ``--slots``, for more). ``up`` is idempotent: what
+runs is left alone, what is missing is started. ``down`` stops, in reverse order, exactly
+the processes recorded under ``<home>/stack`` and nothing else; the agent first: SIGTERM
+(it takes no new runs), a second SIGTERM after ``AGENT_DRAIN_S`` if runs are still going
+(it cancels them: SIGTERM to their processes, SIGKILL after its grace period, status
+Canceled), SIGKILL as a last resort. A component whose endpoint is external
+(``RUNSTREAM_KAFKA`` not on loopback, ``RUNSTREAM_DB`` set) is only checked; so is a Kafka
+that clients reach with TLS or SASL (the local broker is plaintext only).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 import urllib.request
@@ -49,6 +56,17 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("ingest", "ingest", lambda s: f"http://127.0.0.1:{s.metrics_port}/metrics"),
     ServiceSpec("api", "api", lambda s: f"{s.api_url}/healthz"),
 )
+
+
+#: The agent ``up`` starts: its compute target and slots (runs at once).
+LOCAL_TARGET = "local"
+LOCAL_AGENT_SLOTS = 1
+#: ``down``: seconds the agent may take to finish its runs before they are canceled.
+AGENT_DRAIN_S = 3.0
+
+
+def agent_process(home: Path) -> ManagedProcess:
+    return ManagedProcess("agent", home / "stack" / "agent.pid", f"--stack-home={home}")
 
 
 def http_ok(url: str, *, timeout_s: float = 2.0) -> bool:
@@ -101,6 +119,7 @@ class Stack:
                 progress(f"applied migrations {', '.join(map(str, applied))}")
         for spec in SERVICES:
             self._start_service(spec)
+        self._start_agent()
         status = self.status()
         progress(f"stack ready in {time.monotonic() - started_at:.1f}s")
         return status
@@ -129,8 +148,45 @@ class Stack:
     def _healthy(self, spec: ServiceSpec) -> bool:
         return http_ok(spec.health_url(self.settings))
 
+    def _start_agent(self) -> None:
+        proc = agent_process(self.home)
+        if proc.running():
+            progress("agent already running")
+            return
+        argv = [sys.executable, "-m", "ingest.cli", "agent", "--target", LOCAL_TARGET,
+                "--slots", str(LOCAL_AGENT_SLOTS), f"--stack-home={self.home}"]
+        progress(f"starting agent for compute target {LOCAL_TARGET!r}…")
+        log_file = self.home / "stack" / "agent.log"
+        proc.spawn(argv, log_file=log_file)
+        if not wait_for(lambda: not proc.running() or self._agent_registered(proc), timeout_s=30):
+            proc.stop(timeout_s=15)
+            raise StackError(f"agent did not register with the API in 30s; see {log_file}")
+        if not proc.running():
+            raise StackError(f"agent exited at start; see {log_file}")
+
+    def _agent_registered(self, proc: ManagedProcess) -> bool:
+        """Whether the API lists our agent (by pid) as alive on the ``local`` target."""
+        pid = proc.pid()
+        if pid is None:
+            return False
+        headers = {}
+        if self.settings.token.value:
+            headers["Authorization"] = f"Bearer {self.settings.token.value}"
+        url = f"{self.settings.api_url}/v1/compute/{LOCAL_TARGET}"
+        request = urllib.request.Request(url, headers=headers)  # noqa: S310 - our URL
+        try:
+            with urllib.request.urlopen(request, timeout=2.0) as response:  # noqa: S310
+                target = json.load(response)
+        except (OSError, ValueError):
+            return False
+        return any(a.get("pid") == pid and a.get("alive") and a.get("hostname")
+                   for a in target.get("agents") or [] if isinstance(a, dict))
+
     def down(self) -> list[str]:
-        stopped = [s.name for s in reversed(SERVICES) if s.process(self.home).stop(timeout_s=30)]
+        stopped = []
+        if agent_process(self.home).stop(timeout_s=30, resignal_after_s=AGENT_DRAIN_S):
+            stopped.append("agent")
+        stopped += [s.name for s in reversed(SERVICES) if s.process(self.home).stop(timeout_s=30)]
         if self.postgres is not None and self.postgres.stop():
             stopped.append("postgres")
         if self.kafka.managed and self.kafka.stop():
@@ -143,7 +199,26 @@ class Stack:
             key = "url" if spec.name == "api" else "metrics_url"
             url = self.settings.api_url if spec.name == "api" else spec.health_url(self.settings)
             out[spec.name] = {"ok": self._healthy(spec), "managed": True, key: url}
+        out["agent"] = self._agent_status()
         return out
+
+    def _agent_status(self) -> dict[str, Any]:
+        proc = agent_process(self.home)
+        running = proc.running()
+        registered = running and self._agent_registered(proc)
+        info: dict[str, Any] = {
+            "ok": registered,
+            "managed": True,
+            "url": f"{self.settings.api_url}/v1/compute/{LOCAL_TARGET}",
+            "target": LOCAL_TARGET,
+            "slots": LOCAL_AGENT_SLOTS,
+        }
+        if not running:
+            info["error"] = "not running (runstream up starts it)"
+        elif not registered:
+            info["error"] = (f"running but not registered with the API; see "
+                             f"{self.home / 'stack' / 'agent.log'}")
+        return info
 
     async def _status(self) -> dict[str, Any]:
         bootstrap, security = self.settings.kafka_bootstrap, self.settings.kafka_security

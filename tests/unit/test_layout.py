@@ -17,11 +17,20 @@ ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = ("producer", "ingest", "schemas")
 
 #: room → rooms of ingest it must not import (lower rooms never reach up).
+#: The agent (``ingest.agent``) talks to the API over HTTP only: it reaches no database,
+#: worker or API code, and only the command line (``runstream agent``) imports it; the
+#: stack starts it as a process.
 FORBIDDEN: dict[str, tuple[str, ...]] = {
-    "ingest.db": ("ingest.worker", "ingest.api", "ingest.cli", "ingest.bench", "ingest.stack"),
-    "ingest.worker": ("ingest.api", "ingest.cli", "ingest.bench", "ingest.stack"),
-    "ingest.api": ("ingest.worker", "ingest.cli", "ingest.bench", "ingest.stack"),
-    "ingest.stack": ("ingest.worker", "ingest.api", "ingest.cli", "ingest.bench"),
+    "ingest.db": ("ingest.worker", "ingest.api", "ingest.cli", "ingest.bench", "ingest.stack",
+                  "ingest.agent"),
+    "ingest.worker": ("ingest.api", "ingest.cli", "ingest.bench", "ingest.stack",
+                      "ingest.agent"),
+    "ingest.api": ("ingest.worker", "ingest.cli", "ingest.bench", "ingest.stack",
+                   "ingest.agent"),
+    "ingest.stack": ("ingest.worker", "ingest.api", "ingest.cli", "ingest.bench",
+                     "ingest.agent"),
+    "ingest.agent": ("ingest.db", "ingest.worker", "ingest.api", "ingest.cli", "ingest.bench",
+                     "ingest.stack"),
 }
 
 
@@ -89,7 +98,8 @@ def test_the_sdk_never_imports_the_server() -> None:
 
 def test_the_command_line_loads_no_server_component_until_a_command_needs_it() -> None:
     """``runstream --help``/``sync`` work with the SDK alone; ``status`` loads no worker."""
-    heavy = ("aiohttp", "prometheus_client", "psutil", "asyncpg", "ingest.worker", "ingest.api.app")
+    heavy = ("aiohttp", "prometheus_client", "psutil", "asyncpg", "ingest.worker", "ingest.api.app",
+             "ingest.agent")
     code = (
         "import sys, ingest.cli.main\n"
         f"print('\\n'.join(m for m in sys.modules if m.startswith({heavy!r})))"
@@ -98,3 +108,14 @@ def test_the_command_line_loads_no_server_component_until_a_command_needs_it() -
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     ).stdout.split()
     assert loaded == []
+
+
+def test_the_agents_watchdog_starts_on_the_standard_library_alone() -> None:
+    """``python -m ingest.agent.watchdog`` must start fast and cannot fail on an import."""
+    done = subprocess.run([sys.executable, "-m", "ingest.agent.watchdog"], cwd=ROOT,
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=False)
+    assert (done.returncode, done.stderr) == (0, b"")
+    imported = imports_of(ROOT / "ingest" / "agent" / "watchdog.py")
+    assert {name.split(".")[0] for name in imported} <= {"__future__", "contextlib", "os",
+                                                          "signal", "sys"}
+    assert imports_of(ROOT / "ingest" / "agent" / "__init__.py") == set()
