@@ -45,6 +45,7 @@ environment:
   RUNSTREAM_TOPIC   events topic (default runstream.events; dead letters go to <topic>.dlq)
   RUNSTREAM_TOKEN   API bearer token: the SDK sends it; the API takes it as the admin token
   RUNSTREAM_WORKSPACE_TOKENS API tokens scoped to workspaces, JSON {"ws": "token" | [tokens]}
+  RUNSTREAM_AGENT_TOKENS     API tokens of agents, per compute target, JSON {"gpu": "token"}
   RUNSTREAM_WORKSPACE workspace name the SDK puts on events (default "default")
   RUNSTREAM_PARTITIONS partitions of the topics `up` creates (default 6)
   RUNSTREAM_PG_PORT port of the local stack's PostgreSQL (default 54329)
@@ -175,6 +176,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         latency_duration_s=args.latency_duration_s,
         log_call_duration_s=args.log_call_duration_s,
         quick_read=args.quick_read,
+        jobs=args.jobs,
+        agents=args.agents,
     )
     suites = ("write", "read") if args.suite == "all" else (args.suite,)
     result = run_bench(settings, dsn=stack.dsn, config=config, progress=progress, suites=suites)
@@ -402,8 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
         "latency with Kafka up and down, end-to-end throughput and log-to-commit latency, the "
         "COPY baseline), `read` (downsampling a 1M-point series, get_metrics of 100x10k "
         "points, run details at 200 req/s), `faults` (a known workload through worker kills "
-        "and rebalances, counting lost and doubled points). `all` = write + read (about 4 "
-        "minutes). Prints a report, or JSON with --json.",
+        "and rebalances, counting lost and doubled points), `jobs` (on the stack itself, with "
+        "compute targets of its own: "
+        "submit → Running with an idle agent, --jobs queued jobs drained by --agents agents). "
+        "`all` = write + read (about 4 minutes). Prints a report, or JSON with --json.",
     )
     bench.add_argument(
         "--quick-read",
@@ -414,10 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
         "suite",
         nargs="?",
         default="all",
-        choices=("all", "write", "read", "faults"),
+        choices=("all", "write", "read", "faults", "jobs"),
         help="what to measure (default all = write + read)",
     )
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
+    bench.add_argument("--jobs", type=int, default=1000, help="jobs suite: queued jobs (1000)")
+    bench.add_argument("--agents", type=int, default=2, help="jobs suite: agents, 1 slot each (2)")
     bench.add_argument("--duration-s", type=float, default=60.0, help="end-to-end run length (60)")
     bench.add_argument("--producers", type=int, default=2, help="training processes (2)")
     bench.add_argument("--workers", type=int, default=1, help="ingest workers (1)")
