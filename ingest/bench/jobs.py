@@ -21,6 +21,7 @@ timed by polling from outside. Each part uses a compute target of its own.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import statistics
@@ -44,7 +45,7 @@ Progress = Callable[[str], None]
 TERMINAL = ("Completed", "Failed", "Canceled")
 
 SQL_TIMES = """
-SELECT s.run_id, s.submitted_at, s.leased_at, r.running_at, r.ended_at, r.status
+SELECT s.run_id, s.submitted_at, s.leased_at, r.started_at AS running_at, r.ended_at, r.status
 FROM runstream_data.submissions s
 JOIN runstream.runs r ON r.run_id = s.run_id
 WHERE s.target = $1
@@ -58,6 +59,7 @@ WHERE s.target = $1 AND r.status = ANY($2::text[])
 def run_jobs_bench(settings: Settings, *, dsn: str, progress: Progress, jobs: int = 1000,
                    agents: int = 2, latency_jobs: int = 20) -> dict[str, Any]:
     """Both parts; one JSON-able dict (seconds, jobs/s)."""
+    logging.getLogger("producer").setLevel(logging.WARNING)  # not a line per submission
     with tempfile.TemporaryDirectory(prefix="runstream-bench-jobs-") as tmp:
         root = Path(tmp)
         folder = root / "job"
