@@ -169,7 +169,7 @@ class OutputSink:
         self._timer: asyncio.TimerHandle | None = None
 
     def line(self, stream: str, text: str, *, to_file: bool = True) -> None:
-        if to_file and self.std_log is not None:
+        if to_file and self.std_log is not None and not self.std_log.closed:
             self.std_log.write(text + "\n")
         self._pending.setdefault(stream, []).append(text)
         if self._timer is None:
@@ -185,7 +185,7 @@ class OutputSink:
                 self.report.log_output(stream, lines)
             except Exception:  # never let a log line stop a run
                 logger.exception("could not log %d lines of %s", len(lines), stream)
-        if self.std_log is not None:
+        if self.std_log is not None and not self.std_log.closed:
             self.std_log.flush()
 
 
@@ -297,6 +297,8 @@ class RunJob:
 
     async def _execute(self, report: RunReport) -> Outcome:
         self.phase = "preparing"
+        if self.stop_reason is not None:  # canceled or lost while the run was being opened
+            return self._stopped_outcome(None)
         self.side.mkdir(parents=True, exist_ok=True)
         with self.std_log_path.open("w", encoding="utf-8", errors="replace") as std_log:
             sink = self._sink = OutputSink(report, std_log)
@@ -326,11 +328,7 @@ class RunJob:
         command_argv(spec, "python")  # a spec that cannot run fails now, in Preparing
         process_count(spec)
         run_environment({}, spec, {})
-        for path in (self.cwd, self.side / "home", self.side / "snapshot.zip"):
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
+        await asyncio.to_thread(self._clear)  # what an earlier try of this attempt left
         zip_path = self.side / "snapshot.zip"
         sha256, size = await self._download(zip_path)
         lease = self.lease
@@ -348,6 +346,13 @@ class RunJob:
         prepared = await self.envs.prepare(environment, note)
         note(f"runstream agent: running with {prepared.description or prepared.interpreter}")
         return prepared
+
+    def _clear(self) -> None:
+        for path in (self.cwd, self.side / "home", self.side / "snapshot.zip"):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
 
     async def _download(self, zip_path: Path) -> tuple[str, int]:
         """The snapshot, retried a few times while the API is unreachable or failing."""
@@ -406,6 +411,7 @@ class RunJob:
             except OSError as exc:
                 self._kill_all()
                 await self._reap()
+                await self._drain_pipes()
                 what = f"rank {rank}: " if world > 1 else ""
                 sink.line("stderr", f"runstream agent: cannot start {argv[0]!r}: {exc}")
                 return Outcome("Failed", None, f"{what}cannot start {argv[0]!r}: {exc}")

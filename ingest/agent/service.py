@@ -304,6 +304,10 @@ class Agent:
         news = False
         for run_id in answer.get("lost") or []:
             job = self.jobs.get(run_id)
+            if job is not None and job.phase == "finishing":
+                # Its processes are done; a poll that crossed its finish says "lost" (or
+                # the lease did expire: finish then says so). Nothing to kill.
+                continue
             if job is not None and not job.lost:
                 logger.warning("run %s: the lease is lost (expired or canceled while it was "
                                "queued): killing it, reporting nothing", run_id)
