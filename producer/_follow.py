@@ -210,6 +210,8 @@ class Follower:
     deadline: float | None = field(default=None, init=False)
     #: The status of the first look (``status`` is what was printed).
     looked: str | None = field(default=None, init=False)
+    #: Every status printed so far.
+    printed: set[str] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
         if self.timeout_s is not None:
@@ -224,13 +226,37 @@ class Follower:
             self.out.write(text)
             self.out.flush()
 
-    def saw_status(self, status: str) -> bool:
-        """Print a change of status; True when the run has ended."""
+    def saw_status(self, status: str, times: object = None) -> bool:
+        """Print a change of status; True when the run has ended.
+
+        ``times`` (the run's ``status_times``, when the event or details carry them) fills
+        in the statuses passed since the last one printed — a wait that starts, or a stream
+        that opens, after the run moved on still shows Queued, Preparing… in order."""
         if status != self.status:
+            for missed in self.missed_statuses(status, times):
+                self.write(f"Status: {missed}\n")
+                self.printed.add(missed)
             self.status = status
             if status not in TERMINAL_STATUSES:
                 self.write(f"Status: {status}\n")
+                self.printed.add(status)
         return status in TERMINAL_STATUSES
+
+    def missed_statuses(self, status: str, times: object) -> list[str]:
+        """The statuses in ``times`` reached before ``status`` and not printed yet, oldest
+        first (NotStarted, the terminal ones and ``status`` itself left out)."""
+        if not isinstance(times, dict):
+            return []
+        reached = []
+        for name, when in times.items():
+            at = _parse_time(when)
+            if at is None or name in self.printed or name == status:
+                continue
+            if name == "NotStarted" or name in TERMINAL_STATUSES:
+                continue
+            reached.append((at, name))
+        until = _parse_time(times.get(status))
+        return [name for at, name in sorted(reached) if until is None or at <= until]
 
     def finish(self, details: dict[str, Any]) -> dict[str, Any]:
         error = details.get("error")
@@ -279,7 +305,7 @@ class Follower:
         if str(details.get("status")) in TERMINAL_STATUSES:
             if self.show_output:  # all of it is committed: one pass prints it
                 self.print_logs(None)
-            self.saw_status(str(details.get("status")))
+            self.saw_status(str(details.get("status")))  # its log is printed: no history
             return self.finish(details)
         return self.follow_stream()
 
@@ -328,7 +354,7 @@ class Follower:
                 item = reader.events.get(timeout=self.wait_s(SSE_SAFETY_POLL_S))
             except queue.Empty:
                 details = self.details()
-                if self.saw_status(str(details.get("status"))):
+                if self.saw_status(str(details.get("status")), details.get("status_times")):
                     return details
                 continue
             if isinstance(item, StreamEnd):
@@ -364,7 +390,7 @@ class Follower:
         if event.event == "log":
             self.write(format_line(data))
         elif event.event == "status" and "status" in data:
-            return self.saw_status(str(data["status"]))
+            return self.saw_status(str(data["status"]), data.get("status_times"))
         return False
 
     def poll(self, *, with_logs: bool) -> dict[str, Any]:
@@ -373,7 +399,7 @@ class Follower:
             details = self.details()
             if with_logs and self.show_output:
                 cursor = self.print_logs(cursor)
-            if self.saw_status(str(details.get("status"))):
+            if self.saw_status(str(details.get("status")), details.get("status_times")):
                 return self.finish(details)
             time.sleep(self.wait_s(POLL_INTERVAL_S))
 

@@ -591,3 +591,36 @@ def test_ctrl_c_stops_the_wait_not_the_run(
         "(status: Running); run.cancel() stops it.\n"
     )
     ws.close(1.0)
+
+
+def test_statuses_passed_before_the_stream_opened_are_shown_in_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_id = "exp_1700000000_0a1b2c3d"
+    times = {"NotStarted": "2026-12-03T10:00:00+00:00", "Queued": "2026-12-03T10:00:00.1+00:00",
+             "Preparing": "2026-12-03T10:00:00.3+00:00", "Running": "2026-12-03T10:00:00.6+00:00"}
+    ended = {**times, "Finalizing": "2026-12-03T10:00:02+00:00",
+             "Completed": "2026-12-03T10:00:02.5+00:00"}
+
+    def event(name: str, data: dict[str, Any], event_id: str | None = None) -> str:
+        return f"event: {name}\ndata: {json.dumps(data)}\n" + (
+            f"id: {event_id}\n" if event_id else "") + "\n"
+
+    stream = (
+        event("status", {"run_id": run_id, "status": "Running", "status_times": times})
+        + event("log", {"stream": "stdout", "line": "epoch 1", "rank": 0}, "0_1")
+        + event("status", {"run_id": run_id, "status": "Completed", "status_times": ended})
+    ).encode()
+    looks = iter(["Queued", "Queued"])  # attach, first look; then the stream
+    fake = FakeApi({
+        f"/v1/runs/{run_id}": lambda p: (200, run_details(run_id, next(looks, "Completed"))),
+        f"/v1/runs/{run_id}/events": lambda p: (200, stream, "text/event-stream"),
+    })
+    ws = FakeWorkspace(fake, home=tmp_path / "home")
+    run = ws.get_run(run_id)
+    capsys.readouterr()
+    run.wait_for_completion(show_output=True, timeout_s=20)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[3:10] == ["Status: Queued", "Status: Preparing", "Status: Running", "epoch 1",
+                           "Status: Finalizing", "Status: Completed", ""]
+    ws.close(1.0)

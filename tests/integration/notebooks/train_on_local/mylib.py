@@ -1,0 +1,14 @@
+# Copyright (c) Microsoft. All rights reserved.
+# Licensed under the MIT license.
+#
+# From Azure/MachineLearningNotebooks (MIT), how-to-use-azureml/training/train-on-local/
+# scripts/mylib.py, unchanged. A fixture of tests/integration/test_submit_train_on_local.py.
+# ruff: noqa
+# mypy: ignore-errors
+
+import numpy as np
+
+
+def get_alphas():
+    # list of numbers from 0.0 to 1.0 with a 0.05 interval
+    return np.arange(0.0, 1.0, 0.05)
