@@ -35,7 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from ingest.agent.procs import Watchdog, kill_group, pump_lines, spawn
-from ingest.agent.spec import conda_to_pip, environment_key, exit_text, pip_problems
+from ingest.agent.spec import (
+    SCRUBBED_VARIABLES,
+    conda_to_pip,
+    environment_key,
+    exit_text,
+    pip_problems,
+)
 
 __all__ = ["EnvironmentCache", "PrepareError", "Prepared"]
 
@@ -226,7 +232,8 @@ class EnvironmentCache:
             lines.append(text)
             log(text)
 
-        env = {k: v for k, v in self.base_env.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        dropped = ("PYTHONPATH", "VIRTUAL_ENV", *SCRUBBED_VARIABLES)
+        env = {k: v for k, v in self.base_env.items() if k not in dropped}
         env["PYTHONUNBUFFERED"] = "1"
         proc = await spawn(argv, cwd=self.root, env=env)
         with self._watched(proc.pid):

@@ -34,7 +34,7 @@ STDERR_TAIL_LINES = 40
 
 #: Variables of the agent's own environment that a run's processes never inherit: the
 #: server's credentials (an agent needs neither, but may run next to a server).
-SCRUBBED_VARIABLES = ("RUNSTREAM_DB", "RUNSTREAM_WORKSPACE_TOKENS")
+SCRUBBED_VARIABLES = ("RUNSTREAM_DB", "RUNSTREAM_WORKSPACE_TOKENS", "RUNSTREAM_AGENT_TOKENS")
 
 
 class SpecError(ValueError):

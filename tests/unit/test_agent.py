@@ -1,6 +1,6 @@
 """The agent with real child processes: one run (``RunJob``) from its snapshot to its last
 status, and the agent (``Agent``) against an in-memory implementation of the jobs
-contract (/tmp jobs-contract: register, long-poll, finish, delete, snapshot).
+contract (register, long poll, finish, delete, snapshot; ingest/api/routes/jobs.py serves it).
 
 Statuses, log lines and files go to a recording ``FakeReporter`` instead of the SDK
 (one test drives the SDK's real ``Run.open`` over an in-memory broker). Waits are

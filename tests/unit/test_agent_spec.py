@@ -98,7 +98,8 @@ def test_rank_variables() -> None:
 
 def test_environment_order_and_scrubbing() -> None:
     base = {"PATH": "/usr/bin", "HOME": "/root", "RUNSTREAM_DB": "postgresql://secret",
-            "RUNSTREAM_WORKSPACE_TOKENS": "{}", "A": "agent", "B": "agent", "C": "agent"}
+            "RUNSTREAM_WORKSPACE_TOKENS": "{}", "RUNSTREAM_AGENT_TOKENS": "{}",
+            "A": "agent", "B": "agent", "C": "agent"}
     s = spec(environment={"variables": {"A": "env", "B": "env", "RUNSTREAM_RUN_ID": "spoof"}},
              environment_variables={"B": "config", "PYTHONUNBUFFERED": "0"})
     env = run_environment(base, s, {"RUNSTREAM_RUN_ID": "real"}, path_prefix=["/venv/bin"])
@@ -110,6 +111,7 @@ def test_environment_order_and_scrubbing() -> None:
     assert env["PATH"] == "/venv/bin:/usr/bin"
     assert "RUNSTREAM_DB" not in env
     assert "RUNSTREAM_WORKSPACE_TOKENS" not in env
+    assert "RUNSTREAM_AGENT_TOKENS" not in env
     assert run_environment({}, spec(), {})["PYTHONUNBUFFERED"] == "1"
     with pytest.raises(SpecError):
         run_environment({}, spec(environment_variables={"A=B": "x"}), {})
