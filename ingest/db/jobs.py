@@ -67,9 +67,10 @@ ON CONFLICT (agent_id) DO UPDATE SET
     target = excluded.target, slots = excluded.slots, hostname = excluded.hostname,
     pid = excluded.pid, last_heartbeat_at = now(), stopped_at = NULL
 """
+#: A stopped agent (DELETE) stays stopped: its polls are answered 404 (register again).
 SQL_AGENT_BEAT: Final = """
-UPDATE runstream_data.agents SET last_heartbeat_at = now(), stopped_at = NULL
-WHERE agent_id = $1 RETURNING target
+UPDATE runstream_data.agents SET last_heartbeat_at = now()
+WHERE agent_id = $1 AND stopped_at IS NULL RETURNING target
 """
 SQL_AGENT_STOP: Final = """
 UPDATE runstream_data.agents SET stopped_at = now() WHERE agent_id = $1 RETURNING target
@@ -272,7 +273,7 @@ class JobStore(Pool):
         """One poll of an agent (its heartbeat): renew its leases of ``running``, tell it
         which of those to cancel and which it lost, hand it runs to start — leased before
         and not acknowledged yet first, then up to ``free`` more from the queue. None for
-        an unknown agent."""
+        an unknown or stopped agent."""
         running = sorted(set(running))
         async with self.pool.acquire() as conn, conn.transaction():
             target = await conn.fetchval(SQL_AGENT_BEAT, agent_id)

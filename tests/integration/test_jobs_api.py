@@ -7,6 +7,7 @@ the test over HTTP; ``tests/integration/test_agent*.py`` run the real agent."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
@@ -170,6 +171,27 @@ async def test_a_waiting_agent_gets_new_work_and_cancels_by_push(jobs: Jobs) -> 
     status, _ = await jobs.call("POST", f"/v1/agents/{uuid.uuid4().hex}/runs/{run_id}/finish",
                                 {"outcome": "Completed"})
     assert status == 409  # only the lease holder releases a run
+
+
+async def test_a_poll_the_agent_gave_up_and_a_stopped_agent_lease_nothing(jobs: Jobs) -> None:
+    await jobs.upload()
+    quitter, other = await jobs.agent(), await jobs.agent()
+    waiting = asyncio.create_task(jobs.poll(quitter, free=1, wait_s=30))
+    await asyncio.sleep(0.5)
+    waiting.cancel()  # the agent closes its connection (a slot freed: it polls anew)
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    await asyncio.sleep(0.5)
+    run_id = await jobs.submit("after the hang-up")
+    assert [r["run_id"] for r in (await jobs.poll(other, wait_s=5))["runs"]] == [run_id]
+    status, _ = await jobs.call("DELETE", f"/v1/agents/{other}")
+    assert status == 204
+    second = await jobs.submit("after the stop")
+    status, text = await jobs.call("POST", f"/v1/agents/{other}/poll", {"free": 1})
+    assert status == 404  # stopped stays stopped: it must register again
+    assert "register" in text
+    status, doc = await jobs.call("GET", f"/v1/submissions/{second}")
+    assert doc["state"] == "queued"
 
 
 async def test_cancel_of_a_queued_run_is_immediate(jobs: Jobs) -> None:

@@ -204,7 +204,8 @@ class JobRoutes:
                 "runs to start, runs to cancel and runs it lost.",
                 responses={**UNAVAILABLE, 200: "What to do.", 400: "A bad field.",
                            403: "Needs the admin token or an agent token of the target.",
-                           404: "Unknown agent: register again."},
+                           404: "Unknown or stopped agent: register again.",
+                           408: "The agent closed the poll before its answer."},
                 response_content={200: _json(_OBJECT)},
                 extra={"parameters": agent, **_body(_POLL_BODY)},
             ),
@@ -330,6 +331,10 @@ class JobRoutes:
         deadline = time.monotonic() + min(float(wait_s), self._poll_max_s)
         target = None
         while True:
+            if request.transport is None or request.transport.is_closing():
+                # The agent hung up (it polls anew when a slot frees): lease nothing more
+                # to a request whose answer nobody reads.
+                raise web.HTTPRequestTimeout(text="the agent closed the poll")
             answer = await self._jobs.poll(agent_id=agent_id, free=free, running=running,
                                            lease_s=self._lease_s)
             if answer is None:
