@@ -8,10 +8,12 @@
   ``openapi.py``); ``live/`` holds the Server-Sent Event streams; ``blobstore.py`` the
   artifact bytes.
 - ``db/``      PostgreSQL shared by both: the pool, migrations (``migrations/*.sql``),
-  read queries, change notices (NOTIFY/LISTEN), run statuses, queue state and the model
-  registry (``models.py``).
+  read queries, change notices (NOTIFY/LISTEN), run statuses, queue state, the model
+  registry (``models.py``) and the queue of submitted runs (``jobs.py``).
 - ``cli/``     the ``runstream`` command (``main.py``) and ``runstream demo``.
 - ``stack/``   the local single-machine stack (``runstream up | down | status``).
+- ``agent/``   ``runstream agent``: runs the scripts submitted to a compute target (it talks
+  to the API's job routes and logs through the SDK, like any client).
 - ``bench/``   ``runstream bench`` and the fault ledger's workload.
 
 Shared at the top: ``settings.py`` (the environment, read once by the CLI), ``errors.py``

@@ -203,7 +203,8 @@ async def test_confluent_deserializing_consumer_reads_the_sdk_s_events(
 
     payloads = [event["payload"] for _, event in records]
     lifecycles = [p for p in payloads if set(p) == {
-        "status", "parent_run_id", "display_name", "compute_target", "error", "properties"}]
+        "status", "parent_run_id", "display_name", "compute_target", "error", "properties",
+        "attempt"}]
     assert [p["status"] for p in lifecycles][-1] == "Completed"
     assert any(p["display_name"] == "avro" and p["compute_target"] == "cpu"
                for p in lifecycles)
