@@ -120,7 +120,7 @@ def create_app(
     gauges = None
     if reads is not None:
         checks.append(ReadinessCheck("database", reads.ping))
-        gauges = QueueGaugeRefresher(reads=reads, registry=registry)
+        gauges = QueueGaugeRefresher(reads=reads, registry=registry, jobs=jobs)
     system = SystemRoutes(
         registry=registry,
         readiness_checks=[*checks, *readiness_checks],

@@ -170,6 +170,15 @@ SELECT DISTINCT target FROM runstream_data.submissions WHERE state IN ('queued',
 UNION SELECT DISTINCT target FROM runstream_data.agents
 WHERE stopped_at IS NULL AND last_heartbeat_at > now() - interval '1 hour'
 """
+SQL_AGENT_COUNTS: Final = """
+SELECT a.target, count(*) AS alive, sum(a.slots)::bigint AS slots,
+       (SELECT count(*) FROM runstream_data.submissions s
+        WHERE s.target = a.target AND s.state = 'leased') AS busy
+FROM runstream_data.agents a
+WHERE a.stopped_at IS NULL AND a.last_heartbeat_at > now() - $1 * interval '1 second'
+GROUP BY a.target
+ORDER BY a.target
+"""
 SQL_NOTIFY: Final = "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p"
 
 
@@ -366,6 +375,12 @@ class JobStore(Pool):
 
     async def agents(self, target: str, alive_s: float) -> list[asyncpg.Record]:
         return list(await self.pool.fetch(SQL_AGENTS, target, alive_s))
+
+    async def agent_counts(self, alive_s: float) -> dict[str, dict[str, int]]:
+        """Per target with live agents: ``{"alive", "slots", "busy"}`` (busy = runs leased)."""
+        return {r["target"]: {"alive": int(r["alive"]), "slots": int(r["slots"]),
+                              "busy": int(r["busy"])}
+                for r in await self.pool.fetch(SQL_AGENT_COUNTS, alive_s)}
 
     async def targets(self) -> list[str]:
         """Targets with queued or leased runs or a live agent."""

@@ -322,6 +322,7 @@ async def test_compute_targets_and_active_runs(
 
     detail = await get_json(http, url(api, "/v1/compute/gpu"))
     assert detail["oldest_queued_age_s"] == pytest.approx(gpu.pop("oldest_queued_age_s"), abs=5)
+    assert gpu.pop("agents") == {"alive": 0, "slots": 0, "busy": 0}
     assert {k: v for k, v in detail.items() if k not in (
         "active_runs", "oldest_queued_age_s", "queue", "leased", "agents")} == gpu
     # nothing was submitted to gpu (its runs logged themselves): no queue entries or agents

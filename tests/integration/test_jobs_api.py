@@ -143,6 +143,12 @@ async def test_submissions_are_durable_idempotent_and_leased_in_order(jobs: Jobs
     assert {r["run_id"] for r in target["leased"]} == set(leased)
     assert {x["agent_id"]: x["busy"] for x in target["agents"]} == {
         a: len(mine), b: 3 - len(mine)}
+    status, listing = await jobs.call("GET", "/v1/compute")  # ws.compute_targets()
+    (gpu,) = [t for t in listing["targets"] if t["compute_target"] == "gpu"]
+    assert gpu["agents"] == {"alive": 2, "slots": 2, "busy": 3}
+    status, text = await jobs.call("GET", "/metrics")
+    assert 'runstream_agents{compute_target="gpu"} 2.0' in text.decode()
+    assert 'runstream_agent_slots{compute_target="gpu",state="busy"} 2.0' in text.decode()
 
 
 async def test_a_waiting_agent_gets_new_work_and_cancels_by_push(jobs: Jobs) -> None:

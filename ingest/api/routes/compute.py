@@ -11,7 +11,8 @@ agents hold (``leased``), and its agents (slots, busy, last heartbeat, alive); a
 that only has agents so far is found too.
 
 ``QueueGaugeRefresher`` puts the same numbers on the API's ``/metrics`` (labels: target and
-state only), refreshed when scraped — at most every ``min_interval_s``. The API is the one
+state only), with the live agents and their busy and free slots per target
+(``runstream_agents``, ``runstream_agent_slots``), refreshed when scraped — at most every ``min_interval_s``. The API is the one
 process that exports them; ingest workers do not (N workers would report them N times).
 """
 
@@ -45,10 +46,20 @@ _TARGET_PARAMETER: Final = {
     "name": "target", "in": "path", "required": True, "description": "Compute target name.",
     "schema": {"type": "string", "minLength": 1},
 }
+_AGENT_COUNTS: Final = {
+    "type": "object",
+    "description": "Live agents serving the target, their slots, and the slots busy.",
+    "required": ["alive", "slots", "busy"],
+    "properties": {"alive": {"type": "integer"}, "slots": {"type": "integer"},
+                   "busy": {"type": "integer"}},
+}
 _TARGETS: Final = {
     "type": "object",
     "required": ["targets"],
-    "properties": {"targets": {"type": "array", "items": ref("QueueState")}},
+    "properties": {"targets": {"type": "array", "items": {"allOf": [
+        ref("QueueState"),
+        {"type": "object", "properties": {"agents": _AGENT_COUNTS}},
+    ]}}},
 }
 _TARGET: Final = {
     "allOf": [
@@ -106,7 +117,15 @@ class ComputeRoutes:
 
     async def targets(self, request: web.Request) -> web.StreamResponse:
         rows = await self._reads.queues()
-        return json_ok({"targets": [queue_state(r) for r in rows]})
+        if self._jobs is None:
+            return json_ok({"targets": [queue_state(r) for r in rows]})
+        agents = await self._jobs.agent_counts(self._agent_alive_s)
+        idle = {"alive": 0, "slots": 0, "busy": 0}
+        states = [queue_state(r) for r in rows]
+        states += [_empty_state(t) for t in sorted(set(agents) - {r.compute_target for r in rows})]
+        states.sort(key=lambda s: s["compute_target"])
+        return json_ok({"targets": [{**s, "agents": agents.get(s["compute_target"], idle)}
+                                    for s in states]})
 
     async def target(self, request: web.Request) -> web.StreamResponse:
         target = path_param(request, "target", "compute target")
@@ -166,15 +185,35 @@ class QueueGauges:
             ["compute_target"],
             registry=registry,
         )
+        self.agents = Gauge(
+            "runstream_agents",
+            "Live agents per compute target.",
+            ["compute_target"],
+            registry=registry,
+        )
+        self.agent_slots = Gauge(
+            "runstream_agent_slots",
+            "Slots of the live agents per compute target, busy (running a run) or free.",
+            ["compute_target", "state"],
+            registry=registry,
+        )
 
-    def set(self, states: Iterable[QueueState]) -> None:
+    def set(self, states: Iterable[QueueState],
+            agents: dict[str, dict[str, int]] | None = None) -> None:
         """Replace every value (targets that are gone disappear)."""
         self.runs.clear()
         self.oldest_age_seconds.clear()
+        self.agents.clear()
+        self.agent_slots.clear()
         for s in states:
             for state in QUEUE_STATES:
                 self.runs.labels(s.compute_target, state).set(getattr(s, state))
             self.oldest_age_seconds.labels(s.compute_target).set(s.oldest_queued_age_s or 0)
+        for target, counts in (agents or {}).items():
+            self.agents.labels(target).set(counts["alive"])
+            busy = min(counts["busy"], counts["slots"])
+            self.agent_slots.labels(target, "busy").set(busy)
+            self.agent_slots.labels(target, "free").set(counts["slots"] - busy)
 
 
 class QueueGaugeRefresher:
@@ -182,9 +221,11 @@ class QueueGaugeRefresher:
 
     def __init__(
         self, *, reads: ReadStore, registry: CollectorRegistry, min_interval_s: float = 5.0,
-        timeout_s: float = 2.0,
+        timeout_s: float = 2.0, jobs: JobStore | None = None, agent_alive_s: float = 60.0,
     ) -> None:
         self._reads = reads
+        self._jobs = jobs
+        self._agent_alive_s = agent_alive_s
         self._min_interval_s = min_interval_s
         self._timeout_s = timeout_s
         self._refreshed_at: float | None = None
@@ -201,8 +242,10 @@ class QueueGaugeRefresher:
             try:
                 async with asyncio.timeout(self._timeout_s):
                     rows = await self._reads.queues()
+                    agents = (await self._jobs.agent_counts(self._agent_alive_s)
+                              if self._jobs is not None else None)
             except Exception:
                 logger.warning("queue gauges not refreshed", exc_info=True)
                 return
             self._refreshed_at = now
-            self.gauges.set(rows)
+            self.gauges.set(rows, agents)
