@@ -428,3 +428,41 @@ async def wait_status(http: aiohttp.ClientSession, api_url: str, run_id: str,
         assert time.monotonic() < deadline, f"run {run_id} is {details.get('status')}, " \
                                             f"never {wanted}"
         await asyncio.sleep(0.1)
+
+
+async def test_a_zip_slip_snapshot_fails_the_run_and_writes_nothing_outside(
+    read_pipeline: ReadPipeline, agents: Callable[..., AgentProcess], tmp_path: Path,
+    http: aiohttp.ClientSession,
+) -> None:
+    """A snapshot no SDK would build (an entry ``../escaped.txt``), submitted by hand: the
+    agent refuses to extract it, the run ends Failed saying why, and nothing lands outside
+    the run's working directory."""
+    import hashlib
+    import io
+    import uuid
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zipped:
+        zipped.writestr("job.py", "print('never runs')\n")
+        zipped.writestr("../escaped.txt", "planted")
+    data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    auth = {"Authorization": f"Bearer {READ_TOKEN}"}
+    async with http.put(f"{read_pipeline.api_url}/v1/blobs/{digest}", data=data,
+                        headers=auth) as r:
+        assert r.status in (200, 201)
+    run_id = f"slip_1800000000_{uuid.uuid4().hex[:8]}"
+    spec = config(tmp_path, "slip", 0).to_submission()
+    async with http.post(f"{read_pipeline.api_url}/v1/submissions", headers=auth, json={
+            "run_id": run_id, "experiment": "slip", "workspace": "default",
+            "target": "slip", "spec": spec,
+            "snapshot": {"sha256": digest, "size_bytes": len(data)}}) as r:
+        assert r.status == 201, await r.text()
+    agent = agents(read_pipeline, "slip")
+    (doc,) = (await wait_submissions(http, read_pipeline.api_url, [run_id], ended,
+                                     timeout_s=BOUND_S, what="ended")).values()
+    assert doc["outcome"] == "Failed"
+    assert ".." in (doc["error"] or "")
+    assert not list(tmp_path.rglob("escaped.txt"))
+    assert "never runs" not in agent.output()
