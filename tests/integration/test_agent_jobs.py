@@ -464,5 +464,5 @@ async def test_a_zip_slip_snapshot_fails_the_run_and_writes_nothing_outside(
                                      timeout_s=BOUND_S, what="ended")).values()
     assert doc["outcome"] == "Failed"
     assert ".." in (doc["error"] or "")
-    assert not list(tmp_path.rglob("escaped.txt"))
+    assert not await call(lambda: list(tmp_path.rglob("escaped.txt")))
     assert "never runs" not in agent.output()
