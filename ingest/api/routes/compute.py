@@ -12,8 +12,9 @@ that only has agents so far is found too.
 
 ``QueueGaugeRefresher`` puts the same numbers on the API's ``/metrics`` (labels: target and
 state only), with the live agents and their busy and free slots per target
-(``runstream_agents``, ``runstream_agent_slots``), refreshed when scraped — at most every ``min_interval_s``. The API is the one
-process that exports them; ingest workers do not (N workers would report them N times).
+(``runstream_agents``, ``runstream_agent_slots``), refreshed when scraped — at most every
+``min_interval_s``. The API is the one process that exports them; ingest workers do not
+(N workers would report them N times).
 """
 
 from __future__ import annotations
