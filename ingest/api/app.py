@@ -49,6 +49,7 @@ from ingest.api.routes.metrics import MetricRoutes
 from ingest.api.routes.models import ModelRoutes
 from ingest.api.routes.registry import RegistryRoutes
 from ingest.api.routes.runs import RunRoutes
+from ingest.api.routes.studio import StudioRoutes
 from ingest.api.routes.system import DEFAULT_READINESS_TIMEOUT_S, ReadinessCheck, SystemRoutes
 from ingest.db.jobs import JobStore
 from ingest.db.reads import DatabaseUnavailableError, ReadStore
@@ -105,7 +106,9 @@ def create_app(
     submitted runs and their agents (``routes/jobs.py``) and expires their leases in the
     background; ``status_emitter`` sends the status events the API decides (canceled,
     agent lost, requeued) — without one those decisions change only the queue (tests);
-    ``job_timing`` sets the lease length and poll wait (tests shorten them).
+    ``job_timing`` sets the lease length and poll wait (tests shorten them). The studio
+    (``routes/studio.py``: the web app at ``/``, its files, the browser's login) is always
+    served; ``public_url``'s origin also counts as the API's own for its cookie.
     """
     tokens = TokenTable(admin=token, workspaces=workspace_tokens, agents=agent_tokens)
     specs: list[RouteSpec] = []
@@ -136,6 +139,8 @@ def create_app(
         specs += ComputeRoutes(reads=reads, jobs=jobs).specs()
         specs += ModelRoutes(reads=reads, blob_store=blob_store).specs()
     specs += RegistryRoutes().specs()
+    trusted_origins = () if public_url is None else (public_url,)
+    specs += StudioRoutes(tokens=tokens, trusted_origins=trusted_origins).specs()
     live = None
     if db_dsn and reads is not None and jobs is not None:
         live = LiveUpdates(dsn=db_dsn, reads=reads, registry=registry, options=stream_options)
@@ -152,7 +157,8 @@ def create_app(
         run_workspace = None if reads is None else reads.run_workspace
         run_target = None if jobs is None else jobs.run_target
         middlewares.append(auth_middleware(tokens, public_routes=public,
-                                           run_workspace=run_workspace, run_target=run_target))
+                                           run_workspace=run_workspace, run_target=run_target,
+                                           trusted_origins=trusted_origins))
 
     app = web.Application(middlewares=middlewares, client_max_size=max_request_bytes)
     for spec in specs:

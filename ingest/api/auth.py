@@ -33,15 +33,32 @@ A request's token resolves to a ``Grant``, kept on the request for handlers
   digest cannot be used to probe another workspace's files.
 - Compute targets' queue counts, ``/metrics``, the schema registry and the OpenAPI
   document are cluster-wide and readable with any valid token.
+
+The studio (``routes/studio.py``) is a browser app, and ``EventSource`` cannot send an
+``Authorization`` header, so a browser may present its token in the cookie
+``runstream_token`` instead (HttpOnly, SameSite=Strict; set by ``POST /studio/login``
+after checking the token against this same table). The cookie is read only when the
+request has no ``Authorization`` header, and grants exactly what the token grants. A
+cookie whose token is no longer configured is a 401 that clears it (the studio asks
+again). Because a browser attaches cookies by itself, a state-changing request (anything
+but GET/HEAD/OPTIONS) authenticated by the cookie must show it comes from the API's own
+origin — ``Sec-Fetch-Site: same-origin``, or, from a browser that does not send that
+header, an ``Origin`` equal to the request's own origin or to the configured public URL's
+— else 403. SameSite=Strict alone is not enough: another port of the same host (a
+notebook server on localhost:8888) is the same *site*. Requests with a bearer header
+(the SDK, agents) are unaffected.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
@@ -51,17 +68,30 @@ from ingest.settings import Secret
 
 __all__ = [
     "ADMIN",
+    "SAFE_METHODS",
+    "TOKEN_COOKIE",
     "WORKSPACE_HEADER",
     "Grant",
     "TokenTable",
     "acting_workspace",
     "auth_middleware",
     "bearer_token",
+    "cleared_cookie",
+    "cookie_token",
+    "cookie_value",
     "grant_of",
+    "origin_of",
+    "same_origin",
 ]
 
 #: Names the workspace a blob upload belongs to when the token grants several.
 WORKSPACE_HEADER: Final = "X-Runstream-Workspace"
+
+#: The studio's cookie holding a browser's token (``routes/studio.py`` sets it).
+TOKEN_COOKIE: Final = "runstream_token"  # noqa: S105 - a cookie name
+#: Methods that change nothing: a cookie-authenticated request of another method must
+#: come from the API's own origin.
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 
 RunWorkspace = Callable[[str], Awaitable[str | None]]
 RunTarget = Callable[[str], Awaitable[str | None]]
@@ -158,6 +188,63 @@ def bearer_token(authorization: str | None) -> str | None:
     return credentials
 
 
+def cookie_value(token: str) -> str:
+    """The ``runstream_token`` cookie's value for ``token``: URL-safe base64 (unpadded), so
+    that any token — quotes, semicolons, spaces, non-ASCII — survives as a cookie."""
+    return base64.urlsafe_b64encode(token.encode()).decode("ascii").rstrip("=")
+
+
+def cleared_cookie() -> str:
+    """A ``Set-Cookie`` value that removes the ``runstream_token`` cookie."""
+    return (f'{TOKEN_COOKIE}=""; expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; '
+            "Path=/; HttpOnly; SameSite=Strict")
+
+
+def cookie_token(request: web.BaseRequest) -> str | None:
+    """The token a request's ``runstream_token`` cookie holds; None without one. A cookie
+    that does not decode gives ``""``, which no table grants."""
+    value = request.cookies.get(TOKEN_COOKIE)
+    if value is None:
+        return None
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return ""
+
+
+def origin_of(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an origin or URL, default ports filled in; None if it has
+    none (``null``, garbage)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80)
+
+
+def same_origin(request: web.BaseRequest, trusted: Collection[str] = ()) -> bool:
+    """Whether the browser says this request comes from the API's own origin:
+    ``Sec-Fetch-Site: same-origin`` (set by the browser, not by page scripts), or — from a
+    browser that sends no ``Sec-Fetch-Site`` — an ``Origin`` equal to the request's own
+    (scheme and Host) or to one of ``trusted`` (the configured public URL, for a proxy
+    that changes the Host or terminates TLS). No header at all: False."""
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None:
+        return fetch_site.strip().lower() == "same-origin"
+    origin = request.headers.get(hdrs.ORIGIN)
+    if origin is None:
+        return False
+    presented = origin_of(origin)
+    if presented is None:
+        return False
+    own = origin_of(f"{request.scheme}://{request.host}")
+    return presented == own or any(presented == origin_of(url) for url in trusted)
+
+
 def grant_of(request: web.Request) -> Grant:
     """The request's grant (``ADMIN`` when auth is off)."""
     grant: Grant = request.get(_GRANT_KEY, ADMIN)
@@ -197,27 +284,45 @@ def auth_middleware(
     public_routes: Collection[str],
     run_workspace: RunWorkspace | None = None,
     run_target: RunTarget | None = None,
+    trusted_origins: Collection[str] = (),
 ) -> Middleware:
-    """Resolve the bearer token to a ``Grant``; 401/403/404 as the module docstring says.
+    """Resolve the bearer token (or the studio's cookie) to a ``Grant``; 401/403/404 as
+    the module docstring says.
 
     ``run_workspace(run_id)`` gives a run's workspace (None: no such run); without it
     (no database) no route addresses runs. ``run_target(run_id)`` gives the compute
     target a run was submitted to (None: not submitted), for agent tokens.
+    ``trusted_origins``: URLs whose origin counts as the API's own for cookie-authenticated
+    writes (the public URL), besides the request's own.
     """
+    challenge = {hdrs.WWW_AUTHENTICATE: 'Bearer realm="runstream"'}
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if route_label(request) in public_routes:
             return await handler(request)
-        presented = bearer_token(request.headers.get(hdrs.AUTHORIZATION))
+        authorization = request.headers.get(hdrs.AUTHORIZATION)
+        presented = bearer_token(authorization)
+        from_cookie = False
+        if authorization is None:
+            presented = cookie_token(request)
+            from_cookie = presented is not None
         if presented is None:
-            raise web.HTTPUnauthorized(
-                text="missing bearer token",
-                headers={hdrs.WWW_AUTHENTICATE: 'Bearer realm="runstream"'},
-            )
+            raise web.HTTPUnauthorized(text="missing bearer token", headers=challenge)
         grant = tokens.grant(presented)
+        if grant is None and from_cookie:
+            # A token revoked since the browser logged in: log in again.
+            raise web.HTTPUnauthorized(
+                text="the studio's token is no longer valid; log in again",
+                headers={**challenge, hdrs.SET_COOKIE: cleared_cookie()})
         if grant is None:
             raise web.HTTPForbidden(text="invalid bearer token")
+        if (from_cookie and request.method not in SAFE_METHODS
+                and not same_origin(request, trusted_origins)):
+            raise web.HTTPForbidden(
+                text="cross-site request refused: a request authenticated by the studio's "
+                "cookie that changes something must come from the studio's own origin "
+                "(Origin or Sec-Fetch-Site header)")
         request[_GRANT_KEY] = grant
         run_id = request.match_info.get("run_id")
         if run_id is not None and not grant.admin and run_workspace is not None:
