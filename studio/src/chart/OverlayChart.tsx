@@ -1,0 +1,80 @@
+// One metric of several runs on one chart (selected runs, or a run's children).
+import { useEffect, useMemo, useState } from "preact/hooks";
+import { ApiError, enc, getJSON, qs, type SeriesDoc } from "../lib/api";
+import { Chart, type ChartSettings } from "./Chart";
+import { lastLine, type Line } from "./series";
+import { MAX_POINTS } from "./SeriesChart";
+
+export interface OverlayRun {
+  run_id: string;
+  label: string;
+}
+
+/** Run `tasks` with at most `limit` at a time. */
+export async function pool<T>(tasks: (() => Promise<T>)[], limit = 6): Promise<T[]> {
+  const out: T[] = new Array(tasks.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < tasks.length) {
+      const i = next++;
+      out[i] = await tasks[i]();
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, tasks.length) }, worker));
+  return out;
+}
+
+export function OverlayChart({ runs, metric, settings, height }: {
+  runs: OverlayRun[];
+  metric: string;
+  settings: ChartSettings;
+  height?: number;
+}) {
+  const [docs, setDocs] = useState<(SeriesDoc | null)[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const key = runs.map((r) => r.run_id).join(",");
+  useEffect(() => {
+    let cancelled = false;
+    setDocs(null);
+    setError(null);
+    const path = `/metrics/${metric.split("/").map(enc).join("/")}${qs({ max_points: Math.min(MAX_POINTS, 1000) })}`;
+    void pool(
+      runs.map((r) => async () => {
+        try {
+          return await getJSON<SeriesDoc>(`/v1/runs/${enc(r.run_id)}${path}`);
+        } catch (err) {
+          if (err instanceof ApiError && err.status === 404) return null;
+          throw err;
+        }
+      }),
+      8,
+    )
+      .then((d) => !cancelled && setDocs(d))
+      .catch((err: Error) => !cancelled && setError(err.message));
+    return () => {
+      cancelled = true;
+    };
+  }, [key, metric]);
+
+  const lines = useMemo(() => {
+    if (!docs) return [];
+    const out: Line[] = [];
+    docs.forEach((doc, i) => {
+      if (doc) out.push(lastLine(doc, settings.xMode, runs[i].label));
+    });
+    return out;
+  }, [docs, settings.xMode]);
+
+  if (error) return <div class="banner banner-error">{error}</div>;
+  if (!docs) return <div class="chart chart-placeholder"><div class="loading"><span class="spinner" />Loading {runs.length} runs…</div></div>;
+  const missing = docs.filter((d) => d === null).length;
+  return (
+    <Chart
+      title={metric}
+      lines={lines}
+      settings={settings}
+      height={height ?? 300}
+      badge={missing ? <span class="badge" title="These runs have no series of that name">{missing} without it</span> : undefined}
+    />
+  );
+}

@@ -1,0 +1,194 @@
+import type { ComponentChildren, JSX } from "preact";
+import { useState } from "preact/hooks";
+import { ApiError, TERMINAL } from "../lib/api";
+import { formatTime, formatAgo, shortId } from "../lib/format";
+import { href } from "../lib/router";
+
+const STATUS_CLASS: Record<string, string> = {
+  NotStarted: "idle",
+  Queued: "queued",
+  Preparing: "queued",
+  Running: "running",
+  NotResponding: "warn",
+  Finalizing: "running",
+  CancelRequested: "warn",
+  Completed: "ok",
+  Failed: "bad",
+  Canceled: "idle",
+};
+
+export function StatusPill({ status, title }: { status: string; title?: string }) {
+  const live = !TERMINAL.has(status) && status !== "NotStarted";
+  return (
+    <span class={`pill pill-${STATUS_CLASS[status] ?? "idle"}`} title={title ?? status} data-status={status}>
+      {live && <span class="pulse" aria-hidden="true" />}
+      {status}
+    </span>
+  );
+}
+
+export function Spinner({ label = "Loading…" }: { label?: string }) {
+  return (
+    <div class="loading" role="status">
+      <span class="spinner" aria-hidden="true" />
+      {label}
+    </div>
+  );
+}
+
+export function ErrorBanner({ error, onRetry }: { error: unknown; onRetry?: () => void }) {
+  if (!error) return null;
+  const api = error instanceof ApiError ? error : null;
+  return (
+    <div class="banner banner-error" role="alert">
+      <strong>{api ? (api.status ? `Error ${api.status}` : "Unreachable") : "Error"}</strong>
+      <span class="banner-text">{error instanceof Error ? error.message : String(error)}</span>
+      {onRetry && (
+        <button class="btn btn-small" onClick={onRetry}>
+          Retry
+        </button>
+      )}
+    </div>
+  );
+}
+
+export function Empty({ title, children }: { title: string; children?: ComponentChildren }) {
+  return (
+    <div class="empty">
+      <div class="empty-title">{title}</div>
+      {children && <div class="empty-body">{children}</div>}
+    </div>
+  );
+}
+
+export function Card({ title, actions, children, class: cls }: {
+  title?: ComponentChildren;
+  actions?: ComponentChildren;
+  children: ComponentChildren;
+  class?: string;
+}) {
+  return (
+    <section class={`card ${cls ?? ""}`}>
+      {(title || actions) && (
+        <header class="card-head">
+          <h2>{title}</h2>
+          <div class="card-actions">{actions}</div>
+        </header>
+      )}
+      <div class="card-body">{children}</div>
+    </section>
+  );
+}
+
+export function Time({ iso, ago = false }: { iso: string | null | undefined; ago?: boolean }) {
+  if (!iso) return <span class="muted">—</span>;
+  return <time dateTime={iso} title={iso}>{ago ? formatAgo(iso) : formatTime(iso)}</time>;
+}
+
+export function RunLink({ runId, label }: { runId: string; label?: string | null }) {
+  return (
+    <a href={href.run(runId)} class={label ? "" : "mono"} title={runId}>
+      {label || shortId(runId)}
+    </a>
+  );
+}
+
+export function Mono({ children, title }: { children: ComponentChildren; title?: string }) {
+  return <span class="mono" title={title}>{children}</span>;
+}
+
+export function CopyId({ value }: { value: string }) {
+  const [done, setDone] = useState(false);
+  return (
+    <span class="copy-id">
+      <span class="mono">{value}</span>
+      <button
+        class="icon-btn"
+        title="Copy"
+        onClick={() => {
+          void navigator.clipboard?.writeText(value).then(() => {
+            setDone(true);
+            setTimeout(() => setDone(false), 1200);
+          });
+        }}
+      >
+        {done ? "✓" : "⧉"}
+      </button>
+    </span>
+  );
+}
+
+export function Tags({ tags }: { tags: Record<string, string | null> }) {
+  const entries = Object.entries(tags);
+  if (entries.length === 0) return <span class="muted">—</span>;
+  return (
+    <span class="tags">
+      {entries.map(([k, v]) => (
+        <span class="tag" key={k} title={v === null ? k : `${k}: ${v}`}>
+          {k}
+          {v !== null && v !== "" && <span class="tag-value">{v}</span>}
+        </span>
+      ))}
+    </span>
+  );
+}
+
+export function Tabs({ tabs, active, onSelect }: {
+  tabs: { id: string; label: ComponentChildren; hidden?: boolean }[];
+  active: string;
+  onSelect: (id: string) => void;
+}) {
+  return (
+    <nav class="tabs" role="tablist">
+      {tabs
+        .filter((t) => !t.hidden)
+        .map((t) => (
+          <button
+            key={t.id}
+            role="tab"
+            aria-selected={t.id === active}
+            class={`tab ${t.id === active ? "tab-active" : ""}`}
+            onClick={() => onSelect(t.id)}
+          >
+            {t.label}
+          </button>
+        ))}
+    </nav>
+  );
+}
+
+export function KeyValues({ items }: { items: [ComponentChildren, ComponentChildren][] }) {
+  return (
+    <dl class="kv">
+      {items.map(([k, v], i) => (
+        <div class="kv-row" key={i}>
+          <dt>{k}</dt>
+          <dd>{v}</dd>
+        </div>
+      ))}
+    </dl>
+  );
+}
+
+export function LiveDot({ state }: { state: string }) {
+  const label = state === "open" ? "Live" : state === "closed" ? "Not live" : "Connecting…";
+  return (
+    <span class={`live live-${state}`} title={`Live updates: ${state}`}>
+      <span class="live-dot" />
+      {label}
+    </span>
+  );
+}
+
+export function Table({ children, class: cls }: { children: ComponentChildren; class?: string }) {
+  return (
+    <div class={`table-wrap ${cls ?? ""}`}>
+      <table class="table">{children}</table>
+    </div>
+  );
+}
+
+export function Button(props: JSX.HTMLAttributes<HTMLButtonElement> & { variant?: string }) {
+  const { variant, class: cls, ...rest } = props;
+  return <button class={`btn ${variant ? `btn-${variant}` : ""} ${cls ?? ""}`} {...rest} />;
+}

@@ -1,0 +1,101 @@
+// Display helpers: times, durations, sizes, logged values.
+import type { Value } from "./api";
+
+export function parseTime(iso: string | null | undefined): number | null {
+  if (!iso) return null;
+  const t = Date.parse(iso);
+  return Number.isNaN(t) ? null : t;
+}
+
+const pad = (n: number) => String(n).padStart(2, "0");
+
+/** 2026-12-02 14:03:11 in the browser's time zone. */
+export function formatTime(iso: string | null | undefined): string {
+  const t = parseTime(iso);
+  if (t === null) return "—";
+  const d = new Date(t);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+/** "3 min ago", "2 h ago", "5 d ago" (future times read "just now"). */
+export function formatAgo(iso: string | null | undefined, now = Date.now()): string {
+  const t = parseTime(iso);
+  if (t === null) return "—";
+  const s = Math.max(0, (now - t) / 1000);
+  if (s < 45) return "just now";
+  if (s < 3600) return `${Math.round(s / 60)} min ago`;
+  if (s < 86400) return `${Math.round(s / 3600)} h ago`;
+  if (s < 86400 * 60) return `${Math.round(s / 86400)} d ago`;
+  return formatTime(iso).slice(0, 10);
+}
+
+/** 850 ms, 12.3 s, 4m 05s, 2h 03m, 3d 04h. */
+export function formatDuration(seconds: number | null | undefined): string {
+  if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "—";
+  if (seconds < 0) seconds = 0;
+  if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
+  if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 1 : 0)} s`;
+  const m = Math.floor(seconds / 60);
+  if (m < 60) return `${m}m ${pad(Math.floor(seconds % 60))}s`;
+  const h = Math.floor(m / 60);
+  if (h < 48) return `${h}h ${pad(m % 60)}m`;
+  return `${Math.floor(h / 24)}d ${pad(h % 24)}h`;
+}
+
+/** A run's duration: start (or creation) to end, or to now while it runs. */
+export function runDuration(
+  run: { created_at: string; started_at: string | null; ended_at: string | null },
+  now = Date.now(),
+): number | null {
+  const start = parseTime(run.started_at) ?? parseTime(run.created_at);
+  if (start === null) return null;
+  const end = parseTime(run.ended_at) ?? now;
+  return (end - start) / 1000;
+}
+
+export function formatBytes(n: number | null | undefined): string {
+  if (n === null || n === undefined) return "—";
+  if (n < 1024) return `${n} B`;
+  const units = ["KB", "MB", "GB", "TB"];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+/** A number for tables and tooltips: up to 6 significant digits, exponent when tiny/huge. */
+export function formatNumber(v: number): string {
+  if (!Number.isFinite(v)) return Number.isNaN(v) ? "NaN" : v > 0 ? "∞" : "−∞";
+  if (Number.isInteger(v) && Math.abs(v) < 1e15) return v.toLocaleString("en-US");
+  const a = Math.abs(v);
+  if (a !== 0 && (a < 1e-4 || a >= 1e9)) return v.toExponential(4);
+  return String(Number(v.toPrecision(6)));
+}
+
+export function formatValue(v: Value | undefined): string {
+  if (v === null || v === undefined) return "—";
+  if (typeof v === "number") return formatNumber(v);
+  if (typeof v === "boolean") return v ? "true" : "false";
+  return v;
+}
+
+/**
+ * A logged value as a number for charts. The API writes non-finite floats as the strings
+ * "NaN", "Infinity", "-Infinity"; those become null (a gap), like any other string.
+ */
+export function numeric(v: Value | undefined): number | null {
+  if (typeof v === "number") return Number.isFinite(v) ? v : null;
+  if (typeof v === "boolean") return v ? 1 : 0;
+  return null;
+}
+
+export function shortId(id: string): string {
+  return id.length > 14 ? `${id.slice(0, 8)}…${id.slice(-4)}` : id;
+}
+
+export function plural(n: number, one: string, many = `${one}s`): string {
+  return `${n.toLocaleString("en-US")} ${n === 1 ? one : many}`;
+}

@@ -1,0 +1,48 @@
+// The metrics dict (GET /v1/runs/{id}/metrics, shaped like run.get_metrics()): what kind
+// of chart each value calls for (the product page's table), and summaries for run tables.
+import type { MetricValue, Value } from "./api";
+import { numeric } from "./format";
+
+export type MetricKind = "value" | "list" | "table";
+
+export function kindOf(value: MetricValue): MetricKind {
+  if (Array.isArray(value)) return "list";
+  if (value !== null && typeof value === "object") return "table";
+  return "value";
+}
+
+export interface Summary {
+  last: Value;
+  min: number | null;
+  max: number | null;
+  count: number;
+}
+
+/** last / min / max of a value or a list (a series in step order: its last is the latest). */
+export function summarize(value: MetricValue | undefined): Summary | null {
+  if (value === undefined) return null;
+  if (Array.isArray(value)) {
+    if (value.length === 0) return null;
+    let min: number | null = null;
+    let max: number | null = null;
+    for (const v of value) {
+      const n = numeric(v);
+      if (n === null) continue;
+      if (min === null || n < min) min = n;
+      if (max === null || n > max) max = n;
+    }
+    return { last: value[value.length - 1], min, max, count: value.length };
+  }
+  if (value !== null && typeof value === "object") return null;
+  const n = numeric(value);
+  return { last: value, min: n, max: n, count: 1 };
+}
+
+/** A table's numeric columns other than the first (the first is x). */
+export function tableColumns(table: Record<string, Value[]>): { x: string; ys: string[] } | null {
+  const names = Object.keys(table);
+  if (names.length < 2) return null;
+  const [x, ...rest] = names;
+  const ys = rest.filter((c) => table[c].some((v) => numeric(v) !== null));
+  return { x, ys };
+}

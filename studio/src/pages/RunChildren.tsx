@@ -1,0 +1,78 @@
+// A run's child runs: the table (live statuses) and one metric of them overlaid.
+import { useEffect, useMemo, useState } from "preact/hooks";
+import { enc, getJSON, qs, TERMINAL, type MetricsDoc, type MetricValue, type RunDetails, type RunPage, type RunSummary } from "../lib/api";
+import { useInterval, useNow } from "../lib/hooks";
+import { kindOf } from "../lib/metrics";
+import { Card, ErrorBanner, Spinner } from "../components/ui";
+import { ChartToolbar, loadSettings, saveSettings, type ChartSettings } from "../chart/Chart";
+import { OverlayChart, pool } from "../chart/OverlayChart";
+import { RunsTable } from "./runs";
+
+export function RunChildren({ run }: { run: RunDetails }) {
+  const [runs, setRuns] = useState<RunSummary[] | null>(null);
+  const [cursor, setCursor] = useState<string | null>(null);
+  const [error, setError] = useState<Error | null>(null);
+  const [metrics, setMetrics] = useState(new Map<string, Record<string, MetricValue>>());
+  const [chosen, setChosen] = useState("");
+  const [settings, setSettings] = useState<ChartSettings>(loadSettings);
+  const now = useNow(1000);
+  const load = async (after: string | null = null) => {
+    try {
+      const page = await getJSON<RunPage>(`/v1/runs/${enc(run.run_id)}/children${qs({ limit: 500, cursor: after })}`);
+      setRuns((old) => (after && old ? [...old, ...page.runs] : page.runs));
+      setCursor(page.next_cursor);
+    } catch (err) {
+      setError(err as Error);
+    }
+  };
+  useEffect(() => {
+    void load();
+  }, [run.run_id, run.children.length]);
+  useInterval(() => void load(), runs?.some((r) => !TERMINAL.has(r.status)) ? 4000 : null);
+
+  // Every child's metrics (for the chooser and the value columns).
+  const ids = (runs ?? []).map((r) => r.run_id).join(",");
+  useEffect(() => {
+    if (!runs || runs.length === 0) return;
+    const todo = runs.filter((r) => !metrics.has(r.run_id) || !TERMINAL.has(r.status)).slice(0, 200);
+    if (todo.length === 0) return;
+    void pool(todo.map((r) => () => getJSON<MetricsDoc>(`/v1/runs/${enc(r.run_id)}/metrics`).then((d) => [r.run_id, d.metrics] as const).catch(() => [r.run_id, {}] as const)), 6).then((pairs) =>
+      setMetrics((old) => {
+        const next = new Map(old);
+        pairs.forEach(([id, m]) => next.set(id, m));
+        return next;
+      }),
+    );
+  }, [ids, runs?.map((r) => r.status).join(",")]);
+
+  const names = useMemo(() => {
+    const found = new Set<string>();
+    metrics.forEach((m) => Object.entries(m).forEach(([k, v]) => kindOf(v) !== "table" && found.add(k)));
+    return [...found].sort();
+  }, [metrics]);
+  const seriesNames = useMemo(() => names.filter((n) => [...metrics.values()].some((m) => Array.isArray(m[n]))), [names, metrics]);
+  const metric = chosen || seriesNames[0] || "";
+
+  if (error && !runs) return <ErrorBanner error={error} />;
+  if (!runs) return <Spinner />;
+  return (
+    <div class="children">
+      <RunsTable runs={runs} now={now} metrics={names.slice(0, 8)} values={metrics} />
+      {cursor && <div class="more"><button class="btn" onClick={() => load(cursor)}>Load more</button></div>}
+      {seriesNames.length > 0 && (
+        <Card title="Child runs overlaid">
+          <div class="compare-bar">
+            <label>
+              Metric
+              <select value={metric} onChange={(e) => setChosen((e.target as HTMLSelectElement).value)}>
+                {seriesNames.map((m) => <option key={m} value={m}>{m}</option>)}
+              </select>
+            </label>
+            <ChartToolbar settings={settings} onChange={(s) => { setSettings(s); saveSettings(s); }} />
+          </div>
+          <OverlayChart runs={runs.slice(0, 100).map((r) => ({ run_id: r.run_id, label: r.display_name ?? r.run_id }))} metric={metric} settings={settings} />
+        </Card>
+      )}
+    </div>
+  );
+}

@@ -1,0 +1,189 @@
+// A run's metrics, charted the way the product page's table says: a series from repeated
+// log → line over step (or time), log_list → line over index, log_row/log_table → line with
+// the first column on x, single values and strings → a table, log_image → a gallery.
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
+import { enc, filePath, getJSON, type MetricsDoc, type RunDetails, type RunFile, type Value } from "../lib/api";
+import { useAsync } from "../lib/hooks";
+import { formatBytes, formatValue } from "../lib/format";
+import { kindOf, tableColumns } from "../lib/metrics";
+import { Card, Empty, ErrorBanner, Spinner, Table } from "../components/ui";
+import { Chart, ChartToolbar, Lazy, loadSettings, saveSettings, type ChartSettings } from "../chart/Chart";
+import { SeriesChart, type PointHub } from "../chart/SeriesChart";
+import { numeric } from "../lib/format";
+import type { Line } from "../chart/series";
+
+function TableChart({ name, table, settings }: { name: string; table: Record<string, Value[]>; settings: ChartSettings }) {
+  const cols = tableColumns(table);
+  const [showRows, setShowRows] = useState(false);
+  const lines = useMemo<Line[]>(() => {
+    if (!cols) return [];
+    const xs = table[cols.x].map((v) => numeric(v));
+    return cols.ys.map((c) => {
+      const rows = xs
+        .map((x, i) => [x, numeric(table[c][i])] as const)
+        .filter((r): r is readonly [number, number | null] => r[0] !== null)
+        .sort((a, b) => a[0] - b[0]);
+      return { label: c, x: rows.map((r) => r[0]), y: rows.map((r) => r[1]) };
+    });
+  }, [table]);
+  const columns = Object.keys(table);
+  const height = Math.max(0, ...columns.map((c) => table[c].length));
+  const numericX = cols && table[cols.x].some((v) => numeric(v) !== null);
+  return (
+    <div class="table-metric">
+      {cols && numericX && lines.length > 0 ? (
+        <Chart
+          title={name}
+          lines={lines}
+          settings={{ ...settings, xMode: "step", smoothing: 0 }}
+          badge={<span class="badge" title={`x = ${cols.x}`}>table · x = {cols.x}</span>}
+        />
+      ) : (
+        <div class="chart-head"><span class="chart-title">{name}</span><span class="badge">table</span></div>
+      )}
+      <button class="btn btn-tiny" onClick={() => setShowRows(!showRows)}>
+        {showRows ? "Hide rows" : `Show ${height} row${height === 1 ? "" : "s"}`}
+      </button>
+      {showRows && (
+        <Table class="compact">
+          <thead><tr>{columns.map((c) => <th key={c}>{c}</th>)}</tr></thead>
+          <tbody>
+            {Array.from({ length: Math.min(height, 1000) }, (_, i) => (
+              <tr key={i}>{columns.map((c) => <td key={c} class="mono">{formatValue(table[c][i])}</td>)}</tr>
+            ))}
+          </tbody>
+        </Table>
+      )}
+    </div>
+  );
+}
+
+export function RunMetrics({ run, hub, liveNames, live }: { run: RunDetails; hub: PointHub; liveNames: Set<string>; live: boolean }) {
+  const metrics = useAsync((signal) => getJSON<MetricsDoc>(`/v1/runs/${enc(run.run_id)}/metrics`, signal), [run.run_id]);
+  const files = useAsync((signal) => getJSON<{ files: RunFile[] }>(`/v1/runs/${enc(run.run_id)}/files`, signal), [run.run_id]);
+  const [settings, setSettings] = useState<ChartSettings>(loadSettings);
+  const [filter, setFilter] = useState("");
+
+  // New metric names seen live, values of a run that just ended: re-read the dict.
+  const known = metrics.data?.metrics;
+  const unknownLive = [...liveNames].some((n) => !known || !(n in known) || !Array.isArray(known[n]));
+  const lastReload = useRef(0);
+  useEffect(() => {
+    if (!unknownLive || metrics.loading) return;
+    const wait = Math.max(0, lastReload.current + 2000 - Date.now());
+    const t = window.setTimeout(() => {
+      lastReload.current = Date.now();
+      metrics.reload();
+    }, wait);
+    return () => window.clearTimeout(t);
+  }, [unknownLive, liveNames.size, metrics.loading]);
+  const wasLive = useRef(live);
+  useEffect(() => {
+    if (wasLive.current && !live) {
+      metrics.reload();
+      files.reload();
+    }
+    wasLive.current = live;
+  }, [live]);
+
+  const change = (s: ChartSettings) => {
+    setSettings(s);
+    saveSettings(s);
+  };
+
+  if (metrics.error && !metrics.data) return <ErrorBanner error={metrics.error} onRetry={metrics.reload} />;
+  if (!metrics.data) return <Spinner />;
+
+  const needle = filter.trim().toLowerCase();
+  const entries = Object.entries(metrics.data.metrics).filter(([k]) => !needle || k.toLowerCase().includes(needle));
+  const lists = entries.filter(([, v]) => kindOf(v) === "list") as [string, Value[]][];
+  const tables = entries.filter(([, v]) => kindOf(v) === "table") as [string, Record<string, Value[]>][];
+  const values = entries.filter(([, v]) => kindOf(v) === "value") as [string, Value][];
+  const typed = Object.entries(metrics.data.typed ?? {});
+  const images = (files.data?.files ?? []).filter((f) => f.kind === "IMAGE");
+  const total = Object.keys(metrics.data.metrics).length;
+
+  if (total === 0 && images.length === 0 && typed.length === 0) {
+    return (
+      <Empty title="No metrics logged yet">
+        {live ? "This run is live: metrics appear here as they are logged." : "Log with run.log(name, value), run.log_list, run.log_row, run.log_table or run.log_image."}
+      </Empty>
+    );
+  }
+
+  return (
+    <div class="metrics">
+      <div class="metrics-bar">
+        <ChartToolbar settings={settings} onChange={change} />
+        {total > 6 && (
+          <input class="search" type="search" placeholder="Filter metrics…" value={filter} onInput={(e) => setFilter((e.target as HTMLInputElement).value)} aria-label="Filter metrics" />
+        )}
+      </div>
+      {lists.length > 0 && (
+        <div class="chart-grid">
+          {lists.map(([name, list]) => (
+            <Lazy key={name} height={300}>
+              <SeriesChart runId={run.run_id} name={name} settings={settings} hub={hub} listValues={list} />
+            </Lazy>
+          ))}
+        </div>
+      )}
+      {tables.length > 0 && (
+        <div class="chart-grid">
+          {tables.map(([name, table]) => (
+            <Lazy key={name} height={300}>
+              <TableChart name={name} table={table} settings={settings} />
+            </Lazy>
+          ))}
+        </div>
+      )}
+      {values.length > 0 && (
+        <Card title="Values">
+          <Table class="compact">
+            <thead><tr><th>Name</th><th>Value</th><th>Type</th></tr></thead>
+            <tbody>
+              {values.map(([name, v]) => (
+                <tr key={name}>
+                  <td class="mono">{name}</td>
+                  <td class="mono wrap">{formatValue(v)}</td>
+                  <td class="muted">{v === null ? "null" : typeof v}</td>
+                </tr>
+              ))}
+            </tbody>
+          </Table>
+        </Card>
+      )}
+      {typed.length > 0 && (
+        <Card title="Typed metrics">
+          <Table class="compact">
+            <thead><tr><th>Name</th><th>Kind</th><th>Size</th><th /></tr></thead>
+            <tbody>
+              {typed.map(([name, t]) => (
+                <tr key={name}>
+                  <td class="mono">{name}</td>
+                  <td>{t.schema_type.replace(/_/g, " ")}</td>
+                  <td class="num">{formatBytes(t.size_bytes)}</td>
+                  <td><a href={filePath(run.run_id, t.file)} target="_blank" rel="noreferrer">JSON</a></td>
+                </tr>
+              ))}
+            </tbody>
+          </Table>
+        </Card>
+      )}
+      {images.length > 0 && (
+        <Card title={`Images (${images.length})`}>
+          <div class="gallery">
+            {images.map((f) => (
+              <figure key={f.name} class="gallery-item">
+                <a href={filePath(run.run_id, f.name)} target="_blank" rel="noreferrer">
+                  <img src={filePath(run.run_id, f.name)} alt={f.name} loading="lazy" />
+                </a>
+                <figcaption class="mono" title={f.name}>{f.name}</figcaption>
+              </figure>
+            ))}
+          </div>
+        </Card>
+      )}
+    </div>
+  );
+}

@@ -1,0 +1,127 @@
+// The runs table shared by the experiment dashboard and a run's child runs.
+import type { ComponentChildren } from "preact";
+import type { MetricValue, RunSummary } from "../lib/api";
+import { formatDuration, formatNumber, formatValue, runDuration } from "../lib/format";
+import { summarize } from "../lib/metrics";
+import { href } from "../lib/router";
+import { Mono, RunLink, StatusPill, Table, Tags, Time } from "../components/ui";
+
+export type Stat = "last" | "min" | "max";
+
+export interface RunsTableProps {
+  runs: RunSummary[];
+  now: number;
+  metrics?: string[];
+  stat?: Stat;
+  values?: Map<string, Record<string, MetricValue>>;
+  selected?: Set<string>;
+  onSelect?: (runId: string, on: boolean) => void;
+  onSelectAll?: (on: boolean) => void;
+  sort?: string;
+  order?: "asc" | "desc";
+  onSort?: (key: string) => void;
+  expanded?: Set<string>;
+  onExpand?: (runId: string) => void;
+  children?: Map<string, RunSummary[] | "loading" | Error>;
+  showExperiment?: boolean;
+}
+
+function metricCell(values: Map<string, Record<string, MetricValue>> | undefined, runId: string, name: string, stat: Stat) {
+  const record = values?.get(runId);
+  if (!record) return <span class="muted">…</span>;
+  const s = summarize(record[name]);
+  if (!s) return <span class="muted">—</span>;
+  const v = stat === "last" ? s.last : stat === "min" ? s.min : s.max;
+  const title = s.count > 1 ? `last ${formatValue(s.last)} · min ${s.min === null ? "—" : formatNumber(s.min)} · max ${s.max === null ? "—" : formatNumber(s.max)} · ${s.count} values` : undefined;
+  return <span class="mono" title={title}>{formatValue(v)}</span>;
+}
+
+export function RunsTable(p: RunsTableProps) {
+  const metrics = p.metrics ?? [];
+  const stat = p.stat ?? "last";
+  const selectable = !!p.onSelect;
+  const allSelected = selectable && p.runs.length > 0 && p.runs.every((r) => p.selected?.has(r.run_id));
+  const sortHead = (key: string, label: ComponentChildren, cls = "") => {
+    const active = p.sort === key;
+    if (!p.onSort) return <th class={cls}>{label}</th>;
+    return (
+      <th class={`sortable ${cls} ${active ? "sorted" : ""}`} onClick={() => p.onSort?.(key)} title="Sort">
+        {label}
+        <span class="sort-mark">{active ? (p.order === "asc" ? " ▲" : " ▼") : ""}</span>
+      </th>
+    );
+  };
+  const row = (r: RunSummary, depth: number) => (
+    <tr key={r.run_id} class={depth ? "child-row" : ""} data-run-id={r.run_id}>
+      {selectable && (
+        <td class="check">
+          <input
+            type="checkbox"
+            checked={p.selected?.has(r.run_id)}
+            onChange={(e) => p.onSelect?.(r.run_id, (e.target as HTMLInputElement).checked)}
+            aria-label={`Select ${r.display_name ?? r.run_id}`}
+          />
+        </td>
+      )}
+      <td class="name-cell">
+        <span style={{ paddingLeft: `${depth * 22}px` }} class="name-inner">
+          {p.onExpand && depth === 0 ? (
+            <button class="expander" onClick={() => p.onExpand?.(r.run_id)} title="Child runs" aria-expanded={p.expanded?.has(r.run_id)}>
+              {p.expanded?.has(r.run_id) ? "▾" : "▸"}
+            </button>
+          ) : depth ? <span class="child-mark">↳</span> : null}
+          <RunLink runId={r.run_id} label={r.display_name} />
+        </span>
+        {r.display_name && <div class="sub mono">{r.run_id}</div>}
+      </td>
+      {p.showExperiment && <td><a href={href.experiment(r.experiment)}>{r.experiment}</a></td>}
+      <td><StatusPill status={r.status} /></td>
+      <td>{r.compute_target ? <a href={href.target(r.compute_target)}>{r.compute_target}</a> : <span class="muted">—</span>}</td>
+      <td><Time iso={r.created_at} /></td>
+      <td class="num">{formatDuration(runDuration(r, p.now))}</td>
+      <td class="tags-cell"><Tags tags={r.tags} /></td>
+      {metrics.map((m) => <td class="num" key={m}>{metricCell(p.values, r.run_id, m, stat)}</td>)}
+    </tr>
+  );
+  const columns = 6 + (selectable ? 1 : 0) + (p.showExperiment ? 1 : 0) + metrics.length;
+  return (
+    <Table class="runs-table">
+      <thead>
+        <tr>
+          {selectable && (
+            <th class="check">
+              <input type="checkbox" checked={allSelected} onChange={(e) => p.onSelectAll?.((e.target as HTMLInputElement).checked)} aria-label="Select all" />
+            </th>
+          )}
+          <th>Run</th>
+          {p.showExperiment && <th>Experiment</th>}
+          <th>Status</th>
+          <th>Compute</th>
+          {sortHead("created_at", "Created")}
+          <th class="num">Duration</th>
+          <th>Tags</th>
+          {metrics.map((m) => sortHead(`metric:${m}`, <span title={`${m} (${stat})`}>{m}</span>, "num"))}
+        </tr>
+      </thead>
+      <tbody>
+        {p.runs.map((r) => {
+          const kids = p.expanded?.has(r.run_id) ? p.children?.get(r.run_id) : undefined;
+          return [
+            row(r, 0),
+            kids === "loading" ? (
+              <tr key={`${r.run_id}-loading`} class="child-row"><td colSpan={columns} class="muted">Loading child runs…</td></tr>
+            ) : kids instanceof Error ? (
+              <tr key={`${r.run_id}-error`} class="child-row"><td colSpan={columns} class="error-text">{kids.message}</td></tr>
+            ) : kids && kids.length === 0 ? (
+              <tr key={`${r.run_id}-none`} class="child-row"><td colSpan={columns} class="muted">No child runs.</td></tr>
+            ) : (
+              (kids ?? []).map((k) => row(k, 1))
+            ),
+          ];
+        })}
+      </tbody>
+    </Table>
+  );
+}
+
+export { Mono };
