@@ -49,8 +49,11 @@ class ProducerOptions:
     #: Per-request timeout of read calls (``get_metrics``, ``get_runs``, downloads…).
     api_timeout_s: float = 30.0
     #: How long a read call first waits for this process's pending events to reach Kafka
-    #: (skipped while offline), so a script reads its own writes once the worker commits.
-    read_flush_timeout_s: float = 5.0
+    #: (skipped while offline) and, for a run this process wrote into, for the worker to
+    #: have stored them, so a script reads its own writes. Usually well under a second; the
+    #: bound only matters on an overloaded machine or with the worker down (then the read
+    #: answers what is stored).
+    read_flush_timeout_s: float = 15.0
 
     def __post_init__(self) -> None:
         if self.compression not in COMPRESSIONS:
