@@ -6,7 +6,7 @@ import "uplot/dist/uPlot.min.css";
 import { useEffect, useRef, useState } from "preact/hooks";
 import type { ComponentChildren } from "preact";
 import { align, colorOf, ema, toCSV, type Line, type XMode } from "./series";
-import { formatDuration, formatNumber } from "../lib/format";
+import { formatDuration, formatNumber, formatTick } from "../lib/format";
 
 export interface ChartSettings {
   xMode: XMode;
@@ -55,14 +55,14 @@ interface Built {
   header: string[];
 }
 
-function build(lines: Line[], settings: ChartSettings, colorOffset: number): Built {
+function build(lines: Line[], settings: ChartSettings, colorOffset: number, xLabel?: string): Built {
   const { x, columns, bandColumns } = align(lines);
   const positive = (col: (number | null)[]) =>
     settings.logY ? col.map((v) => (v !== null && v > 0 ? v : null)) : col;
   const data: (number | null)[][] = [x];
   const series: uPlot.Series[] = [{}];
   const bands: uPlot.Band[] = [];
-  const header = [settings.xMode === "step" ? "step" : settings.xMode === "wall" ? "time" : "seconds"];
+  const header = [xLabel ?? (settings.xMode === "step" ? "step" : settings.xMode === "wall" ? "time" : "seconds")];
   const smooth = settings.smoothing > 0;
   lines.forEach((line, i) => {
     const color = colorOf(i + colorOffset);
@@ -113,7 +113,7 @@ export function Chart(props: ChartProps) {
   useEffect(() => {
     const el = box.current;
     if (!el) return;
-    const next = build(lines, settings, colorOffset);
+    const next = build(lines, settings, colorOffset, props.xLabel);
     built.current = next;
     const key = JSON.stringify([next.series.map((s) => s.label), settings, height, next.bands.length]);
     if (plot.current && structure.current === key) {
@@ -138,14 +138,14 @@ export function Chart(props: ChartProps) {
           stroke: "#64748b",
           grid: { stroke: "#eef0f4" },
           ticks: { stroke: "#e2e8f0" },
-          values: settings.xMode === "relative" ? (_u, vals) => vals.map((v) => formatDuration(v)) : undefined,
+          values: settings.xMode === "relative" ? (_u, vals) => vals.map((v) => formatDuration(v)) : settings.xMode === "step" ? (_u, vals) => vals.map((v) => (v === null ? "" : formatTick(v))) : undefined,
         },
         {
           stroke: "#64748b",
           grid: { stroke: "#eef0f4" },
           ticks: { stroke: "#e2e8f0" },
-          size: 60,
-          values: (_u, vals) => vals.map((v) => (v === null ? "" : formatNumber(v))),
+          size: (_u, values) => Math.max(44, 26 + 7.5 * Math.max(0, ...(values ?? []).map((v) => String(v).length))),
+          values: (_u, vals) => vals.map((v) => (v === null ? "" : formatTick(v))),
         },
       ],
       legend: { live: true },
@@ -170,7 +170,7 @@ export function Chart(props: ChartProps) {
         ],
       },
     };
-    opts.series[0] = { label: settings.xMode === "step" ? "step" : "time", value: xValueFormat(settings.xMode) };
+    opts.series[0] = { label: handlers.current.xLabel ?? (settings.xMode === "step" ? "step" : "time"), value: xValueFormat(settings.xMode) };
     for (const s of opts.series.slice(1)) s.value = (_u, v) => (v === null || v === undefined ? "—" : formatNumber(v));
     plot.current = new uPlot(opts, next.data, el);
     if (range) plot.current.setScale("x", { min: range[0], max: range[1] });

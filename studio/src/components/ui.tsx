@@ -112,7 +112,14 @@ export function CopyId({ value }: { value: string }) {
           });
         }}
       >
-        {done ? "✓" : "⧉"}
+        {done ? (
+          "✓"
+        ) : (
+          <svg viewBox="0 0 16 16" width="13" height="13" aria-hidden="true">
+            <rect x="5" y="5" width="9" height="9" rx="1.5" fill="none" stroke="currentColor" stroke-width="1.4" />
+            <path d="M3 11V3.5A1.5 1.5 0 0 1 4.5 2H11" fill="none" stroke="currentColor" stroke-width="1.4" />
+          </svg>
+        )}
       </button>
     </span>
   );

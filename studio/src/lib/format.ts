@@ -93,9 +93,25 @@ export function numeric(v: Value | undefined): number | null {
 }
 
 export function shortId(id: string): string {
-  return id.length > 14 ? `${id.slice(0, 8)}…${id.slice(-4)}` : id;
+  return id.length > 48 ? `${id.slice(0, 36)}…${id.slice(-8)}` : id;
 }
 
 export function plural(n: number, one: string, many = `${one}s`): string {
   return `${n.toLocaleString("en-US")} ${n === 1 ? one : many}`;
+}
+
+/** An axis tick: short (1.5M, 250k, 0.001, 1e-6). */
+export function formatTick(v: number): string {
+  if (!Number.isFinite(v)) return "";
+  const a = Math.abs(v);
+  if (a === 0) return "0";
+  if (a >= 1e15 || a < 1e-4) return v.toExponential(1).replace("e+", "e");
+  const units: [number, string][] = [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e4, "k"]];
+  for (const [size, suffix] of units) {
+    if (a >= size) {
+      const n = v / (suffix === "k" ? 1e3 : size);
+      return `${Number(n.toPrecision(4))}${suffix}`;
+    }
+  }
+  return String(Number(v.toPrecision(6)));
 }

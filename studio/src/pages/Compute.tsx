@@ -85,14 +85,14 @@ function Agents({ agents }: { agents: Agent[] }) {
     <Table class="compact">
       <thead><tr><th>Agent</th><th>Host</th><th class="num">Busy / slots</th><th>Started</th><th>Last heartbeat</th><th>State</th></tr></thead>
       <tbody>
-        {agents.map((a) => (
+        {[...agents].sort((a, b) => Number(b.alive) - Number(a.alive)).map((a) => (
           <tr key={a.agent_id}>
             <td><Mono title={a.agent_id}>{a.agent_id}</Mono></td>
             <td><span class="mono">{a.hostname}</span> <span class="muted">pid {a.pid}</span></td>
             <td class="num">{a.busy} / {a.slots}</td>
             <td><Time iso={a.started_at} ago /></td>
             <td><Time iso={a.last_heartbeat_at} ago /></td>
-            <td>{a.alive ? <span class="pill pill-ok">alive</span> : <span class="pill pill-warn">lost</span>}</td>
+            <td>{a.alive ? <span class="pill pill-ok">alive</span> : <span class="pill pill-idle" title="No heartbeat for a while: stopped or lost">gone</span>}</td>
           </tr>
         ))}
       </tbody>

@@ -63,14 +63,17 @@ function CancelButton({ run, onDone }: { run: RunDetails; onDone: () => void }) 
 export function RunPage({ runId }: { runId: string }) {
   const { query } = useLocation();
   const run = useAsync((signal) => getJSON<RunDetails>(`/v1/runs/${enc(runId)}`, signal), [runId]);
+  // Submitted runs went through Queued (start_logging runs never do) and carry a snapshot id.
+  const submittedHint = !!run.data && (!!run.data.status_times.Queued || "ContentSnapshotId" in run.data.properties);
   const submission = useAsync(async (signal) => {
+    if (!submittedHint) return null;
     try {
       return await getJSON<Submission>(`/v1/submissions/${enc(runId)}`, signal);
     } catch (err) {
       if (err instanceof ApiError && (err.status === 404 || err.status === 409)) return null;
       throw err;
     }
-  }, [runId]);
+  }, [runId, submittedHint]);
   const hub = useMemo(() => new PointHub(), [runId]);
   const [names, setNames] = useState(new Set<string>());
   const now = useNow(1000);

@@ -36,6 +36,7 @@ function TableChart({ name, table, settings }: { name: string; table: Record<str
           title={name}
           lines={lines}
           settings={{ ...settings, xMode: "step", smoothing: 0 }}
+          xLabel={cols.x}
           badge={<span class="badge" title={`x = ${cols.x}`}>table · x = {cols.x}</span>}
         />
       ) : (

@@ -1,6 +1,6 @@
 // A submitted run's snapshot: what was submitted (spec, queue entry), the zip's file tree
 // (read from its central directory in the browser) and the download.
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 import { enc, request, type RunDetails, type Submission } from "../lib/api";
 import { formatBytes } from "../lib/format";
 import { fileTree, zipEntries, type TreeNode } from "../lib/zip";
@@ -42,6 +42,9 @@ export function RunSnapshot({ run, submission }: { run: RunDetails; submission: 
       setTree({ error: error as Error });
     }
   };
+  useEffect(() => {
+    if (submission.snapshot.size_bytes <= AUTO_LIST_MAX) void list();
+  }, [run.run_id]);
   const spec = submission.spec;
   const script = (spec.script ?? spec.command ?? null) as unknown;
   const args = Array.isArray(spec.arguments) ? (spec.arguments as unknown[]).map(String).join(" ") : null;
