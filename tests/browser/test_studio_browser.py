@@ -292,6 +292,9 @@ async def test_a_run_page_shows_its_status_and_chart_and_follows_the_run_live(
     await expect(chart).to_contain_text("25 pts", timeout=LIVE_TIMEOUT_MS)
     await call(run.complete)
     await expect(header).to_contain_text("Completed", timeout=LIVE_TIMEOUT_MS)
+    # The per-state times follow too: the end time shows (a <time> in the facts' list).
+    await expect(page.locator("dt:text-is('Ended') + dd time")).to_be_visible(
+        timeout=LIVE_TIMEOUT_MS)
     assert await page.evaluate("window.__notReloaded") is True  # no reload happened
     await screenshot(page, "run-completed")
 
@@ -336,3 +339,69 @@ async def test_cancel_from_the_run_page(
     await wait_status(http, url, run.id, "Canceled")
     await screenshot(page, "run-canceled")
 
+
+
+@pytest.mark.usefixtures("built_studio")
+async def test_every_page_shows_what_the_sdk_logged(
+        studio_page: StudioPage, read_pipeline: ReadPipeline, tmp_path: Path,
+        http: aiohttp.ClientSession) -> None:
+    """The experiment's dashboard, a run's outputs, the compute targets, a target's queue,
+    the models and a model: each with what the SDK logged, submitted or registered."""
+    ws, url = sdk(read_pipeline), read_pipeline.api_url
+    (tmp_path / "model.txt").write_text("weights\n")
+
+    def log() -> tuple[Run, Run]:
+        exp = Experiment(ws, "browser-pages")
+        first = exp.start_logging(display_name="ridge-a", compute_target="cpu-pool")
+        for step in range(10):
+            first.log("mse", 3000.0 - step, step=step)
+        first.log_row("mse vs alpha", alpha=0.5, mse=3100.2)
+        first.upload_file("outputs/model.txt", str(tmp_path / "model.txt"))
+        child = first.child_run("fold-1")
+        child.log("mse", 3.1)
+        child.complete()
+        first.complete()
+        second = exp.start_logging(display_name="ridge-b", compute_target="cpu-pool")
+        second.log("mse", 2990.0)
+        second.complete()
+        first.get_metrics(recursive=True)
+        second.get_metrics()
+        first.register_model("browser-ridge", "outputs/model.txt")
+        return first, second
+
+    first, _second = await call(log)
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "train.py").write_text("print('never runs: no agent serves it')\n")
+    queued = await call(Experiment(ws, "browser-pages").submit,
+                        ScriptRunConfig(str(tmp_path / "job"), script="train.py",
+                                        compute_target="browser-queue"))
+    await wait_status(http, url, queued.id, "Queued")
+    page = studio_page.page
+    await log_in(page, url, READ_TOKEN)
+
+    await page.goto(f"{url}/experiments/browser-pages")
+    for name in ("ridge-a", "ridge-b"):
+        await expect(page.get_by_role("link", name=name).first).to_be_visible()
+    await screenshot(page, "experiment")
+
+    await page.goto(f"{url}/runs/{first.id}?tab=outputs")
+    await expect(page.get_by_text("outputs/model.txt").first).to_be_visible()
+    await screenshot(page, "run-outputs")
+
+    await page.goto(f"{url}/compute")
+    await expect(page.get_by_role("link", name="browser-queue").first).to_be_visible()
+    await screenshot(page, "compute")
+
+    await page.goto(f"{url}/compute/browser-queue")
+    await expect(page.locator(f'[data-run-id="{queued.id}"]').first).to_be_visible()
+    await screenshot(page, "compute-target")
+
+    await page.goto(f"{url}/models")
+    await expect(page.get_by_role("link", name="browser-ridge").first).to_be_visible()
+    await screenshot(page, "models")
+
+    await page.goto(f"{url}/models/browser-ridge")
+    await expect(page.get_by_role("heading", name="browser-ridge")).to_be_visible()
+    await expect(page.get_by_text("Version 1").first).to_be_visible()
+    await screenshot(page, "model")
+    await call(queued.cancel)
