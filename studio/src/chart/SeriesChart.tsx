@@ -27,6 +27,15 @@ export class PointHub {
   has(name: string): boolean {
     return (this.listeners.get(name)?.size ?? 0) > 0;
   }
+  private resyncs = new Set<() => void>();
+  /** Called when the live stream (re)opens: what was read before may have missed points. */
+  onResync(l: () => void): () => void {
+    this.resyncs.add(l);
+    return () => void this.resyncs.delete(l);
+  }
+  resync(): void {
+    this.resyncs.forEach((l) => l());
+  }
 }
 
 function seriesUrl(runId: string, name: string, range: [number, number] | null): string {
@@ -91,7 +100,10 @@ export function SeriesChart({ runId, name, settings, hub, listValues }: {
       last = Date.now();
       if (!state.current.range) void load(null);
     };
-    return hub.subscribe(name, (points) => {
+    const offResync = hub.onResync(() => {
+      if (!state.current.range) void load(null);
+    });
+    const offPoints = hub.subscribe(name, (points) => {
       const current = state.current.doc;
       if (current && !current.downsampled && !state.current.range && current.points &&
           current.points.length + points.length <= MAX_POINTS) {
@@ -103,6 +115,11 @@ export function SeriesChart({ runId, name, settings, hub, listValues }: {
       }
       if (timer === undefined) timer = window.setTimeout(refresh, Math.max(0, last + 1000 - Date.now()));
     });
+    return () => {
+      offResync();
+      offPoints();
+      window.clearTimeout(timer);
+    };
   }, [hub, name]);
 
   const origin = useMemo(() => (full ? originOf(full) : 0), [full]);

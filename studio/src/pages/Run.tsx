@@ -110,6 +110,11 @@ export function RunPage({ runId }: { runId: string }) {
       }
     },
   });
+  // Each time the stream (re)opens, re-read the charts once: points committed between the
+  // first read and the stream's start (or while it was down) are then on them too.
+  useEffect(() => {
+    if (stream === "open") hub.resync();
+  }, [stream]);
   useEffect(() => () => {
     window.clearTimeout(flushTimer.current);
     window.clearTimeout(reloadTimer.current);

@@ -4,7 +4,9 @@ import { enc, getJSON, qs, TERMINAL, type MetricsDoc, type MetricValue, type Run
 import { useInterval, useNow } from "../lib/hooks";
 import { kindOf } from "../lib/metrics";
 import { Card, ErrorBanner, Spinner } from "../components/ui";
-import { ChartToolbar, loadSettings, saveSettings, type ChartSettings } from "../chart/Chart";
+import { Chart, ChartToolbar, loadSettings, saveSettings, type ChartSettings } from "../chart/Chart";
+import { numeric } from "../lib/format";
+import type { Line } from "../chart/series";
 import { OverlayChart, pool } from "../chart/OverlayChart";
 import { RunsTable } from "./runs";
 
@@ -52,6 +54,26 @@ export function RunChildren({ run }: { run: RunDetails }) {
   }, [metrics]);
   const seriesNames = useMemo(() => names.filter((n) => [...metrics.values()].some((m) => Array.isArray(m[n]))), [names, metrics]);
   const metric = chosen || seriesNames[0] || "";
+  // Values logged once per child (a sweep's alpha and mse): one against another.
+  const scalarNames = useMemo(
+    () => names.filter((n) => [...metrics.values()].some((m) => typeof m[n] === "number") && ![...metrics.values()].some((m) => Array.isArray(m[n]))),
+    [names, metrics],
+  );
+  const [xName, setXName] = useState("");
+  const [yName, setYName] = useState("");
+  const sx = scalarNames.includes(xName) ? xName : scalarNames[0] ?? "";
+  const sy = scalarNames.includes(yName) ? yName : scalarNames.find((n) => n !== sx) ?? sx;
+  const scalarLine = useMemo<Line[]>(() => {
+    if (!sx || !sy) return [];
+    const rows: [number, number][] = [];
+    metrics.forEach((m) => {
+      const x = numeric(m[sx] as number);
+      const y = numeric(m[sy] as number);
+      if (x !== null && y !== null) rows.push([x, y]);
+    });
+    rows.sort((a, b) => a[0] - b[0]);
+    return [{ label: sy, x: rows.map((r) => r[0]), y: rows.map((r) => r[1]) }];
+  }, [metrics, sx, sy]);
 
   if (error && !runs) return <ErrorBanner error={error} />;
   if (!runs) return <Spinner />;
@@ -71,6 +93,25 @@ export function RunChildren({ run }: { run: RunDetails }) {
             <ChartToolbar settings={settings} onChange={(s) => { setSettings(s); saveSettings(s); }} />
           </div>
           <OverlayChart runs={runs.slice(0, 100).map((r) => ({ run_id: r.run_id, label: r.display_name ?? r.run_id }))} metric={metric} settings={settings} />
+        </Card>
+      )}
+      {scalarNames.length >= 2 && (
+        <Card title="Child runs: one value against another">
+          <div class="compare-bar">
+            <label>
+              x
+              <select value={sx} onChange={(e) => setXName((e.target as HTMLSelectElement).value)}>
+                {scalarNames.map((m) => <option key={m} value={m}>{m}</option>)}
+              </select>
+            </label>
+            <label>
+              y
+              <select value={sy} onChange={(e) => setYName((e.target as HTMLSelectElement).value)}>
+                {scalarNames.map((m) => <option key={m} value={m}>{m}</option>)}
+              </select>
+            </label>
+          </div>
+          <Chart title={`${sy} vs ${sx}`} xLabel={sx} lines={scalarLine} settings={{ ...settings, xMode: "step", smoothing: 0 }} />
         </Card>
       )}
     </div>

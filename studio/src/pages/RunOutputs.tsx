@@ -54,7 +54,14 @@ function LogView({ run, live }: { run: RunDetails; live: boolean }) {
   const timer = useRef<number | undefined>(undefined);
   // A live run: the event stream replays the log from the start ("0_0") and follows it,
   // resuming by event id after a drop. An ended run: the pages of /logs.
-  const [streamed] = useState(live);
+  const [streamed, setStreamed] = useState(live);
+  const fromStream = useRef(live);
+  useEffect(() => {
+    // The run ended: the last lines arrive within moments; then close the stream.
+    if (live || !streamed) return;
+    const t = window.setTimeout(() => setStreamed(false), 4000);
+    return () => window.clearTimeout(t);
+  }, [live, streamed]);
   const state = useEventSource(streamed ? `/v1/runs/${enc(run.run_id)}/events${qs({ types: "log", last_event_id: "0_0" })}` : null, {
     log: (line: LogLine) => {
       buffer.current.push(line);
@@ -74,6 +81,7 @@ function LogView({ run, live }: { run: RunDetails; live: boolean }) {
       const t = window.setTimeout(() => setLoaded(true), 1500);
       return () => window.clearTimeout(t);
     }
+    if (fromStream.current) return; // the stream delivered the whole log already
     let cancelled = false;
     (async () => {
       let after: string | null = null;
