@@ -118,6 +118,11 @@ export function Chart(props: ChartProps) {
     const key = JSON.stringify([next.series.map((s) => s.label), settings, height, next.bands.length]);
     if (plot.current && structure.current === key) {
       plot.current.setData(next.data, range === null);
+      el.dataset.points = String(next.data[0].length);
+      if (!el.dataset.drawnAt && next.data[0].length > 0) {
+        el.dataset.drawnAt = String(Math.round(performance.now()));
+        performance.mark(`runstream:chart:${title}`);
+      }
       if (range) plot.current.setScale("x", { min: range[0], max: range[1] });
       return;
     }
@@ -148,8 +153,20 @@ export function Chart(props: ChartProps) {
           values: (_u, vals) => vals.map((v) => (v === null ? "" : formatTick(v))),
         },
       ],
-      legend: { live: true },
+      legend: {
+        live: true,
+        // Many runs overlaid: the legend scrolls instead of pushing the page down.
+        mount: (_u, table) => {
+          const wrap = document.createElement("div");
+          wrap.className = "legend-wrap";
+          table.parentNode?.insertBefore(wrap, table);
+          wrap.appendChild(table);
+        },
+      },
+      // Several lines: the one nearest the cursor stands out, the others fade.
+      focus: lines.length > 1 ? { alpha: 0.3 } : undefined,
       cursor: {
+        focus: lines.length > 1 ? { prox: 24 } : undefined,
         drag: { x: true, y: false, setScale: true },
         bind: {
           dblclick: () => () => {
@@ -173,6 +190,12 @@ export function Chart(props: ChartProps) {
     opts.series[0] = { label: handlers.current.xLabel ?? (settings.xMode === "step" ? "step" : "time"), value: xValueFormat(settings.xMode) };
     for (const s of opts.series.slice(1)) s.value = (_u, v) => (v === null || v === undefined ? "—" : formatNumber(v));
     plot.current = new uPlot(opts, next.data, el);
+    // For benchmarks (headless Chromium): when each chart first drew, and how many x values.
+    el.dataset.points = String(next.data[0].length);
+    if (!el.dataset.drawnAt && next.data[0].length > 0) {
+      el.dataset.drawnAt = String(Math.round(performance.now()));
+      performance.mark(`runstream:chart:${title}`);
+    }
     if (range) plot.current.setScale("x", { min: range[0], max: range[1] });
   }, [lines, settings, height, range, colorOffset]);
 

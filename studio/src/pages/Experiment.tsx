@@ -1,9 +1,10 @@
 // The experiment dashboard: its runs (filtered, sorted, paged by cursor, live statuses),
 // metric columns, and the metrics of selected runs overlaid.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { enc, getJSON, qs, STATUSES, TERMINAL, type MetricsDoc, type MetricValue, type RunPage, type RunSummary } from "../lib/api";
+import { enc, getJSON, qs, STATUSES, TERMINAL, type MetricsDoc, type RunPage, type RunSummary } from "../lib/api";
 import { useInterval, useNow } from "../lib/hooks";
-import { kindOf } from "../lib/metrics";
+import { summarize, type Summary } from "../lib/metrics";
+import { metricIndex } from "../lib/metricIndex";
 import { setQuery, useLocation } from "../lib/router";
 import { Card, Empty, ErrorBanner, Spinner } from "../components/ui";
 import { ChartToolbar, loadSettings, saveSettings, type ChartSettings } from "../chart/Chart";
@@ -48,16 +49,28 @@ function runsUrl(name: string, f: Filters, cursor?: string | null): string {
   })}`;
 }
 
-/** Fetch the named metrics of each run (one request per run, a few at a time). */
-async function metricValues(runIds: string[], names: string[]): Promise<[string, Record<string, MetricValue>][]> {
+/** last/min/max of the named metrics of each run (a few runs at a time): from each run's
+ * metric index when the API has it, else from those metrics' values. */
+async function metricValues(runIds: string[], names: string[]): Promise<[string, Record<string, Summary | null>][]> {
   return pool(
     runIds.map((id) => async () => {
+      const out: Record<string, Summary | null> = {};
       try {
-        const doc = await getJSON<MetricsDoc>(`/v1/runs/${enc(id)}/metrics${qs({ name: names })}`);
-        return [id, doc.metrics] as [string, Record<string, MetricValue>];
+        const index = await metricIndex(id);
+        if (index.indexed) {
+          for (const e of index.metrics) {
+            if (names.includes(e.name) && e.kind !== "table" && e.kind !== "list")
+              out[e.name] = { last: e.last ?? null, min: e.min ?? null, max: e.max ?? null, count: e.count };
+          }
+        } else {
+          const doc = await getJSON<MetricsDoc>(`/v1/runs/${enc(id)}/metrics${qs({ name: names })}`);
+          for (const [k, v] of Object.entries(doc.metrics)) out[k] = summarize(v);
+        }
       } catch {
-        return [id, {}] as [string, Record<string, MetricValue>];
+        /* shown as — */
       }
+      for (const n of names) if (!(n in out)) out[n] = null;
+      return [id, out] as [string, Record<string, Summary | null>];
     }),
     6,
   );
@@ -83,7 +96,7 @@ export function ExperimentPage({ name }: { name: string }) {
   const [loading, setLoading] = useState(true);
   const [error, setError] = useState<Error | null>(null);
   const [names, setNames] = useState<string[]>([]);
-  const [values, setValues] = useState(new Map<string, Record<string, MetricValue>>());
+  const [values, setValues] = useState(new Map<string, Record<string, Summary | null>>());
   const [selected, setSelected] = useState(new Set<string>());
   const [expanded, setExpanded] = useState(new Set<string>());
   const [kids, setKids] = useState(new Map<string, RunSummary[] | "loading" | Error>());
@@ -123,9 +136,9 @@ export function ExperimentPage({ name }: { name: string }) {
     const probe = [...runs.slice(0, 5).map((r) => r.run_id), ...children, ...selected].filter((id) => !discovered.current.has(id));
     if (probe.length === 0) return;
     probe.forEach((id) => discovered.current.add(id));
-    void pool(probe.map((id) => () => getJSON<MetricsDoc>(`/v1/runs/${enc(id)}/metrics`).catch(() => null)), 4).then((docs) => {
+    void pool(probe.map((id) => () => metricIndex(id).catch(() => null)), 4).then((docs) => {
       const found = new Set<string>();
-      docs.forEach((d) => d && Object.entries(d.metrics).forEach(([k, v]) => kindOf(v) !== "table" && found.add(k)));
+      docs.forEach((d) => d?.metrics.forEach((e) => e.kind !== "table" && e.kind !== "list" && found.add(e.name)));
       setNames((old) => [...new Set([...old, ...found])].sort());
     });
   }, [runs, selected, kids]);

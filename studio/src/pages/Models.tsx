@@ -63,7 +63,7 @@ export function ModelPage({ name }: { name: string }) {
           <div class="model-meta">
             {m.description && <p>{m.description}</p>}
             <div>From {m.run_id ? <RunLink runId={m.run_id} /> : "local files"} · path <span class="mono">{m.path}</span></div>
-            <div><Tags tags={m.tags} /></div>
+            {Object.keys(m.tags).length > 0 && <div><Tags tags={m.tags} /></div>}
           </div>
           <Table class="compact">
             <thead><tr><th>File</th><th class="num">Size</th><th>SHA-256</th><th /></tr></thead>

@@ -2,7 +2,7 @@
 import { useEffect, useMemo, useState } from "preact/hooks";
 import { enc, getJSON, qs, TERMINAL, type MetricsDoc, type MetricValue, type RunDetails, type RunPage, type RunSummary } from "../lib/api";
 import { useInterval, useNow } from "../lib/hooks";
-import { kindOf } from "../lib/metrics";
+import { kindOf, summarize, type Summary } from "../lib/metrics";
 import { Card, ErrorBanner, Spinner } from "../components/ui";
 import { Chart, ChartToolbar, loadSettings, saveSettings, type ChartSettings } from "../chart/Chart";
 import { numeric } from "../lib/format";
@@ -52,6 +52,15 @@ export function RunChildren({ run }: { run: RunDetails }) {
     metrics.forEach((m) => Object.entries(m).forEach(([k, v]) => kindOf(v) !== "table" && found.add(k)));
     return [...found].sort();
   }, [metrics]);
+  const summaries = useMemo(() => {
+    const out = new Map<string, Record<string, Summary | null>>();
+    metrics.forEach((m, id) => {
+      const row: Record<string, Summary | null> = {};
+      for (const n of names) row[n] = summarize(m[n]);
+      out.set(id, row);
+    });
+    return out;
+  }, [metrics, names]);
   const seriesNames = useMemo(() => names.filter((n) => [...metrics.values()].some((m) => Array.isArray(m[n]))), [names, metrics]);
   const metric = chosen || seriesNames[0] || "";
   // Values logged once per child (a sweep's alpha and mse): one against another.
@@ -79,7 +88,7 @@ export function RunChildren({ run }: { run: RunDetails }) {
   if (!runs) return <Spinner />;
   return (
     <div class="children">
-      <RunsTable runs={runs} now={now} metrics={names.slice(0, 8)} values={metrics} />
+      <RunsTable runs={runs} now={now} metrics={names.slice(0, 8)} values={summaries} />
       {cursor && <div class="more"><button class="btn" onClick={() => load(cursor)}>Load more</button></div>}
       {seriesNames.length > 0 && (
         <Card title="Child runs overlaid">

@@ -2,15 +2,16 @@
 // log → line over step (or time), log_list → line over index, log_row/log_table → line with
 // the first column on x, single values and strings → a table, log_image → a gallery.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { enc, filePath, getJSON, type MetricsDoc, type RunDetails, type RunFile, type Value } from "../lib/api";
+import { enc, filePath, getJSON, qs, type MetricsDoc, type RunDetails, type RunFile, type Value } from "../lib/api";
+import { metricIndex, type IndexEntry } from "../lib/metricIndex";
 import { useAsync } from "../lib/hooks";
 import { formatBytes, formatValue } from "../lib/format";
-import { kindOf, tableColumns } from "../lib/metrics";
+import { tableColumns } from "../lib/metrics";
 import { Card, Empty, ErrorBanner, Spinner, Table } from "../components/ui";
 import { Chart, ChartToolbar, Lazy, loadSettings, saveSettings, type ChartSettings } from "../chart/Chart";
 import { SeriesChart, type PointHub } from "../chart/SeriesChart";
 import { numeric } from "../lib/format";
-import type { Line } from "../chart/series";
+import { listLine, type Line } from "../chart/series";
 
 function TableChart({ name, table, settings }: { name: string; table: Record<string, Value[]>; settings: ChartSettings }) {
   const cols = tableColumns(table);
@@ -60,28 +61,37 @@ function TableChart({ name, table, settings }: { name: string; table: Record<str
 }
 
 export function RunMetrics({ run, hub, liveNames, live }: { run: RunDetails; hub: PointHub; liveNames: Set<string>; live: boolean }) {
-  const metrics = useAsync((signal) => getJSON<MetricsDoc>(`/v1/runs/${enc(run.run_id)}/metrics`, signal), [run.run_id]);
+  const index = useAsync((signal) => metricIndex(run.run_id, signal), [run.run_id]);
   const files = useAsync((signal) => getJSON<{ files: RunFile[] }>(`/v1/runs/${enc(run.run_id)}/files`, signal), [run.run_id]);
   const [settings, setSettings] = useState<ChartSettings>(loadSettings);
   const [filter, setFilter] = useState("");
+  const entries = index.data?.metrics ?? [];
 
-  // New metric names seen live, values of a run that just ended: re-read the dict.
-  const known = metrics.data?.metrics;
-  const unknownLive = [...liveNames].some((n) => !known || !(n in known) || !Array.isArray(known[n]));
+  // With the index, the values of lists and tables are read by name (they are small).
+  const byName = index.data?.indexed ? entries.filter((e) => e.kind === "list" || e.kind === "table").map((e) => e.name) : [];
+  const extra = useAsync(async (signal) => {
+    if (byName.length === 0) return {} as MetricsDoc["metrics"];
+    return (await getJSON<MetricsDoc>(`/v1/runs/${enc(run.run_id)}/metrics${qs({ name: byName })}`, signal)).metrics;
+  }, [run.run_id, byName.join("\u0000")]);
+  const valuesOf = (e: IndexEntry) => e.values ?? extra.data?.[e.name];
+
+  // New metric names seen live, values of a run that just ended: re-read the index.
+  const seriesNames = new Set(entries.filter((e) => e.kind === "series" || e.kind === "list_or_series").map((e) => e.name));
+  const unknownLive = [...liveNames].some((n) => !seriesNames.has(n));
   const lastReload = useRef(0);
   useEffect(() => {
-    if (!unknownLive || metrics.loading) return;
+    if (!unknownLive || index.loading) return;
     const wait = Math.max(0, lastReload.current + 2000 - Date.now());
     const t = window.setTimeout(() => {
       lastReload.current = Date.now();
-      metrics.reload();
+      index.reload();
     }, wait);
     return () => window.clearTimeout(t);
-  }, [unknownLive, liveNames.size, metrics.loading]);
+  }, [unknownLive, liveNames.size, index.loading]);
   const wasLive = useRef(live);
   useEffect(() => {
     if (wasLive.current && !live) {
-      metrics.reload();
+      index.reload();
       files.reload();
     }
     wasLive.current = live;
@@ -92,17 +102,17 @@ export function RunMetrics({ run, hub, liveNames, live }: { run: RunDetails; hub
     saveSettings(s);
   };
 
-  if (metrics.error && !metrics.data) return <ErrorBanner error={metrics.error} onRetry={metrics.reload} />;
-  if (!metrics.data) return <Spinner />;
+  if (index.error && !index.data) return <ErrorBanner error={index.error} onRetry={index.reload} />;
+  if (!index.data) return <Spinner />;
 
   const needle = filter.trim().toLowerCase();
-  const entries = Object.entries(metrics.data.metrics).filter(([k]) => !needle || k.toLowerCase().includes(needle));
-  const lists = entries.filter(([, v]) => kindOf(v) === "list") as [string, Value[]][];
-  const tables = entries.filter(([, v]) => kindOf(v) === "table") as [string, Record<string, Value[]>][];
-  const values = entries.filter(([, v]) => kindOf(v) === "value") as [string, Value][];
-  const typed = Object.entries(metrics.data.typed ?? {});
+  const shown = entries.filter((e) => !needle || e.name.toLowerCase().includes(needle)).sort((a, b) => a.name.localeCompare(b.name));
+  const series = shown.filter((e) => e.kind === "series" || e.kind === "list_or_series" || e.kind === "list");
+  const tables = shown.filter((e) => e.kind === "table");
+  const values = shown.filter((e) => e.kind === "value");
+  const typed = Object.entries(index.data.typed);
   const images = (files.data?.files ?? []).filter((f) => f.kind === "IMAGE");
-  const total = Object.keys(metrics.data.metrics).length;
+  const total = entries.length;
 
   if (total === 0 && images.length === 0 && typed.length === 0) {
     return (
@@ -120,22 +130,40 @@ export function RunMetrics({ run, hub, liveNames, live }: { run: RunDetails; hub
           <input class="search" type="search" placeholder="Filter metrics…" value={filter} onInput={(e) => setFilter((e.target as HTMLInputElement).value)} aria-label="Filter metrics" />
         )}
       </div>
-      {lists.length > 0 && (
+      <ErrorBanner error={extra.error} />
+      {series.length > 0 && (
         <div class="chart-grid">
-          {lists.map(([name, list]) => (
-            <Lazy key={name} height={300}>
-              <SeriesChart runId={run.run_id} name={name} settings={settings} hub={hub} listValues={list} />
+          {series.map((e) => (
+            <Lazy key={e.name} height={300}>
+              {e.kind === "list" ? (
+                <Chart
+                  title={e.name}
+                  lines={Array.isArray(valuesOf(e)) ? [listLine(e.name, valuesOf(e) as Value[])] : []}
+                  settings={{ ...settings, xMode: "step" }}
+                  xLabel="index"
+                  badge={<span class="badge" title="Logged with log_list: values against their index">list</span>}
+                />
+              ) : (
+                <SeriesChart runId={run.run_id} name={e.name} settings={settings} hub={hub} listValues={Array.isArray(e.values) ? e.values : undefined} />
+              )}
             </Lazy>
           ))}
         </div>
       )}
       {tables.length > 0 && (
         <div class="chart-grid">
-          {tables.map(([name, table]) => (
-            <Lazy key={name} height={300}>
-              <TableChart name={name} table={table} settings={settings} />
-            </Lazy>
-          ))}
+          {tables.map((e) => {
+            const table = valuesOf(e);
+            return (
+              <Lazy key={e.name} height={300}>
+                {table && typeof table === "object" && !Array.isArray(table) ? (
+                  <TableChart name={e.name} table={table as Record<string, Value[]>} settings={settings} />
+                ) : (
+                  <div class="chart"><div class="chart-head"><span class="chart-title">{e.name}</span></div><Spinner /></div>
+                )}
+              </Lazy>
+            );
+          })}
         </div>
       )}
       {values.length > 0 && (
@@ -143,11 +171,11 @@ export function RunMetrics({ run, hub, liveNames, live }: { run: RunDetails; hub
           <Table class="compact">
             <thead><tr><th>Name</th><th>Value</th><th>Type</th></tr></thead>
             <tbody>
-              {values.map(([name, v]) => (
-                <tr key={name}>
-                  <td class="mono">{name}</td>
-                  <td class="mono wrap">{formatValue(v)}</td>
-                  <td class="muted">{v === null ? "null" : typeof v}</td>
+              {values.map((e) => (
+                <tr key={e.name}>
+                  <td class="mono">{e.name}</td>
+                  <td class="mono wrap">{formatValue(e.last)}</td>
+                  <td class="muted">{e.last === null || e.last === undefined ? "null" : typeof e.last}</td>
                 </tr>
               ))}
             </tbody>

@@ -1,8 +1,8 @@
 // The runs table shared by the experiment dashboard and a run's child runs.
 import type { ComponentChildren } from "preact";
-import type { MetricValue, RunSummary } from "../lib/api";
+import type { RunSummary } from "../lib/api";
 import { formatDuration, formatNumber, formatValue, runDuration } from "../lib/format";
-import { summarize } from "../lib/metrics";
+import type { Summary } from "../lib/metrics";
 import { href } from "../lib/router";
 import { Mono, RunLink, StatusPill, Table, Tags, Time } from "../components/ui";
 
@@ -13,7 +13,8 @@ export interface RunsTableProps {
   now: number;
   metrics?: string[];
   stat?: Stat;
-  values?: Map<string, Record<string, MetricValue>>;
+  /** run id → metric name → its last/min/max (absent: not read yet). */
+  values?: Map<string, Record<string, Summary | null>>;
   selected?: Set<string>;
   onSelect?: (runId: string, on: boolean) => void;
   onSelectAll?: (on: boolean) => void;
@@ -26,10 +27,10 @@ export interface RunsTableProps {
   showExperiment?: boolean;
 }
 
-function metricCell(values: Map<string, Record<string, MetricValue>> | undefined, runId: string, name: string, stat: Stat) {
+function metricCell(values: Map<string, Record<string, Summary | null>> | undefined, runId: string, name: string, stat: Stat) {
   const record = values?.get(runId);
   if (!record) return <span class="muted">…</span>;
-  const s = summarize(record[name]);
+  const s = record[name];
   if (!s) return <span class="muted">—</span>;
   const v = stat === "last" ? s.last : stat === "min" ? s.min : s.max;
   const title = s.count > 1 ? `last ${formatValue(s.last)} · min ${s.min === null ? "—" : formatNumber(s.min)} · max ${s.max === null ? "—" : formatNumber(s.max)} · ${s.count} values` : undefined;
@@ -100,7 +101,7 @@ export function RunsTable(p: RunsTableProps) {
           {sortHead("created_at", "Created")}
           <th class="num">Duration</th>
           <th>Tags</th>
-          {metrics.map((m) => sortHead(`metric:${m}`, <span title={`${m} (${stat})`}>{m}</span>, "num"))}
+          {metrics.map((m) => sortHead(`metric:${m}`, <span title={`${m} (${stat}; sorting uses the last value)`}>{m}{stat !== "last" && <span class="muted"> · {stat}</span>}</span>, "num"))}
         </tr>
       </thead>
       <tbody>
