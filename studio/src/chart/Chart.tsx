@@ -135,7 +135,18 @@ export function Chart(props: ChartProps) {
       series: next.series,
       bands: next.bands,
       scales: {
-        x: { time: settings.xMode === "wall" },
+        // A single x value (or a burst within a millisecond): a span of ±1 around it,
+        // not uPlot's padding by magnitude (years, for a wall-clock time).
+        x: {
+          time: settings.xMode === "wall",
+          range: (u, min, max) => {
+            const xs = u.data[0];
+            const lo = xs[0];
+            const hi = xs[xs.length - 1];
+            if (xs.length > 0 && hi - lo < 1e-3) return [lo - 1, hi + 1];
+            return [min, max];
+          },
+        },
         y: settings.logY ? { distr: 3 } : { auto: true },
       },
       axes: [

@@ -71,3 +71,12 @@ describe("align and CSV", () => {
     expect(toCSV(["step", 'a,"b"'], [[0, 1], [1.5, null]])).toBe('step,"a,""b"""\n0,1.5\n1,\n');
   });
 });
+
+describe("epochSeconds", () => {
+  it("keeps the microseconds", async () => {
+    const { epochSeconds } = await import("./series");
+    const a = epochSeconds("2026-12-02T15:27:06.920479+00:00");
+    const b = epochSeconds("2026-12-02T15:27:06.920528+00:00");
+    expect(b - a).toBeCloseTo(49e-6, 6); // a double holds ~0.25 µs at today's epoch seconds
+  });
+});

@@ -17,15 +17,23 @@ function statNumber(v: number | string | null): number | null {
   return typeof v === "number" && Number.isFinite(v) ? v : null;
 }
 
+/** Seconds since the epoch with the microseconds the API gives (Date.parse keeps ms). */
+export function epochSeconds(iso: string): number {
+  const ms = parseTime(iso) ?? 0;
+  const fraction = /\.(\d+)/.exec(iso)?.[1] ?? "";
+  const micros = fraction.length > 3 ? Number(fraction.slice(3, 6).padEnd(3, "0")) : 0;
+  return ms / 1000 + micros / 1e6;
+}
+
 /** x of a time for the chosen mode: seconds (wall: since epoch; relative: since origin). */
 function timeX(iso: string, mode: XMode, origin: number): number {
-  const t = (parseTime(iso) ?? 0) / 1000;
+  const t = epochSeconds(iso);
   return mode === "wall" ? t : t - origin;
 }
 
 export function originOf(doc: SeriesDoc): number {
   const first = doc.points?.[0]?.time ?? doc.buckets?.[0]?.first_time;
-  return first ? (parseTime(first) ?? 0) / 1000 : 0;
+  return first ? epochSeconds(first) : 0;
 }
 
 /** Points of one rank sorted by x (uPlot needs x ascending). */
