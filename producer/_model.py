@@ -108,7 +108,9 @@ class Model:
             "Version": self.version,
             "Workspace": self.workspace.name,
             "Run": self.run_id,
-            "Details Page": link(self.url, "Model details"),
+            "Details Page": link(
+                f"{self._session.api.api_url}/models/{segment(self.name)}", "Link to the studio"
+            ),
             "Docs Page": link(DOCS_URL, "Link to Documentation"),
         })
 

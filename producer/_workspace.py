@@ -435,8 +435,8 @@ class Experiment:
             "Name": self.name,
             "Workspace": self.workspace.name,
             "Report Page": link(
-                f"{self._session.api.api_url}/v1/runs?experiment={segment(self.name)}",
-                "Runs of this experiment",
+                f"{self._session.api.api_url}/experiments/{segment(self.name)}",
+                "Link to the studio",
             ),
             "Docs Page": link(DOCS_URL, "Link to Documentation"),
         })
@@ -513,7 +513,7 @@ class Run(RunHandle):
             "Type": None,
             "Status": self._known_status,
             "Details Page": link(
-                f"{self._session.api.api_url}/v1/runs/{segment(self.id)}", "Run details"
+                f"{self._session.api.api_url}/runs/{segment(self.id)}", "Link to the studio"
             ),
             "Docs Page": link(DOCS_URL, "Link to Documentation"),
         })

@@ -143,6 +143,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         f"{result.stored_points} metric points"
     )
     print("where to look:")
+    print(f"  studio    {settings.api_url}/experiments/diabetes")
+    print(f"            {settings.api_url}/runs/{result.parent_run_id}")
     run_url = f"{settings.api_url}/v1/runs/{result.parent_run_id}"
     print(f"  API       {run_url}")
     print("            and …/metrics, …/children, …/files, …/events (live)")

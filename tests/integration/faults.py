@@ -33,8 +33,15 @@ from ingest.stack.kafka import topic_ends
 from tests.integration.helpers import WorkerFactory, WorkerProcess, stored_offsets_reach, wait_for
 from tests.reliability import Reliability, storage_backend
 
-__all__ = ["FaultRun", "FaultRunFactory"]
+__all__ = ["BLOCKED_LOG_CALL_MS", "FaultRun", "FaultRunFactory"]
 
+
+#: A ``log`` call slower than this has waited on something: the network or the disk,
+#: whose waits the SDK bounds by its timeouts (connect 5 s, request 10 s). Scheduling alone
+#: costs milliseconds (up to ~100 ms on a 2-core machine also running Kafka, PostgreSQL,
+#: workers and other tests). The bound says what blocking is, not how fast this machine
+#: is; the measured value is reported.
+BLOCKED_LOG_CALL_MS = 1000.0
 
 @dataclass
 class FaultRun:

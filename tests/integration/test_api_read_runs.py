@@ -191,7 +191,7 @@ async def test_run_details(http: aiohttp.ClientSession, api: ReadApi, world: Wor
     assert d["properties"] == {"alpha": "0.5"}
     assert d["error"] is None
     assert d["children"] == []
-    assert d["portal_url"] == f"https://runstream.example/v1/runs/{world.finished}"
+    assert d["portal_url"] == f"https://runstream.example/runs/{world.finished}"
 
     failed = await get_json(http, url(api, f"/v1/runs/{world.failed}"))
     assert (failed["status"], failed["error"]) == ("Failed", "CUDA out of memory")
@@ -211,7 +211,7 @@ async def test_portal_url_defaults_to_the_requests_origin(
     await store_events(dsn, [EventFactory(rid).lifecycle("Running")])
     async with read_api(dsn, tmp_path / "b") as api:
         d = await get_json(http, url(api, f"/v1/runs/{rid}"))
-    assert d["portal_url"] == f"{api.url}/v1/runs/{rid}"
+    assert d["portal_url"] == f"{api.url}/runs/{rid}"
 
 
 async def test_children_oldest_first_paged(

@@ -258,7 +258,7 @@ async def test_status_details_and_portal_url(read_pipeline: ReadPipeline) -> Non
     assert times["Running"] is not None
     assert times["Completed"] is not None
     assert times["Failed"] is None
-    assert details["portal_url"] == f"{read_pipeline.api_url}/v1/runs/{run.id}"
+    assert details["portal_url"] == f"{read_pipeline.api_url}/runs/{run.id}"
     assert await call(run.get_portal_url) == details["portal_url"]
     assert await call(run.get_status) == "Completed"
 

@@ -211,7 +211,7 @@ def test_run_constructor_fetches_and_shows_like_azure(
     assert "<th>Experiment</th><th>Id</th><th>Type</th><th>Status</th><th>Details Page</th>" in page
     assert f"<td>{RUN_ID}</td>" in page
     assert "<td>Completed</td>" in page
-    assert f'href="{API}{path}"' in page
+    assert f'href="{API}/runs/{RUN_ID}"' in page  # the studio's page of the run
     with pytest.raises(ReadOnlyRunError):
         fetched.log("loss", 1.0)
     with pytest.raises(NotFoundError, match="is in experiment 'exp', not 'other'"):

@@ -23,6 +23,7 @@ import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
+from urllib.parse import quote
 
 from aiohttp import hdrs, web
 
@@ -315,7 +316,8 @@ class RunRoutes:
         if row is None:
             raise not_found(f"no run {run_id!r}")
         base = self._public_url or str(request.url.origin())
-        details = run_details(row, portal_url=f"{base}/v1/runs/{run_id}")
+        # The studio's page of the run (routes/studio.py serves it).
+        details = run_details(row, portal_url=f"{base}/runs/{quote(run_id, safe='')}")
         asked = request.query.getall("producer", [])
         if asked:
             if len(asked) > MAX_PRODUCERS_ASKED or not all(0 < len(p) <= 200 for p in asked):
