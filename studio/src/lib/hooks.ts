@@ -124,3 +124,10 @@ export function throttle(fn: () => void, ms: number): () => void {
     }
   };
 }
+
+/** The tab's title for the page shown (shared links and history read well). */
+export function useTitle(title: string | null | undefined): void {
+  useEffect(() => {
+    document.title = title ? `${title} · Runstream` : "Runstream studio";
+  }, [title]);
+}

@@ -2,7 +2,7 @@
 // agents hold and its active runs, live (the target's event stream + re-reads).
 import { useEffect, useRef } from "preact/hooks";
 import { enc, getJSON, type Agent, type QueueState, type TargetDoc } from "../lib/api";
-import { throttle, useAsync, useEventSource, useInterval, useNow } from "../lib/hooks";
+import { throttle, useAsync, useEventSource, useInterval, useNow, useTitle } from "../lib/hooks";
 import { formatDuration } from "../lib/format";
 import { href } from "../lib/router";
 import { Card, Empty, ErrorBanner, LiveDot, Mono, RunLink, Spinner, StatusPill, Table, Time } from "../components/ui";
@@ -13,6 +13,7 @@ function Count({ n, tone }: { n: number; tone?: string }) {
 }
 
 export function ComputePage() {
+  useTitle("Compute");
   const targets = useAsync((signal) => getJSON<{ targets: QueueState[] }>("/v1/compute", signal), []);
   useInterval(() => targets.reload(), 3000);
   const list = targets.data?.targets ?? [];
@@ -101,6 +102,7 @@ function Agents({ agents }: { agents: Agent[] }) {
 }
 
 export function TargetPage({ target }: { target: string }) {
+  useTitle(`${target} · Compute`);
   const doc = useAsync((signal) => getJSON<TargetDoc>(`/v1/compute/${enc(target)}`, signal), [target]);
   const now = useNow(1000);
   const reload = useRef(throttle(() => doc.reload(), 500));

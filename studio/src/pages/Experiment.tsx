@@ -2,7 +2,7 @@
 // metric columns, and the metrics of selected runs overlaid.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { enc, getJSON, qs, STATUSES, TERMINAL, type MetricsDoc, type RunPage, type RunSummary } from "../lib/api";
-import { useInterval, useNow } from "../lib/hooks";
+import { useInterval, useNow, useTitle } from "../lib/hooks";
 import { summarize, type Summary } from "../lib/metrics";
 import { metricIndex } from "../lib/metricIndex";
 import { setQuery, useLocation } from "../lib/router";
@@ -78,6 +78,7 @@ async function metricValues(runIds: string[], names: string[]): Promise<[string,
 
 export function ExperimentPage({ name }: { name: string }) {
   const { query } = useLocation();
+  useTitle(name);
   const filters: Filters = {
     workspace: query.get("workspace"),
     status: query.get("status") ?? "",
@@ -151,6 +152,7 @@ export function ExperimentPage({ name }: { name: string }) {
   }, [runs, kids]);
   const columnsKey = columns.join(",");
   const fetched = useRef(new Map<string, Set<string>>());
+  const valuesReadAt = useRef(Date.now());
   useEffect(() => {
     if (columns.length === 0) return;
     const missing = shownIds.filter((id) => columns.some((c) => !fetched.current.get(id)?.has(c)));
@@ -188,9 +190,12 @@ export function ExperimentPage({ name }: { name: string }) {
         const added = filters.sort === "created_at" && filters.order === "desc" ? page.runs.filter((r) => !known.has(r.run_id)) : [];
         return [...added, ...old.map((r) => fresh.get(r.run_id) ?? r)];
       });
-      // Metric values of active runs change too.
-      runs.forEach((r) => !TERMINAL.has(r.status) && fetched.current.delete(r.run_id));
-      setValues((old) => new Map(old));
+      // Metric values of active runs change too: re-read them every 10 s at most.
+      if (Date.now() - valuesReadAt.current > 10_000) {
+        valuesReadAt.current = Date.now();
+        runs.forEach((r) => !TERMINAL.has(r.status) && fetched.current.delete(r.run_id));
+        setValues((old) => new Map(old));
+      }
     } catch {
       /* the next tick retries; the banner is for the first load */
     }

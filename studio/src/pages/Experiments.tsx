@@ -1,6 +1,6 @@
 import { useMemo, useState } from "preact/hooks";
 import { getJSON, qs, type Experiment, type ExperimentPage } from "../lib/api";
-import { useAsync, useInterval } from "../lib/hooks";
+import { useAsync, useInterval, useTitle } from "../lib/hooks";
 import { href } from "../lib/router";
 import { Empty, ErrorBanner, Spinner, Table, Time } from "../components/ui";
 import { plural } from "../lib/format";
@@ -11,6 +11,7 @@ export function ExperimentsPage() {
   const [pages, setPages] = useState<Experiment[][]>([]);
   const [cursor, setCursor] = useState<string | null>(null);
   const [search, setSearch] = useState("");
+  useTitle("Experiments");
   const first = useAsync(async (signal) => {
     const page = await getJSON<ExperimentPage>(`/v1/experiments${qs({ limit: PAGE })}`, signal);
     setPages([page.experiments]);

@@ -1,11 +1,12 @@
 // Registered models: each model's latest version, and one model's versions with files.
 import { enc, getJSON, qs, type ModelPage } from "../lib/api";
-import { useAsync } from "../lib/hooks";
+import { useAsync, useTitle } from "../lib/hooks";
 import { formatBytes } from "../lib/format";
 import { href } from "../lib/router";
 import { Card, Empty, ErrorBanner, RunLink, Spinner, Table, Tags, Time } from "../components/ui";
 
 export function ModelsPage() {
+  useTitle("Models");
   const models = useAsync((signal) => getJSON<ModelPage>(`/v1/models${qs({ latest: "true", limit: 1000 })}`, signal), []);
   const list = models.data?.models ?? [];
   return (
@@ -40,6 +41,7 @@ export function ModelsPage() {
 }
 
 export function ModelPage({ name }: { name: string }) {
+  useTitle(`${name} · Models`);
   const versions = useAsync((signal) => getJSON<ModelPage>(`/v1/models${qs({ name, limit: 1000 })}`, signal), [name]);
   const list = versions.data?.models ?? [];
   return (

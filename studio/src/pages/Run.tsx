@@ -2,7 +2,7 @@
 // and tabs for metrics, outputs + logs, the snapshot and child runs.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { ApiError, enc, getJSON, postJSON, TERMINAL, type Point, type RunDetails, type Submission } from "../lib/api";
-import { useAsync, useEventSource, useNow } from "../lib/hooks";
+import { useAsync, useEventSource, useNow, useTitle } from "../lib/hooks";
 import { formatDuration, formatTime, runDuration } from "../lib/format";
 import { href, setQuery, useLocation } from "../lib/router";
 import { CopyId, Empty, ErrorBanner, KeyValues, LiveDot, Spinner, StatusPill, Tabs, Tags, Time } from "../components/ui";
@@ -78,6 +78,7 @@ export function RunPage({ runId }: { runId: string }) {
   const [names, setNames] = useState(new Set<string>());
   const now = useNow(1000);
   const data = run.data;
+  useTitle(data ? `${data.display_name ?? data.run_id} (${data.status}) · ${data.experiment}` : runId);
   const live = !!data && !TERMINAL.has(data.status);
 
   // Live: status changes and new points (batched per 100 ms for the charts).

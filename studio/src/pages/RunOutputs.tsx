@@ -123,7 +123,7 @@ function LogView({ run, live }: { run: RunDetails; live: boolean }) {
       <ErrorBanner error={error} />
       {!loaded && lines.length === 0 && <Spinner label="Reading the log…" />}
       {loaded && lines.length === 0 && (
-        <div class="muted">{live ? "Nothing logged yet — lines appear here as the run prints them." : "This run captured no log lines."}</div>
+        <div class="muted">{live ? "Nothing logged yet — lines appear here as the run prints them." : "No log lines: a submitted run's output is captured here (runs started with start_logging keep their own console)."}</div>
       )}
       {lines.length > SHOWN_LINES && !showAll && (
         <div class="muted small">
