@@ -28,6 +28,8 @@ export interface ChartProps {
   colorOffset?: number;
 }
 
+const INTEGER_INCRS = Array.from({ length: 16 }, (_, e) => [1, 2, 5].map((m) => m * 10 ** e)).flat();
+
 function withAlpha(hex: string, alpha: number): string {
   const a = Math.round(alpha * 255).toString(16).padStart(2, "0");
   return `${hex}${a}`;
@@ -129,6 +131,9 @@ export function Chart(props: ChartProps) {
     plot.current?.destroy();
     structure.current = key;
     const width = Math.max(200, el.clientWidth);
+    // Steps and indexes are integers: no ticks at 2.5.
+    const xs = next.data[0] as number[];
+    const integerX = settings.xMode === "step" && xs.length > 0 && xs.every((v) => Number.isInteger(v));
     const opts: uPlot.Options = {
       width,
       height,
@@ -154,6 +159,7 @@ export function Chart(props: ChartProps) {
           stroke: "#64748b",
           grid: { stroke: "#eef0f4" },
           ticks: { stroke: "#e2e8f0" },
+          incrs: integerX ? INTEGER_INCRS : undefined,
           values: settings.xMode === "relative" ? (_u, vals) => vals.map((v) => formatDuration(v)) : settings.xMode === "step" ? (_u, vals) => vals.map((v) => (v === null ? "" : formatTick(v))) : undefined,
         },
         {
