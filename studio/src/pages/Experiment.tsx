@@ -264,7 +264,7 @@ export function ExperimentPage({ name }: { name: string }) {
           <h1>{name}</h1>
           <p class="subtitle">
             {filters.workspace ? <>workspace <span class="mono">{filters.workspace}</span> · </> : null}
-            {plural(runs.length, filters.children ? "run" : "top-level run")}{cursor ? "+ loaded" : ""}
+            {plural(runs.length, filters.children ? "run" : "top-level run")}{cursor ? " loaded · more below" : ""}
           </p>
         </div>
       </div>

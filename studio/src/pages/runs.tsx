@@ -1,10 +1,11 @@
 // The runs table shared by the experiment dashboard and a run's child runs.
-import type { ComponentChildren } from "preact";
+import type { ComponentChildren, JSX } from "preact";
+import { useRef, useState } from "preact/hooks";
 import type { RunSummary } from "../lib/api";
 import { formatDuration, formatNumber, formatValue, runDuration } from "../lib/format";
 import type { Summary } from "../lib/metrics";
 import { href } from "../lib/router";
-import { Mono, RunLink, StatusPill, Table, Tags, Time } from "../components/ui";
+import { Mono, RunLink, StatusPill, Tags, Time } from "../components/ui";
 
 export type Stat = "last" | "min" | "max";
 
@@ -37,7 +38,13 @@ function metricCell(values: Map<string, Record<string, Summary | null>> | undefi
   return <span class="mono" title={title}>{formatValue(v)}</span>;
 }
 
+const VIRTUAL_FROM = 300;
+const ROW_HEIGHT = 53;
+const OVERSCAN = 15;
+
 export function RunsTable(p: RunsTableProps) {
+  const box = useRef<HTMLDivElement>(null);
+  const [scrollTop, setScrollTop] = useState(0);
   const metrics = p.metrics ?? [];
   const stat = p.stat ?? "last";
   const selectable = !!p.onSelect;
@@ -85,8 +92,31 @@ export function RunsTable(p: RunsTableProps) {
     </tr>
   );
   const columns = 6 + (selectable ? 1 : 0) + (p.showExperiment ? 1 : 0) + metrics.length;
+  const items: JSX.Element[] = [];
+  for (const r of p.runs) {
+    items.push(row(r, 0));
+    const kids = p.expanded?.has(r.run_id) ? p.children?.get(r.run_id) : undefined;
+    if (kids === "loading")
+      items.push(<tr key={`${r.run_id}-loading`} class="child-row"><td colSpan={columns} class="muted">Loading child runs…</td></tr>);
+    else if (kids instanceof Error)
+      items.push(<tr key={`${r.run_id}-error`} class="child-row"><td colSpan={columns} class="error-text">{kids.message}</td></tr>);
+    else if (kids && kids.length === 0)
+      items.push(<tr key={`${r.run_id}-none`} class="child-row"><td colSpan={columns} class="muted">No child runs.</td></tr>);
+    else if (kids) for (const k of kids) items.push(row(k, 1));
+  }
+  // Thousands of rows: only those near the visible part of the (scrolling) table are in
+  // the DOM; rows then have one fixed height.
+  const virtual = items.length > VIRTUAL_FROM;
+  const viewRows = Math.ceil((box.current?.clientHeight || 800) / ROW_HEIGHT);
+  const first = virtual ? Math.max(0, Math.floor(scrollTop / ROW_HEIGHT) - OVERSCAN) : 0;
+  const last = virtual ? Math.min(items.length, first + viewRows + 2 * OVERSCAN) : items.length;
   return (
-    <Table class="runs-table">
+    <div
+      ref={box}
+      class={`table-wrap runs-table-wrap ${virtual ? "virtual" : ""}`}
+      onScroll={virtual ? (e) => setScrollTop((e.currentTarget as HTMLDivElement).scrollTop) : undefined}
+    >
+    <table class="table runs-table">
       <thead>
         <tr>
           {selectable && (
@@ -105,23 +135,12 @@ export function RunsTable(p: RunsTableProps) {
         </tr>
       </thead>
       <tbody>
-        {p.runs.map((r) => {
-          const kids = p.expanded?.has(r.run_id) ? p.children?.get(r.run_id) : undefined;
-          return [
-            row(r, 0),
-            kids === "loading" ? (
-              <tr key={`${r.run_id}-loading`} class="child-row"><td colSpan={columns} class="muted">Loading child runs…</td></tr>
-            ) : kids instanceof Error ? (
-              <tr key={`${r.run_id}-error`} class="child-row"><td colSpan={columns} class="error-text">{kids.message}</td></tr>
-            ) : kids && kids.length === 0 ? (
-              <tr key={`${r.run_id}-none`} class="child-row"><td colSpan={columns} class="muted">No child runs.</td></tr>
-            ) : (
-              (kids ?? []).map((k) => row(k, 1))
-            ),
-          ];
-        })}
+        {virtual && <tr class="spacer" style={{ height: `${first * ROW_HEIGHT}px` }} aria-hidden="true" />}
+        {items.slice(first, last)}
+        {virtual && <tr class="spacer" style={{ height: `${(items.length - last) * ROW_HEIGHT}px` }} aria-hidden="true" />}
       </tbody>
-    </Table>
+    </table>
+    </div>
   );
 }
 
