@@ -86,7 +86,7 @@ export function RunsTable(p: RunsTableProps) {
       <td><StatusPill status={r.status} /></td>
       <td>{r.compute_target ? <a href={href.target(r.compute_target)}>{r.compute_target}</a> : <span class="muted">—</span>}</td>
       <td><Time iso={r.created_at} /></td>
-      <td class="num">{formatDuration(runDuration(r, p.now))}</td>
+      <td class="num">{r.started_at ? formatDuration(runDuration(r, p.now)) : !r.ended_at ? <span class="muted" title="Not started yet: time since it was created">waiting {formatDuration(runDuration(r, p.now))}</span> : <span class="muted">—</span>}</td>
       <td class="tags-cell"><Tags tags={r.tags} /></td>
       {metrics.map((m) => <td class="num" key={m}>{metricCell(p.values, r.run_id, m, stat)}</td>)}
     </tr>
