@@ -191,7 +191,9 @@ export function RunPage({ runId }: { runId: string }) {
               ["Created", <Time iso={data.created_at} />],
               ["Started", <Time iso={data.started_at} />],
               ["Ended", <Time iso={data.ended_at} />],
-              ["Duration", <span class="mono">{formatDuration(runDuration(data, now))}{live ? " (running)" : ""}</span>],
+              ["Duration", data.started_at || data.ended_at
+                ? <span class="mono">{formatDuration(runDuration(data, now))}{live ? " (running)" : ""}</span>
+                : <span class="muted">not started · waiting {formatDuration(runDuration(data, now))}</span>],
             ]}
           />
           <KeyValues
