@@ -216,6 +216,26 @@ ORDER BY t.name, t.logged_at, t.rank, t.producer_id, t.seq, t.column_idx
 # --- one series, downsampled ---------------------------------------------------------------
 # Parameters: $1 run_id, $2 name, $3 rank (NULL: all), $4 step_min, $5 step_max.
 
+#: What a run logged, without its values (GET /v1/runs/{id}/metric-index).
+SQL_SERIES_NAMES: Final = """
+SELECT DISTINCT c.name FROM runstream_data.metric_chunks c WHERE c.run_id = $1 ORDER BY 1
+"""
+SQL_LIST_COUNTS: Final = """
+SELECT l.name, sum(cardinality(l.nums))::bigint AS count
+FROM runstream_data.list_values l WHERE l.run_id = $1 GROUP BY l.name ORDER BY 1
+"""
+#: Rows of each table (a block's height is its longest column) and its columns in the
+#: order they first appeared.
+SQL_TABLE_SHAPES: Final = """
+SELECT b.name, sum(b.height)::bigint AS count,
+       (SELECT array_agg(c.column_name ORDER BY c.first, c.idx) FROM (
+            SELECT t.column_name, min(t.logged_at) AS first, min(t.column_idx) AS idx
+            FROM runstream_data.table_columns t
+            WHERE t.run_id = $1 AND t.name = b.name GROUP BY t.column_name) c) AS columns
+FROM (SELECT t.name, max(t.n) AS height FROM runstream_data.table_columns t
+      WHERE t.run_id = $1 GROUP BY t.name, t.logged_at, t.rank, t.producer_id, t.seq) b
+GROUP BY b.name ORDER BY 1
+"""
 SQL_SERIES_EXISTS: Final = """
 SELECT EXISTS (SELECT 1 FROM runstream_data.metric_chunks c
                WHERE c.run_id = $1 AND c.name = $2)

@@ -266,6 +266,15 @@ class ReadStore(Pool):
     ) -> list[asyncpg.Record]:
         return await self.fetch(q.SQL_TABLE_COLUMNS, run_id, _names(names))
 
+    async def metric_index(
+        self, run_id: str
+    ) -> tuple[list[str], list[asyncpg.Record], list[asyncpg.Record]]:
+        """Series names, (name, count) of lists and (name, count, columns) of tables."""
+        series, lists, tables = await asyncio.gather(
+            self.fetch(q.SQL_SERIES_NAMES, run_id), self.fetch(q.SQL_LIST_COUNTS, run_id),
+            self.fetch(q.SQL_TABLE_SHAPES, run_id))
+        return [r["name"] for r in series], lists, tables
+
     async def series_exists(self, run_id: str, name: str) -> bool:
         return bool(await self.fetchval(q.SQL_SERIES_EXISTS, run_id, name))
 

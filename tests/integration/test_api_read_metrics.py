@@ -255,6 +255,34 @@ async def test_downsampled_buckets_keep_spikes_and_last_values(
     assert (await series(http, api, rid, "wave", max_points=5000))["downsampled"] is False
 
 
+async def test_the_metric_index_summarises_without_the_points(
+    http: aiohttp.ClientSession, api: ReadApi, dsn: str
+) -> None:
+    """``/metric-index``: each name's kind and count, a series' last/min/max — from its
+    points when small, from its tiles when large (the same figures) — a table's columns."""
+    world: World = await build_world(dsn, api.blobs)
+    index = await get_json(http, f"{api.url}/v1/runs/{world.finished}/metric-index")
+    assert index == {"metrics": [
+        {"name": "Sine", "kind": "table", "count": 2, "columns": ["angle", "sine"]},
+        {"name": "Y over X", "kind": "table", "count": 2, "columns": ["x", "y"]},
+        {"name": "accuracies", "kind": "list", "count": 3},
+        {"name": "alpha", "kind": "value", "count": 1, "last": 0.5, "min": 0.5, "max": 0.5},
+        {"name": "loss", "kind": "series", "count": 4, "last": 0.125, "min": 0.125,
+         "max": 0.9},
+    ]}
+    rid = run_id()
+    f = EventFactory(rid)
+    values: list[Any] = [math.sin(s / 100) for s in range(5000)]
+    values[1234], values[4321], values[7] = 1e6, -1e6, NAN
+    await store_events(dsn, [
+        f.metrics(packed_series("wave", values[i:i + 500], steps=range(i, i + 500)))
+        for i in range(0, 5000, 500)])
+    (wave,) = (await get_json(http, f"{api.url}/v1/runs/{rid}/metric-index"))["metrics"]
+    assert wave == {"name": "wave", "kind": "series", "count": 5000,
+                    "last": values[-1], "min": -1e6, "max": 1e6}
+    assert "no run" in await error_message(http, f"{api.url}/v1/runs/nope/metric-index", 404)
+
+
 async def test_tiles_give_the_same_buckets_as_the_points(
     http: aiohttp.ClientSession, api: ReadApi, dsn: str
 ) -> None:

@@ -30,6 +30,7 @@ Tiles that still count chunks since deleted (retention) are rebuilt first.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import defaultdict
 from typing import Any, Final
 
@@ -84,6 +85,9 @@ MAX_RANK: Final = 2**31 - 1
 #: Queries the series of a whole run is split into (by name), run concurrently.
 SERIES_QUERY_PARTS: Final = 2
 
+#: Up to this many points a series' summary is computed from its points, above from tiles.
+INDEX_POINTS_READ: Final = 1000
+
 _VALUE: Final = ref("Value")
 _TYPED_METRIC: Final = {
     "type": "object",
@@ -97,6 +101,35 @@ _TYPED_METRIC: Final = {
         "sha256": {"type": "string"},
         "size_bytes": {"type": "integer", "minimum": 0},
         "content_type": {"type": "string"},
+    },
+}
+_INDEX: Final = {
+    "type": "object",
+    "required": ["metrics"],
+    "properties": {
+        "metrics": {"type": "array", "items": {
+            "type": "object",
+            "required": ["name", "kind", "count"],
+            "properties": {
+                "name": {"type": "string"},
+                "kind": {"type": "string", "enum": ["series", "value", "list", "table"],
+                         "description": "series: run.log repeated (all ranks); value: "
+                         "run.log once; list: log_list; table: log_row/log_table. A name "
+                         "logged several ways is shown as get_metrics shows it (table over "
+                         "list over series)."},
+                "count": {"type": "integer", "minimum": 0,
+                          "description": "Points, list values or table rows."},
+                "last": {"description": "series/value: the last point (highest step, then "
+                         "latest time), typed as in the metrics dict."},
+                "min": {"type": ["number", "string", "null"],
+                        "description": "series/value: the lowest number (null: none)."},
+                "max": {"type": ["number", "string", "null"],
+                        "description": "series/value: the highest number (null: none)."},
+                "columns": {"type": "array", "items": {"type": "string"},
+                            "description": "table: its columns, first logged first."},
+            },
+        }},
+        "typed": {"type": "object", "additionalProperties": _TYPED_METRIC},
     },
 }
 _METRICS: Final = {
@@ -200,6 +233,17 @@ class MetricRoutes:
                 schemas=schemas,
             ),
             RouteSpec(
+                method="GET", path="/v1/runs/{run_id}/metric-index", handler=self.index,
+                operation_id="getRunMetricIndex",
+                summary="What a run logged, without its points: each metric's kind and "
+                "count, a series' last, min and max (from its tiles, so in milliseconds "
+                "for any size), a table's columns; typed metrics as in /metrics.",
+                responses={**UNAVAILABLE, 200: "The index, by name.", 404: "No such run."},
+                response_content={200: {"application/json": {"schema": _INDEX}}},
+                extra={"parameters": [RUN_ID_PARAMETER]},
+                schemas=schemas,
+            ),
+            RouteSpec(
                 method="GET", path="/v1/runs/{run_id}/metrics/{name:.+}", handler=self.series,
                 operation_id="getRunMetricSeries",
                 summary="One metric series: its points, or at most max_points buckets by "
@@ -293,6 +337,65 @@ class MetricRoutes:
                 values = merge_points(full[name])
                 fragments[name] = dumps(values[0] if len(values) == 1 else values).encode()
         return fragments
+
+    # -- the index ---------------------------------------------------------------------------
+
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        run_id = path_param(request, "run_id", "run")
+        exists, (series, lists, tables), files = await asyncio.gather(
+            self._reads.run_exists(run_id), self._reads.metric_index(run_id),
+            self._reads.files(run_id))
+        if not exists:
+            raise not_found(f"no run {run_id!r}")
+        entries: dict[str, dict[str, Any]] = {}
+        for name in series:
+            entries[name] = await self._series_summary(run_id, name)
+        for row in lists:
+            entries[row["name"]] = {"name": row["name"], "kind": "list",
+                                    "count": int(row["count"])}
+        for row in tables:
+            entries[row["name"]] = {"name": row["name"], "kind": "table",
+                                    "count": int(row["count"]), "columns": list(row["columns"])}
+        document: dict[str, Any] = {"metrics": [entries[n] for n in sorted(entries)]}
+        typed = _typed(files, None)
+        if typed:
+            document["typed"] = typed
+        return _json(document)
+
+    async def _series_summary(self, run_id: str, name: str) -> dict[str, Any]:
+        """Count, last, min and max of a whole series: from its points when it is small,
+        else from one bucket over its tiles (summarising new chunks first)."""
+        stats = await self._reads.series_stats(run_id, name, None, MIN_STEP, MAX_STEP)
+        count, last, vmin, vmax = 0, None, None, None
+        if stats.points <= INDEX_POINTS_READ:
+            points = await self._reads.series_points(run_id, name, None, MIN_STEP, MAX_STEP,
+                                                     INDEX_POINTS_READ + 1)
+            count = len(points)
+            numbers = [r["value"] for r in points
+                       if r["kind"] in (None, "f", "i") and math.isfinite(r["value"])]
+            if points:
+                last = _point(points[-1])["value"]
+            vmin, vmax = (min(numbers), max(numbers)) if numbers else (None, None)
+        elif stats.step_min is not None and stats.step_max is not None:
+            lo, hi = stats.step_min, stats.step_max
+            plan = self._plan(stats, lo, hi, 1)
+            if plan.level is not None and (stats.untiled_points > TILE_AFTER_UNTILED_POINTS
+                                           or stats.stale_tiles):
+                await self._reads.tile_series(run_id, name)
+                stats = await self._reads.series_stats(run_id, name, None, lo, hi)
+                plan = self._plan(stats, lo, hi, 1)
+            buckets = [_bucket(r) for r in await self._reads.series_buckets(
+                run_id, name, None, plan)]
+            count = sum(b["count"] for b in buckets)
+            if buckets:
+                last = buckets[-1]["last"]
+            mins = [b["min"] for b in buckets if isinstance(b["min"], float | int)]
+            maxs = [b["max"] for b in buckets if isinstance(b["max"], float | int)]
+            vmin, vmax = (min(mins) if mins else None), (max(maxs) if maxs else None)
+        return {"name": name, "kind": "value" if count == 1 else "series", "count": count,
+                "last": last,
+                "min": None if vmin is None else json_float(float(vmin)),
+                "max": None if vmax is None else json_float(float(vmax))}
 
     # -- one series -------------------------------------------------------------------------
 
