@@ -33,6 +33,7 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "int_param",
+    "json_body",
     "json_ok",
     "limit_param",
     "not_found",
@@ -60,6 +61,18 @@ def bad_request(message: str) -> web.HTTPBadRequest:
 
 def not_found(message: str) -> web.HTTPNotFound:
     return web.HTTPNotFound(text=message)
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """A request's JSON object body; 400 for anything else (bad JSON or UTF-8, absurd
+    nesting, not an object)."""
+    try:
+        body = await request.json()
+    except (ValueError, RecursionError):
+        raise bad_request("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise bad_request("the body must be a JSON object")
+    return body
 
 
 def json_ok(document: Any) -> web.Response:

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.async_api import Browser, Request, Route, ViewportSize, async_playwright
 
-from tests.browser.helpers import SCREENSHOTS, Guard, StudioPage, studio_built, studio_source, taken
+from tests.browser.helpers import SCREENSHOTS, Guard, StudioPage, studio_built, taken
 
 # The integration tests' fixtures, reused by name (tests/integration/conftest.py).
 from tests.integration.conftest import (  # noqa: F401 - fixtures
@@ -128,7 +128,5 @@ def built_studio() -> None:
     """The app's pages need its Vite build in ingest/api/studio_dist/."""
     if studio_built():
         return
-    if not studio_source():
-        pytest.skip("the studio's sources (studio/) are not in this checkout yet")
     pytest.fail("the studio is not built (ingest/api/studio_dist/index.html is missing): "
                 "cd studio && npm ci && npm run build")

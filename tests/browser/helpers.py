@@ -72,8 +72,3 @@ async def log_in(page: Page, url: str, token: str) -> None:
 
 def studio_built() -> bool:
     return (ROOT / "ingest" / "api" / "studio_dist" / "index.html").is_file()
-
-
-def studio_source() -> bool:
-    """Whether the studio's sources are in this checkout (its front-end has landed)."""
-    return (ROOT / "studio" / "package.json").is_file()

@@ -15,6 +15,7 @@ while in-process servers run on the test's event loop.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 from collections.abc import Callable
@@ -82,6 +83,23 @@ class ReadPipeline(Pipeline):
             topic=self.topic,
             token=token,
         )
+
+    def write_config(self, folder: Path) -> None:
+        """``folder/.azureml/config.json`` as ``Workspace.from_config()`` finds it, for this
+        pipeline (Azure's coordinates plus Runstream's endpoints and token)."""
+        azureml = folder / ".azureml"
+        azureml.mkdir(parents=True)
+        (azureml / "config.json").write_text(json.dumps({
+            "subscription_id": "00000000-0000-0000-0000-000000000000",
+            "resource_group": "rg",
+            "workspace_name": "default",
+            "location": "local",
+            "api_url": self.api_url,
+            "kafka_bootstrap": self.bootstrap,
+            "topic": self.topic,
+            "home": str(folder / "home"),
+            "token": READ_TOKEN,
+        }))
 
     def env(self, name: str) -> dict[str, str]:
         return {

@@ -11,32 +11,15 @@ uses them follow.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.pipelines import READ_TOKEN, ReadPipeline, call
+from tests.integration.pipelines import ReadPipeline, call
 
 pytestmark = pytest.mark.integration
-
-
-def write_config(folder: Path, pipeline: ReadPipeline) -> None:
-    azureml = folder / ".azureml"
-    azureml.mkdir(parents=True)
-    (azureml / "config.json").write_text(json.dumps({
-        "subscription_id": "00000000-0000-0000-0000-000000000000",
-        "resource_group": "rg",
-        "workspace_name": "default",
-        "location": "local",
-        "api_url": pipeline.api_url,
-        "kafka_bootstrap": pipeline.bootstrap,
-        "topic": pipeline.topic,
-        "home": str(folder / "home"),
-        "token": READ_TOKEN,
-    }))
 
 
 def logging_api_notebook(folder: Path) -> dict[str, Any]:
@@ -145,7 +128,7 @@ def logging_api_notebook(folder: Path) -> dict[str, Any]:
 
 async def test_logging_api_notebook(read_pipeline: ReadPipeline, tmp_path: Path) -> None:
     folder = tmp_path / "notebook"
-    write_config(folder, read_pipeline)
+    read_pipeline.write_config(folder)
     cwd = os.getcwd()
     try:
         shown = await call(logging_api_notebook, folder)
@@ -202,7 +185,7 @@ async def test_logging_api_notebook_tags_a_fetched_completed_run(
         fetched_run.tag("Competition Rank", 1)
         return fetched_run.get_tags()
 
-    write_config(tmp_path / "nb", read_pipeline)
+    read_pipeline.write_config(tmp_path / "nb")
     tags = await call(cells)
     assert tags == {"My Favorite Run": None, "Competition Rank": "1"}
 
@@ -212,7 +195,7 @@ async def test_models_from_a_run_and_from_local_files(
 ) -> None:
     """train-on-local's last cells: ``run.register_model(model_name=..., model_path=
     './outputs/ridge_0.40.pkl')``, then ``Model`` to find, list and download versions."""
-    write_config(tmp_path / "ws", read_pipeline)
+    read_pipeline.write_config(tmp_path / "ws")
 
     def cells() -> dict[str, Any]:
         from producer import Experiment, Model, Workspace

@@ -42,7 +42,7 @@ from producer import (
     Workspace,
 )
 from producer import Run as SdkRun
-from tests.integration.pipelines import READ_TOKEN, ReadPipeline, call
+from tests.integration.pipelines import ReadPipeline, call
 
 pytestmark = pytest.mark.integration
 
@@ -117,22 +117,6 @@ async def ws(read_pipeline: ReadPipeline) -> AsyncIterator[Workspace]:
 
 
 # ---- helpers ----------------------------------------------------------------------------------
-
-
-def write_config(folder: Path, pipeline: ReadPipeline) -> None:
-    azureml = folder / ".azureml"
-    azureml.mkdir(parents=True)
-    (azureml / "config.json").write_text(json.dumps({
-        "subscription_id": "00000000-0000-0000-0000-000000000000",
-        "resource_group": "rg",
-        "workspace_name": "default",
-        "location": "local",
-        "api_url": pipeline.api_url,
-        "kafka_bootstrap": pipeline.bootstrap,
-        "topic": pipeline.topic,
-        "home": str(folder / "home"),
-        "token": READ_TOKEN,
-    }))
 
 
 def script_folder(root: Path, files: dict[str, str]) -> Path:
@@ -330,7 +314,7 @@ async def test_train_on_local_notebook_end_to_end(
 ) -> None:
     agent = start_agent("local", slots=2)
     folder = tmp_path / "notebook"
-    write_config(folder, read_pipeline)
+    read_pipeline.write_config(folder)
     shutil.copytree(NOTEBOOK_SCRIPTS, folder / "scripts")
     cwd = os.getcwd()
     try:

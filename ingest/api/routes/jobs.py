@@ -48,7 +48,7 @@ from ingest.api.auth import forbidden_workspace, grant_of
 from ingest.api.blobstore import BlobStore, is_valid_digest
 from ingest.api.emitter import StatusEmitter
 from ingest.api.http import RouteSpec
-from ingest.api.params import UNAVAILABLE, bad_request, json_ok, not_found, path_param
+from ingest.api.params import UNAVAILABLE, bad_request, json_body, json_ok, not_found, path_param
 from ingest.api.routes.runs import RUN_ID_PARAMETER, serve_artifact
 from ingest.db.jobs import JobStore, Reaped, SubmissionConflictError
 from ingest.db.notices import ChangeListener
@@ -232,7 +232,7 @@ class JobRoutes:
     # -- submissions ----------------------------------------------------------------------
 
     async def submit(self, request: web.Request) -> web.StreamResponse:
-        body = await _json_body(request)
+        body = await json_body(request)
         run_id = _name(body, "run_id")
         workspace = _name(body, "workspace")
         if not grant_of(request).allows(workspace):
@@ -305,7 +305,7 @@ class JobRoutes:
     # -- agents ---------------------------------------------------------------------------
 
     async def register(self, request: web.Request) -> web.StreamResponse:
-        body = await _json_body(request)
+        body = await json_body(request)
         agent_id = _agent_id(body.get("agent_id"))
         target = _name(body, "target")
         _serves(request, target)
@@ -319,7 +319,7 @@ class JobRoutes:
 
     async def poll(self, request: web.Request) -> web.StreamResponse:
         agent_id = await self._agent(request)
-        body = await _json_body(request)
+        body = await json_body(request)
         free = _int(body, "free", 0, 0, 10_000)
         running = body.get("running", [])
         if not isinstance(running, list) or len(running) > 10_000 or not all(
@@ -357,7 +357,7 @@ class JobRoutes:
     async def finish(self, request: web.Request) -> web.StreamResponse:
         agent_id = await self._agent(request)
         run_id = path_param(request, "run_id", "run")
-        body = await _json_body(request)
+        body = await json_body(request)
         outcome = body.get("outcome")
         if outcome not in _OUTCOMES:
             raise bad_request(f"field 'outcome' must be one of {', '.join(_OUTCOMES)}")
@@ -464,16 +464,6 @@ def _serves(request: web.Request, target: str) -> None:
     if not grant.admin and target not in grant.targets:
         raise web.HTTPForbidden(text=f"this token is not an agent token of compute target "
                                 f"{target[:80]!r} (RUNSTREAM_AGENT_TOKENS) nor the admin token")
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (ValueError, RecursionError):
-        raise bad_request("the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise bad_request("the body must be a JSON object")
-    return body
 
 
 def _name(body: dict[str, Any], field: str) -> str:

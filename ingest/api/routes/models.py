@@ -48,6 +48,7 @@ from ingest.api.params import (
     bool_param,
     cursor_param,
     encode_cursor,
+    json_body,
     json_ok,
     limit_param,
     not_found,
@@ -247,7 +248,7 @@ class ModelRoutes:
     # -- handlers -----------------------------------------------------------------------------
 
     async def register(self, request: web.Request) -> web.StreamResponse:
-        given = _registration(await _json_body(request))
+        given = _registration(await json_body(request))
         if given.run_id is not None:
             model = await self._from_run(request, given, given.run_id)
         else:
@@ -375,16 +376,6 @@ class ModelRoutes:
 
 
 # --- request parsing (400s name the field) ----------------------------------------------------
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (ValueError, RecursionError):  # bad JSON or UTF-8; absurd nesting
-        raise bad_request("the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise bad_request("the body must be a JSON object")
-    return body
 
 
 def _registration(body: dict[str, Any]) -> _Registration:
