@@ -51,6 +51,7 @@ from typing import Any, Final, TextIO
 
 from ._client import ApiClient
 from ._errors import ApiError, ProducerTimeoutError
+from ._session import STATUS_RANK
 
 TERMINAL_STATUSES: Final = frozenset({"Completed", "Failed", "Canceled"})
 #: Between looks when there is no event stream.
@@ -248,9 +249,14 @@ class Follower:
         if not isinstance(times, dict):
             return []
         reached = []
+        # Never back: a status whose event was stored late (Queued after the agent's
+        # Preparing) is not printed once a later one was.
+        shown = max((STATUS_RANK.get(p, 0) for p in self.printed), default=-1)
         for name, when in times.items():
             at = _parse_time(when)
             if at is None or name in self.printed or name == status:
+                continue
+            if STATUS_RANK.get(name, 0) <= shown:
                 continue
             if name == "NotStarted" or name in TERMINAL_STATUSES:
                 continue
