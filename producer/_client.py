@@ -19,8 +19,10 @@ character without changing which route it reaches. Artifact names keep their '/'
 (relative POSIX paths, served by the ``{name:.+}`` route).
 
 JSON has no NaN or ±Infinity, so the API writes them as the strings "NaN", "Infinity",
-"-Infinity" in value positions; ``decode_non_finite`` turns them back into floats. A
-string value that is literally one of those three words therefore reads back as a float.
+"-Infinity" in value positions, and a string value that is literally one of those three
+words as the object ``{"str": "NaN"}``; ``decode_non_finite`` turns both back (a float, a
+string). Apply it to values, never to a document whose keys are names: a metric named
+"str" whose value is NaN is ``{"str": "NaN"}`` in the metrics dict.
 
 Answers are parsed with ``orjson`` when it is installed (``pip install 'runstream[fast]'``):
 a run's whole metrics dict is mostly floats, and the standard library's parser spends
@@ -65,6 +67,8 @@ NON_FINITE: Final[dict[str, float]] = {
     "-Infinity": -math.inf,
 }
 _CONTAINERS: Final = (list, dict)
+#: The key of ``{"str": "NaN"}``: a string value spelled like a non-finite float.
+ESCAPED_STR: Final = "str"
 #: Element types of a list that needs no decoding.
 _PLAIN: Final = frozenset({float, int, bool, type(None)})
 
@@ -86,7 +90,8 @@ def query_string(params: Params) -> str:
 
 
 def decode_non_finite(value: Any) -> Any:
-    """Values of a decoded JSON document with "NaN"/"Infinity"/"-Infinity" as floats.
+    """A value of a decoded JSON answer with "NaN"/"Infinity"/"-Infinity" as floats and
+    ``{"str": s}`` as the string ``s`` (see the module doc), at any depth.
 
     Keys are left alone. Works in place on what ``json.loads`` returned. A list of
     numbers only (the bulk of a metrics answer) is recognised from its set of element
@@ -105,6 +110,8 @@ def decode_non_finite(value: Any) -> Any:
             for v in value
         ]
     if kind is dict:
+        if len(value) == 1 and type(value.get(ESCAPED_STR)) is str:
+            return value[ESCAPED_STR]  # a string spelled like a non-finite float
         return {k: decode_non_finite(v) for k, v in value.items()}
     return value
 

@@ -121,8 +121,7 @@ class RunReads:
                 what=f"GET {self._path('/metrics')}",
                 retriable=False,
             )
-        decoded: dict[str, Any] = decode_non_finite(metrics)
-        out = {name: _one_row_bare(value) for name, value in decoded.items()}
+        out = {name: _one_row_bare(decode_non_finite(value)) for name, value in metrics.items()}
         typed = answer.get("typed") or {}  # absent: none (or an API from before them)
         if typed:
             for name in typed:

@@ -126,9 +126,14 @@ _VALUE: Final = {
     "description": (
         "A logged value with its type: number (int or float), boolean or string. JSON has "
         "no NaN or infinities: those floats are the strings \"NaN\", \"Infinity\", "
-        "\"-Infinity\"."
+        "\"-Infinity\" — so a string value spelled exactly like one of those three is "
+        "the object {\"str\": \"NaN\"}; every other string is itself."
     ),
-    "type": ["number", "boolean", "string", "null"],
+    "anyOf": [
+        {"type": ["number", "boolean", "string", "null"]},
+        {"type": "object", "required": ["str"], "additionalProperties": False,
+         "properties": {"str": {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}}},
+    ],
 }
 _CURSOR: Final = {
     "type": ["string", "null"],

@@ -4,6 +4,13 @@ Points and list/table cells are stored as float8 plus a kind byte (``f`` float, 
 int, ``b`` bool, ``s`` str with its text aside; migrations 0001/0002). The API gives
 them back with their type, and — JSON having no NaN or infinities — non-finite floats
 as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (the SDK turns them back).
+
+A *string* value spelled exactly like one of those three would then read back as a float,
+so such a string is written as the object ``{"str": "NaN"}`` (``escaped_text``). In a value
+position a JSON string is therefore a string unless it is one of the three spellings, which
+always mean floats, and an object ``{"str": s}`` is the string ``s``; every other string is
+written as itself. (A value position never otherwise holds an object: tables are objects of
+column *lists*.)
 """
 
 from __future__ import annotations
@@ -21,8 +28,10 @@ __all__ = [
     "KIND_FLOAT",
     "KIND_INT",
     "KIND_STR",
+    "NON_FINITE_SPELLINGS",
     "JsonValue",
     "dumps",
+    "escaped_text",
     "float_array_json",
     "iso",
     "json_array",
@@ -37,7 +46,10 @@ KIND_INT: Final = ord("i")
 KIND_BOOL: Final = ord("b")
 KIND_STR: Final = ord("s")
 
-JsonValue = float | int | bool | str | None
+JsonValue = float | int | bool | str | dict[str, str] | None
+
+#: How JSON answers spell non-finite floats; a string value spelled so is escaped.
+NON_FINITE_SPELLINGS: Final = frozenset({"NaN", "Infinity", "-Infinity"})
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 #: A bare integer token inside a JSON array of numbers ("3" where a float 3.0 was stored).
@@ -53,6 +65,14 @@ def json_float(value: float) -> float | str:
     return "Infinity" if value > 0 else "-Infinity"
 
 
+def escaped_text(text: str | None) -> str | dict[str, str] | None:
+    """A string value as the API writes it: itself, or ``{"str": text}`` when it is
+    spelled like a non-finite float (see the module doc)."""
+    if text in NON_FINITE_SPELLINGS:
+        return {"str": text}
+    return text
+
+
 def typed_value(num: float, kind: int, text: str | None) -> JsonValue:
     """One stored value with its type back (kind: an ASCII code, see the module doc)."""
     if kind == KIND_FLOAT:
@@ -62,7 +82,7 @@ def typed_value(num: float, kind: int, text: str | None) -> JsonValue:
     if kind == KIND_BOOL:
         return num != 0.0
     if kind == KIND_STR:
-        return text
+        return escaped_text(text)
     return json_float(num)
 
 

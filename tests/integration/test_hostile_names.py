@@ -90,10 +90,10 @@ HOSTILE = [
 ]
 #: The read API writes non-finite floats as these strings (JSON has no NaN).
 NON_FINITE_SPELLINGS = ["NaN", "Infinity", "-Infinity"]
-#: Free text (tag and property values, string points) may hold what names may not. The
-#: non-finite spellings are left out here: see the xfail test at the end.
+#: Free text (tag and property values, string points) may hold what names may not,
+#: the non-finite spellings included (see also the test at the end).
 HOSTILE_TEXT = [
-    *(t for t in HOSTILE if t not in NON_FINITE_SPELLINGS),
+    *HOSTILE,
     "multi\nline\ttabs\r\n",
     "",
     "\x7f\x01 low controls",
@@ -401,13 +401,6 @@ def get_json(url: str) -> Any:
     return json.loads(get_bytes(url))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="read API bug: non-finite floats are written as the strings 'NaN'/'Infinity'/"
-    "'-Infinity' and the SDK turns every such string back into a float, so string values "
-    "spelled that way come back as floats (ingest/db/values.py json_float, producer/_client.py "
-    "decode_non_finite)",
-)
 async def test_strings_spelled_like_non_finite_floats_read_back_as_strings(
     read_pipeline: ReadPipeline,
 ) -> None:
@@ -433,6 +426,33 @@ async def test_strings_spelled_like_non_finite_floats_read_back_as_strings(
     expected = {
         **{f"point {i}": text for i, text in enumerate(NON_FINITE_SPELLINGS)},
         "list": NON_FINITE_SPELLINGS,
-        "row": {"text": [NON_FINITE_SPELLINGS[0]]},
+        "row": {"text": NON_FINITE_SPELLINGS[0]},  # one row is bare, as in azureml-core
     }
     assert mismatch(await call(run.get_metrics), expected) is None
+
+    # On the wire: a string spelled like a non-finite float is {"str": …}; floats are not.
+    answer = await call(get_json, f"{read_pipeline.api_url}/v1/runs/{run.id}/metrics")
+    assert answer["metrics"]["point 0"] == {"str": "NaN"}
+    assert answer["metrics"]["list"] == [{"str": t} for t in NON_FINITE_SPELLINGS]
+
+
+async def test_a_metric_named_str_holding_nan_reads_back_as_a_float(
+    read_pipeline: ReadPipeline,
+) -> None:
+    """The escape {"str": s} is read in value positions only, never in the dict of names."""
+    ws = read_pipeline.workspace()
+
+    def train() -> Run:
+        with Experiment(ws, "spelled").start_logging(outputs_dir=None) as run:
+            run.log("str", math.nan)
+            run.log_list("also", [math.inf, "Infinity", "x"])
+        ws.close(30.0)
+        return run
+
+    run = await call(train)
+    await read_pipeline.drained()
+    got = await call(run.get_metrics)
+    assert set(got) == {"str", "also"}
+    assert isinstance(got["str"], float)
+    assert math.isnan(got["str"])
+    assert got["also"] == [math.inf, "Infinity", "x"]

@@ -106,6 +106,21 @@ def test_non_finite_strings_become_floats_in_value_positions_only() -> None:
     assert got["int"] == 3
 
 
+def test_an_escaped_string_spelled_like_a_non_finite_float_stays_a_string() -> None:
+    from ingest.db.values import KIND_STR, typed_value
+
+    # What the API writes for the string "NaN" (and not for the float), read back.
+    wire = json.loads(json.dumps([typed_value(0.0, KIND_STR, t)
+                                  for t in ("NaN", "Infinity", "-Infinity", "nan", "")]))
+    assert wire[0] == {"str": "NaN"}
+    assert wire[3:] == ["nan", ""]
+    assert decode_non_finite(wire) == ["NaN", "Infinity", "-Infinity", "nan", ""]
+    assert decode_non_finite({"str": "-Infinity"}) == "-Infinity"
+    # A table column named "str" is a list, never an escape.
+    assert decode_non_finite({"str": ["NaN", {"str": "NaN"}]})["str"][1] == "NaN"
+    assert math.isnan(decode_non_finite({"str": ["NaN"]})["str"][0])
+
+
 def test_nested_lists_are_decoded_too() -> None:
     assert decode_non_finite([["Infinity"], {"v": ["-Infinity"]}]) == [
         [math.inf],

@@ -20,7 +20,8 @@ NotResponding, runs leaving a queue's 1-hour windows).
 Cursors and event ids: ``ingest/api/live/cursors.py``.
 
 Events (``data`` is one JSON object per event; non-finite numbers are the strings
-"NaN", "Infinity", "-Infinity", as everywhere in the API)::
+"NaN", "Infinity", "-Infinity", and a string value spelled like one of them is
+``{"str": "NaN"}``, as everywhere in the API)::
 
     event: point   {"name", "step", "value", "rank", "time"}
     event: log     {"stream", "line", "rank", "time"}

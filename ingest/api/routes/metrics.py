@@ -221,7 +221,7 @@ class MetricRoutes:
                 operation_id="getRunMetrics",
                 summary="All metrics of a run (or the named ones), shaped like "
                 "run.get_metrics(). Non-finite floats are the strings NaN, Infinity, "
-                "-Infinity.",
+                "-Infinity; a string value spelled like one of them is {\"str\": \"NaN\"}.",
                 responses={**UNAVAILABLE, 200: "The metrics (an unknown name is left out).",
                            400: "A bad parameter.", 404: "No such run."},
                 response_content={200: {"application/json": {"schema": _METRICS}}},
