@@ -388,7 +388,7 @@ async def _write_bench(
     return result
 
 
-SUITES = ("write", "read", "faults", "jobs")
+SUITES = ("write", "read", "faults", "jobs", "studio")
 
 
 async def _suites(
@@ -413,6 +413,14 @@ async def _suites(
         result["jobs"] = await asyncio.to_thread(
             run_jobs_bench, settings, dsn=dsn, progress=progress, jobs=config.jobs,
             agents=config.agents)
+    if "studio" in suites:
+        from ingest.bench.studio import run_studio_bench
+
+        async with scratch_database(dsn) as studio_dsn:
+            with tempfile.TemporaryDirectory(prefix="runstream-bench-studio-") as tmp:
+                result["studio"] = await run_studio_bench(
+                    dsn=studio_dsn, home=Path(tmp), progress=progress,
+                    points=1_000_000 if config.quick_read else 10_000_000)
     return result
 
 
@@ -440,6 +448,8 @@ def format_report(result: dict[str, Any]) -> str:
         lines += _read_lines(result["read"])
     if "jobs" in result:
         lines += _jobs_lines(result["jobs"])
+    if "studio" in result:
+        lines += _studio_lines(result["studio"])
     if "faults" in result:
         f = result["faults"]
         lines.append(
@@ -458,6 +468,21 @@ def _jobs_lines(jobs: dict[str, Any]) -> list[str]:
         f"queue drain:           {thr['jobs']:,} jobs through {thr['agents']} agents: "
         f"{thr['jobs_per_s']} jobs/s, scheduler overhead {thr['scheduler_overhead_per_job_s']} "
         f"s/job ({thr['not_completed']} not completed)",
+    ]
+
+
+def _studio_lines(studio: dict[str, Any]) -> list[str]:
+    series, overlay = studio["series"], studio["overlay"]
+    return [
+        f"studio series chart:   {series['points']:,} points drawn "
+        f"{series['first_request_to_drawn_ms']['p50']} ms after the first request (p50 of "
+        f"{series['repeats']}; target {series['target_ms']:g} ms: x{series['vs_target']}), "
+        f"{series['navigation_to_drawn_ms']['p50']} ms after navigation; cold "
+        f"{series['cold']['first_request_to_drawn_ms']} ms",
+        f"studio overlay chart:  {overlay['runs']} runs x {overlay['points_per_run']:,} points "
+        f"drawn {overlay['first_request_to_drawn_ms']['p50']} ms after the first request "
+        f"(target {overlay['target_ms']:g} ms: x{overlay['vs_target']}), "
+        f"{overlay['navigation_to_drawn_ms']['p50']} ms after navigation",
     ]
 
 

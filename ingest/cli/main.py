@@ -409,19 +409,21 @@ def build_parser() -> argparse.ArgumentParser:
         "points, run details at 200 req/s), `faults` (a known workload through worker kills "
         "and rebalances, counting lost and doubled points), `jobs` (on the stack itself, with "
         "compute targets of its own: "
-        "submit → Running with an idle agent, --jobs queued jobs drained by --agents agents). "
+        "submit → Running with an idle agent, --jobs queued jobs drained by --agents agents), "
+        "`studio` (in headless Chromium: a 10M-point series' chart and 100 runs overlaid, from "
+        "the first request to the first draw; --quick-read: 1M points). "
         "`all` = write + read (about 4 minutes). Prints a report, or JSON with --json.",
     )
     bench.add_argument(
         "--quick-read",
         action="store_true",
-        help="read suite at a tenth of its sizes (a smoke test, not figures)",
+        help="read and studio suites at a tenth of their sizes (a smoke test, not figures)",
     )
     bench.add_argument(
         "suite",
         nargs="?",
         default="all",
-        choices=("all", "write", "read", "faults", "jobs"),
+        choices=("all", "write", "read", "faults", "jobs", "studio"),
         help="what to measure (default all = write + read)",
     )
     bench.add_argument("--json", action="store_true", help="print the results as JSON")

@@ -1,0 +1,197 @@
+"""Studio figures (issue 11): how fast the studio's charts draw, in a real headless Chromium.
+
+The data is stored through the real write path (``store_events``) into a scratch database,
+served by an API process of its own (``api_process``, which also serves the studio), and
+the pages are opened by Debian's ``chromium`` driven by Playwright for Python (both from
+``deploy/prereqs.sh`` and ``pip install 'runstream[dev]'``).
+
+Two measurements, each repeated ``repeats`` times in a fresh browser context (no cache):
+
+1. ``series``: a run page whose metric ``loss`` has ``points`` points (10,000,000; two
+   spikes of ±1e6 among them). ``first_request_to_drawn_ms`` counts from the moment the
+   page asks for the series (``/metrics/loss?max_points=…``) to the chart's first draw with
+   data (the studio's ``performance.mark("runstream:chart:loss")``);
+   ``navigation_to_drawn_ms`` from the navigation itself (page, scripts, the run, its
+   metric index). The first repetition is reported apart as ``cold``: its series request
+   also summarises the whole series into tiles (migration 0006), once per series.
+2. ``overlay``: the ``Child runs`` tab of a run with ``runs`` children (100), each with a
+   ``loss`` series of ``run_points`` points, whose chart overlays that metric of every
+   child: from navigation, and from the first series request, to the chart drawn with all
+   ``runs`` lines.
+
+Targets (issue 11): series ≤ 1,000 ms from the first request, overlay ≤ 2,000 ms; each
+result carries ``target_ms`` and ``vs_target`` (measured / target: below 1 is within).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+from ingest.bench.events import EventFactory, packed_series
+from ingest.bench.read import CHUNK_POINTS, api_process, store_events
+
+__all__ = ["OVERLAY_TARGET_MS", "SERIES_TARGET_MS", "run_studio_bench"]
+
+SERIES_TARGET_MS: Final = 1000.0
+OVERLAY_TARGET_MS: Final = 2000.0
+SPIKE: Final = 1e6
+CHROMIUM_CANDIDATES: Final = ("chromium", "/usr/bin/chromium", "chromium-browser")
+VIEWPORT: Final = {"width": 1440, "height": 900}
+#: How long one page may take before the bench gives up on it.
+PAGE_TIMEOUT_MS: Final = 120_000
+
+Progress = Callable[[str], None]
+
+#: Timings of the chart titled ``title`` (the studio marks its first draw with data).
+_TIMINGS_JS: Final = """([title, pathPart]) => {
+  const mark = performance.getEntriesByName(`runstream:chart:${title}`)[0];
+  const asks = performance.getEntriesByType("resource")
+      .filter((e) => e.name.includes(pathPart)).map((e) => e.startTime);
+  const box = document.querySelector(`[data-chart="${CSS.escape(title)}"]`);
+  return {drawn: mark ? mark.startTime : null,
+          first_request: asks.length ? Math.min(...asks) : null,
+          requests: asks.length,
+          legend: box ? box.querySelectorAll(".u-legend .u-series").length : 0};
+}"""
+
+
+def _chromium() -> str:
+    for candidate in CHROMIUM_CANDIDATES:
+        found = shutil.which(candidate)
+        if found:
+            return found
+    raise RuntimeError("the studio bench needs Debian's chromium: run deploy/prereqs.sh as "
+                       "root (apt-get install -y chromium)")
+
+
+def _run_id(experiment: str) -> str:
+    return f"{experiment}_{int(time.time())}_{uuid.uuid4().hex[:8]}"
+
+
+def _series_events(f: EventFactory, points: int, *, seed: int,
+                   spikes: tuple[int, ...] = ()) -> list[dict[str, Any]]:
+    rng = random.Random(seed)  # noqa: S311 - benchmark data, not secrets
+    start_us = time.time_ns() // 1000 - points
+    events = []
+    for first in range(0, points, CHUNK_POINTS):
+        steps = range(first, min(points, first + CHUNK_POINTS))
+        values = [math.exp(-3 * s / points) + rng.random() * 0.02 for s in steps]
+        for at in spikes:
+            if first <= at < first + len(values):
+                values[at - first] = SPIKE if spikes.index(at) % 2 == 0 else -SPIKE
+        events.append(f.metrics(packed_series("loss", values, steps=steps,
+                                              times_us=[start_us + s for s in steps])))
+    return events
+
+
+async def _store_series_run(dsn: str, points: int) -> tuple[str, tuple[int, ...]]:
+    rid = _run_id("benchstudio")
+    f = EventFactory(rid, experiment="benchstudio")
+    spikes = (points // 3 + 17, 2 * points // 3 + 5)
+    await store_events(dsn, [f.lifecycle("Running")], batch=1)
+    batch: list[dict[str, Any]] = []
+    for event in _series_events(f, points, seed=1, spikes=spikes):
+        batch.append(event)
+        if len(batch) == 50:  # 500,000 points at a time: bounded memory
+            await store_events(dsn, batch, batch=10)
+            batch = []
+    await store_events(dsn, [*batch, f.lifecycle("Completed")], batch=10)
+    return rid, spikes
+
+
+async def _store_overlay_runs(dsn: str, runs: int, run_points: int) -> str:
+    parent = _run_id("benchstudio")
+    pf = EventFactory(parent, experiment="benchstudio")
+    events = [pf.lifecycle("Running", display_name="sweep")]
+    for i in range(runs):
+        child = f"{parent}_{i:03d}"
+        cf = EventFactory(child, experiment="benchstudio")
+        events.append(cf.lifecycle("Running", parent_run_id=parent, display_name=f"trial {i}"))
+        events += _series_events(cf, run_points, seed=100 + i)
+        events.append(cf.lifecycle("Completed"))
+    events.append(pf.lifecycle("Completed"))
+    await store_events(dsn, events, batch=50)
+    return parent
+
+
+async def _page_timings(browser: Any, url: str, title: str, path_part: str) -> dict[str, Any]:
+    context = await browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
+    try:
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(url)
+        await page.wait_for_function(
+            "t => performance.getEntriesByName(`runstream:chart:${t}`).length > 0",
+            arg=title, timeout=PAGE_TIMEOUT_MS)
+        timings: dict[str, Any] = await page.evaluate(_TIMINGS_JS, [title, path_part])
+        if errors:
+            raise RuntimeError(f"the studio page {url} threw: {errors[0]}")
+        return timings
+    finally:
+        await context.close()
+
+
+def _summary(samples: list[dict[str, Any]], target_ms: float) -> dict[str, Any]:
+    cold, warm = samples[0], samples[1:] or samples
+    from_request = [s["drawn"] - s["first_request"] for s in warm]
+    from_navigation = [s["drawn"] for s in warm]
+    p50 = statistics.median(from_request)
+    return {
+        "repeats": len(warm),
+        "first_request_to_drawn_ms": {"p50": round(p50, 1), "max": round(max(from_request), 1)},
+        "navigation_to_drawn_ms": {"p50": round(statistics.median(from_navigation), 1),
+                                   "max": round(max(from_navigation), 1)},
+        "cold": {"first_request_to_drawn_ms": round(cold["drawn"] - cold["first_request"], 1),
+                 "navigation_to_drawn_ms": round(cold["drawn"], 1)},
+        "target_ms": target_ms,
+        "vs_target": round(p50 / target_ms, 3),
+    }
+
+
+async def run_studio_bench(*, dsn: str, home: Path, points: int = 10_000_000, runs: int = 100,
+                           run_points: int = 10_000, repeats: int = 5,
+                           progress: Progress = lambda _: None) -> dict[str, Any]:
+    """Both measurements on a scratch database ``dsn``; see the module doc."""
+    from playwright.async_api import async_playwright  # a dev/bench dependency only
+
+    chromium = _chromium()
+    progress(f"studio: storing a {points:,}-point series…")
+    started = time.perf_counter()
+    series_run, spikes = await _store_series_run(dsn, points)
+    series_load_s = time.perf_counter() - started
+    progress(f"studio: storing {runs} runs of {run_points:,} points…")
+    parent = await _store_overlay_runs(dsn, runs, run_points)
+    async with api_process(dsn, home=home) as url, async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium, headless=True,
+            args=["--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
+        try:
+            progress(f"studio: drawing the series {repeats + 1} times in Chromium…")
+            series = [await _page_timings(browser, f"{url}/runs/{series_run}?tab=metrics",
+                                          "loss", "/metrics/loss?")
+                      for _ in range(repeats + 1)]
+            progress(f"studio: overlaying {runs} runs {repeats + 1} times in Chromium…")
+            overlay = [await _page_timings(browser, f"{url}/runs/{parent}?tab=children",
+                                           "loss", "/metrics/loss?")
+                       for _ in range(repeats + 1)]
+        finally:
+            await browser.close()
+    series_result = {"points": points, "load_s": round(series_load_s, 1),
+                     **_summary(series, SERIES_TARGET_MS),
+                     "series_requests": series[-1]["requests"],
+                     "spikes_at_steps": list(spikes)}
+    overlay_result = {"runs": runs, "points_per_run": run_points,
+                      **_summary(overlay, OVERLAY_TARGET_MS),
+                      "legend_entries": overlay[-1]["legend"],
+                      "series_requests": overlay[-1]["requests"]}
+    return {"chromium": chromium, "series": series_result, "overlay": overlay_result}
