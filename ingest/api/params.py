@@ -210,12 +210,16 @@ def cursor_param(request: web.Request, kind: str, name: str = "cursor") -> list[
 
 
 def query_parameter(
-    name: str, description: str, schema: dict[str, Any], *, repeatable: bool = False
+    name: str, description: str, schema: dict[str, Any], *, repeatable: bool = False,
+    required: bool = False,
 ) -> dict[str, Any]:
     if repeatable:
-        return {"name": name, "in": "query", "required": False, "description": description,
-                "schema": {"type": "array", "items": schema}, "style": "form", "explode": True}
-    return {"name": name, "in": "query", "required": False, "description": description,
+        items: dict[str, Any] = {"type": "array", "items": schema}
+        if required:
+            items["minItems"] = 1
+        return {"name": name, "in": "query", "required": required, "description": description,
+                "schema": items, "style": "form", "explode": True}
+    return {"name": name, "in": "query", "required": required, "description": description,
             "schema": schema}
 
 

@@ -117,6 +117,9 @@ METRIC_AFTER_NULL_ASC: Final = "(k.sort_value IS NULL AND k.run_id > ${0})"
 
 SQL_RUN_EXISTS: Final = "SELECT EXISTS (SELECT 1 FROM runstream_data.runs WHERE run_id = $1)"
 SQL_RUN_WORKSPACE: Final = "SELECT workspace FROM runstream_data.runs WHERE run_id = $1"
+SQL_RUN_WORKSPACES: Final = """
+SELECT run_id, workspace FROM runstream_data.runs WHERE run_id = ANY($1::text[])
+"""
 
 SQL_RUN_DETAILS: Final = f"""
 SELECT {RUN_SUMMARY_COLUMNS},

@@ -167,6 +167,11 @@ class ReadStore(Pool):
         workspace = await self.fetchval(q.SQL_RUN_WORKSPACE, run_id)
         return None if workspace is None else str(workspace)
 
+    async def run_workspaces(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """The workspace of each of ``run_ids`` that exists."""
+        rows = await self.fetch(q.SQL_RUN_WORKSPACES, list(run_ids))
+        return {str(r["run_id"]): str(r["workspace"]) for r in rows}
+
     async def runs(self, where: RunFilter, order: RunOrder, limit: int) -> list[asyncpg.Record]:
         """One page of RunSummary rows (plus ``sort_value`` when ordered by a metric)."""
         args: list[Any] = []

@@ -178,11 +178,23 @@ async def test_a_workspace_token_reads_only_its_workspace(
         assert tags["tags"] == {"team": workspace}
         status, missing = await answer(http, "GET", f"{api.url}/v1/runs/exp_1_nope", token)
         assert (status, missing["error"]["message"]) == (404, "no run 'exp_1_nope'")
+        # Many runs' series at once: the other's run is missing exactly like a missing one.
+        crossing += 1
+        status, many = await answer(
+            http, "GET", f"{api.url}/v1/series?name=loss&run_id={theirs}&run_id={mine}"
+            "&run_id=exp_1_nope", token)
+        assert status == 200
+        got = many["series"]
+        assert [s["run_id"] for s in got] == [theirs, mine, "exp_1_nope"]
+        assert got[0] == {"run_id": theirs, "name": "loss", "missing": f"no run {theirs!r}"}
+        assert [p["value"] for p in got[1]["points"]] == [0.5, 0.25]
+        assert got[2] == {"run_id": "exp_1_nope", "name": "loss",
+                          "missing": "no run 'exp_1_nope'"}
     reliability.record(
         guarantee="a token for workspace A cannot read B: B's runs answer 404 exactly like "
         "missing ones, lists are filtered, asking for B is 403",
-        faults=f"{crossing} cross-workspace requests on every /v1/runs/{{id}} route (SSE too), "
-        "plus lists, experiments, compute targets and ?workspace= of the other",
+        faults=f"{crossing} cross-workspace requests on every /v1/runs/{{id}} route (SSE too) "
+        "and /v1/series, plus lists, experiments, compute targets and ?workspace= of the other",
         section=SECURITY,
         notes="0 answered with the other workspace's data (every one asserted)",
     )

@@ -283,6 +283,45 @@ async def test_the_metric_index_summarises_without_the_points(
     assert "no run" in await error_message(http, f"{api.url}/v1/runs/nope/metric-index", 404)
 
 
+async def test_one_series_of_many_runs_in_one_request(
+    http: aiohttp.ClientSession, api: ReadApi, dsn: str
+) -> None:
+    """``GET /v1/series``: each run's series exactly as its own route answers it (points
+    or buckets, step range), in the order asked; a missing run or series says which."""
+    ids = [run_id() for _ in range(3)]
+    sizes = [10, 5000, 0]
+    events = []
+    for rid, size in zip(ids, sizes, strict=True):
+        f = EventFactory(rid)
+        events.append(f.lifecycle("Running"))
+        events += [f.metrics(packed_series("loss", [i / (s + 1) for i in range(s, s + 500)],
+                                           steps=range(s, s + 500)))
+                   for s in range(0, size, 500)] if size > 10 else (
+            [f.metrics(packed_series("loss", [0.5] * size, steps=range(size)))] if size else
+            [f.metrics(packed_series("other", [1.0], steps=[0]))])
+    await store_events(dsn, events)
+    asked = [ids[1], ids[0], ids[2], "exp_1_nope", ids[0]]
+    for params in ({"max_points": 100}, {"max_points": 100, "step_min": 1000, "step_max": 1999},
+                   {}):
+        query = urlencode([("name", "loss"), *(("run_id", r) for r in asked),
+                           *params.items()])
+        many = await get_json(http, f"{api.url}/v1/series?{query}")
+        assert many["name"] == "loss"
+        assert [s["run_id"] for s in many["series"]] == asked
+        for rid, got in zip(asked, many["series"], strict=True):
+            if rid in ids[:2]:
+                assert got == await series(http, api, rid, "loss", **params)
+        assert many["series"][2] == {"run_id": ids[2], "name": "loss",
+                                     "missing": f"run {ids[2]!r} has no metric series 'loss'"}
+        assert many["series"][3]["missing"] == "no run 'exp_1_nope'"
+    assert many["series"][0]["downsampled"] is True  # 5000 points, max_points 1000
+    assert many["series"][1]["points"] == many["series"][4]["points"]  # asked twice
+    for bad, why in (("?run_id=x", "'name'"), ("?name=loss", "'run_id'"),
+                     ("?name=loss&" + "&".join(["run_id=x"] * 201), "1 to 200"),
+                     ("?name=loss&run_id=x&step_min=5&step_max=1", "step_min")):
+        assert why in await error_message(http, f"{api.url}/v1/series{bad}", 400)
+
+
 async def test_tiles_give_the_same_buckets_as_the_points(
     http: aiohttp.ClientSession, api: ReadApi, dsn: str
 ) -> None:

@@ -37,6 +37,7 @@ from typing import Any, Final
 import asyncpg
 from aiohttp import web
 
+from ingest.api.auth import grant_of
 from ingest.api.http import RouteSpec
 from ingest.api.params import (
     UNAVAILABLE,
@@ -46,6 +47,7 @@ from ingest.api.params import (
     optional_int_param,
     path_param,
     query_parameter,
+    str_param,
     str_params,
 )
 from ingest.api.routes.runs import RUN_ID_PARAMETER
@@ -84,6 +86,10 @@ MAX_MAX_POINTS: Final = 100_000
 MAX_RANK: Final = 2**31 - 1
 #: Queries the series of a whole run is split into (by name), run concurrently.
 SERIES_QUERY_PARTS: Final = 2
+
+#: Runs one GET /v1/series may ask about, and how many of them are read at once.
+MAX_SERIES_RUNS: Final = 200
+MANY_SERIES_CONCURRENCY: Final = 4
 
 #: Up to this many points a series' summary is computed from its points, above from tiles.
 INDEX_POINTS_READ: Final = 1000
@@ -207,6 +213,23 @@ _SERIES: Final = {
     ],
 }
 _INT64: Final = {"type": "integer", "minimum": MIN_STEP, "maximum": MAX_STEP}
+_MANY_SERIES: Final = {
+    "type": "object",
+    "required": ["name", "series"],
+    "properties": {
+        "name": {"type": "string"},
+        "series": {"type": "array", "description": "One per run_id asked, in that order.",
+                   "items": {"oneOf": [
+                       _SERIES["oneOf"][0], _SERIES["oneOf"][1],
+                       {"type": "object", "required": ["run_id", "name", "missing"],
+                        "properties": {"run_id": {"type": "string"}, "name": {"type": "string"},
+                                       "missing": {"type": "string", "description":
+                                                   "Why there is no series: no such run "
+                                                   "(or one the token cannot see), or no "
+                                                   "series of that name in it."}}},
+                   ]}},
+    },
+}
 
 
 class MetricRoutes:
@@ -263,6 +286,32 @@ class MetricRoutes:
                          "default": DEFAULT_MAX_POINTS}),
                     query_parameter("rank", "Only this rank's points.",
                                     {"type": "integer", "minimum": 0, "maximum": MAX_RANK}),
+                    query_parameter("step_min", "Lowest step to include.", _INT64),
+                    query_parameter("step_max", "Highest step to include.", _INT64),
+                ]},
+                schemas=schemas,
+            ),
+            RouteSpec(
+                method="GET", path="/v1/series", handler=self.many_series,
+                operation_id="getSeriesOfRuns",
+                summary="One metric series of many runs in one request (overlays): each "
+                "as GET /v1/runs/{run_id}/metrics/{name} answers it, in the order asked; a "
+                "run that does not exist, that the token cannot see, or that has no such "
+                "series is {run_id, name, missing}.",
+                responses={**UNAVAILABLE, 200: "The series, one per run_id.",
+                           400: "A bad parameter."},
+                response_content={200: {"application/json": {"schema": _MANY_SERIES}}},
+                extra={"parameters": [
+                    query_parameter("name", "The metric's name.",
+                                    {"type": "string", "minLength": 1}, required=True),
+                    query_parameter("run_id", f"A run (repeat: 1 to {MAX_SERIES_RUNS}).",
+                                    {"type": "string", "minLength": 1}, repeatable=True,
+                                    required=True),
+                    query_parameter(
+                        "max_points", "Most points or buckets per run (default "
+                        f"{DEFAULT_MAX_POINTS}).",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_MAX_POINTS,
+                         "default": DEFAULT_MAX_POINTS}),
                     query_parameter("step_min", "Lowest step to include.", _INT64),
                     query_parameter("step_max", "Highest step to include.", _INT64),
                 ]},
@@ -402,13 +451,38 @@ class MetricRoutes:
     async def series(self, request: web.Request) -> web.StreamResponse:
         run_id = path_param(request, "run_id", "run")
         name = path_param(request, "name", f"metric series in run {run_id!r}:")
-        max_points = int_param(request, "max_points", default=DEFAULT_MAX_POINTS, minimum=1,
-                               maximum=MAX_MAX_POINTS)
         rank = optional_int_param(request, "rank", minimum=0, maximum=MAX_RANK)
-        lo = int_param(request, "step_min", default=MIN_STEP)
-        hi = int_param(request, "step_max", default=MAX_STEP)
-        if lo > hi:
-            raise bad_request("parameter 'step_min' is above 'step_max'")
+        max_points, lo, hi = _range_params(request)
+        return _json(await self._series_document(run_id, name, rank, lo, hi, max_points))
+
+    async def many_series(self, request: web.Request) -> web.StreamResponse:
+        name = str_param(request, "name")
+        if not name:
+            raise bad_request("parameter 'name' (the metric) is required")
+        run_ids = str_params(request, "run_id")
+        if not 0 < len(run_ids) <= MAX_SERIES_RUNS or not all(run_ids):
+            raise bad_request(f"parameter 'run_id': 1 to {MAX_SERIES_RUNS} run ids")
+        max_points, lo, hi = _range_params(request)
+        grant = grant_of(request)
+        workspaces = await self._reads.run_workspaces(sorted(set(run_ids)))
+        gate = asyncio.Semaphore(MANY_SERIES_CONCURRENCY)
+
+        async def one(run_id: str) -> dict[str, Any]:
+            workspace = workspaces.get(run_id)
+            if workspace is None or not grant.allows(workspace):  # not even whether it exists
+                return {"run_id": run_id, "name": name, "missing": f"no run {run_id!r}"}
+            async with gate:
+                try:
+                    return await self._series_document(run_id, name, None, lo, hi, max_points)
+                except web.HTTPNotFound as exc:
+                    return {"run_id": run_id, "name": name, "missing": exc.text or "not found"}
+
+        documents = await asyncio.gather(*(one(r) for r in run_ids))
+        return _json({"name": name, "series": list(documents)})
+
+    async def _series_document(self, run_id: str, name: str, rank: int | None, lo: int,
+                               hi: int, max_points: int) -> dict[str, Any]:
+        """One series as GET /v1/runs/{run_id}/metrics/{name} answers it (404: raised)."""
         head: dict[str, Any] = {"name": name, "run_id": run_id}
         stats = await self._reads.series_stats(run_id, name, rank, lo, hi)
         if stats.chunks == 0:
@@ -420,8 +494,8 @@ class MetricRoutes:
             points = (await self._reads.series_points(run_id, name, rank, lo, hi,
                                                       max_points + 1) if stats.points else [])
             if len(points) <= max_points:
-                return _json({**head, "total_points": len(points), "downsampled": False,
-                              "points": [_point(r) for r in points]})
+                return {**head, "total_points": len(points), "downsampled": False,
+                        "points": [_point(r) for r in points]}
             # More arrived since: downsample after all.
             stats = await self._reads.series_stats(run_id, name, rank, lo, hi)
         if stats.step_min is None or stats.step_max is None:
@@ -435,8 +509,8 @@ class MetricRoutes:
             plan = self._plan(stats, lo, hi, max_points)
         rows = await self._reads.series_buckets(run_id, name, rank, plan)
         # Counted from the buckets, so they agree even while points keep arriving.
-        return _json({**head, "total_points": sum(r["count"] for r in rows),
-                      "downsampled": True, "buckets": [_bucket(r) for r in rows]})
+        return {**head, "total_points": sum(r["count"] for r in rows),
+                "downsampled": True, "buckets": [_bucket(r) for r in rows]}
 
     @staticmethod
     def _plan(stats: SeriesStats, lo: int, hi: int, max_points: int) -> BucketPlan:
@@ -445,6 +519,17 @@ class MetricRoutes:
                                 min_level=stats.min_level or LEVELS[0])
         except StepRangeTooWideError as exc:
             raise bad_request(str(exc)) from None
+
+
+def _range_params(request: web.Request) -> tuple[int, int, int]:
+    """``max_points``, ``step_min`` and ``step_max`` of a series request."""
+    max_points = int_param(request, "max_points", default=DEFAULT_MAX_POINTS, minimum=1,
+                           maximum=MAX_MAX_POINTS)
+    lo = int_param(request, "step_min", default=MIN_STEP)
+    hi = int_param(request, "step_max", default=MAX_STEP)
+    if lo > hi:
+        raise bad_request("parameter 'step_min' is above 'step_max'")
+    return max_points, lo, hi
 
 
 def _typed(files: list[asyncpg.Record], names: list[str] | None) -> dict[str, Any]:
