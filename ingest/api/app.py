@@ -134,8 +134,10 @@ def create_app(
     specs += system.specs()
     specs += BlobRoutes(store=blob_store, registry=registry).specs()
     if reads is not None:
-        specs += RunRoutes(reads=reads, blob_store=blob_store, public_url=public_url).specs()
-        specs += MetricRoutes(reads=reads).specs()
+        metric_routes = MetricRoutes(reads=reads)
+        specs += RunRoutes(reads=reads, blob_store=blob_store, public_url=public_url,
+                           summarize=metric_routes.series_summary).specs()
+        specs += metric_routes.specs()
         specs += ComputeRoutes(reads=reads, jobs=jobs).specs()
         specs += ModelRoutes(reads=reads, blob_store=blob_store).specs()
     specs += RegistryRoutes().specs()

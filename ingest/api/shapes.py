@@ -170,6 +170,22 @@ SCHEMAS: Final[dict[str, dict[str, Any]]] = {
                 **_NULLABLE_STRING,
                 "description": "Set with run.description = ... (null: never set).",
             },
+            "metrics": {
+                "type": "object",
+                "description": "Only with ?metric=: the run's summary of each series asked "
+                "for (a name the run has no series of is left out).",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["kind", "count", "last", "min", "max"],
+                    "properties": {
+                        "kind": {"type": "string", "enum": ["series", "value"]},
+                        "count": {"type": "integer", "minimum": 1},
+                        "last": ref("Value"),
+                        "min": {"type": ["number", "string", "null"]},
+                        "max": {"type": ["number", "string", "null"]},
+                    },
+                },
+            },
         },
     },
     "RunDetails": {

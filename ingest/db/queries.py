@@ -68,6 +68,25 @@ ORDER BY v.created_at {order}, v.run_id {order}
 LIMIT ${limit}
 """
 
+#: Metric names of the newest runs matching a filter, with how many of them logged each.
+SQL_METRIC_NAMES: Final = """
+WITH r AS (SELECT v.run_id FROM runstream.runs v WHERE {where}
+           ORDER BY v.created_at DESC, v.run_id DESC LIMIT ${limit}),
+x AS (
+    SELECT DISTINCT c.run_id, c.name, 'series' AS kind
+    FROM runstream_data.metric_chunks c JOIN r ON r.run_id = c.run_id
+    UNION
+    SELECT DISTINCT l.run_id, l.name, 'list' FROM runstream_data.list_values l
+    JOIN r ON r.run_id = l.run_id
+    UNION
+    SELECT DISTINCT t.run_id, t.name, 'table' FROM runstream_data.table_columns t
+    JOIN r ON r.run_id = t.run_id)
+SELECT (SELECT count(*) FROM r) AS scanned, n.name, n.kind, n.runs
+FROM (SELECT 1) one
+LEFT JOIN (SELECT x.name, x.kind, count(*) AS runs FROM x GROUP BY x.name, x.kind) n ON true
+ORDER BY n.name, n.kind
+"""
+
 # Ordering by a metric's last value: the point at the highest step, then the latest time,
 # then the highest rank. Non-numbers (strings, NaN) and runs without the metric sort last.
 SQL_RUNS_BY_METRIC: Final = """

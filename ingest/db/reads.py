@@ -172,6 +172,17 @@ class ReadStore(Pool):
         rows = await self.fetch(q.SQL_RUN_WORKSPACES, list(run_ids))
         return {str(r["run_id"]): str(r["workspace"]) for r in rows}
 
+    async def metric_names(self, where: RunFilter, runs: int) -> list[asyncpg.Record]:
+        """(scanned, name, kind, runs) over the newest ``runs`` runs matching ``where``: how
+        many runs were scanned, then one row per name and kind (a single row with name NULL
+        when they logged none)."""
+        args: list[Any] = []
+        conditions = _conditions(where, args)
+        args.append(runs)
+        sql = q.SQL_METRIC_NAMES.format(where=" AND ".join(conditions) or "true",
+                                        limit=len(args))
+        return await self.fetch(sql, *args)
+
     async def runs(self, where: RunFilter, order: RunOrder, limit: int) -> list[asyncpg.Record]:
         """One page of RunSummary rows (plus ``sort_value`` when ordered by a metric)."""
         args: list[Any] = []

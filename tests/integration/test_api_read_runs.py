@@ -157,6 +157,53 @@ async def test_runs_ordered_by_a_metrics_last_value(
                              experiment="alpha", limit=limit) == by_loss
 
 
+async def test_run_lists_carry_summaries_of_the_metrics_asked_for(
+    http: aiohttp.ClientSession, api: ReadApi, world: World
+) -> None:
+    """``?metric=``: each run's last/min/max/count of those series (the dashboard's metric
+    columns in one request); a run without the series leaves it out."""
+    page = await get_json(http, url(api, "/v1/runs", experiment="alpha",
+                                    metric=["loss", "alpha", "mse", "nope"]))
+    got = {r["run_id"]: r["metrics"] for r in page["runs"]}
+    assert got[world.finished] == {
+        "loss": {"kind": "series", "count": 4, "last": 0.125, "min": 0.125, "max": 0.9},
+        "alpha": {"kind": "value", "count": 1, "last": 0.5, "min": 0.5, "max": 0.5},
+    }
+    assert got[world.failed] == {
+        "loss": {"kind": "series", "count": 3, "last": 0.6, "min": 0.6, "max": 1e6}}
+    assert got[world.queued] == {}
+    for child in world.children:
+        assert set(got[child]) == {"mse"}
+    # The same on a run's children, and nothing added without ?metric=.
+    kids = await get_json(http, url(api, f"/v1/runs/{world.parent}/children", metric="mse"))
+    assert [r["metrics"]["mse"]["last"] for r in kids["runs"]] == [3.1, 2.1]
+    plain = await get_json(http, url(api, "/v1/runs", experiment="alpha"))
+    assert all("metrics" not in r for r in plain["runs"])
+    message = await error_message(http, url(api, "/v1/runs", metric=[str(i) for i in range(21)]),
+                                  400)
+    assert "1 to 20 metric names" in message
+
+
+async def test_metric_names_of_an_experiment_and_of_a_runs_children(
+    http: aiohttp.ClientSession, api: ReadApi, world: World
+) -> None:
+    names = await get_json(http, url(api, "/v1/metric-names", experiment="alpha"))
+    by_name = {n["name"]: n for n in names["names"]}
+    assert names["runs_scanned"] == 6
+    assert list(by_name) == sorted(by_name)
+    assert by_name["loss"] == {"name": "loss", "kinds": ["series"], "runs": 3}
+    assert by_name["mse"]["runs"] == 2
+    assert by_name["accuracies"]["kinds"] == ["list"]
+    assert by_name["Sine"]["kinds"] == ["table"]
+    kids = await get_json(http, url(api, "/v1/metric-names", parent_run_id=world.parent))
+    assert kids == {"names": [{"name": "mse", "kinds": ["series"], "runs": 2}],
+                    "runs_scanned": 2}
+    newest = await get_json(http, url(api, "/v1/metric-names", experiment="alpha", runs=1))
+    assert newest == {"names": [], "runs_scanned": 1}  # the queued run logged nothing
+    nothing = await get_json(http, url(api, "/v1/metric-names", experiment="nope"))
+    assert nothing == {"names": [], "runs_scanned": 0}
+
+
 async def test_metric_order_ties_and_non_numbers(
     http: aiohttp.ClientSession, api: ReadApi, dsn: str
 ) -> None:

@@ -398,7 +398,7 @@ class MetricRoutes:
             raise not_found(f"no run {run_id!r}")
         entries: dict[str, dict[str, Any]] = {}
         for name in series:
-            entries[name] = await self._series_summary(run_id, name)
+            entries[name] = await self.series_summary(run_id, name)
         for row in lists:
             entries[row["name"]] = {"name": row["name"], "kind": "list",
                                     "count": int(row["count"])}
@@ -411,9 +411,10 @@ class MetricRoutes:
             document["typed"] = typed
         return _json(document)
 
-    async def _series_summary(self, run_id: str, name: str) -> dict[str, Any]:
+    async def series_summary(self, run_id: str, name: str) -> dict[str, Any]:
         """Count, last, min and max of a whole series: from its points when it is small,
-        else from one bucket over its tiles (summarising new chunks first)."""
+        else from one bucket over its tiles (summarising new chunks first). ``count`` 0:
+        no such series. (Also the run lists' ``?metric=`` summaries: routes/runs.py.)"""
         stats = await self._reads.series_stats(run_id, name, None, MIN_STEP, MAX_STEP)
         count, last, vmin, vmax = 0, None, None, None
         if stats.points <= INDEX_POINTS_READ:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import quote
@@ -38,6 +39,7 @@ from ingest.api.params import (
     bool_param,
     cursor_param,
     encode_cursor,
+    int_param,
     json_ok,
     limit_param,
     not_found,
@@ -112,7 +114,7 @@ _FILE_NAME_PARAMETER: Final = {
 }
 _STRING: Final = {"type": "string", "minLength": 1}
 _TIME_PARAM: Final = {"type": "string", "format": "date-time"}
-_RUN_LIST_PARAMETERS: Final = [
+_RUN_LIST_PARAMETERS: Final[list[dict[str, Any]]] = [
     query_parameter("experiment", "Only runs of this experiment.", _STRING),
     query_parameter("workspace", "Only runs of this workspace.", _STRING),
     query_parameter(
@@ -185,12 +187,46 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
+#: Summarises one series of a run (``MetricRoutes.series_summary``): count 0 = none.
+Summarize = Callable[[str, str], Awaitable[dict[str, Any]]]
+#: GET /v1/metric-names looks at this many of the newest matching runs (at most the max).
+DEFAULT_NAME_RUNS: Final = 500
+MAX_NAME_RUNS: Final = 5000
+_METRIC_NAMES: Final = {
+    "type": "object",
+    "required": ["names", "runs_scanned"],
+    "properties": {
+        "names": {"type": "array", "items": {
+            "type": "object", "required": ["name", "kinds", "runs"],
+            "properties": {
+                "name": {"type": "string"},
+                "kinds": {"type": "array", "items": {"enum": ["list", "series", "table"]},
+                          "description": "How the name was logged: series (run.log, once "
+                          "or repeated), list (log_list), table (log_row/log_table)."},
+                "runs": {"type": "integer", "minimum": 1,
+                         "description": "How many of the scanned runs logged it."},
+            }}},
+        "runs_scanned": {"type": "integer", "minimum": 0,
+                         "description": "The newest runs matching the filters that were "
+                         "looked at (at most ?runs=)."},
+    },
+}
+#: Metric names one run list may ask summaries of, and summaries computed at once.
+MAX_SUMMARY_METRICS: Final = 20
+SUMMARY_CONCURRENCY: Final = 4
+_METRIC_PARAMETER: Final = query_parameter(
+    "metric", "Add each run's summary of these series: \"metrics\": {name: {kind, count, "
+    "last, min, max}} as in /metric-index (a run without the series leaves it out); "
+    f"repeat, up to {MAX_SUMMARY_METRICS}.", _STRING, repeatable=True)
+
+
 class RunRoutes:
     def __init__(self, *, reads: ReadStore, blob_store: BlobStore,
-                 public_url: str | None = None) -> None:
+                 public_url: str | None = None, summarize: Summarize | None = None) -> None:
         self._reads = reads
         self._blobs = blob_store
         self._public_url = public_url.rstrip("/") if public_url else None
+        self._summarize = summarize
 
     def specs(self) -> list[RouteSpec]:
         run = [RUN_ID_PARAMETER]
@@ -208,8 +244,26 @@ class RunRoutes:
                 summary="Runs, filtered and ordered (by creation or a metric's last value).",
                 responses={**UNAVAILABLE, 200: "A page of runs.", 400: "A bad parameter."},
                 response_content={200: _json(ref("RunPage"))},
-                extra={"parameters": _RUN_LIST_PARAMETERS},
+                extra={"parameters": [*_RUN_LIST_PARAMETERS, _METRIC_PARAMETER]},
                 schemas=schemas_for("RunPage"),
+            ),
+            RouteSpec(
+                method="GET", path="/v1/metric-names", handler=self.metric_names,
+                operation_id="listMetricNames",
+                summary="The metric names of the newest runs matching the run-list filters "
+                "(an experiment's, a run's children…), how each was logged and by how many "
+                "runs: for metric choosers and column pickers.",
+                responses={**UNAVAILABLE, 200: "The names, sorted.", 400: "A bad parameter.",
+                           403: "A workspace the token does not grant."},
+                response_content={200: _json(_METRIC_NAMES)},
+                extra={"parameters": [
+                    *(p for p in _RUN_LIST_PARAMETERS
+                      if p["name"] not in ("order_by", "order", "limit", "cursor")),
+                    query_parameter("runs", "Look at this many of the newest matching runs "
+                                    f"(default {DEFAULT_NAME_RUNS}).",
+                                    {"type": "integer", "minimum": 1,
+                                     "maximum": MAX_NAME_RUNS, "default": DEFAULT_NAME_RUNS}),
+                ]},
             ),
             RouteSpec(
                 method="GET", path="/v1/runs/{run_id}", handler=self.run,
@@ -228,7 +282,7 @@ class RunRoutes:
                 responses={**UNAVAILABLE, 200: "A page of runs.", 400: "A bad parameter.",
                            404: "No such run."},
                 response_content={200: _json(ref("RunPage"))},
-                extra={"parameters": [*run, *_PAGE_PARAMETERS]},
+                extra={"parameters": [*run, *_PAGE_PARAMETERS, _METRIC_PARAMETER]},
                 schemas=schemas_for("RunPage"),
             ),
             RouteSpec(
@@ -287,28 +341,27 @@ class RunRoutes:
         })
 
     async def runs(self, request: web.Request) -> web.StreamResponse:
-        grant = grant_of(request)
-        workspace = str_param(request, "workspace")
-        if workspace is not None and not grant.allows(workspace):
-            raise forbidden_workspace(workspace)
-        where = RunFilter(
-            experiment=str_param(request, "experiment"),
-            workspace=workspace,
-            workspaces=grant.sorted(),
-            statuses=_statuses(request),
-            tags=_pairs(request, "tag"),
-            properties=_pairs(request, "property"),
-            compute_target=str_param(request, "compute_target"),
-            parent_run_id=str_param(request, "parent_run_id"),
-            top_level=bool_param(request, "top_level"),
-            created_after=time_param(request, "created_after"),
-            created_before=time_param(request, "created_before"),
-        )
+        where = _run_filter(request)
         metric = _order_metric(request)
         order = str_param(request, "order") or "desc"
         if order not in ("asc", "desc"):
             raise bad_request(f"parameter 'order' must be asc or desc, got {order[:20]!r}")
         return await self._run_page(request, where, metric=metric, descending=order == "desc")
+
+    async def metric_names(self, request: web.Request) -> web.StreamResponse:
+        where = _run_filter(request)
+        runs = int_param(request, "runs", default=DEFAULT_NAME_RUNS, minimum=1,
+                         maximum=MAX_NAME_RUNS)
+        rows = await self._reads.metric_names(where, runs)
+        scanned = int(rows[0]["scanned"]) if rows else 0
+        names: dict[str, dict[str, Any]] = {}
+        for r in rows:  # a name logged several ways: every kind, with the most runs
+            if r["name"] is None:  # no names: one row with the count only
+                continue
+            entry = names.setdefault(r["name"], {"name": r["name"], "kinds": [], "runs": 0})
+            entry["kinds"].append(r["kind"])
+            entry["runs"] = max(entry["runs"], int(r["runs"]))
+        return json_ok({"names": list(names.values()), "runs_scanned": scanned})
 
     async def run(self, request: web.Request) -> web.StreamResponse:
         run_id = path_param(request, "run_id", "run")
@@ -406,7 +459,52 @@ class RunRoutes:
             sort_key = (_json_sort_value(last["sort_value"]) if metric is not None
                         else _micros(last["created_at"]))
             next_cursor = encode_cursor(kind, [sort_key, last["run_id"]])
-        return json_ok({"runs": [run_summary(r) for r in page], "next_cursor": next_cursor})
+        summaries = [run_summary(r) for r in page]
+        await self._add_metric_summaries(request, summaries)
+        return json_ok({"runs": summaries, "next_cursor": next_cursor})
+
+    async def _add_metric_summaries(self, request: web.Request,
+                                    runs: list[dict[str, Any]]) -> None:
+        """``?metric=``: each run's summary of those series, computed a few at a time."""
+        names = list(dict.fromkeys(str_params(request, "metric")))
+        if not names:
+            return
+        if len(names) > MAX_SUMMARY_METRICS or not all(names):
+            raise bad_request(f"parameter 'metric': 1 to {MAX_SUMMARY_METRICS} metric names")
+        if self._summarize is None:  # pragma: no cover - the app always passes one
+            raise bad_request("metric summaries are not available here")
+        summarize, gate = self._summarize, asyncio.Semaphore(SUMMARY_CONCURRENCY)
+
+        async def one(run_id: str, name: str) -> dict[str, Any]:
+            async with gate:
+                return await summarize(run_id, name)
+
+        found = await asyncio.gather(*(one(r["run_id"], n) for r in runs for n in names))
+        for i, run in enumerate(runs):
+            mine = found[i * len(names):(i + 1) * len(names)]
+            run["metrics"] = {s["name"]: {k: v for k, v in s.items() if k != "name"}
+                              for s in mine if s["count"]}
+
+
+def _run_filter(request: web.Request) -> RunFilter:
+    """The run-list filters of a request (403 for a workspace the token does not grant)."""
+    grant = grant_of(request)
+    workspace = str_param(request, "workspace")
+    if workspace is not None and not grant.allows(workspace):
+        raise forbidden_workspace(workspace)
+    return RunFilter(
+        experiment=str_param(request, "experiment"),
+        workspace=workspace,
+        workspaces=grant.sorted(),
+        statuses=_statuses(request),
+        tags=_pairs(request, "tag"),
+        properties=_pairs(request, "property"),
+        compute_target=str_param(request, "compute_target"),
+        parent_run_id=str_param(request, "parent_run_id"),
+        top_level=bool_param(request, "top_level"),
+        created_after=time_param(request, "created_after"),
+        created_before=time_param(request, "created_before"),
+    )
 
 
 def _statuses(request: web.Request) -> tuple[str, ...]:
