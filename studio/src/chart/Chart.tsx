@@ -7,6 +7,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import type { ComponentChildren } from "preact";
 import { align, colorOf, ema, toCSV, type Line, type XMode } from "./series";
 import { formatDuration, formatNumber, formatTick } from "../lib/format";
+import { download, exportCanvasPNG, fileSafe } from "./export";
 
 export interface ChartSettings {
   xMode: XMode;
@@ -33,21 +34,6 @@ const INTEGER_INCRS = Array.from({ length: 16 }, (_, e) => [1, 2, 5].map((m) => 
 function withAlpha(hex: string, alpha: number): string {
   const a = Math.round(alpha * 255).toString(16).padStart(2, "0");
   return `${hex}${a}`;
-}
-
-function download(name: string, blob: Blob): void {
-  const url = URL.createObjectURL(blob);
-  const a = document.createElement("a");
-  a.href = url;
-  a.download = name;
-  document.body.appendChild(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 1000);
-}
-
-function fileSafe(name: string): string {
-  return name.replace(/[^A-Za-z0-9._-]+/g, "_").slice(0, 80) || "chart";
 }
 
 interface Built {
@@ -233,21 +219,7 @@ export function Chart(props: ChartProps) {
   }, [height]);
 
   const exportPNG = () => {
-    const u = plot.current;
-    if (!u) return;
-    const source = u.ctx.canvas;
-    const titleH = 28 * devicePixelRatio;
-    const canvas = document.createElement("canvas");
-    canvas.width = source.width;
-    canvas.height = source.height + titleH;
-    const ctx = canvas.getContext("2d")!;
-    ctx.fillStyle = "#ffffff";
-    ctx.fillRect(0, 0, canvas.width, canvas.height);
-    ctx.fillStyle = "#0f172a";
-    ctx.font = `${14 * devicePixelRatio}px system-ui, sans-serif`;
-    ctx.fillText(title, 8 * devicePixelRatio, 19 * devicePixelRatio);
-    ctx.drawImage(source, 0, titleH);
-    canvas.toBlob((blob) => blob && download(`${fileSafe(title)}.png`, blob), "image/png");
+    if (plot.current) exportCanvasPNG(title, plot.current.ctx.canvas);
   };
 
   const exportCSV = () => {
@@ -345,7 +317,7 @@ export function saveSettings(s: ChartSettings): void {
 }
 
 /** Render children only once scrolled near the viewport (charts of 1,000 metrics). */
-export function Lazy({ children, height = 300 }: { children: ComponentChildren; height?: number }) {
+export function Lazy({ children, height = 300, class: cls }: { children: ComponentChildren; height?: number; class?: string }) {
   const ref = useRef<HTMLDivElement>(null);
   const seen = useRef(false);
   const [, force] = useStateTick();
@@ -366,7 +338,7 @@ export function Lazy({ children, height = 300 }: { children: ComponentChildren; 
     return () => io.disconnect();
   }, []);
   return (
-    <div ref={ref} style={seen.current ? undefined : { minHeight: `${height}px` }}>
+    <div ref={ref} class={cls} style={seen.current ? undefined : { minHeight: `${height}px` }}>
       {seen.current ? children : null}
     </div>
   );

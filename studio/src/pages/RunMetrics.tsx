@@ -5,13 +5,17 @@ import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { enc, filePath, getJSON, qs, type MetricsDoc, type RunDetails, type RunFile, type Value } from "../lib/api";
 import { metricIndex, type IndexEntry } from "../lib/metricIndex";
 import { useAsync } from "../lib/hooks";
-import { formatBytes, formatValue } from "../lib/format";
+import { formatValue } from "../lib/format";
 import { tableColumns } from "../lib/metrics";
 import { Card, Empty, ErrorBanner, Spinner, Table } from "../components/ui";
 import { Chart, ChartToolbar, Lazy, loadSettings, saveSettings, type ChartSettings } from "../chart/Chart";
 import { SeriesChart, type PointHub } from "../chart/SeriesChart";
 import { numeric } from "../lib/format";
 import { listLine, type Line } from "../chart/series";
+import { TypedMetricChart } from "../chart/TypedCharts";
+
+/** Typed metrics drawn across the whole width (two plots, or a heatmap with its scores). */
+const WIDE = new Set(["confusion_matrix", "accuracy_table"]);
 
 function TableChart({ name, table, settings }: { name: string; table: Record<string, Value[]>; settings: ChartSettings }) {
   const cols = tableColumns(table);
@@ -110,9 +114,12 @@ export function RunMetrics({ run, hub, liveNames, live }: { run: RunDetails; hub
   const series = shown.filter((e) => e.kind === "series" || e.kind === "list_or_series" || e.kind === "list");
   const tables = shown.filter((e) => e.kind === "table");
   const values = shown.filter((e) => e.kind === "value");
-  const typed = Object.entries(index.data.typed);
+  // Typed metrics: the wide charts (a row each) first, so the others pair up below.
+  const typed = Object.entries(index.data.typed)
+    .filter(([name]) => !needle || name.toLowerCase().includes(needle))
+    .sort(([a, ta], [b, tb]) => Number(WIDE.has(tb.schema_type)) - Number(WIDE.has(ta.schema_type)) || a.localeCompare(b));
   const images = (files.data?.files ?? []).filter((f) => f.kind === "IMAGE");
-  const total = entries.length;
+  const total = entries.length + Object.keys(index.data.typed).length;
 
   if (total === 0 && images.length === 0 && typed.length === 0) {
     return (
@@ -183,21 +190,13 @@ export function RunMetrics({ run, hub, liveNames, live }: { run: RunDetails; hub
         </Card>
       )}
       {typed.length > 0 && (
-        <Card title="Typed metrics">
-          <Table class="compact">
-            <thead><tr><th>Name</th><th>Kind</th><th>Size</th><th /></tr></thead>
-            <tbody>
-              {typed.map(([name, t]) => (
-                <tr key={name}>
-                  <td class="mono">{name}</td>
-                  <td>{t.schema_type.replace(/_/g, " ")}</td>
-                  <td class="num">{formatBytes(t.size_bytes)}</td>
-                  <td><a href={filePath(run.run_id, t.file)} target="_blank" rel="noreferrer">JSON</a></td>
-                </tr>
-              ))}
-            </tbody>
-          </Table>
-        </Card>
+        <div class="chart-grid typed-grid">
+          {typed.map(([name, t]) => (
+            <Lazy key={name} height={360} class={WIDE.has(t.schema_type) ? "chart-wide" : undefined}>
+              <TypedMetricChart runId={run.run_id} name={name} meta={t} />
+            </Lazy>
+          ))}
+        </div>
       )}
       {images.length > 0 && (
         <Card title={`Images (${images.length})`}>
