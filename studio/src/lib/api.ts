@@ -80,7 +80,16 @@ export function filePath(runId: string, name: string): string {
 
 // --- shapes (ingest/api/shapes.py, routes/*.py) -------------------------------------------
 
-export type Value = number | boolean | string | null;
+/**
+ * A string logged as a metric value whose text is exactly "NaN", "Infinity" or "-Infinity":
+ * the API writes it as {"str": "NaN"}, since the bare strings "NaN", "Infinity" and
+ * "-Infinity" stand for the non-finite floats (JSON has no such numbers).
+ */
+export interface SpelledString {
+  str: string;
+}
+
+export type Value = number | boolean | string | null | SpelledString;
 
 export const STATUSES = [
   "NotStarted", "Queued", "Preparing", "Running", "NotResponding", "Finalizing",

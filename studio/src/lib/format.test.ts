@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { formatDuration, formatNumber, numeric } from "./format";
+import { formatDuration, formatNumber, formatValue, isSpelledString, numeric, valueType } from "./format";
 import { match } from "./router";
-import { summarize } from "./metrics";
+import { kindOf, summarize, tableColumns } from "./metrics";
+import { fromMetricsDoc } from "./metricIndex";
 
 describe("format", () => {
   it("formats durations and numbers", () => {
@@ -16,6 +17,38 @@ describe("format", () => {
   it("summarizes series", () => {
     expect(summarize([3, 1, "NaN", 2])).toEqual({ last: 2, min: 1, max: 3, count: 4 });
     expect(summarize({ a: [1] })).toBeNull();
+  });
+});
+
+describe("strings spelled like non-finite floats", () => {
+  // The API writes a string value "NaN" as {"str": "NaN"}; the bare strings are floats.
+  it("shows {str} as the plain string, and the bare spellings as non-finite numbers", () => {
+    expect(formatValue({ str: "NaN" })).toBe("NaN");
+    expect(formatValue({ str: "-Infinity" })).toBe("-Infinity");
+    expect(formatValue({ str: "" })).toBe("");
+    expect(formatValue("NaN")).toBe("NaN");
+    expect(formatValue("Infinity")).toBe("∞");
+    expect(formatValue("-Infinity")).toBe("−∞");
+    expect(formatValue("warm start")).toBe("warm start");
+    expect(valueType({ str: "Infinity" })).toBe("string");
+    expect(valueType("Infinity")).toBe("number");
+    expect(valueType("hello")).toBe("string");
+    expect(valueType(null)).toBe("null");
+  });
+  it("never charts them, never takes them for a table", () => {
+    expect(numeric({ str: "NaN" })).toBeNull();
+    expect(isSpelledString({ str: "NaN" })).toBe(true);
+    expect(isSpelledString({ str: ["NaN"] })).toBe(false); // a table with a column "str"
+    expect(isSpelledString({ str: "x", other: "y" })).toBe(false);
+    expect(kindOf({ str: "NaN" })).toBe("value");
+    expect(kindOf({ str: ["NaN", 1] })).toBe("table");
+    expect(summarize({ str: "NaN" })).toEqual({ last: { str: "NaN" }, min: null, max: null, count: 1 });
+    expect(summarize([1, { str: "Infinity" }, 3])).toEqual({ last: 3, min: 1, max: 3, count: 3 });
+    expect(tableColumns({ x: [1, 2], note: [{ str: "NaN" }, "a"], y: [{ str: "NaN" }, 2] })).toEqual({ x: "x", ys: ["y"] });
+    const index = fromMetricsDoc({ metrics: { note: { str: "NaN" }, notes: ["a", { str: "Infinity" }] } });
+    const by = Object.fromEntries(index.metrics.map((e) => [e.name, e]));
+    expect(by.note).toMatchObject({ kind: "value", count: 1, last: { str: "NaN" } });
+    expect(by.notes).toMatchObject({ kind: "list_or_series", count: 2 });
   });
 });
 

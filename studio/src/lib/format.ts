@@ -1,5 +1,5 @@
 // Display helpers: times, durations, sizes, logged values.
-import type { Value } from "./api";
+import type { SpelledString, Value } from "./api";
 
 export function parseTime(iso: string | null | undefined): number | null {
   if (!iso) return null;
@@ -75,16 +75,52 @@ export function formatNumber(v: number): string {
   return String(Number(v.toPrecision(6)));
 }
 
+/** The API's spelling of a non-finite float: the strings "NaN", "Infinity", "-Infinity". */
+const NON_FINITE: Record<string, number> = { NaN: Number.NaN, Infinity: Infinity, "-Infinity": -Infinity };
+
+/**
+ * {"str": "NaN"}: a string value spelled like a non-finite float (the API's escape). Only
+ * an object with exactly the one string member "str": a table's {column: [values]} is not.
+ */
+export function isSpelledString(v: unknown): v is SpelledString {
+  if (v === null || typeof v !== "object" || Array.isArray(v)) return false;
+  const keys = Object.keys(v);
+  return keys.length === 1 && keys[0] === "str" && typeof (v as SpelledString).str === "string";
+}
+
+/** A non-finite float the API wrote as a string ("NaN", "Infinity", "-Infinity"), else null. */
+export function nonFinite(v: Value | undefined): number | null {
+  return typeof v === "string" && Object.prototype.hasOwnProperty.call(NON_FINITE, v) ? NON_FINITE[v] : null;
+}
+
+/**
+ * A logged value as text: numbers formatted (non-finite floats as NaN, ∞, −∞), a string
+ * as itself — also one spelled "NaN" that the API escapes as {"str": "NaN"}.
+ */
 export function formatValue(v: Value | undefined): string {
   if (v === null || v === undefined) return "—";
   if (typeof v === "number") return formatNumber(v);
   if (typeof v === "boolean") return v ? "true" : "false";
-  return v;
+  if (isSpelledString(v)) return v.str;
+  if (typeof v === "string") {
+    const n = nonFinite(v);
+    return n === null ? v : formatNumber(n);
+  }
+  return String(v);
+}
+
+/** What a logged value is, for people: number (non-finite floats too), string, boolean, null. */
+export function valueType(v: Value | undefined): string {
+  if (v === null || v === undefined) return "null";
+  if (isSpelledString(v)) return "string";
+  if (typeof v === "string") return nonFinite(v) === null ? "string" : "number";
+  return typeof v;
 }
 
 /**
  * A logged value as a number for charts. The API writes non-finite floats as the strings
- * "NaN", "Infinity", "-Infinity"; those become null (a gap), like any other string.
+ * "NaN", "Infinity", "-Infinity"; those become null (a gap), like any string (spelled
+ * {"str": …} or not).
  */
 export function numeric(v: Value | undefined): number | null {
   if (typeof v === "number") return Number.isFinite(v) ? v : null;

@@ -3,7 +3,7 @@
 // has it; else derived from the whole metrics dict (GET /v1/runs/{id}/metrics), which
 // carries every point of every series (slow for runs with millions of points).
 import { ApiError, enc, getJSON, type MetricsDoc, type MetricValue, type TypedMetric, type Value } from "./api";
-import { summarize } from "./metrics";
+import { isTable, summarize } from "./metrics";
 
 export type IndexKind = "series" | "list" | "table" | "value" | "list_or_series";
 
@@ -31,7 +31,7 @@ export function fromMetricsDoc(doc: MetricsDoc): MetricIndex {
   const metrics = Object.entries(doc.metrics).map(([name, v]): IndexEntry => {
     const s = summarize(v);
     if (Array.isArray(v)) return { name, kind: "list_or_series", count: v.length, last: s?.last, min: s?.min, max: s?.max, values: v };
-    if (v !== null && typeof v === "object") {
+    if (isTable(v)) {
       const height = Math.max(0, ...Object.values(v).map((c) => c.length));
       return { name, kind: "table", count: height, values: v };
     }

@@ -1,13 +1,18 @@
 // The metrics dict (GET /v1/runs/{id}/metrics, shaped like run.get_metrics()): what kind
 // of chart each value calls for (the product page's table), and summaries for run tables.
 import type { MetricValue, Value } from "./api";
-import { numeric } from "./format";
+import { isSpelledString, numeric } from "./format";
 
 export type MetricKind = "value" | "list" | "table";
 
+/** A table ({column: [values]}): an object that is not a spelled string ({"str": "NaN"}). */
+export function isTable(value: MetricValue | undefined): value is Record<string, Value[]> {
+  return value !== null && typeof value === "object" && !Array.isArray(value) && !isSpelledString(value);
+}
+
 export function kindOf(value: MetricValue): MetricKind {
   if (Array.isArray(value)) return "list";
-  if (value !== null && typeof value === "object") return "table";
+  if (isTable(value)) return "table";
   return "value";
 }
 
@@ -33,7 +38,7 @@ export function summarize(value: MetricValue | undefined): Summary | null {
     }
     return { last: value[value.length - 1], min, max, count: value.length };
   }
-  if (value !== null && typeof value === "object") return null;
+  if (isTable(value)) return null;
   const n = numeric(value);
   return { last: value, min: n, max: n, count: 1 };
 }

@@ -5,8 +5,8 @@ import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { enc, filePath, getJSON, qs, type MetricsDoc, type RunDetails, type RunFile, type Value } from "../lib/api";
 import { metricIndex, type IndexEntry } from "../lib/metricIndex";
 import { useAsync } from "../lib/hooks";
-import { formatValue } from "../lib/format";
-import { tableColumns } from "../lib/metrics";
+import { formatValue, valueType } from "../lib/format";
+import { isTable, tableColumns } from "../lib/metrics";
 import { Card, Empty, ErrorBanner, Spinner, Table } from "../components/ui";
 import { Chart, ChartToolbar, Lazy, loadSettings, saveSettings, type ChartSettings } from "../chart/Chart";
 import { SeriesChart, type PointHub } from "../chart/SeriesChart";
@@ -163,8 +163,8 @@ export function RunMetrics({ run, hub, liveNames, live }: { run: RunDetails; hub
             const table = valuesOf(e);
             return (
               <Lazy key={e.name} height={300}>
-                {table && typeof table === "object" && !Array.isArray(table) ? (
-                  <TableChart name={e.name} table={table as Record<string, Value[]>} settings={settings} />
+                {isTable(table) ? (
+                  <TableChart name={e.name} table={table} settings={settings} />
                 ) : (
                   <div class="chart"><div class="chart-head"><span class="chart-title">{e.name}</span></div><Spinner /></div>
                 )}
@@ -182,7 +182,7 @@ export function RunMetrics({ run, hub, liveNames, live }: { run: RunDetails; hub
                 <tr key={e.name}>
                   <td class="mono">{e.name}</td>
                   <td class="mono wrap">{formatValue(e.last)}</td>
-                  <td class="muted">{e.last === null || e.last === undefined ? "null" : typeof e.last}</td>
+                  <td class="muted">{valueType(e.last)}</td>
                 </tr>
               ))}
             </tbody>
