@@ -103,6 +103,11 @@ def queue_state(state: QueueState) -> dict[str, Any]:
     return document
 
 
+def empty_queue_state(target: str) -> dict[str, Any]:
+    """The queue state of a target that has no run yet (only submissions or agents)."""
+    return queue_state(QueueState(target, 0, 0, 0, 0, None, None, None, 0, 0, 0))
+
+
 def _json_object(value: Any) -> dict[str, Any]:
     return dict(_json_decoded(value) or {})
 

@@ -136,6 +136,11 @@ METRIC_AFTER_NULL_ASC: Final = "(k.sort_value IS NULL AND k.run_id > ${0})"
 
 SQL_RUN_EXISTS: Final = "SELECT EXISTS (SELECT 1 FROM runstream_data.runs WHERE run_id = $1)"
 SQL_RUN_WORKSPACE: Final = "SELECT workspace FROM runstream_data.runs WHERE run_id = $1"
+#: A compute target without runs yet that submissions or agents already name.
+SQL_TARGET_NAMED: Final = """
+SELECT EXISTS (SELECT 1 FROM runstream_data.submissions WHERE target = $1)
+    OR EXISTS (SELECT 1 FROM runstream_data.agents WHERE target = $1)
+"""
 SQL_RUN_WORKSPACES: Final = """
 SELECT run_id, workspace FROM runstream_data.runs WHERE run_id = ANY($1::text[])
 """

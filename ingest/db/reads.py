@@ -167,6 +167,10 @@ class ReadStore(Pool):
         workspace = await self.fetchval(q.SQL_RUN_WORKSPACE, run_id)
         return None if workspace is None else str(workspace)
 
+    async def target_named(self, target: str) -> bool:
+        """Whether a submission or an agent names ``target`` (which may have no run yet)."""
+        return bool(await self.fetchval(q.SQL_TARGET_NAMED, target))
+
     async def run_workspaces(self, run_ids: Sequence[str]) -> dict[str, str]:
         """The workspace of each of ``run_ids`` that exists."""
         rows = await self.fetch(q.SQL_RUN_WORKSPACES, list(run_ids))

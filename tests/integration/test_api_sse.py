@@ -357,6 +357,22 @@ async def test_bad_requests_are_refused_before_streaming(
             assert words in (await error_of(r))["message"]
 
 
+async def test_a_target_named_only_by_an_agent_streams_from_empty(
+    live_api: LiveApi, http: aiohttp.ClientSession
+) -> None:
+    """A target's page opened before its first run is stored (an agent registered, a run
+    submitted but not yet ingested) goes live: its stream starts from the empty state."""
+    async with http.post(f"{live_api.url}/v1/agents",
+                         json={"agent_id": "a" * 32, "target": "fresh-gpu", "slots": 1}) as r:
+        assert r.status in (200, 201), await r.text()
+    async with subscribe(http, f"{live_api.url}/v1/compute/fresh-gpu/events") as s:
+        (first,) = await s.take(1)
+        assert first.event == "queue"
+        state = first.data
+        assert (state["compute_target"], state["queued"], state["running"]) == (
+            "fresh-gpu", 0, 0)
+
+
 async def test_auth_applies(live_api_factory: LiveApiFactory,
                             http: aiohttp.ClientSession) -> None:
     api = await live_api_factory(token=API_TOKEN)

@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from ingest.api.auth import grant_of
 from ingest.api.http import RouteSpec
 from ingest.api.params import UNAVAILABLE, json_ok, not_found, path_param
-from ingest.api.shapes import queue_state, ref, run_summary, schemas_for
+from ingest.api.shapes import empty_queue_state, queue_state, ref, run_summary, schemas_for
 from ingest.db.jobs import JobStore
 from ingest.db.queues import QueueState
 from ingest.db.reads import ReadStore
@@ -123,7 +123,8 @@ class ComputeRoutes:
         agents = await self._jobs.agent_counts(self._agent_alive_s)
         idle = {"alive": 0, "slots": 0, "busy": 0}
         states = [queue_state(r) for r in rows]
-        states += [_empty_state(t) for t in sorted(set(agents) - {r.compute_target for r in rows})]
+        states += [empty_queue_state(t)
+                   for t in sorted(set(agents) - {r.compute_target for r in rows})]
         states.sort(key=lambda s: s["compute_target"])
         return json_ok({"targets": [{**s, "agents": agents.get(s["compute_target"], idle)}
                                     for s in states]})
@@ -158,13 +159,8 @@ class ComputeRoutes:
             }
         if row is None and not any(document.values()):
             raise not_found(f"no compute target {target!r}")
-        state = queue_state(row) if row is not None else _empty_state(target)
+        state = queue_state(row) if row is not None else empty_queue_state(target)
         return json_ok({**state, "active_runs": [run_summary(r) for r in active], **document})
-
-
-def _empty_state(target: str) -> dict[str, Any]:
-    """The queue state of a target that only has agents so far."""
-    return queue_state(QueueState(target, 0, 0, 0, 0, None, None, None, 0, 0, 0))
 
 
 class QueueGauges:

@@ -78,6 +78,7 @@ from ingest.api.live.sse import (
 from ingest.api.live.streams import QueueStream, RunStream, queue_of, run_status, stream_heads
 from ingest.api.params import query_parameter, str_param, str_params
 from ingest.api.routes.runs import RUN_ID_PARAMETER
+from ingest.api.shapes import empty_queue_state
 from ingest.db.notices import ChangeListener, Subscription
 from ingest.db.reads import DatabaseUnavailableError, ReadStore
 from ingest.settings import Secret
@@ -258,7 +259,11 @@ class EventRoutes:
         with self._listener.subscribe(targets=[target]) as sub:
             state = await queue_of(self._reads, target)
             if state is None:
-                return json_error(404, f"no compute target {target!r}")
+                # Submitted to, or served by an agent, before its first run is stored: the
+                # stream starts empty (the studio opens it with the target's page).
+                if not await self._reads.target_named(target):
+                    return json_error(404, f"no compute target {target!r}")
+                state = empty_queue_state(target)
             stream = QueueStream(self._reads, target, state)
             return await self._serve(request, "compute", sub, stream)
 
