@@ -9,6 +9,8 @@ const STATE_ORDER = ["NotStarted", "Queued", "Preparing", "Running", "Finalizing
 const SVG = "http://www.w3.org/2000/svg";
 const CHART_W = 260;
 const CHART_H = 84;
+/** RunFeed keeps this many lines (LOG_TAIL_LINES): a full tail is the end of a longer log. */
+const LOG_TAIL_LINES = 200;
 
 function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
@@ -23,6 +25,11 @@ function h(tag, attrs, ...children) {
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
   return el;
+}
+
+/** Replace what ``part`` holds by ``nodes`` (null and false left out). */
+function fill(part, ...nodes) {
+  part.replaceChildren(...nodes.flat().filter((n) => n !== null && n !== undefined && n !== false));
 }
 
 function s(tag, attrs) {
@@ -48,6 +55,10 @@ function fmtValue(v) {
   return String(v);
 }
 
+function fmtStep(step) {
+  return typeof step === "number" ? step.toLocaleString("en-US") : "?";
+}
+
 function fmtDuration(seconds) {
   if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "—";
   if (seconds < 60) return `${seconds.toFixed(1)} s`;
@@ -55,7 +66,7 @@ function fmtDuration(seconds) {
   const hours = Math.floor(whole / 3600);
   const minutes = Math.floor((whole % 3600) / 60);
   const secs = String(whole % 60).padStart(2, "0");
-  return hours ? `${hours}:${String(minutes).padStart(2, "0")}:${secs}` : `${minutes}:${secs}`;
+  return `${hours}:${String(minutes).padStart(2, "0")}:${secs}`;  // as wait_for_completion prints it
 }
 
 function parseTime(iso) {
@@ -89,7 +100,7 @@ function drawHead(model, part) {
   const name = model.get("display_name");
   const runId = model.get("run_id");
   const url = model.get("portal_url");
-  part.replaceChildren(
+  fill(part,
     h("div", { class: "rs-title" },
       pill(status, live),
       h("span", { class: "rs-name", text: name || runId }),
@@ -129,7 +140,7 @@ function drawTimes(model, part) {
       h("span", { class: "rs-step-name", text: name }),
       h("span", { class: "rs-step-at", text: name === "NotStarted" ? fmtClock(st[name]) : offset.trim() }));
   });
-  part.replaceChildren(
+  fill(part,
     h("dl", { class: "rs-facts" }, facts.map(([k, v]) => h("div", {}, h("dt", { text: k }), h("dd", { text: v })))),
     steps.length ? h("ol", { class: "rs-steps", "aria-label": "statuses reached" }, steps) : null,
   );
@@ -138,7 +149,7 @@ function drawTimes(model, part) {
 function drawAlerts(model, part) {
   const error = model.get("error");
   const notice = model.get("notice");
-  part.replaceChildren(
+  fill(part,
     error ? h("div", { class: "rs-error", role: "alert" }, h("strong", { text: model.get("status") === "Failed" ? "Failed" : "Error" }), h("pre", { text: error })) : null,
     notice ? h("div", { class: "rs-notice", text: notice }) : null,
   );
@@ -186,18 +197,22 @@ function chart(name, m) {
       });
     }
   }
-  const axis = finite.length
-    ? [h("span", { class: "rs-ymax", text: fmtValue(Math.max(...finite)) }), h("span", { class: "rs-ymin", text: fmtValue(Math.min(...finite)) })]
-    : [h("span", { class: "rs-nochart", text: "no numbers to draw" })];
+  const plot = finite.length
+    ? h("div", { class: "rs-plotbox" },
+      h("div", { class: "rs-yaxis" },
+        h("span", { text: fmtValue(Math.max(...finite)) }),
+        h("span", { text: fmtValue(Math.min(...finite)) })),
+      svg)
+    : h("div", { class: "rs-nochart", text: "no numbers to draw" });
+  const count = typeof m.count === "number" ? m.count.toLocaleString("en-US") : "?";
   return h("figure", { class: "rs-chart", "data-metric": name },
     h("figcaption", {},
       h("span", { class: "rs-metric", title: name, text: name }),
       h("span", { class: "rs-last", title: "last value", text: fmtValue(m.last) })),
-    h("div", { class: "rs-plotbox" }, svg, ...axis),
-    h("div", { class: "rs-xaxis" },
-      h("span", { text: xs.length ? `step ${fmtValue(xMin)}` : "" }),
-      h("span", { text: `${m.count} point${m.count === 1 ? "" : "s"}${m.downsampled ? " · min/max band" : ""}` }),
-      h("span", { text: xs.length ? `${fmtValue(xMax)}` : "" })));
+    plot,
+    h("div", { class: "rs-xaxis", title: m.downsampled ? "downsampled: the line is each bucket's last value, the band its min and max" : null },
+      h("span", { class: "rs-steps-range", text: xs.length ? `step ${fmtStep(xMin)}–${fmtStep(xMax)}` : "" }),
+      h("span", { text: `${count} point${m.count === 1 ? "" : "s"}` })));
 }
 
 function describe(m) {
@@ -214,10 +229,10 @@ function drawMetrics(model, part) {
   const charted = names.filter((n) => metrics[n].steps);
   const rest = names.filter((n) => !metrics[n].steps);
   if (!names.length) {
-    part.replaceChildren(h("h4", { text: "Metrics" }), h("p", { class: "rs-empty", text: "No metrics yet." }));
+    fill(part, h("h4", { text: "Metrics" }), h("p", { class: "rs-empty", text: "No metrics yet." }));
     return;
   }
-  part.replaceChildren(
+  fill(part,
     h("h4", {}, "Metrics ", h("span", { class: "rs-count", text: names.length })),
     charted.length ? h("div", { class: "rs-charts" }, charted.map((n) => chart(n, metrics[n]))) : null,
     rest.length ? h("table", { class: "rs-values" },
@@ -236,11 +251,11 @@ function drawLog(model, part, state) {
   const old = part.querySelector("pre");
   const atEnd = !old || old.scrollHeight - old.scrollTop - old.clientHeight < 8;
   if (!lines.length) {
-    part.replaceChildren(h("h4", { text: "Log" }), h("p", { class: "rs-empty", text: model.get("live") ? "No output yet." : "No output." }));
+    fill(part, h("h4", { text: "Log" }), h("p", { class: "rs-empty", text: model.get("live") ? "No output yet." : "No output." }));
     return;
   }
   const pre = h("pre", { class: "rs-log" }, lines.map((line) => h("div", { class: /^\[(rank \d+\] \[)?stderr\]/.test(line) ? "rs-stderr" : null, text: line })));
-  part.replaceChildren(h("h4", {}, "Log ", h("span", { class: "rs-count", text: `last ${lines.length} lines` })), pre);
+  fill(part, h("h4", {}, "Log ", h("span", { class: "rs-count", text: lines.length >= LOG_TAIL_LINES ? `last ${lines.length} lines` : `${lines.length} line${lines.length === 1 ? "" : "s"}` })), pre);
   if (atEnd || state.firstLog) pre.scrollTop = pre.scrollHeight;
   else pre.scrollTop = old.scrollTop;
   state.firstLog = false;
@@ -250,7 +265,7 @@ function drawChildren(model, part) {
   const children = model.get("children") || [];
   const total = model.get("children_total") || children.length;
   if (!children.length) {
-    part.replaceChildren();
+    fill(part);
     part.hidden = true;
     return;
   }
@@ -259,7 +274,7 @@ function drawChildren(model, part) {
     h("td", {}, c.portal_url ? h("a", { href: c.portal_url, target: "_blank", rel: "noopener", text: c.display_name || c.run_id }) : (c.display_name || c.run_id)),
     h("td", {}, pill(c.status, false)),
     h("td", { class: "rs-v", text: c.duration_s !== null && c.duration_s !== undefined ? fmtDuration(c.duration_s) : (TERMINAL.has(c.status) ? "—" : "running") })));
-  part.replaceChildren(
+  fill(part,
     h("h4", {}, "Child runs ", h("span", { class: "rs-count", text: total })),
     h("table", { class: "rs-children" }, h("tbody", {}, rows)),
     total > children.length ? h("p", { class: "rs-empty", text: `and ${total - children.length} more in the studio` }) : null,
