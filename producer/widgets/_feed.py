@@ -16,20 +16,22 @@ Following (``start``), with two daemon threads named ``runstream-widget…``:
   repeated; reopening backs off from 0.5 s to 10 s. An answer that is not an event stream
   (or a 4xx) ends it: the feed then polls instead (``POLL_S``).
 - the *follow* thread applies the events: a status event changes the status and times at
-  once; a log line is appended to the tail; a point says a series changed. Reads are
-  coalesced: a status or point event asks for a *refresh* (details, children, metric
-  index, and the series whose count or last value changed), done at once unless the
-  previous refresh ended less than ``MIN_GAP_S`` ago (or 4x its own duration: a slow API
-  is never asked more than a fifth of the time). Child runs and list/table metrics raise
-  no event on the parent's stream, so a refresh also runs every ``POLL_S`` while the run
-  is live.
+  once; a log line is appended to the tail; a point names a series that changed. Reads
+  are coalesced. A *quick* refresh (the details, and the series that points named — those
+  drawn, and single values for the table) follows a status or point event at once,
+  unless the previous one ended less than ``MIN_GAP_S`` ago (or 5x its own duration: a
+  slow API is asked at most a fifth of the time). A *full* refresh (details, child runs,
+  the metric index and the drawn series whose count or last value changed) runs when the
+  stream opens and every ``POLL_S`` while the run is live (or 10x its duration), since
+  child runs and list/table metrics raise no event on the run's stream.
 
 The seam. A new stream starts after what is committed when it opens, so the log lines
 committed between ``read_all``'s read and that moment are read once more over HTTP when
 the stream opens (``/logs?after=<the tail cursor>``), and the stream's copies of those
 same lines are recognised by (stream, rank, time, text) and skipped: each line is shown
 once. A stream reopened with an event id resumes exactly and needs no such read. Points
-need no seam: a chart is re-read whole (downsampled) whenever its index entry changed.
+need no seam: charts are re-read whole (downsampled), and the full refresh that follows
+the stream's opening re-reads every drawn series whose index entry changed meanwhile.
 
 Ending. A terminal status (Completed, Failed, Canceled) — from the stream, or from a
 refresh — is followed by reading on until the stream has been quiet for
@@ -52,7 +54,7 @@ import socket
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -335,6 +337,31 @@ def _chart(document: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _number(value: object) -> bool:
+    """A finite int or float as the API sends it (bools, strings and "NaN" are not)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _series_entry(name: str, document: Mapping[str, Any]) -> dict[str, Any]:
+    """The metric index's entry of a series, from the series' own answer: its count, last
+    value (the last point or bucket) and lowest and highest number."""
+    if document.get("downsampled"):
+        buckets = [b for b in document.get("buckets") or [] if isinstance(b, dict)]
+        count = int(document.get("total_points") or sum(int(b.get("count") or 0)
+                                                        for b in buckets))
+        last = buckets[-1].get("last") if buckets else None
+        lows = [b["min"] for b in buckets if _number(b.get("min"))]
+        highs = [b["max"] for b in buckets if _number(b.get("max"))]
+    else:
+        points = [p for p in document.get("points") or [] if isinstance(p, dict)]
+        count = len(points)
+        last = points[-1].get("value") if points else None
+        lows = highs = [p["value"] for p in points if _number(p.get("value"))]
+    return {"name": name, "kind": "value" if count == 1 else "series", "count": count,
+            "last": last, "min": min(lows) if lows else None,
+            "max": max(highs) if highs else None}
+
+
 class RunFeed:
     """One run's state, read through ``client`` and followed until the run ends.
 
@@ -418,42 +445,71 @@ class RunFeed:
         ]
         self._children_seen = len(ids)
 
+    def _charted(self) -> list[str]:
+        """The series drawn: the first ``MAX_CHARTS`` by name."""
+        return [n for n in sorted(self._index) if self._index[n].get("kind") == "series"][
+            :MAX_CHARTS]
+
+    def _read_series(self, name: str) -> None:
+        """Read one series (downsampled): its chart and its index entry."""
+        try:
+            answer = self._client.get_json(f"{self._path}/metrics/{segment(name)}",
+                                           [("max_points", str(SERIES_POINTS))])
+        except NotFoundError:
+            return
+        entry = _series_entry(name, answer)
+        if self._index.get(name, {}).get("kind") in ("list", "table"):
+            return  # the name is also a list or table, shown as that (as get_metrics does)
+        self._index[name] = entry
+        self._charts[name] = {**_chart(answer), "count": entry["count"], "last": entry["last"]}
+
+    def _keep_charted(self) -> None:
+        charted = set(self._charted())
+        for name in set(self._charts) - charted:
+            del self._charts[name]
+
     def _read_metrics(self) -> None:
+        """The metric index, and each drawn series whose count or last value changed."""
         document = self._client.get_json(f"{self._path}/metric-index")
-        entries = {
+        self._index = {
             str(e["name"]): e
             for e in document.get("metrics") or []
             if isinstance(e, dict) and "name" in e
         }
         typed = document.get("typed")
         self._typed = dict(typed) if isinstance(typed, dict) else {}
-        charted = [n for n in sorted(entries) if entries[n].get("kind") == "series"][:MAX_CHARTS]
-        for name in charted:
-            entry = entries[name]
-            old = self._charts.get(name)
-            if old is not None and (old["count"], old["last"]) == (entry.get("count"),
-                                                                   entry.get("last")):
-                continue
-            try:
-                answer = self._client.get_json(
-                    f"{self._path}/metrics/{segment(name)}",
-                    [("max_points", str(SERIES_POINTS))],
-                )
-            except NotFoundError:
-                continue
-            self._charts[name] = {**_chart(answer), "count": entry.get("count"),
-                                  "last": entry.get("last")}
-        for name in set(self._charts) - set(charted):
-            del self._charts[name]
-        self._index = entries
+        for name in self._charted():
+            entry, chart = self._index[name], self._charts.get(name)
+            if chart is None or (chart["count"], chart["last"]) != (entry.get("count"),
+                                                                    entry.get("last")):
+                self._read_series(name)
+        self._keep_charted()
 
-    def refresh(self, *, logs: bool = False) -> None:
-        """Re-read the details, the children and the metrics (and with ``logs`` the lines
-        after the tail's cursor). An API error is shown as the notice, never raised."""
+    def _read_points(self, names: Iterable[str]) -> None:
+        """The series that new points were logged to: those drawn, and single values (or
+        new names) for the table; a series past the drawn ones waits for the next index."""
+        for name in sorted(set(names)):
+            kind = self._index.get(name, {}).get("kind")
+            if kind in ("list", "table"):
+                continue
+            if kind == "series" and name not in self._charted():
+                continue
+            self._read_series(name)
+        self._keep_charted()
+
+    def refresh(self, *, full: bool = True, series: Iterable[str] = (),
+                logs: bool = False) -> None:
+        """Re-read the details, and: ``full``, the children and the metric index (with the
+        drawn series that changed); else the ``series`` that new points were logged to.
+        With ``logs`` also the log lines after the tail's cursor. An API error is shown
+        as the notice, never raised."""
         try:
             self._read_details()
-            self._read_children()
-            self._read_metrics()
+            if full:
+                self._read_children()
+                self._read_metrics()
+            else:
+                self._read_points(series)
             if logs:
                 self._log.read(self._client, self._path, seam=False)
         except ApiError as exc:
@@ -555,19 +611,20 @@ class RunFeed:
         clock = time.monotonic
         streaming = True  # until the server says it has no event stream for us
         connected = False
-        refresh_at: float | None = None  # an event asked for a refresh
+        quick_at: float | None = None  # an event asked for a quick refresh
+        points: set[str] = set()  # series that new points were logged to
         dirty = False  # something to publish
-        last_publish = last_event = clock()
-        last_refresh_end, refresh_cost = clock(), 0.0
+        last_publish = last_event = last_quick_end = clock()
+        quick_cost = 0.0
+        full_due = clock() + POLL_S  # read_all was the first full read
         ending_at: float | None = None  # a terminal status was seen
 
         while not self._stop.is_set():
             now = clock()
-            gap = max(MIN_GAP_S, REFRESH_SHARE * refresh_cost)
-            next_poll = last_refresh_end + max(POLL_S, 2 * REFRESH_SHARE * refresh_cost)
-            due = [next_poll]
-            if refresh_at is not None:
-                due.append(max(refresh_at, last_refresh_end + gap))
+            gap = max(MIN_GAP_S, REFRESH_SHARE * quick_cost)
+            due = [full_due]
+            if quick_at is not None:
+                due.append(max(quick_at, last_quick_end + gap))
             if dirty:
                 due.append(last_publish + PUBLISH_GAP_S)
             if ending_at is not None:
@@ -581,6 +638,7 @@ class RunFeed:
                 return
             for item in items:
                 now = clock()
+                dirty = True
                 if isinstance(item, _Opened):
                     connected = True
                     self._notice = ""
@@ -589,7 +647,7 @@ class RunFeed:
                             self._log.read(self._client, self._path, seam=True)
                         except ApiError as exc:
                             self._notice = f"could not read the log ({exc})"
-                    refresh_at = refresh_at or now
+                    full_due = min(full_due, now)  # and what else it did not send
                 elif isinstance(item, _Closed):
                     connected = False
                     if not item.available:
@@ -600,46 +658,54 @@ class RunFeed:
                         self._notice = f"reconnecting ({item.error})"
                 else:
                     last_event = now
-                    if self._apply(item):
-                        refresh_at = refresh_at or now
+                    wanted = self._apply(item)
+                    if wanted is not None:
+                        points |= wanted
+                        quick_at = quick_at or now
                         if self.status in TERMINAL_STATUSES and ending_at is None:
                             ending_at = now
-                dirty = True
             now = clock()
             if ending_at is not None and (now - last_event >= DRAIN_QUIET_S
                                           or now - ending_at >= DRAIN_MAX_S
                                           or not connected):
                 self.refresh(logs=not streaming or not connected)
                 return
-            if (refresh_at is not None and now >= max(refresh_at, last_refresh_end + gap)) or (
-                    now >= next_poll):
-                refresh_at = None
+            if now >= full_due:
                 self.refresh(logs=not streaming)
-                last_refresh_end = clock()
-                refresh_cost = last_refresh_end - now
-                dirty = True
-                if self.status in TERMINAL_STATUSES and ending_at is None:
-                    ending_at = last_event = now
+                points, quick_at, dirty = set(), None, True
+                last_quick_end = clock()
+                full_due = last_quick_end + max(POLL_S,
+                                                2 * REFRESH_SHARE * (last_quick_end - now))
+            elif quick_at is not None and now >= max(quick_at, last_quick_end + gap):
+                self.refresh(full=False, series=points)
+                points, quick_at, dirty = set(), None, True
+                last_quick_end = clock()
+                quick_cost = last_quick_end - now
+            if ending_at is None and self.status in TERMINAL_STATUSES:
+                ending_at = last_event = now  # seen by a re-read: drain what follows
             if dirty and clock() - last_publish >= PUBLISH_GAP_S:
                 self._emit()
                 dirty = False
                 last_publish = clock()
 
-    def _apply(self, event: SseEvent) -> bool:
-        """Apply one stream event; True when it calls for a refresh (status, point)."""
+    def _apply(self, event: SseEvent) -> set[str] | None:
+        """Apply one stream event. None: nothing to re-read; else a quick refresh is due,
+        for the series named (a point's), or the details alone (a status)."""
         try:
             data = json.loads(event.data)
         except ValueError:
-            return False
+            return None
         if not isinstance(data, dict):
-            return False
+            return None
         if event.event == "log":
             self._log.streamed(data)
-            return False
+            return None
         if event.event == "status" and "status" in data:
             self._details["status"] = str(data["status"])
             self._details["error"] = data.get("error")
             if isinstance(data.get("status_times"), dict):
                 self._details["status_times"] = data["status_times"]
-            return True
-        return event.event == "point"
+            return set()
+        if event.event == "point" and isinstance(data.get("name"), str):
+            return {data["name"]}
+        return None
