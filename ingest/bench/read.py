@@ -59,14 +59,23 @@ async def _no_dead_letters(dead: Sequence[DeadLetter]) -> None:
     raise RuntimeError(f"bench events were dead-lettered: {dead[:1]}")
 
 
-async def store_events(dsn: str, events: Sequence[dict[str, Any]], *, batch: int = 50) -> None:
+async def store_events(dsn: str, events: Sequence[dict[str, Any]], *, batch: int = 50,
+                       tile: bool = False) -> None:
     """Commit ``events`` (``EventFactory`` dicts) through the real write path: encoded and
-    decoded by the codec, ``batch`` per ``Store.write_batch`` transaction."""
+    decoded by the codec, ``batch`` per ``Store.write_batch`` transaction. ``tile``: keep
+    the series' tiles current after each commit, as the worker does (``SeriesTiler``)."""
+    from ingest.worker.tiler import SeriesTiler
+
     decoded = [decode_event(_CODEC, _CODEC.encode(e)) for e in events]
     async with Store(dsn=dsn) as store:
+        tiler = SeriesTiler(store)
         for i in range(0, len(decoded), batch):
-            await store.write_batch(Batch("bench", "bench-read", events=decoded[i : i + batch]),
-                                    send_dead_letters=_no_dead_letters)
+            result = await store.write_batch(
+                Batch("bench", "bench-read", events=decoded[i : i + batch]),
+                send_dead_letters=_no_dead_letters)
+            if tile:
+                tiler.note(result)
+                await tiler.tile_due()
 
 
 def _run_id(experiment: str) -> str:

@@ -12,8 +12,9 @@ Two measurements, each repeated ``repeats`` times in a fresh browser context (no
    page asks for the series (``/metrics/loss?max_points=…``) to the chart's first draw with
    data (the studio's ``performance.mark("runstream:chart:loss")``);
    ``navigation_to_drawn_ms`` from the navigation itself (page, scripts, the run, its
-   metric index). The first repetition is reported apart as ``cold``: its series request
-   also summarises the whole series into tiles (migration 0006), once per series.
+   metric index). The series is stored as the worker stores it, tiles included (the
+   worker's ``SeriesTiler`` summarises a series as its points arrive; ``load_s`` counts
+   both). The first repetition is reported apart as ``cold`` (nothing cached anywhere).
 2. ``overlay``: the ``Child runs`` tab of a run with ``runs`` children (100), each with a
    ``loss`` series of ``run_points`` points, whose chart overlays that metric of every
    child: from navigation, and from the first series request, to the chart drawn with all
@@ -101,9 +102,9 @@ async def _store_series_run(dsn: str, points: int) -> tuple[str, tuple[int, ...]
     for event in _series_events(f, points, seed=1, spikes=spikes):
         batch.append(event)
         if len(batch) == 50:  # 500,000 points at a time: bounded memory
-            await store_events(dsn, batch, batch=10)
+            await store_events(dsn, batch, batch=10, tile=True)
             batch = []
-    await store_events(dsn, [*batch, f.lifecycle("Completed")], batch=10)
+    await store_events(dsn, [*batch, f.lifecycle("Completed")], batch=10, tile=True)
     return rid, spikes
 
 
@@ -118,7 +119,7 @@ async def _store_overlay_runs(dsn: str, runs: int, run_points: int) -> str:
         events += _series_events(cf, run_points, seed=100 + i)
         events.append(cf.lifecycle("Completed"))
     events.append(pf.lifecycle("Completed"))
-    await store_events(dsn, events, batch=50)
+    await store_events(dsn, events, batch=50, tile=True)
     return parent
 
 

@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -151,8 +151,11 @@ class IngestConsumer:
         retry_backoff_max_s: float = 5.0,
         session_timeout_ms: int = 10_000,
         security: KafkaSecurity | None = None,
+        on_commit: Callable[[WriteResult], None] | None = None,
     ) -> None:
         self.topic = topic
+        #: Told what each committed batch wrote (the worker's SeriesTiler counts points).
+        self._on_commit = on_commit
         self.group_id = group_id
         self._bootstrap = bootstrap
         self._security = security or KafkaSecurity()
@@ -421,6 +424,8 @@ class IngestConsumer:
         m.points_persisted.inc(result.points)
         m.duplicates_dropped.inc(result.duplicates)
         m.observe_log_to_commit(committed_at, result.new_event_ts_us)
+        if self._on_commit is not None:
+            self._on_commit(result)
 
     async def _write_with_retry(self, batch: Batch) -> WriteResult:
         delay = 0.1

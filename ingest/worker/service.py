@@ -8,6 +8,9 @@ next owner re-reads from the stored offsets). Then HTTP stops, the consumer leav
 group, the producer flushes and the pool closes. A crashed loop cancels its siblings and
 the worker exits non-zero.
 
+Beside the two loops: partition upkeep (hourly) and the series tiler (``tiler.py``: the
+read path's summaries of big series, kept current as points arrive, off the commit path).
+
 ``runstream ingest`` (ingest/cli/main.py) calls ``run_worker``; ``python -m
 ingest.worker.service`` does the same from the environment alone.
 """
@@ -27,6 +30,7 @@ from ingest.settings import DEFAULT_GROUP_ID, DEFAULT_METRICS_PORT, Settings
 from ingest.worker.consumer import DeadLetterProducer, IngestConsumer
 from ingest.worker.metrics import IngestMetrics, metrics_app
 from ingest.worker.store import Store
+from ingest.worker.tiler import SeriesTiler
 
 __all__ = ["run_worker"]
 
@@ -76,6 +80,7 @@ async def run_worker(
     try:
         async with contextlib.AsyncExitStack() as stack:
             store = await stack.enter_async_context(Store(dsn=dsn))
+            tiler = SeriesTiler(store)
             dlq = await stack.enter_async_context(DeadLetterProducer(
                 bootstrap=settings.kafka_bootstrap, dlq_topic=settings.dlq_topic,
                 source_topic=settings.topic, security=settings.kafka_security))
@@ -83,7 +88,7 @@ async def run_worker(
                 bootstrap=settings.kafka_bootstrap, topic=settings.topic, group_id=group_id,
                 store=store, dead_letters=dlq, metrics=metrics,
                 max_batch_messages=max_batch_messages, max_queued_batches=max_queued_batches,
-                security=settings.kafka_security))
+                security=settings.kafka_security, on_commit=tiler.note))
             if metrics_port is not None:
                 await stack.enter_async_context(HttpServer(
                     metrics_app(metrics), host=metrics_host, port=metrics_port,
@@ -94,6 +99,7 @@ async def run_worker(
                 write = tg.create_task(worker.run_write(), name="write")
                 tg.create_task(_every(PARTITION_UPKEEP_INTERVAL_S, stop, store.ensure_partitions,
                                       "partition upkeep"), name="partitions")
+                tg.create_task(tiler.run(stop), name="tiles")
                 await stop.wait()
                 logger.info("stopping: draining queued batches (deadline %.0f s)",
                             drain_timeout_s)

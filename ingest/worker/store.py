@@ -67,6 +67,8 @@ logger = logging.getLogger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # --- worker queries -------------------------------------------------------------------
 
+#: The read path's tiler (migration 0006), also run by the worker (``worker/tiler.py``).
+SQL_TILE_SERIES: Final = "SELECT runstream_data.tile_metric_series($1, $2)"
 SQL_LOAD_OFFSETS: Final = """
 SELECT partition, next_offset FROM runstream_data.consumer_offsets
 WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::integer[])
@@ -285,6 +287,8 @@ class WriteResult:
     dead_letters: int
     #: ts (µs) of each newly stored event, for log-to-commit latency.
     new_event_ts_us: tuple[int, ...]
+    #: (run_id, name, points) of each metric series the new events added to.
+    series_points: tuple[tuple[str, str, int], ...] = ()
 
 
 COPY_CHUNK_BYTES: Final = 1 << 20
@@ -345,6 +349,11 @@ class Store(Pool):
         created: int = await self.pool.fetchval(SQL_ENSURE_PARTITIONS)
         return created
 
+    async def tile_series(self, run_id: str, name: str) -> None:
+        """Summarise a series' chunks not yet in its tiles (migration 0006; committed,
+        safe to race with the read path: one tiler per series at a time)."""
+        await self.pool.fetchval(SQL_TILE_SERIES, run_id, name)
+
 
     async def write_batch(self, batch: Batch, *, send_dead_letters: SendDeadLetters) -> WriteResult:
         """Commit one batch exactly once (see the module docstring)."""
@@ -390,6 +399,11 @@ class Store(Pool):
             points=sum(e.points for e in new),
             dead_letters=dead_new,
             new_event_ts_us=tuple(e.ts_us for e in new),
+            series_points=tuple(
+                (e.run_id, series.name, series.n)
+                for e in new if isinstance(e.payload, MetricBatch)
+                for series in e.payload.series
+            ),
         )
 
     async def _write_events(self, conn: Conn, new: Sequence[Event]) -> None:
