@@ -93,8 +93,8 @@ class RunDetails(anywidget.AnyWidget):
         return f"RunDetails(run_id={self.run_id!r}, status={self.status!r}, live={self.live})"
 
     def _show_state(self, state: Mapping[str, Any]) -> None:
-        if self._closed and state.get("live"):
-            return
+        if self._closed:
+            return  # closed: the state stays as it was
         with self.hold_sync():
             for name, value in state.items():
                 if getattr(self, name) != value:

@@ -23,11 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from ingest.api.app import create_app
+from ingest.api.blobstore import BlobStore
+from ingest.server import HttpServer
+from ingest.settings import Secret
 from producer import Experiment, Run, ScriptRunConfig, Workspace
 from producer.widgets import RunDetails
-from tests.integration.pipelines import ReadPipeline, call
+from tests.integration.pipelines import READ_TOKEN, Pipeline, ReadPipeline, call
 
 pytestmark = pytest.mark.integration
 
@@ -250,6 +255,73 @@ async def test_close_stops_following_a_run_that_goes_on(
     await until(lambda: open_run_streams(read_pipeline) == 0, "the API to see it closed")
     assert await call(run.get_status) == "Running"  # only the widget stopped
     await call(run.complete)
+
+
+async def test_a_run_that_fails_shows_its_error_and_the_widget_stops(
+    read_pipeline: ReadPipeline, ws: Workspace,
+) -> None:
+    run = await call(Experiment(ws, "widget").start_logging)
+    widget = await call(RunDetails, run)
+    try:
+        assert widget.live is True
+        await call(run.fail, "ValueError: the data ran out")
+        await until(lambda: widget.status == "Failed" and not widget.live, "Failed")
+        assert "the data ran out" in widget.error
+        assert widget.times["status_times"]["Failed"]
+        await left_nothing_behind(read_pipeline, widget)
+    finally:
+        await call(widget.close)
+
+
+async def test_the_widget_resumes_after_the_api_restarts(
+    pipeline: Pipeline, tmp_path: Path,
+) -> None:
+    """The API goes away while the widget follows a run, and comes back on the same
+    address: the widget says it is reconnecting, resumes its stream by event id, and
+    shows what was logged meanwhile, each line once."""
+    registries: list[CollectorRegistry] = []
+
+    def app() -> web.Application:
+        registries.append(CollectorRegistry())
+        return create_app(blob_store=BlobStore(root=tmp_path / "blobs"),
+                          registry=registries[-1], token=Secret(READ_TOKEN),
+                          db_dsn=Secret(pipeline.dsn))
+
+    first = HttpServer(app(), host="127.0.0.1", port=0)
+    await first.__aenter__()
+    port, running = first.port, first
+    try:
+        ws = Workspace(kafka_bootstrap=pipeline.bootstrap, api_url=first.url,
+                       home=tmp_path / "sdk", topic=pipeline.topic, token=READ_TOKEN)
+        run = await call(Experiment(ws, "widget").start_logging)
+        run.log_output("stdout", ["before"])
+        widget = await call(RunDetails, run)
+        try:
+            run.log_output("stdout", ["streamed"])
+            await until(lambda: widget.log_tail == ["before", "streamed"], "the streamed line")
+            await first.__aexit__(None, None, None)  # the API goes away
+            await until(lambda: widget.notice.startswith("reconnecting"), "the notice")
+            assert widget.live is True
+            run.log_output("stdout", ["while the API was away"])
+            run.log("loss", 0.5, step=0)
+            running = HttpServer(app(), host="127.0.0.1", port=port)
+            await running.__aenter__()
+            await until(lambda: widget.log_tail[-1:] == ["while the API was away"],
+                        "the line logged while the API was away")
+            await until(lambda: widget.metrics.get("loss", {}).get("last") == 0.5, "the point")
+            assert widget.log_tail == ["before", "streamed", "while the API was away"]
+            assert widget.notice == ""
+            await call(run.complete)
+            await until(lambda: not widget.live, "the widget to stop")
+            assert widget.status == "Completed"
+            await until(lambda: not widget_threads(run.id), "the widget's threads to end")
+            await until(lambda: sample(registries[-1], "runstream_sse_streams", kind="run")
+                        == 0, "the API to see the stream closed")
+        finally:
+            await call(widget.close)
+            await call(ws.close, 10.0)
+    finally:
+        await running.__aexit__(None, None, None)
 
 
 # ---- a submitted run ---------------------------------------------------------------------
