@@ -1,6 +1,6 @@
 // One metric of several runs on one chart (selected runs, or a run's children).
 import { useEffect, useMemo, useState } from "preact/hooks";
-import { ApiError, enc, getJSON, qs, type SeriesDoc } from "../lib/api";
+import { seriesOfRuns, type SeriesDoc } from "../lib/api";
 import { Chart, type ChartSettings } from "./Chart";
 import { lastLine, type Line } from "./series";
 import { MAX_POINTS } from "./SeriesChart";
@@ -34,26 +34,14 @@ export function OverlayChart({ runs, metric, settings, height }: {
   const [error, setError] = useState<string | null>(null);
   const key = runs.map((r) => r.run_id).join(",");
   useEffect(() => {
-    let cancelled = false;
+    const abort = new AbortController();
     setDocs(null);
     setError(null);
-    const path = `/metrics/${metric.split("/").map(enc).join("/")}${qs({ max_points: Math.min(MAX_POINTS, 1000) })}`;
-    void pool(
-      runs.map((r) => async () => {
-        try {
-          return await getJSON<SeriesDoc>(`/v1/runs/${enc(r.run_id)}${path}`);
-        } catch (err) {
-          if (err instanceof ApiError && err.status === 404) return null;
-          throw err;
-        }
-      }),
-      8,
-    )
-      .then((d) => !cancelled && setDocs(d))
-      .catch((err: Error) => !cancelled && setError(err.message));
-    return () => {
-      cancelled = true;
-    };
+    // One request for every run (GET /v1/series), not one per run.
+    seriesOfRuns(runs.map((r) => r.run_id), metric, Math.min(MAX_POINTS, 1000), abort.signal)
+      .then((d) => !abort.signal.aborted && setDocs(d))
+      .catch((err: Error) => !abort.signal.aborted && setError(err.message));
+    return () => abort.abort();
   }, [key, metric]);
 
   const lines = useMemo(() => {

@@ -99,6 +99,8 @@ export type Status = (typeof STATUSES)[number];
 export const TERMINAL: ReadonlySet<string> = new Set(["Completed", "Failed", "Canceled"]);
 
 export interface RunSummary {
+  /** Only with ?metric=: the run's summary of each series asked for that it has. */
+  metrics?: Record<string, MetricSummary>;
   run_id: string;
   experiment: string;
   workspace: string;
@@ -179,6 +181,51 @@ export interface SeriesDoc {
   points?: Point[];
   buckets?: Bucket[];
 }
+
+/** GET /v1/series: one metric of many runs; a run without it says why. */
+export interface ManySeriesDoc {
+  name: string;
+  series: (SeriesDoc | { run_id: string; name: string; missing: string })[];
+}
+
+/** Runs one GET /v1/series may name (the API's limit). */
+export const MAX_SERIES_RUNS = 200;
+
+/** One metric of `runIds` (null where a run has no such series), in as few requests as the
+ * API's limit allows. */
+export async function seriesOfRuns(runIds: string[], name: string, maxPoints: number,
+                                   signal?: AbortSignal): Promise<(SeriesDoc | null)[]> {
+  const out: (SeriesDoc | null)[] = [];
+  for (let i = 0; i < runIds.length; i += MAX_SERIES_RUNS) {
+    const doc = await getJSON<ManySeriesDoc>(
+      `/v1/series${qs({ name, run_id: runIds.slice(i, i + MAX_SERIES_RUNS), max_points: maxPoints })}`, signal);
+    doc.series.forEach((s) => out.push("missing" in s ? null : s));
+  }
+  return out;
+}
+
+/** A run's summary of one series, as run lists give it with ?metric=. */
+export interface MetricSummary {
+  kind: "series" | "value";
+  count: number;
+  last: Value;
+  min: number | string | null;
+  max: number | string | null;
+}
+
+/** GET /v1/metric-names */
+export interface MetricName {
+  name: string;
+  kinds: ("series" | "list" | "table")[];
+  runs: number;
+}
+export interface MetricNamesDoc {
+  names: MetricName[];
+  runs_scanned: number;
+}
+
+/** Metric names one run list may ask summaries of (the API's limit). */
+export const MAX_SUMMARY_METRICS = 20;
 
 export interface RunFile {
   name: string;

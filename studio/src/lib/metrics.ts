@@ -1,6 +1,6 @@
 // The metrics dict (GET /v1/runs/{id}/metrics, shaped like run.get_metrics()): what kind
 // of chart each value calls for (the product page's table), and summaries for run tables.
-import type { MetricValue, Value } from "./api";
+import type { MetricSummary, MetricValue, Value } from "./api";
 import { isSpelledString, numeric } from "./format";
 
 export type MetricKind = "value" | "list" | "table";
@@ -21,6 +21,13 @@ export interface Summary {
   min: number | null;
   max: number | null;
   count: number;
+}
+
+/** A run list's summary of a series (?metric=) as a table cell's Summary. */
+export function fromApiSummary(s: MetricSummary | undefined): Summary | null {
+  if (!s) return null;
+  const n = (v: number | string | null) => (typeof v === "number" ? v : null);
+  return { last: s.last, min: n(s.min), max: n(s.max), count: s.count };
 }
 
 /** last / min / max of a value or a list (a series in step order: its last is the latest). */

@@ -1,18 +1,20 @@
 // The experiment dashboard: its runs (filtered, sorted, paged by cursor, live statuses),
 // metric columns, and the metrics of selected runs overlaid.
-import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { enc, getJSON, qs, STATUSES, TERMINAL, type MetricsDoc, type RunPage, type RunSummary } from "../lib/api";
+import { useEffect, useMemo, useState } from "preact/hooks";
+import { enc, getJSON, MAX_SUMMARY_METRICS, qs, STATUSES, TERMINAL, type MetricNamesDoc, type RunPage, type RunSummary } from "../lib/api";
 import { useInterval, useNow, useTitle } from "../lib/hooks";
-import { summarize, type Summary } from "../lib/metrics";
-import { metricIndex } from "../lib/metricIndex";
+import { fromApiSummary, type Summary } from "../lib/metrics";
 import { setQuery, useLocation } from "../lib/router";
 import { Card, Empty, ErrorBanner, Spinner } from "../components/ui";
 import { ChartToolbar, loadSettings, saveSettings, type ChartSettings } from "../chart/Chart";
-import { OverlayChart, pool } from "../chart/OverlayChart";
+import { OverlayChart } from "../chart/OverlayChart";
+import { Lazy } from "../chart/Lazy";
 import { RunsTable, type Stat } from "./runs";
 import { plural } from "../lib/format";
 
 const PAGE = 100;
+/** Metric names the column chooser lists at once (search finds the rest). */
+const CHOOSER_NAMES = 200;
 const ACTIVE = STATUSES.filter((s) => !TERMINAL.has(s));
 const STATUS_FILTERS: Record<string, string> = {
   "": "All statuses",
@@ -34,8 +36,9 @@ interface Filters {
   order: "asc" | "desc";
 }
 
-function runsUrl(name: string, f: Filters, cursor?: string | null): string {
+function runsUrl(name: string, f: Filters, columns: string[], cursor?: string | null): string {
   return `/v1/runs${qs({
+    metric: columns.slice(0, MAX_SUMMARY_METRICS),
     experiment: name,
     workspace: f.workspace,
     status: f.status === "active" ? ACTIVE.join(",") : f.status,
@@ -47,33 +50,6 @@ function runsUrl(name: string, f: Filters, cursor?: string | null): string {
     limit: PAGE,
     cursor,
   })}`;
-}
-
-/** last/min/max of the named metrics of each run (a few runs at a time): from each run's
- * metric index when the API has it, else from those metrics' values. */
-async function metricValues(runIds: string[], names: string[]): Promise<[string, Record<string, Summary | null>][]> {
-  return pool(
-    runIds.map((id) => async () => {
-      const out: Record<string, Summary | null> = {};
-      try {
-        const index = await metricIndex(id);
-        if (index.indexed) {
-          for (const e of index.metrics) {
-            if (names.includes(e.name) && e.kind !== "table" && e.kind !== "list")
-              out[e.name] = { last: e.last ?? null, min: e.min ?? null, max: e.max ?? null, count: e.count };
-          }
-        } else {
-          const doc = await getJSON<MetricsDoc>(`/v1/runs/${enc(id)}/metrics${qs({ name: names })}`);
-          for (const [k, v] of Object.entries(doc.metrics)) out[k] = summarize(v);
-        }
-      } catch {
-        /* shown as — */
-      }
-      for (const n of names) if (!(n in out)) out[n] = null;
-      return [id, out] as [string, Record<string, Summary | null>];
-    }),
-    6,
-  );
 }
 
 export function ExperimentPage({ name }: { name: string }) {
@@ -97,7 +73,8 @@ export function ExperimentPage({ name }: { name: string }) {
   const [loading, setLoading] = useState(true);
   const [error, setError] = useState<Error | null>(null);
   const [names, setNames] = useState<string[]>([]);
-  const [values, setValues] = useState(new Map<string, Record<string, Summary | null>>());
+  const [namesNote, setNamesNote] = useState("");
+  const [nameFilter, setNameFilter] = useState("");
   const [selected, setSelected] = useState(new Set<string>());
   const [expanded, setExpanded] = useState(new Set<string>());
   const [kids, setKids] = useState(new Map<string, RunSummary[] | "loading" | Error>());
@@ -106,14 +83,14 @@ export function ExperimentPage({ name }: { name: string }) {
   const [draftTag, setDraftTag] = useState(filters.tag);
   const [draftTarget, setDraftTarget] = useState(filters.target);
   const now = useNow(1000);
-  const discovered = useRef(new Set<string>());
+  const columnsKey = columns.join(",");
 
   // First page on load and whenever the filters change.
   useEffect(() => {
     let cancelled = false;
     setLoading(true);
     setError(null);
-    getJSON<RunPage>(runsUrl(name, filters))
+    getJSON<RunPage>(runsUrl(name, filters, columns))
       .then((page) => {
         if (cancelled) return;
         setRuns(page.runs);
@@ -128,56 +105,38 @@ export function ExperimentPage({ name }: { name: string }) {
     return () => {
       cancelled = true;
     };
-  }, [name, filterKey]);
+  }, [name, filterKey, columnsKey]);
 
-  // Metric names: from the metrics of the first few runs (and every selected one).
+  // Metric names of the experiment's newest runs (one request, whatever their number).
   useEffect(() => {
-    const children: string[] = [];
-    kids.forEach((k) => Array.isArray(k) && k.slice(0, 5).forEach((c) => children.push(c.run_id)));
-    const probe = [...runs.slice(0, 5).map((r) => r.run_id), ...children, ...selected].filter((id) => !discovered.current.has(id));
-    if (probe.length === 0) return;
-    probe.forEach((id) => discovered.current.add(id));
-    void pool(probe.map((id) => () => metricIndex(id).catch(() => null)), 4).then((docs) => {
-      const found = new Set<string>();
-      docs.forEach((d) => d?.metrics.forEach((e) => e.kind !== "table" && e.kind !== "list" && found.add(e.name)));
-      setNames((old) => [...new Set([...old, ...found])].sort());
-    });
-  }, [runs, selected, kids]);
+    getJSON<MetricNamesDoc>(`/v1/metric-names${qs({ experiment: name, workspace: filters.workspace })}`)
+      .then((doc) => {
+        setNames(doc.names.filter((n) => n.kinds.includes("series")).map((n) => n.name));
+        setNamesNote(`from the newest ${plural(doc.runs_scanned, "run")}`);
+      })
+      .catch(() => setNames([]));
+  }, [name, filters.workspace]);
 
-  // Values of the chosen metric columns for every run shown (children included).
-  const shownIds = useMemo(() => {
-    const ids = runs.map((r) => r.run_id);
-    kids.forEach((k) => Array.isArray(k) && k.forEach((c) => ids.push(c.run_id)));
-    return ids;
-  }, [runs, kids]);
-  const columnsKey = columns.join(",");
-  const fetched = useRef(new Map<string, Set<string>>());
-  const valuesReadAt = useRef(Date.now());
-  useEffect(() => {
-    if (columns.length === 0) return;
-    const missing = shownIds.filter((id) => columns.some((c) => !fetched.current.get(id)?.has(c)));
-    if (missing.length === 0) return;
-    missing.forEach((id) => {
-      const set = fetched.current.get(id) ?? new Set<string>();
-      columns.forEach((c) => set.add(c));
-      fetched.current.set(id, set);
-    });
-    void metricValues(missing, columns).then((pairs) =>
-      setValues((old) => {
-        const next = new Map(old);
-        for (const [id, m] of pairs) next.set(id, { ...(next.get(id) ?? {}), ...m });
-        return next;
-      }),
-    );
-  }, [shownIds, columnsKey, values]);
+  // The chosen metric columns' last/min/max come with the runs (?metric=); children's too.
+  const values = useMemo(() => {
+    const out = new Map<string, Record<string, Summary | null>>();
+    const add = (r: RunSummary) => {
+      const row: Record<string, Summary | null> = {};
+      for (const c of columns) row[c] = fromApiSummary(r.metrics?.[c]);
+      out.set(r.run_id, row);
+    };
+    runs.forEach(add);
+    kids.forEach((k) => Array.isArray(k) && k.forEach(add));
+    return out;
+  }, [runs, kids, columnsKey]);
 
   // Live: re-read the first page and the active runs every few seconds while any is active.
   const anyActive = runs.some((r) => !TERMINAL.has(r.status));
   useInterval(async () => {
     try {
       const [page, active] = await Promise.all([
-        getJSON<RunPage>(runsUrl(name, filters)),
-        getJSON<RunPage>(`/v1/runs${qs({ experiment: name, workspace: filters.workspace, status: ACTIVE.join(","), limit: 1000 })}`),
+        getJSON<RunPage>(runsUrl(name, filters, columns)),
+        getJSON<RunPage>(`/v1/runs${qs({ experiment: name, workspace: filters.workspace, status: ACTIVE.join(","), limit: 1000, metric: columns.slice(0, MAX_SUMMARY_METRICS) })}`),
       ]);
       const fresh = new Map<string, RunSummary>();
       page.runs.forEach((r) => fresh.set(r.run_id, r));
@@ -190,12 +149,6 @@ export function ExperimentPage({ name }: { name: string }) {
         const added = filters.sort === "created_at" && filters.order === "desc" ? page.runs.filter((r) => !known.has(r.run_id)) : [];
         return [...added, ...old.map((r) => fresh.get(r.run_id) ?? r)];
       });
-      // Metric values of active runs change too: re-read them every 10 s at most.
-      if (Date.now() - valuesReadAt.current > 10_000) {
-        valuesReadAt.current = Date.now();
-        runs.forEach((r) => !TERMINAL.has(r.status) && fetched.current.delete(r.run_id));
-        setValues((old) => new Map(old));
-      }
     } catch {
       /* the next tick retries; the banner is for the first load */
     }
@@ -205,7 +158,7 @@ export function ExperimentPage({ name }: { name: string }) {
     if (!cursor) return;
     setLoading(true);
     try {
-      const page = await getJSON<RunPage>(runsUrl(name, filters, cursor));
+      const page = await getJSON<RunPage>(runsUrl(name, filters, columns, cursor));
       setRuns((old) => {
         const known = new Set(old.map((r) => r.run_id));
         return [...old, ...page.runs.filter((r) => !known.has(r.run_id))];
@@ -224,7 +177,7 @@ export function ExperimentPage({ name }: { name: string }) {
       next.add(runId);
       if (!kids.has(runId)) {
         setKids((m) => new Map(m).set(runId, "loading"));
-        getJSON<RunPage>(`/v1/runs/${enc(runId)}/children${qs({ limit: 1000 })}`)
+        getJSON<RunPage>(`/v1/runs/${enc(runId)}/children${qs({ limit: 1000, metric: columns.slice(0, MAX_SUMMARY_METRICS) })}`)
           .then((page) => setKids((m) => new Map(m).set(runId, page.runs)))
           .catch((err: Error) => setKids((m) => new Map(m).set(runId, err)));
       }
@@ -254,6 +207,14 @@ export function ExperimentPage({ name }: { name: string }) {
     return m;
   }, [runs, kids]);
   const selectedRuns = [...selected].map((id) => allRuns.get(id)).filter((r): r is RunSummary => !!r);
+  const matchingNames = useMemo(() => {
+    const q = nameFilter.trim().toLowerCase();
+    return q ? names.filter((n) => n.toLowerCase().includes(q)) : names;
+  }, [names, nameFilter]);
+  // A thousand checkboxes is no menu: the chosen ones first, then the first matches.
+  const shownNames = useMemo(
+    () => [...new Set([...columns.filter((c) => matchingNames.includes(c)), ...matchingNames])].slice(0, CHOOSER_NAMES),
+    [matchingNames, columnsKey]);
   const metric = overlayMetric || columns[0] || names[0] || "";
 
   return (
@@ -286,12 +247,20 @@ export function ExperimentPage({ name }: { name: string }) {
           <summary class="btn">Metric columns{columns.length ? ` (${columns.length})` : ""}</summary>
           <div class="chooser-menu">
             {names.length === 0 && <div class="muted">No metrics found in these runs yet.</div>}
-            {names.map((m) => (
+            {names.length > 12 && (
+              <input type="search" placeholder={`Search ${plural(names.length, "metric")}`} value={nameFilter}
+                     onInput={(e) => setNameFilter((e.target as HTMLInputElement).value)} aria-label="Search metrics" />
+            )}
+            {shownNames.map((m) => (
               <label key={m} class="check-label">
-                <input type="checkbox" checked={columns.includes(m)} onChange={() => toggleColumn(m)} />
+                <input type="checkbox" checked={columns.includes(m)} disabled={!columns.includes(m) && columns.length >= MAX_SUMMARY_METRICS} onChange={() => toggleColumn(m)} />
                 <span class="mono">{m}</span>
               </label>
             ))}
+            {matchingNames.length > shownNames.length && (
+              <div class="muted">{plural(matchingNames.length - shownNames.length, "more metric")}: search to narrow.</div>
+            )}
+            {names.length > 0 && <div class="muted">{namesNote} · up to {MAX_SUMMARY_METRICS} columns</div>}
             {names.length > 0 && (
               <div class="chooser-stat">
                 Show
@@ -363,6 +332,20 @@ export function ExperimentPage({ name }: { name: string }) {
               metric={metric}
               settings={settings}
             />
+            {columns.filter((c) => c !== metric).length > 0 && (
+              <div class="chart-grid">
+                {columns.filter((c) => c !== metric).map((c) => (
+                  <Lazy key={c} height={260}>
+                    <OverlayChart
+                      runs={selectedRuns.map((r) => ({ run_id: r.run_id, label: r.display_name ?? r.run_id }))}
+                      metric={c}
+                      settings={settings}
+                      height={220}
+                    />
+                  </Lazy>
+                ))}
+              </div>
+            )}
           </>
         )}
       </Card>

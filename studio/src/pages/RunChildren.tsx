@@ -1,26 +1,51 @@
 // A run's child runs: the table (live statuses) and one metric of them overlaid.
 import { useEffect, useMemo, useState } from "preact/hooks";
-import { enc, getJSON, qs, TERMINAL, type MetricsDoc, type MetricValue, type RunDetails, type RunPage, type RunSummary } from "../lib/api";
+import { enc, getJSON, MAX_SUMMARY_METRICS, qs, TERMINAL, type MetricName, type MetricNamesDoc, type RunDetails, type RunPage, type RunSummary } from "../lib/api";
 import { useInterval, useNow } from "../lib/hooks";
-import { kindOf, summarize, type Summary } from "../lib/metrics";
+import { fromApiSummary, type Summary } from "../lib/metrics";
 import { Card, ErrorBanner, Spinner } from "../components/ui";
 import { Chart, ChartToolbar, loadSettings, saveSettings, type ChartSettings } from "../chart/Chart";
 import { numeric } from "../lib/format";
 import type { Line } from "../chart/series";
-import { OverlayChart, pool } from "../chart/OverlayChart";
+import { OverlayChart } from "../chart/OverlayChart";
 import { RunsTable } from "./runs";
+
+/** Names whose summaries the table and charts use: the API's limit per request, twice. */
+const SUMMARY_NAMES = 2 * MAX_SUMMARY_METRICS;
+
+function chunk<T>(items: T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
 
 export function RunChildren({ run }: { run: RunDetails }) {
   const [runs, setRuns] = useState<RunSummary[] | null>(null);
   const [cursor, setCursor] = useState<string | null>(null);
   const [error, setError] = useState<Error | null>(null);
-  const [metrics, setMetrics] = useState(new Map<string, Record<string, MetricValue>>());
+  const [names, setNames] = useState<MetricName[]>([]);
   const [chosen, setChosen] = useState("");
   const [settings, setSettings] = useState<ChartSettings>(loadSettings);
   const now = useNow(1000);
+  // The children's metric names (one request), then their summaries with the run list.
+  useEffect(() => {
+    getJSON<MetricNamesDoc>(`/v1/metric-names${qs({ parent_run_id: run.run_id, runs: 5000 })}`)
+      .then((doc) => setNames(doc.names.filter((n) => n.kinds.includes("series"))))
+      .catch(() => setNames([]));
+  }, [run.run_id, run.children.length]);
+  const asked = names.slice(0, SUMMARY_NAMES).map((n) => n.name);
+  const askedKey = asked.join("\n");
   const load = async (after: string | null = null) => {
     try {
-      const page = await getJSON<RunPage>(`/v1/runs/${enc(run.run_id)}/children${qs({ limit: 500, cursor: after })}`);
+      const pages = await Promise.all(
+        (asked.length ? chunk(asked, MAX_SUMMARY_METRICS) : [[]]).map((metric) =>
+          getJSON<RunPage>(`/v1/runs/${enc(run.run_id)}/children${qs({ limit: 500, cursor: after, metric })}`)),
+      );
+      const page = pages[0];
+      // The same runs in every answer: merge their summaries.
+      page.runs.forEach((r, i) => {
+        r.metrics = Object.assign({}, ...pages.map((p) => p.runs[i]?.run_id === r.run_id ? p.runs[i].metrics ?? {} : {}));
+      });
       setRuns((old) => (after && old ? [...old, ...page.runs] : page.runs));
       setCursor(page.next_cursor);
     } catch (err) {
@@ -29,45 +54,34 @@ export function RunChildren({ run }: { run: RunDetails }) {
   };
   useEffect(() => {
     void load();
-  }, [run.run_id, run.children.length]);
+  }, [run.run_id, run.children.length, askedKey]);
   useInterval(() => void load(), runs?.some((r) => !TERMINAL.has(r.status)) ? 4000 : null);
 
-  // Every child's metrics (for the chooser and the value columns).
-  const ids = (runs ?? []).map((r) => r.run_id).join(",");
-  useEffect(() => {
-    if (!runs || runs.length === 0) return;
-    const todo = runs.filter((r) => !metrics.has(r.run_id) || !TERMINAL.has(r.status)).slice(0, 200);
-    if (todo.length === 0) return;
-    void pool(todo.map((r) => () => getJSON<MetricsDoc>(`/v1/runs/${enc(r.run_id)}/metrics`).then((d) => [r.run_id, d.metrics] as const).catch(() => [r.run_id, {}] as const)), 6).then((pairs) =>
-      setMetrics((old) => {
-        const next = new Map(old);
-        pairs.forEach(([id, m]) => next.set(id, m));
-        return next;
-      }),
-    );
-  }, [ids, runs?.map((r) => r.status).join(",")]);
-
-  const names = useMemo(() => {
-    const found = new Set<string>();
-    metrics.forEach((m) => Object.entries(m).forEach(([k, v]) => kindOf(v) !== "table" && found.add(k)));
-    return [...found].sort();
-  }, [metrics]);
   const summaries = useMemo(() => {
     const out = new Map<string, Record<string, Summary | null>>();
-    metrics.forEach((m, id) => {
+    (runs ?? []).forEach((r) => {
       const row: Record<string, Summary | null> = {};
-      for (const n of names) row[n] = summarize(m[n]);
-      out.set(id, row);
+      for (const n of asked) row[n] = fromApiSummary(r.metrics?.[n]);
+      out.set(r.run_id, row);
     });
     return out;
-  }, [metrics, names]);
-  const seriesNames = useMemo(() => names.filter((n) => [...metrics.values()].some((m) => Array.isArray(m[n]))), [names, metrics]);
+  }, [runs, askedKey]);
+  // A series in some child (a line to overlay) or a value logged once by each (a sweep's
+  // alpha and mse: one against another).
+  const kinds = useMemo(() => {
+    const out = new Map<string, Set<string>>();
+    (runs ?? []).forEach((r) => Object.entries(r.metrics ?? {}).forEach(([n, m]) => {
+      if (!out.has(n)) out.set(n, new Set());
+      out.get(n)!.add(m.kind);
+    }));
+    return out;
+  }, [runs]);
+  const seriesNames = useMemo(() => {
+    const repeated = names.map((n) => n.name).filter((n) => !kinds.has(n) || kinds.get(n)!.has("series"));
+    return repeated.length ? repeated : names.map((n) => n.name);
+  }, [names, kinds]);
   const metric = chosen || seriesNames[0] || "";
-  // Values logged once per child (a sweep's alpha and mse): one against another.
-  const scalarNames = useMemo(
-    () => names.filter((n) => [...metrics.values()].some((m) => typeof m[n] === "number") && ![...metrics.values()].some((m) => Array.isArray(m[n]))),
-    [names, metrics],
-  );
+  const scalarNames = useMemo(() => asked.filter((n) => kinds.get(n)?.size === 1 && kinds.get(n)!.has("value")), [askedKey, kinds]);
   const [xName, setXName] = useState("");
   const [yName, setYName] = useState("");
   const sx = scalarNames.includes(xName) ? xName : scalarNames[0] ?? "";
@@ -75,20 +89,20 @@ export function RunChildren({ run }: { run: RunDetails }) {
   const scalarLine = useMemo<Line[]>(() => {
     if (!sx || !sy) return [];
     const rows: [number, number][] = [];
-    metrics.forEach((m) => {
-      const x = numeric(m[sx] as number);
-      const y = numeric(m[sy] as number);
+    (runs ?? []).forEach((r) => {
+      const x = numeric(r.metrics?.[sx]?.last);
+      const y = numeric(r.metrics?.[sy]?.last);
       if (x !== null && y !== null) rows.push([x, y]);
     });
     rows.sort((a, b) => a[0] - b[0]);
     return [{ label: sy, x: rows.map((r) => r[0]), y: rows.map((r) => r[1]) }];
-  }, [metrics, sx, sy]);
+  }, [runs, sx, sy]);
 
   if (error && !runs) return <ErrorBanner error={error} />;
   if (!runs) return <Spinner />;
   return (
     <div class="children">
-      <RunsTable runs={runs} now={now} metrics={names.slice(0, 8)} values={summaries} />
+      <RunsTable runs={runs} now={now} metrics={asked.slice(0, 8)} values={summaries} />
       {cursor && <div class="more"><button class="btn" onClick={() => load(cursor)}>Load more</button></div>}
       {seriesNames.length > 0 && (
         <Card title="Child runs overlaid">
