@@ -4,7 +4,7 @@
 // experiment, display_name. Each part of the card is redrawn when its traits change.
 
 const TERMINAL = new Set(["Completed", "Failed", "Canceled"]);
-const STATE_ORDER = ["NotStarted", "Queued", "Preparing", "Running", "Finalizing",
+const STATE_ORDER = ["Queued", "Preparing", "Running", "Finalizing",
   "CancelRequested", "Completed", "Failed", "Canceled"];
 const SVG = "http://www.w3.org/2000/svg";
 const CHART_W = 260;
@@ -133,12 +133,13 @@ function drawTimes(model, part) {
     facts.push(["Waiting", fmtDuration(Math.max(0, (Date.now() - created) / 1000))]);
   }
   if (times.ended_at) facts.push(["Ended", fmtClock(times.ended_at)]);
+  // NotStarted is "Created" above; the others as offsets from it.
   const steps = STATE_ORDER.filter((name) => st[name]).map((name) => {
     const at = parseTime(st[name]);
     const offset = at !== null && created !== null ? ` +${fmtDuration(Math.max(0, (at - created) / 1000))}` : "";
     return h("li", { class: statusClass(name).replace("rs-pill", "rs-step"), title: st[name] },
       h("span", { class: "rs-step-name", text: name }),
-      h("span", { class: "rs-step-at", text: name === "NotStarted" ? fmtClock(st[name]) : offset.trim() }));
+      h("span", { class: "rs-step-at", text: offset.trim() }));
   });
   fill(part,
     h("dl", { class: "rs-facts" }, facts.map(([k, v]) => h("div", {}, h("dt", { text: k }), h("dd", { text: v })))),
