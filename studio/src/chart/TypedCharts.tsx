@@ -197,22 +197,24 @@ function ConfusionMatrixChart({ cm, ...card }: CardProps & { cm: ConfusionMatrix
               );
             }))}
             {labels.map((l, i) => i % rowStride === 0 && (
-              <text key={`r${i}`} class="cm-label" x={left - 6} y={top + i * cell + cell / 2} dy="0.32em" text-anchor="end" fill={AXIS} font-size={labelSize}>
+              <g key={`r${i}`}>
                 <title>{l}</title>
-                {truncate(l, 18)}
-              </text>
+                <text class="cm-label" x={left - 6} y={top + i * cell + cell / 2} dy="0.32em" text-anchor="end" fill={AXIS} font-size={labelSize}>{truncate(l, 18)}</text>
+              </g>
             ))}
             {labels.map((l, i) => {
               if (i % colStride !== 0) return null;
               const x = left + i * cell + cell / 2;
               const y = top + side + 14;
-              return slant ? (
-                <text key={`c${i}`} class="cm-label" x={x} y={y - 6} transform={`rotate(-40 ${x} ${y - 6})`} text-anchor="end" dy="0.7em" fill={AXIS} font-size={labelSize}>
+              return (
+                <g key={`c${i}`}>
                   <title>{l}</title>
-                  {truncate(l, 18)}
-                </text>
-              ) : (
-                <text key={`c${i}`} class="cm-label" x={x} y={y} text-anchor="middle" fill={AXIS} font-size={labelSize}><title>{l}</title>{l}</text>
+                  {slant ? (
+                    <text class="cm-label" x={x} y={y - 6} transform={`rotate(-40 ${x} ${y - 6})`} text-anchor="end" dy="0.7em" fill={AXIS} font-size={labelSize}>{truncate(l, 18)}</text>
+                  ) : (
+                    <text class="cm-label" x={x} y={y} text-anchor="middle" fill={AXIS} font-size={labelSize}>{l}</text>
+                  )}
+                </g>
               );
             })}
             <text x={left + side / 2} y={height - 6} text-anchor="middle" fill={AXIS} font-weight="600">Predicted label</text>

@@ -173,6 +173,15 @@ export function RunMetrics({ run, hub, liveNames, live }: { run: RunDetails; hub
           })}
         </div>
       )}
+      {typed.length > 0 && (
+        <div class="chart-grid typed-grid">
+          {typed.map(([name, t]) => (
+            <Lazy key={name} height={360} class={WIDE.has(t.schema_type) ? "chart-wide" : undefined}>
+              <TypedMetricChart runId={run.run_id} name={name} meta={t} />
+            </Lazy>
+          ))}
+        </div>
+      )}
       {values.length > 0 && (
         <Card title="Values">
           <Table class="compact">
@@ -188,15 +197,6 @@ export function RunMetrics({ run, hub, liveNames, live }: { run: RunDetails; hub
             </tbody>
           </Table>
         </Card>
-      )}
-      {typed.length > 0 && (
-        <div class="chart-grid typed-grid">
-          {typed.map(([name, t]) => (
-            <Lazy key={name} height={360} class={WIDE.has(t.schema_type) ? "chart-wide" : undefined}>
-              <TypedMetricChart runId={run.run_id} name={name} meta={t} />
-            </Lazy>
-          ))}
-        </div>
       )}
       {images.length > 0 && (
         <Card title={`Images (${images.length})`}>
