@@ -295,6 +295,7 @@ async def test_a_run_page_shows_its_status_and_chart_and_follows_the_run_live(
     # The per-state times follow too: the end time shows (a <time> in the facts' list).
     await expect(page.locator("dt:text-is('Ended') + dd time")).to_be_visible(
         timeout=LIVE_TIMEOUT_MS)
+    await expect(page.locator("dt:text-is('Duration') + dd")).not_to_contain_text("running")
     assert await page.evaluate("window.__notReloaded") is True  # no reload happened
     await screenshot(page, "run-completed")
 
@@ -393,7 +394,10 @@ async def test_every_page_shows_what_the_sdk_logged(
     await screenshot(page, "compute")
 
     await page.goto(f"{url}/compute/browser-queue")
-    await expect(page.locator(f'[data-run-id="{queued.id}"]').first).to_be_visible()
+    # A queued run is listed once: in the queue, not among the active runs too.
+    await expect(page.locator(f'[data-run-id="{queued.id}"]')).to_have_count(1)
+    queue = page.locator(".card", has=page.get_by_role("heading", name="Queue"))
+    await expect(queue.locator(f'[data-run-id="{queued.id}"]')).to_be_visible()
     await screenshot(page, "compute-target")
 
     await page.goto(f"{url}/models")

@@ -1,7 +1,7 @@
 import type { ComponentChildren, JSX } from "preact";
 import { useState } from "preact/hooks";
 import { ApiError, TERMINAL } from "../lib/api";
-import { formatTime, formatAgo, shortId } from "../lib/format";
+import { formatTime, formatAgo } from "../lib/format";
 import { href } from "../lib/router";
 
 const STATUS_CLASS: Record<string, string> = {
@@ -88,7 +88,7 @@ export function Time({ iso, ago = false }: { iso: string | null | undefined; ago
 export function RunLink({ runId, label }: { runId: string; label?: string | null }) {
   return (
     <a href={href.run(runId)} class={label ? "" : "mono"} title={runId}>
-      {label || shortId(runId)}
+      {label || <Id value={runId} />}
     </a>
   );
 }
@@ -97,14 +97,30 @@ export function Mono({ children, title }: { children: ComponentChildren; title?:
   return <span class="mono" title={title}>{children}</span>;
 }
 
+/**
+ * An id on one line that never wraps: where there is no room its middle gives way to "…"
+ * and its end stays (a run id's timestamp and hash tell runs apart, its start is the
+ * experiment). Selecting and copying it gives the whole id; so does the title.
+ */
+export function Id({ value, tail = 20, class: cls }: { value: string; tail?: number; class?: string }) {
+  const cut = value.length > tail * 2 ? value.length - tail : value.length;
+  return (
+    <span class={`id ${cls ?? ""}`} title={value}>
+      <span class="id-head">{value.slice(0, cut)}</span>
+      {cut < value.length && <span class="id-tail">{value.slice(cut)}</span>}
+    </span>
+  );
+}
+
 export function CopyId({ value }: { value: string }) {
   const [done, setDone] = useState(false);
   return (
     <span class="copy-id">
-      <span class="mono">{value}</span>
+      <Id value={value} class="mono" />
       <button
         class="icon-btn"
         title="Copy"
+        aria-label="Copy"
         onClick={() => {
           void navigator.clipboard?.writeText(value).then(() => {
             setDone(true);

@@ -128,10 +128,6 @@ export function numeric(v: Value | undefined): number | null {
   return null;
 }
 
-export function shortId(id: string): string {
-  return id.length > 48 ? `${id.slice(0, 36)}…${id.slice(-8)}` : id;
-}
-
 export function plural(n: number, one: string, many = `${one}s`): string {
   return `${n.toLocaleString("en-US")} ${n === 1 ? one : many}`;
 }

@@ -1,11 +1,11 @@
 // Compute targets: queue counts, waits and agents; a target's queue in order, the runs
 // agents hold and its active runs, live (the target's event stream + re-reads).
 import { useEffect, useRef } from "preact/hooks";
-import { enc, getJSON, type Agent, type QueueState, type TargetDoc } from "../lib/api";
+import { enc, getJSON, type Agent, type QueueState, type RunSummary, type TargetDoc } from "../lib/api";
 import { throttle, useAsync, useEventSource, useInterval, useNow, useTitle } from "../lib/hooks";
 import { formatDuration } from "../lib/format";
 import { href } from "../lib/router";
-import { Card, Empty, ErrorBanner, LiveDot, Mono, RunLink, Spinner, StatusPill, Table, Time } from "../components/ui";
+import { Card, Empty, ErrorBanner, LiveDot, RunLink, Spinner, StatusPill, Table, Time } from "../components/ui";
 import { RunsTable } from "./runs";
 
 function Count({ n, tone }: { n: number; tone?: string }) {
@@ -88,7 +88,7 @@ function Agents({ agents }: { agents: Agent[] }) {
       <tbody>
         {[...agents].sort((a, b) => Number(b.alive) - Number(a.alive)).map((a) => (
           <tr key={a.agent_id}>
-            <td><Mono title={a.agent_id}>{a.agent_id}</Mono></td>
+            <td><span class="mono id-trunc" title={a.agent_id}>{a.agent_id}</span></td>
             <td><span class="mono">{a.hostname}</span> <span class="muted">pid {a.pid}</span></td>
             <td class="num">{a.busy} / {a.slots}</td>
             <td><Time iso={a.started_at} ago /></td>
@@ -119,6 +119,24 @@ export function TargetPage({ target }: { target: string }) {
   useInterval(() => doc.reload(), 5000);
 
   const d = doc.data;
+  // A run is listed once: the queue holds what waits; active runs are the rest (without an
+  // entry list from the API, the runs whose status is Queued count as waiting).
+  const queuedIds = new Set((d?.queue ?? []).map((q) => q.run_id));
+  const waiting = d && !d.queue ? d.active_runs.filter((r) => r.status === "Queued") : [];
+  const active = (d?.active_runs ?? []).filter((r) => (d?.queue ? !queuedIds.has(r.run_id) : r.status !== "Queued"));
+  const leases = new Map((d?.leased ?? []).map((l) => [l.run_id, l]));
+  const activeIds = new Set(active.map((r) => r.run_id));
+  const orphanLeases = (d?.leased ?? []).filter((l) => !activeIds.has(l.run_id) && !queuedIds.has(l.run_id));
+  const agentCell = (r: RunSummary) => {
+    const l = leases.get(r.run_id);
+    if (!l) return <span class="muted">—</span>;
+    return (
+      <span class="agent-cell" title={`${l.agent_id} · attempt ${l.attempt} · leased ${l.leased_at} · lease expires ${l.lease_expires_at}`}>
+        <span class="mono id-trunc">{l.agent_id}</span>
+        {l.cancel_requested && <StatusPill status="CancelRequested" />}
+      </span>
+    );
+  };
   return (
     <div class="page">
       <div class="page-head">
@@ -128,7 +146,9 @@ export function TargetPage({ target }: { target: string }) {
           {d && (
             <p class="subtitle">
               {d.queued} queued · {d.preparing} preparing · {d.running} running
-              {d.not_responding ? ` (${d.not_responding} not responding)` : ""} · oldest queued {formatDuration(d.oldest_queued_age_s)} · wait p50 {formatDuration(d.queue_wait_p50_s)}, p95 {formatDuration(d.queue_wait_p95_s)}
+              {d.not_responding ? ` (${d.not_responding} not responding)` : ""}
+              {d.oldest_queued_age_s !== null && ` · oldest queued ${formatDuration(d.oldest_queued_age_s)}`}
+              {d.queue_wait_p50_s !== null && ` · queue wait p50 ${formatDuration(d.queue_wait_p50_s)}, p95 ${formatDuration(d.queue_wait_p95_s)}`}
             </p>
           )}
         </div>
@@ -137,8 +157,10 @@ export function TargetPage({ target }: { target: string }) {
       {!d && !doc.error && <Spinner />}
       {d && (
         <>
-          <Card title={`Queue (${d.queue?.length ?? d.queued})`}>
-            {d.queue && d.queue.length > 0 ? (
+          <Card title={`Queue (${d.queue?.length ?? waiting.length})`}>
+            {!d.queue && waiting.length > 0 ? (
+              <RunsTable runs={waiting} now={now} showExperiment hideCompute />
+            ) : d.queue && d.queue.length > 0 ? (
               <Table class="compact queue-table">
                 <thead><tr><th class="num">#</th><th>Run</th><th>Experiment</th><th class="num">Priority</th><th class="num">Attempt</th><th>Submitted</th><th class="num">Waiting</th></tr></thead>
                 <tbody>
@@ -159,16 +181,18 @@ export function TargetPage({ target }: { target: string }) {
               <div class="muted">Nothing waiting.</div>
             )}
           </Card>
-          {d.leased && d.leased.length > 0 && (
-            <Card title={`Held by agents (${d.leased.length})`}>
+          {/* Each run once: waiting in the queue, or active (held by an agent, or running
+              where nothing leases it); a lease whose run is not active shows apart. */}
+          {orphanLeases.length > 0 && (
+            <Card title={`Held by agents (${orphanLeases.length})`}>
               <Table class="compact">
                 <thead><tr><th>Run</th><th>Experiment</th><th>Agent</th><th class="num">Attempt</th><th>Leased</th><th>Lease expires</th><th /></tr></thead>
                 <tbody>
-                  {d.leased.map((l) => (
-                    <tr key={l.run_id}>
+                  {orphanLeases.map((l) => (
+                    <tr key={l.run_id} data-run-id={l.run_id}>
                       <td><RunLink runId={l.run_id} /></td>
                       <td><a href={href.experiment(l.experiment)}>{l.experiment}</a></td>
-                      <td><Mono>{l.agent_id}</Mono></td>
+                      <td><span class="mono id-trunc" title={l.agent_id}>{l.agent_id}</span></td>
                       <td class="num">{l.attempt}</td>
                       <td><Time iso={l.leased_at} /></td>
                       <td><Time iso={l.lease_expires_at} /></td>
@@ -179,11 +203,11 @@ export function TargetPage({ target }: { target: string }) {
               </Table>
             </Card>
           )}
-          <Card title={`Active runs (${d.active_runs.length})`}>
-            {d.active_runs.length > 0 ? (
-              <RunsTable runs={d.active_runs} now={now} showExperiment />
+          <Card title={`Active runs (${active.length})`}>
+            {active.length > 0 ? (
+              <RunsTable runs={active} now={now} showExperiment hideCompute extraColumns={leases.size > 0 ? [{ head: "Agent", cell: agentCell }] : undefined} />
             ) : (
-              <div class="muted">No run is queued, preparing or running here. Ended runs leave this list.</div>
+              <div class="muted">No run is preparing or running here. Queued runs wait above; ended runs leave this list.</div>
             )}
           </Card>
           {d.agents && (

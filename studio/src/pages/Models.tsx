@@ -3,7 +3,10 @@ import { enc, getJSON, qs, type ModelPage } from "../lib/api";
 import { useAsync, useTitle } from "../lib/hooks";
 import { formatBytes } from "../lib/format";
 import { href } from "../lib/router";
-import { Card, Empty, ErrorBanner, RunLink, Spinner, Table, Tags, Time } from "../components/ui";
+import type { ComponentChildren } from "preact";
+import { Card, Empty, ErrorBanner, KeyValues, RunLink, Spinner, Table, Tags, Time } from "../components/ui";
+
+type Item = [ComponentChildren, ComponentChildren];
 
 export function ModelsPage() {
   useTitle("Models");
@@ -59,16 +62,25 @@ export function ModelPage({ name }: { name: string }) {
       {list.map((m) => (
         <Card
           key={m.id + m.workspace}
-          title={<>Version {m.version} <span class="muted small">· {m.workspace}</span></>}
-          actions={<Time iso={m.created_at} />}
+          title={`Version ${m.version}`}
+          actions={<span class="muted">registered <Time iso={m.created_at} /></span>}
         >
           <div class="model-meta">
-            {m.description && <p>{m.description}</p>}
-            <div>From {m.run_id ? <RunLink runId={m.run_id} /> : "local files"} · path <span class="mono">{m.path}</span></div>
-            {Object.keys(m.tags).length > 0 && <div><Tags tags={m.tags} /></div>}
+            {m.description && <p class="model-description">{m.description}</p>}
+            <KeyValues
+              items={[
+                ["From", m.run_id ? (
+                  <>run <RunLink runId={m.run_id} />{m.experiment && <> of <a href={href.experiment(m.experiment)}>{m.experiment}</a></>}</>
+                ) : "local files (Model.register)"],
+                ["Path", <span class="mono">{m.path}</span>],
+                ["Workspace", <span class="mono">{m.workspace}</span>],
+                ...(Object.keys(m.tags).length ? [["Tags", <Tags tags={m.tags} />] as Item] : []),
+                ...(Object.keys(m.properties).length ? [["Properties", <Tags tags={m.properties} />] as Item] : []),
+              ]}
+            />
           </div>
           <Table class="compact">
-            <thead><tr><th>File</th><th class="num">Size</th><th>SHA-256</th><th /></tr></thead>
+            <thead><tr><th>File</th><th class="num">Size</th><th>SHA-256</th><th><span class="sr-only">Download</span></th></tr></thead>
             <tbody>
               {m.files.map((f) => (
                 <tr key={f.name}>

@@ -3,9 +3,10 @@
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { ApiError, enc, getJSON, postJSON, TERMINAL, type Point, type RunDetails, type Submission } from "../lib/api";
 import { useAsync, useEventSource, useNow, useTitle } from "../lib/hooks";
+import { withStatus, type StatusEvent } from "../lib/status";
 import { formatDuration, formatTime, runDuration } from "../lib/format";
 import { href, setQuery, useLocation } from "../lib/router";
-import { CopyId, Empty, ErrorBanner, KeyValues, LiveDot, Spinner, StatusPill, Tabs, Tags, Time } from "../components/ui";
+import { CopyId, Empty, Id, ErrorBanner, KeyValues, LiveDot, Spinner, StatusPill, Tabs, Tags, Time } from "../components/ui";
 import { PointHub } from "../chart/SeriesChart";
 import { RunMetrics } from "./RunMetrics";
 import { RunOutputs } from "./RunOutputs";
@@ -62,7 +63,15 @@ function CancelButton({ run, onDone }: { run: RunDetails; onDone: () => void }) 
 
 export function RunPage({ runId }: { runId: string }) {
   const { query } = useLocation();
-  const run = useAsync((signal) => getJSON<RunDetails>(`/v1/runs/${enc(runId)}`, signal), [runId]);
+  // Statuses only move forward and terminal ones stick: an answer still running that
+  // lands after the live stream said the run ended is stale, and kept out.
+  const shown = useRef<RunDetails | undefined>(undefined);
+  const run = useAsync(async (signal) => {
+    const fresh = await getJSON<RunDetails>(`/v1/runs/${enc(runId)}`, signal);
+    const current = shown.current;
+    return current && current.run_id === fresh.run_id && TERMINAL.has(current.status) && !TERMINAL.has(fresh.status) ? current : fresh;
+  }, [runId]);
+  shown.current = run.data;
   // Submitted runs went through Queued (start_logging runs never do) and carry a snapshot id.
   const submittedHint = !!run.data && (!!run.data.status_times.Queued || "ContentSnapshotId" in run.data.properties);
   const submission = useAsync(async (signal) => {
@@ -86,11 +95,12 @@ export function RunPage({ runId }: { runId: string }) {
   const flushTimer = useRef<number | undefined>(undefined);
   const reloadTimer = useRef<number | undefined>(undefined);
   const stream = useEventSource(live ? `/v1/runs/${enc(runId)}/events?types=status,point` : null, {
-    status: (s: { status: RunDetails["status"]; error: string | null; status_times: Record<string, string | null> }) => {
-      run.set((old) => old && { ...old, status: s.status, error: s.error, status_times: s.status_times });
-      // started_at / ended_at and the rest: re-read once things settle.
+    status: (s: StatusEvent) => {
+      // The times the header shows follow at once (Ended, Duration); the rest (heartbeat,
+      // error text) with a read of the run once things settle, and again after it ended.
+      run.set((old) => old && withStatus(old, s));
       window.clearTimeout(reloadTimer.current);
-      reloadTimer.current = window.setTimeout(() => run.reload(), 300);
+      reloadTimer.current = window.setTimeout(() => run.reload(), TERMINAL.has(s.status) ? 1000 : 300);
     },
     point: (p: Point & { name: string }) => {
       const list = pending.current.get(p.name);
@@ -157,7 +167,7 @@ export function RunPage({ runId }: { runId: string }) {
             {data.parent_run_id && <> <a href={href.run(data.parent_run_id)} class="mono">parent</a> /</>}
           </div>
           <h1 class="run-title">
-            {data.display_name ?? <span class="mono">{data.run_id}</span>}
+            {data.display_name ? <span class="run-name">{data.display_name}</span> : <Id value={data.run_id} class="mono" />}
             <span class="run-number">#{data.number}</span>
             <StatusPill status={data.status} />
             {live && <LiveDot state={stream} />}
@@ -191,14 +201,16 @@ export function RunPage({ runId }: { runId: string }) {
               ["Created", <Time iso={data.created_at} />],
               ["Started", <Time iso={data.started_at} />],
               ["Ended", <Time iso={data.ended_at} />],
-              ["Duration", data.started_at || data.ended_at
-                ? <span class="mono">{formatDuration(runDuration(data, now))}{live ? " (running)" : ""}</span>
-                : <span class="muted">not started · waiting {formatDuration(runDuration(data, now))}</span>],
+              ["Duration", data.started_at
+                ? <span class="num-text">{formatDuration(runDuration(data, now))}{live ? " (running)" : ""}</span>
+                : data.ended_at
+                  ? <span class="muted">never started · {data.status.toLowerCase()} after {formatDuration(runDuration(data, now))}</span>
+                  : <span class="muted">not started · waiting {formatDuration(runDuration(data, now))}</span>],
             ]}
           />
           <KeyValues
             items={[
-              ["Parent", data.parent_run_id ? <a class="mono" href={href.run(data.parent_run_id)}>{data.parent_run_id}</a> : <span class="muted">—</span>],
+              ["Parent", data.parent_run_id ? <a class="mono" href={href.run(data.parent_run_id)}><Id value={data.parent_run_id} /></a> : <span class="muted">—</span>],
               ["Child runs", data.children.length ? <a href={href.run(data.run_id, "children")}>{data.children.length}</a> : <span class="muted">none</span>],
               ["Last heartbeat", <Time iso={data.last_heartbeat_at} ago />],
               ...(data.dropped_events ? [["Dropped events", <span class="error-text">{data.dropped_events}</span>] as [string, preact.ComponentChildren]] : []),

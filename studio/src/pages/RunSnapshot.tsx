@@ -61,7 +61,7 @@ export function RunSnapshot({ run, submission }: { run: RunDetails; submission: 
             ["Submitted", <Time iso={submission.submitted_at} />],
             ["Queue state", <>{submission.state}{submission.position ? ` · position ${submission.position}` : ""}</>],
             ["Attempt", `${submission.attempt} (max retries ${submission.max_retries})`],
-            ["Agent", submission.agent_id ? <span class="mono">{submission.agent_id}</span> : <span class="muted">—</span>],
+            ["Agent", submission.agent_id ? <span class="mono id-trunc" title={submission.agent_id}>{submission.agent_id}</span> : <span class="muted">—</span>],
             ["Exit code", submission.exit_code ?? <span class="muted">—</span>],
             ["SHA-256", <span class="mono small">{submission.snapshot.sha256}</span>],
           ]}

@@ -5,7 +5,7 @@ import type { RunSummary } from "../lib/api";
 import { formatDuration, formatNumber, formatValue, runDuration } from "../lib/format";
 import type { Summary } from "../lib/metrics";
 import { href } from "../lib/router";
-import { Mono, RunLink, StatusPill, Tags, Time } from "../components/ui";
+import { Id, Mono, RunLink, StatusPill, Tags, Time } from "../components/ui";
 
 export type Stat = "last" | "min" | "max";
 
@@ -26,6 +26,10 @@ export interface RunsTableProps {
   onExpand?: (runId: string) => void;
   children?: Map<string, RunSummary[] | "loading" | Error>;
   showExperiment?: boolean;
+  /** A compute target's page: every run has that target, no column for it. */
+  hideCompute?: boolean;
+  /** More columns after the tags (a target's page: the agent holding the run). */
+  extraColumns?: { head: string; cell: (r: RunSummary) => ComponentChildren }[];
 }
 
 function metricCell(values: Map<string, Record<string, Summary | null>> | undefined, runId: string, name: string, stat: Stat) {
@@ -46,6 +50,7 @@ export function RunsTable(p: RunsTableProps) {
   const box = useRef<HTMLDivElement>(null);
   const [scrollTop, setScrollTop] = useState(0);
   const metrics = p.metrics ?? [];
+  const extra = p.extraColumns ?? [];
   const stat = p.stat ?? "last";
   const selectable = !!p.onSelect;
   const allSelected = selectable && p.runs.length > 0 && p.runs.every((r) => p.selected?.has(r.run_id));
@@ -80,18 +85,19 @@ export function RunsTable(p: RunsTableProps) {
           ) : depth ? <span class="child-mark">↳</span> : null}
           <RunLink runId={r.run_id} label={r.display_name} />
         </span>
-        {r.display_name && <div class="sub mono">{r.run_id}</div>}
+        {r.display_name && <div class="sub mono"><Id value={r.run_id} /></div>}
       </td>
       {p.showExperiment && <td><a href={href.experiment(r.experiment)}>{r.experiment}</a></td>}
       <td><StatusPill status={r.status} /></td>
-      <td>{r.compute_target ? <a href={href.target(r.compute_target)}>{r.compute_target}</a> : <span class="muted">—</span>}</td>
+      {!p.hideCompute && <td>{r.compute_target ? <a href={href.target(r.compute_target)}>{r.compute_target}</a> : <span class="muted">—</span>}</td>}
       <td><Time iso={r.created_at} /></td>
       <td class="num">{r.started_at ? formatDuration(runDuration(r, p.now)) : !r.ended_at ? <span class="muted" title="Not started yet: time since it was created">waiting {formatDuration(runDuration(r, p.now))}</span> : <span class="muted">—</span>}</td>
       <td class="tags-cell"><Tags tags={r.tags} /></td>
+      {extra.map((c) => <td key={c.head}>{c.cell(r)}</td>)}
       {metrics.map((m) => <td class="num" key={m}>{metricCell(p.values, r.run_id, m, stat)}</td>)}
     </tr>
   );
-  const columns = 6 + (selectable ? 1 : 0) + (p.showExperiment ? 1 : 0) + metrics.length;
+  const columns = 5 + (p.hideCompute ? 0 : 1) + (selectable ? 1 : 0) + (p.showExperiment ? 1 : 0) + extra.length + metrics.length;
   const items: JSX.Element[] = [];
   for (const r of p.runs) {
     items.push(row(r, 0));
@@ -127,10 +133,11 @@ export function RunsTable(p: RunsTableProps) {
           <th>Run</th>
           {p.showExperiment && <th>Experiment</th>}
           <th>Status</th>
-          <th>Compute</th>
+          {!p.hideCompute && <th>Compute</th>}
           {sortHead("created_at", "Created")}
           <th class="num">Duration</th>
           <th>Tags</th>
+          {extra.map((c) => <th key={c.head}>{c.head}</th>)}
           {metrics.map((m) => sortHead(`metric:${m}`, <span title={`${m} (${stat}; sorting uses the last value)`}>{m}{stat !== "last" && <span class="muted"> · {stat}</span>}</span>, "num"))}
         </tr>
       </thead>
