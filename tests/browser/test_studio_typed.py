@@ -1,7 +1,7 @@
 """The run page's typed metrics in a real headless Chromium (issue 14): a confusion matrix,
 an accuracy table, residuals and predictions logged through the SDK (SDK → Kafka → worker
 → PostgreSQL → API, whose process serves the studio), drawn as Azure ML studio draws them
-— a heatmap with class labels and counts (and a normalised view), ROC and precision–recall
+— a heatmap with class labels and counts (and a normalised view), ROC and precision-recall
 curves per class with micro and macro averages, a histogram, predicted against true.
 
 Fixtures: tests/browser/conftest.py (``studio_page``, ``read_pipeline``, ``built_studio``).
@@ -15,6 +15,7 @@ import csv
 import io
 import math
 import re
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,9 @@ ACCURACY: dict[str, Any] = {
         [[58, 142, 0, 0], [56, 93, 49, 2], [54, 47, 95, 4], [41, 10, 132, 17], [3, 0, 142, 55]],
     ],
 }
-RESIDUALS = {"bin_edges": [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0],
+RESIDUALS: dict[str, list[float]] = {"bin_edges": [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0],
              "bin_counts": [4, 21, 80, 77, 18, 3]}
-PREDICTIONS = {"bin_edges": [0.0, 10.0, 20.0, 30.0, 40.0, 50.0],
+PREDICTIONS: dict[str, list[float]] = {"bin_edges": [0.0, 10.0, 20.0, 30.0, 40.0, 50.0],
                "bin_averages": [6.1, 14.8, 24.0, 36.2, 0.0],
                "bin_errors": [1.2, 2.0, 2.4, 3.1, 0.0],
                "bin_counts": [12, 30, 41, 17, 0]}
@@ -58,7 +59,7 @@ def roc_auc(table: list[list[int]]) -> float:
     points = {(fp / (fp + tn), tp / (tp + fn)) for tp, fp, tn, fn in table} | {(0.0, 0.0),
                                                                                (1.0, 1.0)}
     ordered = sorted(points)
-    return sum((x1 - x0) * (y0 + y1) / 2 for (x0, y0), (x1, y1) in zip(ordered, ordered[1:]))
+    return sum((x1 - x0) * (y0 + y1) / 2 for (x0, y0), (x1, y1) in pairwise(ordered))
 
 
 async def logged_typed_run(p: ReadPipeline) -> Run:
@@ -136,14 +137,14 @@ async def test_the_run_page_charts_the_four_typed_metrics(
     await cm.get_by_role("button", name="Counts").click()
     await expect(heatmap.locator('g.cm-cell[data-row="0"][data-col="0"]')).to_have_text("38")
 
-    # Accuracy table: ROC and precision–recall, a curve per class plus two averages.
+    # Accuracy table: ROC and precision-recall, a curve per class plus two averages.
     acc = page.locator('[data-typed="accuracy_table"]')
     await reveal(acc)
     plots = acc.locator("svg.typed-svg")
     await expect(plots).to_have_count(2)
     await expect(plots.nth(0)).to_contain_text("ROC curve")
     await expect(plots.nth(0)).to_contain_text("False positive rate")
-    await expect(plots.nth(1)).to_contain_text("Precision–recall curve")
+    await expect(plots.nth(1)).to_contain_text("Precision\u2013recall curve")
     for plot in (plots.nth(0), plots.nth(1)):
         await expect(plot.locator("path.curve")).to_have_count(5)
     await expect(plots.nth(0).locator("line.chance")).to_have_count(1)
