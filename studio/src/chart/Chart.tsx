@@ -3,7 +3,7 @@
 // visible range), double-click to reset, PNG and CSV export.
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useRef } from "preact/hooks";
 import type { ComponentChildren } from "preact";
 import { align, colorOf, ema, toCSV, type Line, type XMode } from "./series";
 import { formatDuration, formatNumber, formatTick } from "../lib/format";
@@ -314,37 +314,4 @@ export function saveSettings(s: ChartSettings): void {
   } catch {
     /* private mode */
   }
-}
-
-/** Render children only once scrolled near the viewport (charts of 1,000 metrics). */
-export function Lazy({ children, height = 300, class: cls }: { children: ComponentChildren; height?: number; class?: string }) {
-  const ref = useRef<HTMLDivElement>(null);
-  const seen = useRef(false);
-  const [, force] = useStateTick();
-  useEffect(() => {
-    const el = ref.current;
-    if (!el || seen.current) return;
-    const io = new IntersectionObserver(
-      (entries) => {
-        if (entries.some((e) => e.isIntersecting)) {
-          seen.current = true;
-          io.disconnect();
-          force();
-        }
-      },
-      { rootMargin: "400px" },
-    );
-    io.observe(el);
-    return () => io.disconnect();
-  }, []);
-  return (
-    <div ref={ref} class={cls} style={seen.current ? undefined : { minHeight: `${height}px` }}>
-      {seen.current ? children : null}
-    </div>
-  );
-}
-
-function useStateTick(): [number, () => void] {
-  const [n, set] = useState(0);
-  return [n, () => set((v) => v + 1)];
 }

@@ -3,7 +3,7 @@
 import type { ComponentChildren } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 
-export function Lazy({ height, children }: { height: number; children: ComponentChildren }) {
+export function Lazy({ height, children, class: cls }: { height: number; children: ComponentChildren; class?: string }) {
   const box = useRef<HTMLDivElement>(null);
   const [seen, setSeen] = useState(false);
   useEffect(() => {
@@ -19,7 +19,7 @@ export function Lazy({ height, children }: { height: number; children: Component
     return () => observer.disconnect();
   }, [seen]);
   return (
-    <div ref={box} class="lazy" data-lazy={seen ? "shown" : "waiting"} style={seen ? undefined : { minHeight: `${height}px` }}>
+    <div ref={box} class={cls ? `lazy ${cls}` : "lazy"} data-lazy={seen ? "shown" : "waiting"} style={seen ? undefined : { minHeight: `${height}px` }}>
       {seen ? children : null}
     </div>
   );
