@@ -418,9 +418,12 @@ async def _suites(
 
         async with scratch_database(dsn) as studio_dsn:
             with tempfile.TemporaryDirectory(prefix="runstream-bench-studio-") as tmp:
+                quick = config.quick_read
                 result["studio"] = await run_studio_bench(
                     dsn=studio_dsn, home=Path(tmp), progress=progress,
-                    points=1_000_000 if config.quick_read else 10_000_000)
+                    points=1_000_000 if quick else 10_000_000,
+                    dashboard_runs=1000 if quick else 10_000,
+                    dashboard_names=100 if quick else 1000)
     return result
 
 
@@ -472,7 +475,7 @@ def _jobs_lines(jobs: dict[str, Any]) -> list[str]:
 
 
 def _studio_lines(studio: dict[str, Any]) -> list[str]:
-    series, overlay = studio["series"], studio["overlay"]
+    series, overlay, dash = studio["series"], studio["overlay"], studio["dashboard"]
     return [
         f"studio series chart:   {series['points']:,} points drawn "
         f"{series['first_request_to_drawn_ms']['p50']} ms after the first request (p50 of "
@@ -482,7 +485,13 @@ def _studio_lines(studio: dict[str, Any]) -> list[str]:
         f"studio overlay chart:  {overlay['runs']} runs x {overlay['points_per_run']:,} points "
         f"drawn {overlay['first_request_to_drawn_ms']['p50']} ms after the first request "
         f"(target {overlay['target_ms']:g} ms: x{overlay['vs_target']}), "
-        f"{overlay['navigation_to_drawn_ms']['p50']} ms after navigation",
+        f"{overlay['navigation_to_drawn_ms']['p50']} ms after navigation, refined "
+        f"{overlay['first_request_to_refined_ms']['p50']} ms after the first request",
+        f"studio dashboard:      {dash['runs']:,} runs, {dash['metric_names']:,} metric names: "
+        f"100 rows {dash['navigation_to_100_rows_ms']} ms after navigation, 3 metric columns "
+        f"{dash['navigation_to_values_ms']['ms']} ms, sorted by a metric "
+        f"{dash['navigation_to_sorted_by_metric_ms']} ms, 100 more rows "
+        f"{dash['load_100_more_ms']} ms, names {dash['metric_names_request_ms']} ms",
     ]
 
 

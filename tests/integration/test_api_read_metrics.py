@@ -9,6 +9,7 @@ import math
 import random
 from bisect import bisect_left, bisect_right
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -283,6 +284,29 @@ async def test_the_metric_index_summarises_without_the_points(
     assert "no run" in await error_message(http, f"{api.url}/v1/runs/nope/metric-index", 404)
 
 
+def micros(iso: str) -> int:
+    at = datetime.fromisoformat(iso)
+    return (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+def as_columns(doc: dict[str, Any]) -> dict[str, Any]:
+    """A series answer of format=objects as format=columns would give it."""
+    if "missing" in doc:
+        return doc
+    head = {k: v for k, v in doc.items() if k not in ("points", "buckets")}
+    if "points" in doc:
+        p = doc["points"]
+        return {**head, "columns": {"step": [x["step"] for x in p],
+                                    "value": [x["value"] for x in p],
+                                    "rank": [x["rank"] for x in p],
+                                    "time_us": [micros(x["time"]) for x in p]}}
+    b = doc["buckets"]
+    return {**head, "columns": {
+        **{k: [x[k] for x in b] for k in ("step_min", "step_max", "count", "min", "max", "last")},
+        "first_time_us": [micros(x["first_time"]) for x in b],
+        "last_time_us": [micros(x["last_time"]) for x in b]}}
+
+
 async def test_one_series_of_many_runs_in_one_request(
     http: aiohttp.ClientSession, api: ReadApi, dsn: str
 ) -> None:
@@ -314,11 +338,15 @@ async def test_one_series_of_many_runs_in_one_request(
         assert many["series"][2] == {"run_id": ids[2], "name": "loss",
                                      "missing": f"run {ids[2]!r} has no metric series 'loss'"}
         assert many["series"][3]["missing"] == "no run 'exp_1_nope'"
+        columns = await get_json(http, f"{api.url}/v1/series?{query}&format=columns")
+        for objects, cols in zip(many["series"], columns["series"], strict=True):
+            assert as_columns(objects) == cols
     assert many["series"][0]["downsampled"] is True  # 5000 points, max_points 1000
     assert many["series"][1]["points"] == many["series"][4]["points"]  # asked twice
     for bad, why in (("?run_id=x", "'name'"), ("?name=loss", "'run_id'"),
                      ("?name=loss&" + "&".join(["run_id=x"] * 201), "1 to 200"),
-                     ("?name=loss&run_id=x&step_min=5&step_max=1", "step_min")):
+                     ("?name=loss&run_id=x&step_min=5&step_max=1", "step_min"),
+                     ("?name=loss&run_id=x&format=csv", "'format'")):
         assert why in await error_message(http, f"{api.url}/v1/series{bad}", 400)
 
 

@@ -210,8 +210,24 @@ _SERIES: Final = {
                            "buckets": {"type": "array", "items": _BUCKET}},
             "not": {"required": ["points"]},
         },
+        {
+            "type": "object",
+            "description": "format=columns: the points or buckets as arrays, one entry per "
+            "point (step, value, rank, time_us) or bucket (step_min, step_max, count, min, "
+            "max, last, first_time_us, last_time_us); times in microseconds since the epoch.",
+            "required": ["name", "run_id", "total_points", "downsampled", "columns"],
+            "properties": {**_SERIES_COMMON, "columns": {
+                "type": "object",
+                "additionalProperties": {"type": "array"},
+            }},
+            "not": {"anyOf": [{"required": ["points"]}, {"required": ["buckets"]}]},
+        },
     ],
 }
+_FORMAT_PARAMETER: Final = query_parameter(
+    "format", "objects (default: a list of point or bucket objects) or columns (one array "
+    "per field: several times smaller and faster to read, for charts).",
+    {"type": "string", "enum": ["objects", "columns"]})
 _INT64: Final = {"type": "integer", "minimum": MIN_STEP, "maximum": MAX_STEP}
 _MANY_SERIES: Final = {
     "type": "object",
@@ -220,7 +236,7 @@ _MANY_SERIES: Final = {
         "name": {"type": "string"},
         "series": {"type": "array", "description": "One per run_id asked, in that order.",
                    "items": {"oneOf": [
-                       _SERIES["oneOf"][0], _SERIES["oneOf"][1],
+                       *_SERIES["oneOf"],
                        {"type": "object", "required": ["run_id", "name", "missing"],
                         "properties": {"run_id": {"type": "string"}, "name": {"type": "string"},
                                        "missing": {"type": "string", "description":
@@ -288,6 +304,7 @@ class MetricRoutes:
                                     {"type": "integer", "minimum": 0, "maximum": MAX_RANK}),
                     query_parameter("step_min", "Lowest step to include.", _INT64),
                     query_parameter("step_max", "Highest step to include.", _INT64),
+                    _FORMAT_PARAMETER,
                 ]},
                 schemas=schemas,
             ),
@@ -314,6 +331,7 @@ class MetricRoutes:
                          "default": DEFAULT_MAX_POINTS}),
                     query_parameter("step_min", "Lowest step to include.", _INT64),
                     query_parameter("step_max", "Highest step to include.", _INT64),
+                    _FORMAT_PARAMETER,
                 ]},
                 schemas=schemas,
             ),
@@ -454,7 +472,9 @@ class MetricRoutes:
         name = path_param(request, "name", f"metric series in run {run_id!r}:")
         rank = optional_int_param(request, "rank", minimum=0, maximum=MAX_RANK)
         max_points, lo, hi = _range_params(request)
-        return _json(await self._series_document(run_id, name, rank, lo, hi, max_points))
+        columns = _columns_param(request)
+        return _json(await self._series_document(run_id, name, rank, lo, hi, max_points,
+                                                 columns=columns))
 
     async def many_series(self, request: web.Request) -> web.StreamResponse:
         name = str_param(request, "name")
@@ -464,6 +484,7 @@ class MetricRoutes:
         if not 0 < len(run_ids) <= MAX_SERIES_RUNS or not all(run_ids):
             raise bad_request(f"parameter 'run_id': 1 to {MAX_SERIES_RUNS} run ids")
         max_points, lo, hi = _range_params(request)
+        columns = _columns_param(request)
         grant = grant_of(request)
         workspaces = await self._reads.run_workspaces(sorted(set(run_ids)))
         gate = asyncio.Semaphore(MANY_SERIES_CONCURRENCY)
@@ -474,7 +495,8 @@ class MetricRoutes:
                 return {"run_id": run_id, "name": name, "missing": f"no run {run_id!r}"}
             async with gate:
                 try:
-                    return await self._series_document(run_id, name, None, lo, hi, max_points)
+                    return await self._series_document(run_id, name, None, lo, hi, max_points,
+                                                       columns=columns)
                 except web.HTTPNotFound as exc:
                     return {"run_id": run_id, "name": name, "missing": exc.text or "not found"}
 
@@ -482,8 +504,10 @@ class MetricRoutes:
         return _json({"name": name, "series": list(documents)})
 
     async def _series_document(self, run_id: str, name: str, rank: int | None, lo: int,
-                               hi: int, max_points: int) -> dict[str, Any]:
-        """One series as GET /v1/runs/{run_id}/metrics/{name} answers it (404: raised)."""
+                               hi: int, max_points: int, *, columns: bool = False
+                               ) -> dict[str, Any]:
+        """One series as GET /v1/runs/{run_id}/metrics/{name} answers it (404: raised);
+        ``columns``: its points or buckets as arrays (``format=columns``)."""
         head: dict[str, Any] = {"name": name, "run_id": run_id}
         stats = await self._reads.series_stats(run_id, name, rank, lo, hi)
         if stats.chunks == 0:
@@ -495,6 +519,9 @@ class MetricRoutes:
             points = (await self._reads.series_points(run_id, name, rank, lo, hi,
                                                       max_points + 1) if stats.points else [])
             if len(points) <= max_points:
+                if columns:
+                    return {**head, "total_points": len(points), "downsampled": False,
+                            "columns": _point_columns(points)}
                 return {**head, "total_points": len(points), "downsampled": False,
                         "points": [_point(r) for r in points]}
             # More arrived since: downsample after all.
@@ -510,8 +537,12 @@ class MetricRoutes:
             plan = self._plan(stats, lo, hi, max_points)
         rows = await self._reads.series_buckets(run_id, name, rank, plan)
         # Counted from the buckets, so they agree even while points keep arriving.
-        return {**head, "total_points": sum(r["count"] for r in rows),
-                "downsampled": True, "buckets": [_bucket(r) for r in rows]}
+        total = sum(r["count"] for r in rows)
+        if columns:
+            return {**head, "total_points": total, "downsampled": True,
+                    "columns": _bucket_columns(rows)}
+        return {**head, "total_points": total, "downsampled": True,
+                "buckets": [_bucket(r) for r in rows]}
 
     @staticmethod
     def _plan(stats: SeriesStats, lo: int, hi: int, max_points: int) -> BucketPlan:
@@ -520,6 +551,38 @@ class MetricRoutes:
                                 min_level=stats.min_level or LEVELS[0])
         except StepRangeTooWideError as exc:
             raise bad_request(str(exc)) from None
+
+
+def _columns_param(request: web.Request) -> bool:
+    fmt = str_param(request, "format") or "objects"
+    if fmt not in ("objects", "columns"):
+        raise bad_request(f"parameter 'format' must be objects or columns, got {fmt[:20]!r}")
+    return fmt == "columns"
+
+
+def _point_columns(rows: list[asyncpg.Record]) -> dict[str, list[Any]]:
+    """Points as arrays: step, value, rank, time_us (µs since the epoch)."""
+    return {
+        "step": [r["step"] for r in rows],
+        "value": [typed_value(r["value"], ord(r["kind"]) if r["kind"] else KIND_FLOAT, r["text"])
+                  for r in rows],
+        "rank": [r["rank"] for r in rows],
+        "time_us": [r["time_us"] for r in rows],
+    }
+
+
+def _bucket_columns(rows: list[asyncpg.Record]) -> dict[str, list[Any]]:
+    """Buckets as arrays, one entry per bucket, times in µs since the epoch."""
+    return {
+        "step_min": [r["step_min"] for r in rows],
+        "step_max": [r["step_max"] for r in rows],
+        "count": [r["count"] for r in rows],
+        "min": [None if r["vmin"] is None else json_float(r["vmin"]) for r in rows],
+        "max": [None if r["vmax"] is None else json_float(r["vmax"]) for r in rows],
+        "last": [typed_value(r["last_v"], r["last_k"], r["last_x"]) for r in rows],
+        "first_time_us": [r["time_min"] for r in rows],
+        "last_time_us": [r["time_max"] for r in rows],
+    }
 
 
 def _range_params(request: web.Request) -> tuple[int, int, int]:

@@ -24,6 +24,14 @@ export async function pool<T>(tasks: (() => Promise<T>)[], limit = 6): Promise<T
   return out;
 }
 
+/** Points (or buckets) per run of an overlay: about 1,000 for a few runs; with many runs
+ * first a coarse 150 each (the API answers those from its tiles), then a finer read. */
+export function overlayPoints(runs: number): { first: number; refined: number | null } {
+  const full = Math.min(MAX_POINTS, 1000);
+  if (runs <= 10) return { first: full, refined: null };
+  return { first: 150, refined: Math.max(300, Math.min(full, Math.round(40_000 / runs))) };
+}
+
 export function OverlayChart({ runs, metric, settings, height }: {
   runs: OverlayRun[];
   metric: string;
@@ -37,10 +45,20 @@ export function OverlayChart({ runs, metric, settings, height }: {
     const abort = new AbortController();
     setDocs(null);
     setError(null);
-    // One request for every run (GET /v1/series), not one per run.
-    seriesOfRuns(runs.map((r) => r.run_id), metric, Math.min(MAX_POINTS, 1000), abort.signal)
-      .then((d) => !abort.signal.aborted && setDocs(d))
-      .catch((err: Error) => !abort.signal.aborted && setError(err.message));
+    const ids = runs.map((r) => r.run_id);
+    const { first, refined } = overlayPoints(ids.length);
+    // One request for every run (GET /v1/series), not one per run; many runs: coarse, then fine.
+    seriesOfRuns(ids, metric, first, abort.signal)
+      .then(async (d) => {
+        if (abort.signal.aborted) return;
+        setDocs(d);
+        if (refined === null) return;
+        const fine = await seriesOfRuns(ids, metric, refined, abort.signal);
+        if (abort.signal.aborted) return;
+        setDocs(fine);
+        performance.mark(`runstream:overlay-refined:${metric}`);
+      })
+      .catch((err: Error) => !abort.signal.aborted && err.name !== "AbortError" && setError(err.message));
     return () => abort.abort();
   }, [key, metric]);
 

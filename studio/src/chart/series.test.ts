@@ -80,3 +80,32 @@ describe("epochSeconds", () => {
     expect(b - a).toBeCloseTo(49e-6, 6); // a double holds ~0.25 µs at today's epoch seconds
   });
 });
+
+describe("format=columns", () => {
+  const us = (s: number) => Date.UTC(2026, 0, 1, 0, 0, s) * 1000;
+  it("draws the same lines as the objects it stands for", async () => {
+    const { fromColumns } = await import("../lib/api");
+    const objects: SeriesDoc = {
+      name: "loss", run_id: "r", total_points: 30, downsampled: true,
+      buckets: [
+        { step_min: 0, step_max: 9, count: 10, min: 0.5, max: 2, last: 1, first_time: t(0), last_time: t(9) },
+        { step_min: 10, step_max: 19, count: 10, min: "NaN", max: 1e6, last: 0.25, first_time: t(10), last_time: t(19) },
+      ],
+    };
+    const columns = fromColumns({
+      name: "loss", run_id: "r", total_points: 30, downsampled: true,
+      columns: {
+        step_min: [0, 10], step_max: [9, 19], count: [10, 10], min: [0.5, "NaN"], max: [2, 1e6],
+        last: [1, 0.25], first_time_us: [us(0), us(10)], last_time_us: [us(9), us(19)],
+      },
+    });
+    for (const mode of ["step", "relative", "wall"] as const) {
+      expect(linesOf(columns, mode)).toEqual(linesOf(objects, mode));
+    }
+    const points = fromColumns({
+      name: "acc", run_id: "r", total_points: 2, downsampled: false,
+      columns: { step: [0, 1], value: [0.5, { str: "NaN" }], rank: [0, 0], time_us: [us(3), us(5)] },
+    });
+    expect(linesOf(points, "relative")[0]).toEqual({ label: "acc", x: [0, 2], y: [0.5, null] });
+  });
+});

@@ -25,20 +25,24 @@ export function epochSeconds(iso: string): number {
   return ms / 1000 + micros / 1e6;
 }
 
-/** x of a time for the chosen mode: seconds (wall: since epoch; relative: since origin). */
-function timeX(iso: string, mode: XMode, origin: number): number {
-  const t = epochSeconds(iso);
+/** x of a time for the chosen mode: seconds (wall: since epoch; relative: since origin).
+ * `seconds` when the answer had them (format=columns), else the ISO text. */
+function timeX(iso: string, mode: XMode, origin: number, seconds?: number): number {
+  const t = seconds ?? epochSeconds(iso);
   return mode === "wall" ? t : t - origin;
 }
 
 export function originOf(doc: SeriesDoc): number {
-  const first = doc.points?.[0]?.time ?? doc.buckets?.[0]?.first_time;
-  return first ? epochSeconds(first) : 0;
+  const p = doc.points?.[0];
+  const b = doc.buckets?.[0];
+  if (p) return p.t ?? (p.time ? epochSeconds(p.time) : 0);
+  if (b) return b.t0 ?? (b.first_time ? epochSeconds(b.first_time) : 0);
+  return 0;
 }
 
 /** Points of one rank sorted by x (uPlot needs x ascending). */
 function pointsLine(label: string, points: Point[], mode: XMode, origin: number): Line {
-  const rows = points.map((p) => [mode === "step" ? p.step : timeX(p.time, mode, origin), numeric(p.value)] as const);
+  const rows = points.map((p) => [mode === "step" ? p.step : timeX(p.time, mode, origin, p.t), numeric(p.value)] as const);
   if (mode !== "step") rows.sort((a, b) => a[0] - b[0]);
   return { label, x: rows.map((r) => r[0]), y: rows.map((r) => r[1]) };
 }
@@ -51,8 +55,8 @@ function bucketsLine(label: string, buckets: Bucket[], mode: XMode, origin: numb
   for (const b of buckets) {
     const lo = statNumber(b.min);
     const hi = statNumber(b.max);
-    const x0 = mode === "step" ? b.step_min : timeX(b.first_time, mode, origin);
-    const x1 = mode === "step" ? b.step_max : timeX(b.last_time, mode, origin);
+    const x0 = mode === "step" ? b.step_min : timeX(b.first_time, mode, origin, b.t0);
+    const x1 = mode === "step" ? b.step_max : timeX(b.last_time, mode, origin, b.t1);
     // Each bucket spans [x0, x1]: the band covers all of it, the last value sits at x1.
     if (x1 > x0) {
       x.push(x0);

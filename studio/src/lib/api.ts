@@ -162,6 +162,8 @@ export interface Point {
   value: Value;
   rank: number;
   time: string;
+  /** Seconds since the epoch (from format=columns, where `time` is ""). */
+  t?: number;
 }
 export interface Bucket {
   step_min: number;
@@ -172,6 +174,9 @@ export interface Bucket {
   last: Value;
   first_time: string;
   last_time: string;
+  /** Seconds since the epoch (from format=columns, where the ISO times are ""). */
+  t0?: number;
+  t1?: number;
 }
 export interface SeriesDoc {
   name: string;
@@ -191,15 +196,49 @@ export interface ManySeriesDoc {
 /** Runs one GET /v1/series may name (the API's limit). */
 export const MAX_SERIES_RUNS = 200;
 
+/** A series answer of format=columns: one array per field. */
+export interface ColumnsDoc {
+  name: string;
+  run_id: string;
+  total_points: number;
+  downsampled: boolean;
+  columns: Record<string, (Value | null)[]>;
+}
+
+/** format=columns → the objects the charts read (times as epoch seconds, no ISO text). */
+export function fromColumns(d: ColumnsDoc): SeriesDoc {
+  const c = d.columns;
+  const num = (k: string, i: number) => c[k][i] as number;
+  const head = { name: d.name, run_id: d.run_id, total_points: d.total_points, downsampled: d.downsampled };
+  if (d.downsampled) {
+    return {
+      ...head,
+      buckets: c.step_min.map((_, i) => ({
+        step_min: num("step_min", i), step_max: num("step_max", i), count: num("count", i),
+        min: c.min[i] as number | string | null, max: c.max[i] as number | string | null,
+        last: c.last[i] as Value, first_time: "", last_time: "",
+        t0: num("first_time_us", i) / 1e6, t1: num("last_time_us", i) / 1e6,
+      })),
+    };
+  }
+  return {
+    ...head,
+    points: c.step.map((_, i) => ({
+      step: num("step", i), value: c.value[i] as Value, rank: num("rank", i), time: "",
+      t: num("time_us", i) / 1e6,
+    })),
+  };
+}
+
 /** One metric of `runIds` (null where a run has no such series), in as few requests as the
- * API's limit allows. */
+ * API's limit allows, as arrays (format=columns: a fifth of the bytes of objects). */
 export async function seriesOfRuns(runIds: string[], name: string, maxPoints: number,
                                    signal?: AbortSignal): Promise<(SeriesDoc | null)[]> {
   const out: (SeriesDoc | null)[] = [];
   for (let i = 0; i < runIds.length; i += MAX_SERIES_RUNS) {
-    const doc = await getJSON<ManySeriesDoc>(
-      `/v1/series${qs({ name, run_id: runIds.slice(i, i + MAX_SERIES_RUNS), max_points: maxPoints })}`, signal);
-    doc.series.forEach((s) => out.push("missing" in s ? null : s));
+    const doc = await getJSON<{ series: (ColumnsDoc | { run_id: string; missing: string })[] }>(
+      `/v1/series${qs({ name, run_id: runIds.slice(i, i + MAX_SERIES_RUNS), max_points: maxPoints, format: "columns" })}`, signal);
+    doc.series.forEach((s) => out.push("missing" in s ? null : fromColumns(s)));
   }
   return out;
 }
