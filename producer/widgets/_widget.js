@@ -240,9 +240,11 @@ function drawMetrics(model, part) {
       h("tbody", {}, rest.map((n) => {
         const m = metrics[n];
         const shown = m.kind === "value" || m.kind === "series" ? fmtValue(m.last) : "";
+        // A value where there is one, else what was logged ("list of 10"), in one column.
         return h("tr", { "data-metric": n },
-          h("th", { title: n, text: n }), h("td", { class: "rs-v", text: shown }),
-          h("td", { class: "rs-kind", text: describe(m) }));
+          h("th", { title: n, text: n }),
+          shown !== "" ? h("td", { class: "rs-v", text: shown }) : h("td", { class: "rs-kind", text: describe(m) }),
+          h("td", { class: "rs-kind", text: shown !== "" ? describe(m) : "" }));
       }))) : null,
   );
 }
