@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -107,7 +108,7 @@ async def agent(tmp_path: Path) -> AsyncIterator[Callable[[ReadPipeline, str], A
 async def test_a_compute_page_shows_a_run_queued_then_running_then_gone(
         studio_page: StudioPage, read_pipeline: ReadPipeline, tmp_path: Path,
         agent: Callable[[ReadPipeline, str], AgentProcess]) -> None:
-    target = f"browser-compute-{tmp_path.name[-12:].strip('_')}"
+    target = f"gpu-{uuid.uuid4().hex[:6]}"  # a target of the test's own
     ws = read_pipeline.workspace()
     folder = tmp_path / "job"
     folder.mkdir()
