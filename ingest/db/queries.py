@@ -22,13 +22,22 @@ RUN_SUMMARY_COLUMNS: Final = (
 
 # --- experiments -----------------------------------------------------------------------
 
+#: Experiments with their run counts (in all, and per status as a JSON object), the
+#: creation of their newest run, and their last activity (their runs' latest event).
 SQL_EXPERIMENTS: Final = """
-SELECT v.experiment AS name, v.workspace, count(*) AS runs, max(v.created_at) AS last_run_at
-FROM runstream.runs v
-WHERE ($1::text IS NULL OR (v.experiment, v.workspace) > ($1, $2::text))
-  AND ($4::text[] IS NULL OR v.workspace = ANY($4::text[]))
-GROUP BY v.experiment, v.workspace
-ORDER BY v.experiment, v.workspace
+SELECT s.experiment AS name, s.workspace, sum(s.n)::bigint AS runs,
+       max(s.last_run_at) AS last_run_at, max(s.last_event_at) AS last_activity_at,
+       jsonb_object_agg(s.status, s.n) AS statuses
+FROM (
+    SELECT v.experiment, v.workspace, v.status, count(*) AS n,
+           max(v.created_at) AS last_run_at, max(v.last_event_at) AS last_event_at
+    FROM runstream.runs v
+    WHERE ($1::text IS NULL OR (v.experiment, v.workspace) > ($1, $2::text))
+      AND ($4::text[] IS NULL OR v.workspace = ANY($4::text[]))
+    GROUP BY v.experiment, v.workspace, v.status
+) s
+GROUP BY s.experiment, s.workspace
+ORDER BY s.experiment, s.workspace
 LIMIT $3
 """
 

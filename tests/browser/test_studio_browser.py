@@ -238,6 +238,10 @@ async def test_the_studio_loads_offline_and_lists_an_experiment_from_the_sdk(
     assert response is not None
     assert response.status == 200
     await expect(page.get_by_role("link", name="browser-sweep")).to_be_visible()
+    # Runs by status, each a link to the experiment filtered by it.
+    completed = page.locator('.status-counts [data-status="Completed"]')
+    await expect(completed).to_have_text("1 Completed")
+    assert (await completed.get_attribute("href") or "").endswith("status=Completed")
     await page.wait_for_load_state("networkidle")
     assets = [u for u in studio_page.guard.requested if "/studio/assets/" in u]
     assert assets, "the app's scripts came from the API's /studio/assets/"

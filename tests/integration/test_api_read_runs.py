@@ -76,6 +76,10 @@ async def test_experiments_with_counts_walked_page_by_page(
     assert first["experiments"][0]["runs"] == 6
     assert first["experiments"][0]["workspace"] == "default"
     assert first["experiments"][0]["last_run_at"].endswith("+00:00")
+    # by status, in the order of the lifecycle; the last activity is the latest event.
+    assert first["experiments"][0]["statuses"] == {
+        "Queued": 1, "Running": 1, "Completed": 3, "Failed": 1}
+    assert first["experiments"][0]["last_activity_at"] >= first["experiments"][0]["last_run_at"]
     second = await get_json(http, url(api, "/v1/experiments", limit=1,
                                       cursor=first["next_cursor"]))
     assert [(e["name"], e["runs"]) for e in second["experiments"]] == [("beta", 1)]

@@ -20,6 +20,7 @@ artifact's content type.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -159,7 +160,10 @@ _EXPERIMENTS_PAGE: Final = list_answer("experiments", {
     "name": {"type": "string"},
     "workspace": {"type": "string"},
     "runs": {"type": "integer", "minimum": 1},
-    "last_run_at": _TIME,
+    "statuses": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1},
+                 "description": "Runs per status (statuses without runs left out)."},
+    "last_run_at": {**_TIME, "description": "When the newest run was created."},
+    "last_activity_at": {**_TIME, "description": "The latest event of any of its runs."},
 }, cursor={"type": ["string", "null"]})
 _FILES: Final = list_answer("files", {
     "name": {"type": "string"},
@@ -332,7 +336,9 @@ class RunRoutes:
         return json_ok({
             "experiments": [
                 {"name": r["name"], "workspace": r["workspace"], "runs": int(r["runs"]),
-                 "last_run_at": iso(r["last_run_at"])}
+                 "statuses": _json_counts(r["statuses"]),
+                 "last_run_at": iso(r["last_run_at"]),
+                 "last_activity_at": iso(r["last_activity_at"] or r["last_run_at"])}
                 for r in page
             ],
             "next_cursor": encode_cursor("experiments", [page[-1]["name"],
@@ -505,6 +511,12 @@ def _run_filter(request: web.Request) -> RunFilter:
         created_after=time_param(request, "created_after"),
         created_before=time_param(request, "created_before"),
     )
+
+
+def _json_counts(value: Any) -> dict[str, int]:
+    """A jsonb object of counts (asyncpg gives jsonb as text), in RUN_STATUSES order."""
+    counts = json.loads(value) if isinstance(value, str) else dict(value or {})
+    return {s: int(counts[s]) for s in RUN_STATUSES if s in counts}
 
 
 def _statuses(request: web.Request) -> tuple[str, ...]:

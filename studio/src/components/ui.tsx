@@ -4,7 +4,7 @@ import { ApiError, TERMINAL } from "../lib/api";
 import { formatTime, formatAgo } from "../lib/format";
 import { href } from "../lib/router";
 
-const STATUS_CLASS: Record<string, string> = {
+export const STATUS_CLASS: Record<string, string> = {
   NotStarted: "idle",
   Queued: "queued",
   Preparing: "queued",

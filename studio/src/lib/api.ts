@@ -136,7 +136,11 @@ export interface Experiment {
   name: string;
   workspace: string;
   runs: number;
+  /** Runs per status (statuses without runs left out); absent from older APIs. */
+  statuses?: Record<string, number>;
   last_run_at: string;
+  /** The latest event of any of its runs; absent from older APIs. */
+  last_activity_at?: string;
 }
 
 export interface ExperimentPage {

@@ -2,8 +2,13 @@ import { useMemo, useState } from "preact/hooks";
 import { getJSON, qs, type Experiment, type ExperimentPage } from "../lib/api";
 import { useAsync, useInterval, useTitle } from "../lib/hooks";
 import { href } from "../lib/router";
-import { Empty, ErrorBanner, Spinner, Table, Time } from "../components/ui";
+import { Empty, ErrorBanner, Spinner, STATUS_CLASS, Table, Time } from "../components/ui";
 import { plural } from "../lib/format";
+
+/** `url` with one more query parameter. */
+function withQuery(url: string, key: string, value: string): string {
+  return `${url}${url.includes("?") ? "&" : "?"}${key}=${encodeURIComponent(value)}`;
+}
 
 const PAGE = 200;
 
@@ -77,7 +82,8 @@ with exp.start_logging() as run:
               <th>Name</th>
               {workspaces.size > 1 && <th>Workspace</th>}
               <th class="num">Runs</th>
-              <th>Last run created</th>
+              <th>By status</th>
+              <th>Last activity</th>
             </tr>
           </thead>
           <tbody>
@@ -88,12 +94,21 @@ with exp.start_logging() as run:
                 </td>
                 {workspaces.size > 1 && <td class="muted">{e.workspace}</td>}
                 <td class="num">{e.runs.toLocaleString("en-US")}</td>
-                <td><Time iso={e.last_run_at} ago /></td>
+                <td class="status-counts">
+                  {Object.entries(e.statuses ?? {}).map(([status, n]) => (
+                    <a key={status} class={`pill pill-${STATUS_CLASS[status] ?? "idle"}`} data-status={status}
+                       href={withQuery(href.experiment(e.name, workspaces.size > 1 ? e.workspace : null), "status", status)}
+                       title={`${n.toLocaleString("en-US")} ${status}: show them`}>
+                      {n.toLocaleString("en-US")} {status}
+                    </a>
+                  ))}
+                </td>
+                <td><Time iso={e.last_activity_at ?? e.last_run_at} ago /></td>
               </tr>
             ))}
             {shown.length === 0 && (
               <tr>
-                <td colSpan={4} class="muted center">No experiment matches “{search}”{cursor ? " among those loaded" : ""}.</td>
+                <td colSpan={5} class="muted center">No experiment matches “{search}”{cursor ? " among those loaded" : ""}.</td>
               </tr>
             )}
           </tbody>
