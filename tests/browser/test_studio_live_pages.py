@@ -15,13 +15,19 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from PIL import Image
 from playwright.async_api import expect
+from prometheus_client import CollectorRegistry
 
-from producer import Experiment, Run, ScriptRunConfig
+from ingest.api.app import create_app
+from ingest.api.blobstore import BlobStore
+from ingest.server import HttpServer
+from ingest.settings import Secret
+from producer import Experiment, Run, ScriptRunConfig, Workspace
 from tests.browser.helpers import StudioPage, log_in, screenshot
 from tests.integration.agents import AgentProcess
-from tests.integration.pipelines import READ_TOKEN, ReadPipeline, call
+from tests.integration.pipelines import READ_TOKEN, Pipeline, ReadPipeline, call
 
 pytestmark = pytest.mark.usefixtures("built_studio")
 
@@ -139,3 +145,63 @@ async def test_a_compute_page_shows_a_run_queued_then_running_then_gone(
     assert await page.evaluate("window.__notReloaded") is True
     assert await call(run.get_status) == "Completed"
     await screenshot(page, "compute-target-done")
+
+
+async def test_a_dropped_stream_reconnects_and_misses_no_point(
+        studio_page: StudioPage, pipeline: Pipeline, tmp_path: Path) -> None:
+    """The API (which serves the page and its event stream) goes away while a run page
+    follows a run, points are logged meanwhile, and it comes back on the same address:
+    the page says it is reconnecting, its stream resumes by itself (the browser's
+    Last-Event-ID) and the chart has every point, without a reload."""
+
+    def app() -> web.Application:
+        return create_app(blob_store=BlobStore(root=tmp_path / "blobs"),
+                          registry=CollectorRegistry(), token=Secret(READ_TOKEN),
+                          db_dsn=Secret(pipeline.dsn))
+
+    first = HttpServer(app(), host="127.0.0.1", port=0)
+    await first.__aenter__()
+    port, running = first.port, first
+    try:
+        url = first.url
+        ws = Workspace(kafka_bootstrap=pipeline.bootstrap, api_url=url, home=tmp_path / "sdk",
+                       topic=pipeline.topic, token=READ_TOKEN)
+
+        def start() -> Run:
+            run = Experiment(ws, "browser-reconnect").start_logging(display_name="flaky api")
+            for step in range(10):
+                run.log("loss", 1 / (step + 1), step=step)
+            run.get_metrics("loss")  # stored
+            return run
+
+        run = await call(start)
+        page = studio_page.page
+        await log_in(page, url, READ_TOKEN)
+        await page.goto(f"{url}/runs/{run.id}")
+        chart = page.locator('[data-chart="loss"]')
+        await expect(chart).to_contain_text("10 pts", timeout=LIVE_TIMEOUT_MS)
+        await expect(page.locator(".live.live-open")).to_be_visible(timeout=LIVE_TIMEOUT_MS)
+        await page.evaluate("window.__notReloaded = true")
+
+        await first.__aexit__(None, None, None)  # the API goes away, and the stream with it
+        await expect(page.locator(".live.live-open")).to_have_count(0, timeout=LIVE_TIMEOUT_MS)
+
+        def log_more() -> None:
+            for step in range(10, 40):
+                run.log("loss", 0.01, step=step)
+            run.flush()
+
+        await call(log_more)
+        await pipeline.drained()  # stored while the API is away
+        running = HttpServer(app(), host="127.0.0.1", port=port)
+        await running.__aenter__()
+        await expect(chart).to_contain_text("40 pts", timeout=30_000)
+        await expect(page.locator(".live.live-open")).to_be_visible(timeout=LIVE_TIMEOUT_MS)
+        assert await page.evaluate("window.__notReloaded") is True
+        opened = [u for u in studio_page.guard.requested if f"/v1/runs/{run.id}/events" in u]
+        assert len(opened) >= 2, f"the stream was never reopened: {opened}"
+        await screenshot(page, "run-reconnected")
+        await call(run.complete)
+        await call(ws.close, 10.0)
+    finally:
+        await running.__aexit__(None, None, None)
