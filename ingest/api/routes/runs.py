@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -132,6 +133,11 @@ _RUN_LIST_PARAMETERS: Final[list[dict[str, Any]]] = [
         "repeat to require several.", _STRING, repeatable=True,
     ),
     query_parameter("parent_run_id", "Only children of this run.", _STRING),
+    query_parameter(
+        "metric_filter", "Only runs whose metric's last value compares so: NAME<VALUE, "
+        "NAME<=VALUE, NAME>VALUE, NAME>=VALUE or NAME=VALUE (the value at the highest step, "
+        "as order_by=metric: sorts; runs without a numeric one never match); repeat to "
+        "require several.", {"type": "string", "pattern": "^.+(<|>|=).+$"}, repeatable=True),
     query_parameter("top_level", "true: only runs without a parent (no child runs).",
                     {"type": "string", "enum": ["true", "false"]}),
     query_parameter("created_after", "Only runs created after this time (ISO 8601; no "
@@ -371,21 +377,27 @@ class RunRoutes:
 
     async def run(self, request: web.Request) -> web.StreamResponse:
         run_id = path_param(request, "run_id", "run")
+        asked = request.query.getall("producer", [])
+        producers = None
+        if asked:
+            if len(asked) > MAX_PRODUCERS_ASKED or not all(0 < len(p) <= 200 for p in asked):
+                raise bad_request(f"parameter 'producer': 1 to {MAX_PRODUCERS_ASKED} ids of "
+                                  "1 to 200 characters")
+            # Before the details, never after: what they count as stored is then in the
+            # details too (a batch committing between two reads would otherwise be counted
+            # and not shown, and the SDK's read-your-writes would stop waiting too soon).
+            producers = {
+                r["producer_id"]: {"events": int(r["events"]), "max_seq": int(r["max_seq"])}
+                for r in await self._reads.run_producers(run_id, asked)
+            }
         row = await self._reads.run_details(run_id)
         if row is None:
             raise not_found(f"no run {run_id!r}")
         base = self._public_url or str(request.url.origin())
         # The studio's page of the run (routes/studio.py serves it).
         details = run_details(row, portal_url=f"{base}/runs/{quote(run_id, safe='')}")
-        asked = request.query.getall("producer", [])
-        if asked:
-            if len(asked) > MAX_PRODUCERS_ASKED or not all(0 < len(p) <= 200 for p in asked):
-                raise bad_request(f"parameter 'producer': 1 to {MAX_PRODUCERS_ASKED} ids of "
-                                  "1 to 200 characters")
-            details["producers"] = {
-                r["producer_id"]: {"events": int(r["events"]), "max_seq": int(r["max_seq"])}
-                for r in await self._reads.run_producers(run_id, asked)
-            }
+        if producers is not None:
+            details["producers"] = producers
         return json_ok(details)
 
     async def children(self, request: web.Request) -> web.StreamResponse:
@@ -510,7 +522,34 @@ def _run_filter(request: web.Request) -> RunFilter:
         top_level=bool_param(request, "top_level"),
         created_after=time_param(request, "created_after"),
         created_before=time_param(request, "created_before"),
+        metric_filters=_metric_filters(request),
     )
+
+
+#: ``NAME<VALUE`` and the like: the name is everything before the last comparison.
+_METRIC_FILTER: Final = re.compile(
+    r"^(?P<name>.*[^<>=\s])\s*(?P<op><=|>=|<|>|=)\s*(?P<value>[^<>=\s]+)\s*$", re.DOTALL)
+MAX_METRIC_FILTERS: Final = 10
+
+
+def _metric_filters(request: web.Request) -> tuple[tuple[str, str, float], ...]:
+    out: list[tuple[str, str, float]] = []
+    for text in str_params(request, "metric_filter"):
+        match = _METRIC_FILTER.match(text)
+        bound = None
+        if match:
+            try:
+                bound = float(match["value"])
+            except ValueError:
+                bound = None
+        if match is None or bound is None or math.isnan(bound):
+            raise bad_request(
+                f"parameter 'metric_filter' must be NAME<VALUE (or <=, >, >=, =) with a "
+                f"number, e.g. loss<0.5; got {text[:60]!r}")
+        out.append((match["name"], match["op"], bound))
+    if len(out) > MAX_METRIC_FILTERS:
+        raise bad_request(f"parameter 'metric_filter': at most {MAX_METRIC_FILTERS}")
+    return tuple(out)
 
 
 def _json_counts(value: Any) -> dict[str, int]:
