@@ -43,6 +43,23 @@ LIMIT $3
 
 # --- runs: filters (each "{}" is the number of its first parameter) -----------------------
 
+
+def last_metric_value(run: str, name: str) -> str:
+    """SQL for a run's last value of a metric: the point at its highest step, then the
+    latest time, then the highest rank; NULL for none, a string or NaN. ``run`` and
+    ``name`` are SQL expressions (a column, a parameter), never request text."""
+    return f"""(
+        SELECT nullif(p.v, 'NaN'::float8)
+        FROM runstream_data.metric_chunks c
+        CROSS JOIN LATERAL unnest(c.steps, c."values", c.times) AS p(s, v, t)
+        WHERE c.run_id = {run} AND c.name = {name}
+          AND c.step_max = (SELECT max(c2.step_max) FROM runstream_data.metric_chunks c2
+                            WHERE c2.run_id = {run} AND c2.name = {name})
+          AND p.s = c.step_max
+        ORDER BY p.t DESC, c.rank DESC
+        LIMIT 1)"""  # noqa: S608 - SQL expressions of this module, never request text
+
+
 RUNS_EXPERIMENT: Final = "v.experiment = ${}"
 RUNS_WORKSPACE: Final = "v.workspace = ${}"
 #: The workspaces a scoped token grants (``ingest/api/auth.py``).
@@ -51,6 +68,10 @@ RUNS_STATUS: Final = "v.status = ANY(${}::text[])"
 RUNS_COMPUTE_TARGET: Final = "v.compute_target = ${}"
 RUNS_PARENT: Final = "v.parent_run_id = ${}"
 RUNS_TOP_LEVEL: Final = "v.parent_run_id IS NULL"
+#: A run's last value of metric ${0} compared with ${1}; "{op}" is replaced first by one
+#: of METRIC_OPS (never by anything a request sent).
+RUNS_METRIC_COMPARE: Final = last_metric_value("v.run_id", "${0}") + " {op} ${1}::float8"
+METRIC_OPS: Final = ("<=", ">=", "<", ">", "=")
 RUNS_CREATED_AFTER: Final = "v.created_at > ${}"
 RUNS_CREATED_BEFORE: Final = "v.created_at < ${}"
 #: Every (key, value) pair must match: value NULL means "has the key, any value".
@@ -103,19 +124,8 @@ WITH f AS (
     SELECT v.run_id FROM runstream.runs v WHERE {where}
 ),
 k AS (
-    SELECT f.run_id, lv.sort_value
+    SELECT f.run_id, """ + last_metric_value("f.run_id", "${metric}") + """ AS sort_value
     FROM f
-    LEFT JOIN LATERAL (
-        SELECT nullif(p.v, 'NaN'::float8) AS sort_value
-        FROM runstream_data.metric_chunks c
-        CROSS JOIN LATERAL unnest(c.steps, c."values", c.times) AS p(s, v, t)
-        WHERE c.run_id = f.run_id AND c.name = ${metric}
-          AND c.step_max = (SELECT max(c2.step_max) FROM runstream_data.metric_chunks c2
-                            WHERE c2.run_id = f.run_id AND c2.name = ${metric})
-          AND p.s = c.step_max
-        ORDER BY p.t DESC, c.rank DESC
-        LIMIT 1
-    ) lv ON true
 ),
 page AS (
     SELECT k.run_id, k.sort_value FROM k
@@ -126,7 +136,7 @@ page AS (
 SELECT {columns}, page.sort_value
 FROM page JOIN runstream.runs v ON v.run_id = page.run_id
 ORDER BY page.sort_value {order} NULLS LAST, page.run_id {order}
-"""
+"""  # noqa: S608 - SQL of this module; the request's values are parameters
 # Keyset conditions on (sort_value NULLS LAST, run_id): after a value ($0 value, $1 run
 # id), or after a run without one ($0 run id).
 METRIC_KEYSET_NONE: Final = "true"

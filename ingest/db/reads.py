@@ -81,6 +81,9 @@ class RunFilter:
     properties: tuple[tuple[str, str | None], ...] = ()
     created_after: datetime | None = None
     created_before: datetime | None = None
+    #: (metric, op, bound): the run's last value of the metric compares so (op in
+    #: queries.METRIC_OPS); a run without a numeric last value never matches.
+    metric_filters: tuple[tuple[str, str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,4 +369,8 @@ def _conditions(where: RunFilter, args: list[Any]) -> list[str]:
     if where.properties:
         pairs = where.properties
         add(q.RUNS_PROPERTIES, [k for k, _ in pairs], [v for _, v in pairs])
+    for name, op, bound in where.metric_filters:
+        if op not in q.METRIC_OPS:
+            raise ValueError(f"not a comparison: {op!r}")
+        add(q.RUNS_METRIC_COMPARE.replace("{op}", op), name, bound)
     return out

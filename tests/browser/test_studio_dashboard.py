@@ -75,6 +75,15 @@ async def test_dashboard_columns_compare_and_a_sweeps_children(
     assert sum("/v1/series?" in u for u in asked) >= 1
     assert not any("/metrics/loss?" in u for u in asked), "one series request per run is gone"
 
+    # Filtered by a metric's last value (lasso 0.025, ridge 0.05, elastic 0.075; the sweep
+    # has no loss): a shareable URL.
+    await page.get_by_label("Metric filter").fill("loss<0.06")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page.locator("tbody tr[data-run-id]")).to_have_count(2)
+    for run, shown in zip(tops, (1, 1, 0), strict=True):
+        await expect(page.locator(f'tr[data-run-id="{run.id}"]')).to_have_count(shown)
+    assert "where=loss%3C0.06" in page.url
+
     await page.goto(f"{url}/runs/{sweep.id}?tab=children")
     children = page.locator(".children")
     await expect(children.locator("tr.child-row, tbody tr")).to_have_count(TRIALS)

@@ -208,6 +208,28 @@ async def test_metric_names_of_an_experiment_and_of_a_runs_children(
     assert nothing == {"names": [], "runs_scanned": 0}
 
 
+async def test_runs_filtered_by_a_metrics_last_value(
+    http: aiohttp.ClientSession, api: ReadApi, world: World
+) -> None:
+    # last loss: finished 0.125, parent 0.3, failed 0.6; the others have none.
+    async def ids(*filters: str, **params: str) -> set[str]:
+        return set(await run_ids(http, api, experiment="alpha",
+                                 metric_filter=list(filters), **params))
+
+    assert await ids("loss<0.5") == {world.finished, world.parent}
+    assert await ids("loss >= 0.3") == {world.parent, world.failed}
+    assert await ids("loss>0.1", "loss<0.4") == {world.finished, world.parent}
+    assert await ids("loss=0.125") == {world.finished}
+    assert await ids("mse<=2.1") == {world.children[1]}
+    assert await ids("nope<1") == set()
+    ordered = await run_ids(http, api, experiment="alpha", metric_filter=["loss<0.5"],
+                            order_by="metric:loss", order="asc")
+    assert ordered == [world.finished, world.parent]
+    for bad in ("loss", "loss<", "<1", "loss<abc", "loss<nan"):
+        message = await error_message(http, url(api, "/v1/runs", metric_filter=bad), 400)
+        assert "metric_filter" in message, bad
+
+
 async def test_metric_order_ties_and_non_numbers(
     http: aiohttp.ClientSession, api: ReadApi, dsn: str
 ) -> None:

@@ -31,9 +31,16 @@ interface Filters {
   status: string;
   tag: string;
   target: string;
+  /** Metric conditions on the runs' last values: "loss<0.5, acc>=0.9". */
+  where: string;
   children: boolean;
   sort: string;
   order: "asc" | "desc";
+}
+
+/** "loss<0.5, acc>=0.9" → the API's metric_filter values. */
+export function metricFilters(where: string): string[] {
+  return where.split(",").map((w) => w.trim()).filter(Boolean);
 }
 
 function runsUrl(name: string, f: Filters, columns: string[], cursor?: string | null): string {
@@ -44,6 +51,7 @@ function runsUrl(name: string, f: Filters, columns: string[], cursor?: string | 
     status: f.status === "active" ? ACTIVE.join(",") : f.status,
     tag: f.tag.trim() || undefined,
     compute_target: f.target.trim() || undefined,
+    metric_filter: metricFilters(f.where),
     top_level: f.children ? undefined : "true",
     order_by: f.sort === "created_at" ? undefined : f.sort,
     order: f.order === "desc" ? undefined : "asc",
@@ -60,6 +68,7 @@ export function ExperimentPage({ name }: { name: string }) {
     status: query.get("status") ?? "",
     tag: query.get("tag") ?? "",
     target: query.get("target") ?? "",
+    where: query.get("where") ?? "",
     children: query.get("children") === "1",
     sort: query.get("sort") ?? "created_at",
     order: query.get("order") === "asc" ? "asc" : "desc",
@@ -82,6 +91,7 @@ export function ExperimentPage({ name }: { name: string }) {
   const [settings, setSettings] = useState<ChartSettings>(loadSettings);
   const [draftTag, setDraftTag] = useState(filters.tag);
   const [draftTarget, setDraftTarget] = useState(filters.target);
+  const [draftWhere, setDraftWhere] = useState(filters.where);
   const now = useNow(1000);
   const columnsKey = columns.join(",");
 
@@ -234,9 +244,10 @@ export function ExperimentPage({ name }: { name: string }) {
         <select value={filters.status} onChange={(e) => setQuery({ status: (e.target as HTMLSelectElement).value || null })} aria-label="Status">
           {Object.entries(STATUS_FILTERS).map(([v, label]) => <option value={v} key={v}>{label}</option>)}
         </select>
-        <form class="inline-form" onSubmit={(e) => { e.preventDefault(); setQuery({ tag: draftTag.trim() || null, target: draftTarget.trim() || null }); }}>
+        <form class="inline-form" onSubmit={(e) => { e.preventDefault(); setQuery({ tag: draftTag.trim() || null, target: draftTarget.trim() || null, where: draftWhere.trim() || null }); }}>
           <input type="text" placeholder="tag or tag:value" value={draftTag} onInput={(e) => setDraftTag((e.target as HTMLInputElement).value)} aria-label="Tag filter" />
           <input type="text" placeholder="compute target" value={draftTarget} onInput={(e) => setDraftTarget((e.target as HTMLInputElement).value)} aria-label="Compute target filter" />
+          <input type="text" placeholder="metric: loss<0.5, acc>=0.9" value={draftWhere} onInput={(e) => setDraftWhere((e.target as HTMLInputElement).value)} aria-label="Metric filter" title="Runs whose metrics' last values compare so (<, <=, >, >=, =); several separated by commas" />
           <button class="btn" type="submit">Filter</button>
         </form>
         <label class="check-label">
@@ -280,7 +291,7 @@ export function ExperimentPage({ name }: { name: string }) {
       {loading && runs.length === 0 && <Spinner />}
       {!loading && !error && runs.length === 0 && (
         <Empty title="No runs match">
-          {filters.status || filters.tag || filters.target ? "Clear the filters to see every run of this experiment." : "This experiment has no runs yet."}
+          {filters.status || filters.tag || filters.target || filters.where ? "Clear the filters to see every run of this experiment." : "This experiment has no runs yet."}
         </Empty>
       )}
       {runs.length > 0 && (
