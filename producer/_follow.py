@@ -253,7 +253,7 @@ class Follower:
         # Preparing) is not printed once a later one was.
         shown = max((STATUS_RANK.get(p, 0) for p in self.printed), default=-1)
         for name, when in times.items():
-            at = _parse_time(when)
+            at = parse_time(when)
             if at is None or name in self.printed or name == status:
                 continue
             if STATUS_RANK.get(name, 0) <= shown:
@@ -261,7 +261,7 @@ class Follower:
             if name == "NotStarted" or name in TERMINAL_STATUSES:
                 continue
             reached.append((at, name))
-        until = _parse_time(times.get(status))
+        until = parse_time(times.get(status))
         return [name for at, name in sorted(reached) if until is None or at <= until]
 
     def finish(self, details: dict[str, Any]) -> dict[str, Any]:
@@ -425,7 +425,7 @@ class Follower:
                 return cursor
 
 
-def _parse_time(value: object) -> datetime | None:
+def parse_time(value: object) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
@@ -445,13 +445,13 @@ def _seconds(seconds: float) -> str:
 def run_duration(details: dict[str, Any]) -> str | None:
     """How long the run ran (start to end), and how long it was queued before, if known:
     ``"12.3 s"``, ``"1:02:03 (queued 0.4 s)"``; None without an end."""
-    ended = _parse_time(details.get("ended_at"))
-    started = _parse_time(details.get("started_at"))
-    queued = _parse_time(details.get("queued_at"))
+    ended = parse_time(details.get("ended_at"))
+    started = parse_time(details.get("started_at"))
+    queued = parse_time(details.get("queued_at"))
     if ended is None:
         return None
     if started is None:  # ended before it ever ran (canceled while queued)
-        since = queued or _parse_time(details.get("created_at"))
+        since = queued or parse_time(details.get("created_at"))
         if since is None:
             return None
         return f"not started (queued {_seconds((ended - since).total_seconds())})"

@@ -56,12 +56,18 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Final
 
 from .._client import ApiClient, segment
 from .._errors import ApiError, NotFoundError
-from .._follow import SSE_READ_TIMEOUT_S, TERMINAL_STATUSES, SseEvent, format_line, parse_sse
+from .._follow import (
+    SSE_READ_TIMEOUT_S,
+    TERMINAL_STATUSES,
+    SseEvent,
+    format_line,
+    parse_sse,
+    parse_time,
+)
 
 __all__ = ["RunFeed"]
 
@@ -283,17 +289,8 @@ class _StreamReader:
             pause = min(pause * 2, REOPEN_MAX_S)
 
 
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def _seconds_between(start: object, end: object) -> float | None:
-    a, b = _parse_time(start), _parse_time(end)
+    a, b = parse_time(start), parse_time(end)
     if a is None or b is None:
         return None
     return max((b - a).total_seconds(), 0.0)
