@@ -21,6 +21,12 @@ class ProducerOptions:
     #: 2.2 ms per 240 KB here) for a worse ratio (52% vs 28%), and that CPU is taken
     #: from the training thread while the sender holds the GIL.
     compression: str = "zstd"
+    #: The interpreter's GIL switch interval while a sender runs (``sys.setswitchinterval``,
+    #: only ever lowered; None leaves it alone). Python's 5 ms default lets the sender
+    #: thread hold the GIL for 5 ms while the training loop waits for it, and makes the
+    #: sender wait as long to get it back, so it falls behind a fast loop; at 1 ms both
+    #: waits are a fifth. The setting is process-wide and not restored.
+    gil_switch_interval_s: float | None = 0.001
     #: Bound of the in-memory buffer between training threads and the sender.
     buffer_max_bytes: int = 64 << 20
     #: Largest encoded event (Kafka message value); bigger single calls raise ValueError.
@@ -44,6 +50,12 @@ class ProducerOptions:
     close_timeout_s: float = 10.0
     #: Size at which a spool segment is sealed and a new one started.
     spool_segment_bytes: int = 16 << 20
+    #: Most undelivered bytes one process keeps in the spool (Kafka down, or slower than
+    #: the logging rate); past it, and past ``spool_min_free_bytes``, events are dropped
+    #: and counted. About 25 bytes per metric point: 8 GiB hold some 340 M points.
+    spool_max_bytes: int = 8 << 30
+    #: Free space the spool always leaves on its disk (checkpoints need room too).
+    spool_min_free_bytes: int = 1 << 30
     #: Per-request timeout of artifact uploads.
     blob_timeout_s: float = 60.0
     #: Per-request timeout of read calls (``get_metrics``, ``get_runs``, downloads…).
@@ -66,9 +78,14 @@ class ProducerOptions:
             "linger_ms",
             "request_timeout_ms",
             "spool_segment_bytes",
+            "spool_max_bytes",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.gil_switch_interval_s is not None and not 0 < self.gil_switch_interval_s <= 1:
+            raise ValueError("gil_switch_interval_s must be in (0, 1] seconds, or None")
+        if self.spool_min_free_bytes < 0:
+            raise ValueError("spool_min_free_bytes must not be negative")
         for name in (
             "heartbeat_interval_s",
             "send_block_s",

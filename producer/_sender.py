@@ -6,15 +6,18 @@ Pipeline, all on the sender thread::
                                                            ├─ ONLINE: Kafka (in flight until acked)
                                                            └─ else:   spool segment on disk
     ack failure ─► spool the message, go OFFLINE
-    spool full  ─► drop and count the message, unless it is a Lifecycle event: hold it
+    spool full  ─► (past its byte budget or the disk's free-space floor) drop and count
+                   the message, unless it is a Lifecycle event: hold it
     supervisor  ─► (re)connect with backoff; while not ONLINE replay this sender's
                    sealed segments in order, then send the held events; an empty spool
                    and nothing held means ONLINE again
 
 Modes. ``CONNECTING`` until the first connection attempt ends; ``OFFLINE`` after a
 failed attempt or any send failure;
-``SPOOLING`` when more than ``max_inflight_bytes`` are unacknowledged (Kafka slower than
-the logging rate); ``ONLINE`` otherwise; ``CLOSED`` while shutting down. Once a message
+``SPOOLING`` when Kafka is slower than the logging rate — more than
+``max_inflight_bytes`` unacknowledged, or the buffer refilling past a quarter of its bound
+while a pass is still sending, or a send waiting over ``SEND_QUEUE_WAIT_S`` for room in
+Kafka's queue; ``ONLINE`` otherwise; ``CLOSED`` while shutting down. Once a message
 went to the spool, later ones follow it there until the supervisor has replayed the
 spool, so one producer's events reach Kafka in ``seq`` order except around failures
 (then they may repeat or arrive late; the consumer orders by ``seq`` and drops
@@ -53,6 +56,7 @@ import enum
 import functools
 import itertools
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -80,11 +84,20 @@ logger = logging.getLogger(__name__)
 #: Reconnect attempts back off 0.5 s, 1 s, … up to this; cheap (one TCP connect), and it
 #: bounds how long delivery lags behind a broker that came back.
 MAX_BACKOFF_S = 5.0
-#: A real (not zero) sleep between metric batches of one pass. A thread that only runs
-#: Python code keeps the GIL until another thread forces a switch (5 ms by default), so
-#: a long pass would stall a CPU-bound training loop for that long; blocking briefly in
-#: the selector hands the GIL over after each batch (about a millisecond of work).
+#: A real (not zero) sleep between metric batches of one pass when the switch interval is
+#: above ``GIL_HANDOFF_MAX_INTERVAL_S`` (``gil_switch_interval_s=None`` and a long one
+#: set by the program). A thread that only runs Python code keeps the GIL until another
+#: thread forces a switch, so a long pass would stall a CPU-bound training loop for that
+#: long; blocking briefly in the selector hands the GIL over after each batch (about a
+#: millisecond of work) — at the price of waiting up to an interval to get it back.
 GIL_HANDOFF_S = 0.0002
+GIL_HANDOFF_MAX_INTERVAL_S = 0.001
+#: Past ``1/SPILL_FRACTION`` of the buffer's bound, events of a pass go to the spool instead
+#: of waiting on Kafka: the buffer keeps draining, so logging faster than Kafka takes it
+#: fills the disk (within its budget), not the floor. The spool drains at Kafka's speed.
+SPILL_FRACTION = 4
+#: Longest a send from a pass waits for room in Kafka's queue before spilling.
+SEND_QUEUE_WAIT_S = 0.05
 #: Encoded size of a Heartbeat payload, for the buffer's byte estimate.
 HEARTBEAT_COST_BYTES = 256
 #: Bounds of the events held in memory while the spool cannot take them. A run has a
@@ -166,7 +179,11 @@ class Sender:
         self._transport = transport
         self.spool_dir = spool_dir
         self._spool = SpoolWriter(
-            spool_dir, writer_id=self.sender_id, max_segment_bytes=options.spool_segment_bytes
+            spool_dir,
+            writer_id=self.sender_id,
+            max_segment_bytes=options.spool_segment_bytes,
+            max_bytes=options.spool_max_bytes,
+            min_free_bytes=options.spool_min_free_bytes,
         )
         self.blob_dir = blob_dir
         self.uploader = BlobUploader(
@@ -215,6 +232,9 @@ class Sender:
                 target=self._thread_main, args=(ready,), name="runstream-sender", daemon=True
             )
             self._thread.start()
+        interval = self.options.gil_switch_interval_s
+        if interval is not None and sys.getswitchinterval() > interval:
+            sys.setswitchinterval(interval)
         ready.wait()
         _register_for_exit(self)
 
@@ -337,13 +357,14 @@ class Sender:
             self._sync_spool(max_age_s=1.0)
 
     async def _pump(self) -> None:
+        handoff = sys.getswitchinterval() > GIL_HANDOFF_MAX_INTERVAL_S
         async with self._pump_lock:
             for stream, series, events in self.buffer.drain():
                 if series:
                     ts = now_us()
                     max_bytes = self.options.batch_max_bytes - envelope_bytes(stream)
                     for i, record in enumerate(metric_batches(series, max_bytes=max_bytes)):
-                        if i:
+                        if i and handoff:
                             await asyncio.sleep(GIL_HANDOFF_S)
                         await self._emit(stream, "MetricBatch", record, str(uuid.uuid4()), ts)
                 for event in events:
@@ -374,15 +395,29 @@ class Sender:
         precious = precious or kind == "Lifecycle"
         await self._route(Message(stream, stream.run_id.encode(), data, kind, seq, precious))
 
+    def _behind(self) -> bool:
+        """Whether logging is outrunning delivery: the buffer refilled past
+        ``1/SPILL_FRACTION`` of its bound while this pass was still sending."""
+        return self.buffer.nbytes * SPILL_FRACTION >= self.buffer.max_bytes
+
     async def _route(self, message: Message) -> None:
-        if self._mode is Mode.ONLINE and self._inflight_bytes >= self.options.max_inflight_bytes:
+        if self._mode is Mode.ONLINE and (
+            self._inflight_bytes >= self.options.max_inflight_bytes or self._behind()
+        ):
             self._set_mode(Mode.SPOOLING)
         if self._mode is Mode.ONLINE:
+            # A send waits only while Kafka's queue is full. Waiting long would let logging
+            # fill the buffer and drop, so past a short wait the message goes to the spool
+            # (Kafka is slower than logging; the replay, which waits up to send_block_s,
+            # tells a broker that is down).
             try:
                 fut = await asyncio.wait_for(
-                    self._transport.send(message.key, message.data), self.options.send_block_s
+                    self._transport.send(message.key, message.data),
+                    min(self.options.send_block_s, SEND_QUEUE_WAIT_S),
                 )
-            except (TimeoutError, KafkaUnavailableError) as exc:
+            except TimeoutError:
+                self._set_mode(Mode.SPOOLING)
+            except KafkaUnavailableError as exc:
                 self._go_offline(exc)
             else:
                 token = next(self._tokens)
@@ -524,7 +559,7 @@ class Sender:
                 for path in list(self._spool.sealed):
                     if not await self._replay_segment(path):
                         return False
-                    self._spool.sealed.remove(path)
+                    self._spool.replayed(path)
             elif self._held:
                 if not await self._send_held():
                     return False

@@ -14,6 +14,11 @@ crc-mismatched record. After a failed write (disk full) the writer truncates bac
 last whole record, so nothing valid ever follows a torn one. Segments are fsynced when
 sealed and on ``sync()``.
 
+Budget. A writer holds at most ``max_bytes`` of its own undelivered segments (sealed and
+active) and never leaves less than ``min_free_bytes`` free on the spool's file system
+(checked when a segment is created); past either, ``append`` raises ``SpoolError`` and
+the caller drops and counts. ``replayed(path)`` gives a delivered segment's bytes back.
+
 Ownership. A new segment is created under a dot-name, locked (``flock LOCK_EX``) and only
 then renamed to ``<writer>-<n>.seg``, so nobody sees an unlocked live segment. The writer
 keeps the lock while it appends. A replayer — the owning sender after a reconnect, or
@@ -137,10 +142,23 @@ def claim(path: Path) -> Iterator[ClaimedSegment | None]:
 class SpoolWriter:
     """Appends to this writer's own segments; no I/O until the first ``append``."""
 
-    def __init__(self, directory: Path, *, writer_id: str, max_segment_bytes: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        writer_id: str,
+        max_segment_bytes: int,
+        max_bytes: int | None = None,
+        min_free_bytes: int = 0,
+    ) -> None:
         self.directory = directory
         self.writer_id = writer_id
         self.max_segment_bytes = max_segment_bytes
+        self.max_bytes = max_bytes
+        self.min_free_bytes = min_free_bytes
+        #: Bytes of this writer's segments not yet delivered (sealed ones and the active one).
+        self.pending_bytes = 0
+        self._sealed_bytes: dict[Path, int] = {}
         self._fd: int | None = None
         self._path: Path | None = None
         self._size = 0
@@ -161,6 +179,15 @@ class SpoolWriter:
     def _open(self) -> int:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
+            if self.min_free_bytes:
+                fs = os.statvfs(self.directory)
+                free = fs.f_bavail * fs.f_frsize
+                if free < self.min_free_bytes:
+                    raise SpoolError(
+                        self.directory,
+                        f"only {free >> 20} MiB free on its disk, under the "
+                        f"{self.min_free_bytes >> 20} MiB the spool leaves free",
+                    )
             name = f"{self.writer_id}-{self._next:08d}{SUFFIX}"
             tmp = self.directory / f".{name}.new"
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
@@ -177,12 +204,18 @@ class SpoolWriter:
             raise SpoolError(self.directory, f"cannot create a spool segment: {exc}") from exc
         self._next += 1
         self._fd, self._path, self._size, self._records = fd, self.directory / name, len(MAGIC), 0
+        self.pending_bytes += len(MAGIC)
         return fd
 
     def append(self, key: bytes, value: bytes) -> None:
         """Append one message; raises ``SpoolError`` (nothing partial is left behind)."""
-        fd = self._fd if self._fd is not None else self._open()
         data = frame(key, value)
+        if self.max_bytes is not None and self.pending_bytes + len(data) > self.max_bytes:
+            raise SpoolError(
+                self.directory,
+                f"its budget of {self.max_bytes >> 20} MiB of undelivered events is used up",
+            )
+        fd = self._fd if self._fd is not None else self._open()
         try:
             written = os.write(fd, data)
             if written != len(data):
@@ -194,6 +227,7 @@ class SpoolWriter:
                 self.seal()  # cannot repair in place: never write after a torn record
             raise SpoolError(self._path or self.directory, f"cannot append: {exc}") from exc
         self._size += len(data)
+        self.pending_bytes += len(data)
         self._records += 1
         self.records_written += 1
         self._dirty = True
@@ -225,9 +259,16 @@ class SpoolWriter:
             self._dirty = False
         if self._records:
             self.sealed.append(path)
+            self._sealed_bytes[path] = self._size
         else:
             path.unlink(missing_ok=True)
+            self.pending_bytes = max(self.pending_bytes - self._size, 0)
         self._records = 0
+
+    def replayed(self, path: Path) -> None:
+        """A sealed segment of this writer was delivered (by us or ``runstream sync``)."""
+        self.sealed.remove(path)
+        self.pending_bytes = max(self.pending_bytes - self._sealed_bytes.pop(path, 0), 0)
 
     def close(self) -> None:
         self.seal()

@@ -7,6 +7,7 @@ Integration tests (tests/integration/test_producer_*.py) cover the real broker.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import logging
@@ -348,6 +349,69 @@ def test_a_slow_broker_spills_to_the_spool_and_loses_nothing(
     points = run_points(list({e["event_id"]: e for e in events}.values()), run.id)["x"]
     assert sorted(points) == [(i, float(i)) for i in range(20_000)]
     assert ws.stats().events_dropped == 0
+
+
+class CongestedKafka(MemoryKafka):
+    """Up, acknowledging at once, but every send waits ``wait_s`` for room in its queue
+    while ``congested`` (as aiokafka's send does when its accumulator is full)."""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__()
+        self.wait_s = wait_s
+        self.congested = True
+
+    async def send(self, key: bytes, value: bytes) -> Any:
+        if self.congested:
+            await asyncio.sleep(self.wait_s)
+        return await super().send(key, value)
+
+
+def test_logging_faster_than_kafka_takes_spills_to_disk_and_drops_nothing(
+    tmp_path: Path,
+) -> None:
+    # Each send waits 0.1 s (under send_block_s, so the broker is not "down"): waiting
+    # for each would let logging fill the 8 MiB buffer and drop; spilling does not.
+    kafka = CongestedKafka(wait_s=0.1)
+    ws = MemoryWorkspace(
+        kafka,
+        home=tmp_path / "home",
+        api_url=UNREACHABLE_API,
+        options=options(buffer_max_bytes=8 << 20, batch_max_bytes=16 << 10, send_block_s=1.0),
+    )
+    try:
+        run = Experiment(ws, "exp").start_logging()
+        n = 100_000
+        for i in range(n):
+            run.log("x", float(i))
+            if i % 1000 == 999:
+                time.sleep(0.001)  # a training step's pause; still ~10x what Kafka takes
+        wait_until(lambda: ws.stats().events_spooled > 0)
+        assert run.dropped_events == 0
+        kafka.congested = False
+        run.flush(30.0)
+        assert ws.stats().events_dropped == 0
+        events = kafka.events()
+        points = run_points(list({e["event_id"]: e for e in events}.values()), run.id)["x"]
+        assert sorted(points) == [(i, float(i)) for i in range(n)]
+        seqs = sorted({e["seq"] for e in events if e["producer_id"] == run.producer_id})
+        assert seqs == list(range(len(seqs)))
+        assert list_segments(ws.spool_dir) == []
+    finally:
+        ws.close(5.0)
+
+
+def test_a_spool_past_its_budget_drops_and_counts(
+    make_workspace: Callable[..., MemoryWorkspace], kafka: MemoryKafka
+) -> None:
+    ws = make_workspace(spool_max_bytes=64 << 10, batch_max_bytes=4096)
+    kafka.down = True
+    run = Experiment(ws, "exp").start_logging()
+    for i in range(50_000):
+        run.log("x", float(i))
+    wait_until(lambda: run.dropped_events > 0)
+    spooled = sum(p.stat().st_size for p in list_segments(ws.spool_dir))
+    assert spooled <= 64 << 10
+    assert "budget" in (ws.stats().last_error or "")
 
 
 def test_unwritable_spool_counts_drops_warns_once_and_reports_them(

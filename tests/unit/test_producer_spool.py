@@ -140,3 +140,32 @@ def test_hidden_partial_segments_are_not_listed(tmp_path: Path) -> None:
     (tmp_path / ".w1-00000000.seg.new").write_bytes(MAGIC)
     assert list_segments(tmp_path) == []
     assert list_segments(tmp_path / "missing") == []
+
+
+def test_a_budget_bounds_undelivered_bytes_and_replays_give_them_back(tmp_path: Path) -> None:
+    w = SpoolWriter(tmp_path, writer_id="w1", max_segment_bytes=4096, max_bytes=10_000)
+    value = b"v" * 990
+    written = 0
+    while w.pending_bytes + 1000 <= 10_000:
+        w.append(b"k", value)
+        written += 1
+    with pytest.raises(SpoolError, match="budget"):
+        w.append(b"k", value)
+    assert 0 < written < 10
+    assert w.pending_bytes <= 10_000
+    before = w.pending_bytes
+    w.seal()
+    for path in list(w.sealed):
+        with claim(path) as segment:
+            assert segment is not None
+            segment.done()
+        w.replayed(path)
+    assert w.pending_bytes == 0 < before
+    w.append(b"k", value)  # room again
+
+
+def test_the_spool_leaves_the_disk_its_free_space_floor(tmp_path: Path) -> None:
+    w = SpoolWriter(tmp_path, writer_id="w1", max_segment_bytes=4096, min_free_bytes=1 << 62)
+    with pytest.raises(SpoolError, match="free"):
+        w.append(b"k", b"v")
+    assert list_segments(tmp_path) == []
