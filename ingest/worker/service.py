@@ -8,8 +8,10 @@ next owner re-reads from the stored offsets). Then HTTP stops, the consumer leav
 group, the producer flushes and the pool closes. A crashed loop cancels its siblings and
 the worker exits non-zero.
 
-Beside the two loops: partition upkeep (hourly) and the series tiler (``tiler.py``: the
-read path's summaries of big series, kept current as points arrive, off the commit path).
+Beside the two loops: partition upkeep of metric chunks and of dedup keys (hourly; the
+latter drops the keys past the dedup horizon, migration 0011) and the series tiler
+(``tiler.py``: the read path's summaries of big series, kept current as points arrive, off
+the commit path).
 
 ``runstream ingest`` (ingest/cli/main.py) calls ``run_worker``; ``python -m
 ingest.worker.service`` does the same from the environment alone.
@@ -99,6 +101,8 @@ async def run_worker(
                 write = tg.create_task(worker.run_write(), name="write")
                 tg.create_task(_every(PARTITION_UPKEEP_INTERVAL_S, stop, store.ensure_partitions,
                                       "partition upkeep"), name="partitions")
+                tg.create_task(_every(PARTITION_UPKEEP_INTERVAL_S, stop, store.maintain_dedup_keys,
+                                      "dedup key upkeep"), name="dedup-keys")
                 tg.create_task(tiler.run(stop), name="tiles")
                 await stop.wait()
                 logger.info("stopping: draining queued batches (deadline %.0f s)",

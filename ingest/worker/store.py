@@ -2,9 +2,11 @@
 
 The batch write protocol (one PostgreSQL transaction per consumed batch)::
 
-    1. INSERT the batch's event ids into event_ids ON CONFLICT DO NOTHING RETURNING
+    1. INSERT the batch's event ids into dedup_keys ON CONFLICT DO NOTHING RETURNING
        → the ids that are new. The primary key decides, so two workers racing on the
        same events (a rebalance, a zombie) serialise on the key and exactly one wins.
+       Keys live in daily partitions by the event's own time and are dropped past a
+       horizon (migration 0011, ``SQL_DEDUP_EVENTS``).
     2. write rows for the new events only: metric chunks by binary COPY, other payloads
        by COPY/upsert; merge run state, producers, tags and artifacts (order-independent
        merges, see status.py), locking rows in run-id order.
@@ -80,12 +82,31 @@ SELECT runstream_data.ensure_metric_partitions(now() - interval '1 month',
 
 # --- the batch write --------------------------------------------------------------------
 
+#: Dedup keys (migration 0011): an event is keyed under the UTC day of its own time ($2,
+#: days since 1970-01-01), so any replay of it meets the same key. A day outside the
+#: partitions kept (older than the horizon, or too far ahead) is looked up in every kept
+#: partition and, if new, keyed under today (clamped into the window). Keys stored before
+#: 0011 are in event_ids (read-only here, until maintenance truncates it). Rows go in
+#: (day, event_id) order, so racing workers lock keys in the same order.
 SQL_DEDUP_EVENTS: Final = """
-INSERT INTO runstream_data.event_ids (event_id, run_id)
-SELECT * FROM unnest($1::uuid[], $2::text[]) ORDER BY 1
-ON CONFLICT (event_id) DO NOTHING
+WITH w AS (SELECT oldest, newest,
+                  least(greatest((now() AT TIME ZONE 'UTC')::date, oldest), newest) AS today
+           FROM runstream_data.dedup_window),
+e AS (SELECT u.event_id, date '1970-01-01' + u.days AS day
+      FROM unnest($1::uuid[], $2::integer[]) AS u(event_id, days))
+INSERT INTO runstream_data.dedup_keys (event_id, day)
+SELECT e.event_id, CASE WHEN e.day BETWEEN w.oldest AND w.newest THEN e.day ELSE w.today END
+FROM e CROSS JOIN w
+WHERE (e.day BETWEEN w.oldest AND w.newest
+       OR NOT EXISTS (SELECT 1 FROM runstream_data.dedup_keys k WHERE k.event_id = e.event_id))
+  AND NOT EXISTS (SELECT 1 FROM runstream_data.event_ids l WHERE l.event_id = e.event_id)
+ORDER BY 2, 1
+ON CONFLICT (event_id, day) DO NOTHING
 RETURNING event_id::text
 """
+#: Dedup key upkeep (migration 0011): partitions ahead created, days past the horizon dropped.
+SQL_MAINTAIN_DEDUP_KEYS: Final = "SELECT * FROM runstream_data.maintain_dedup_keys()"
+US_PER_DAY: Final = 86_400_000_000
 METRIC_CHUNK_COLUMNS: Final = (
     "run_id", "name", "rank", "producer_id", "seq", "series_idx", "n", "time_min",
     "time_max", "step_min", "step_max", "steps", "values", "times", "kinds", "texts",
@@ -349,6 +370,23 @@ class Store(Pool):
         created: int = await self.pool.fetchval(SQL_ENSURE_PARTITIONS)
         return created
 
+    async def maintain_dedup_keys(self) -> tuple[int, int]:
+        """Create dedup key partitions ahead and drop those past the horizon (migration
+        0011); (created, dropped). Idempotent; concurrent callers: one works, the others
+        return (0, 0). A lock it could not get within 2 s leaves everything for next time."""
+        try:
+            row = await self.pool.fetchrow(SQL_MAINTAIN_DEDUP_KEYS)
+        except asyncpg.exceptions.LockNotAvailableError:
+            logger.info("dedup key upkeep: tables busy, trying again later")
+            return 0, 0
+        if row is None:  # the function always answers one row
+            return 0, 0
+        if row["created"] or row["dropped"] or row["legacy_truncated"]:
+            logger.info("dedup key upkeep: %d partitions created, %d dropped%s",
+                        row["created"], row["dropped"],
+                        "; pre-0011 keys truncated" if row["legacy_truncated"] else "")
+        return row["created"], row["dropped"]
+
     async def tile_series(self, run_id: str, name: str) -> None:
         """Summarise a series' chunks not yet in its tiles (migration 0006; committed,
         safe to race with the read path: one tiler per series at a time)."""
@@ -373,7 +411,8 @@ class Store(Pool):
         new: list[Event] = []
         if unique:
             ids = sorted(unique)
-            rows = await conn.fetch(SQL_DEDUP_EVENTS, ids, [unique[i].run_id for i in ids])
+            rows = await conn.fetch(SQL_DEDUP_EVENTS, ids,
+                                    [unique[i].ts_us // US_PER_DAY for i in ids])
             new = [unique[r[0]] for r in rows]
             new.sort(key=lambda e: (e.run_id, e.producer_id, e.seq))
         if new:

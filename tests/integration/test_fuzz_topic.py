@@ -356,7 +356,7 @@ async def test_garbage_on_the_events_topic_goes_to_the_dlq_and_never_stops_the_w
         len(poison),
     )
 
-    ids = await fetch(dsn, "SELECT event_id::text AS id FROM runstream_data.event_ids")
+    ids = await fetch(dsn, "SELECT event_id::text AS id FROM runstream_data.dedup_keys")
     records = await read_all(stack.kafka_bootstrap, f"{topic}.dlq")
     lettered = Counter(
         (int(h["source_partition"]), int(h["source_offset"]))

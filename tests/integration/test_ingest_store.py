@@ -256,7 +256,7 @@ async def test_failed_dlq_produce_rolls_the_whole_batch_back(new_dsn: str) -> No
             await store.write_batch(batch, send_dead_letters=broken)
         assert info.value.retriable
         assert await store.load_offsets("g", "t", [0]) == {}
-    assert await rows(dsn, "SELECT * FROM runstream_data.event_ids") == []
+    assert await rows(dsn, "SELECT * FROM runstream_data.dedup_keys") == []
 
 
 async def test_retention_drops_only_old_metric_data(new_dsn: str) -> None:
