@@ -133,6 +133,40 @@ class RunHandle(RunReads):
         self._lock = threading.Lock()
         #: The last status this handle sent or read (what a notebook shows, without I/O).
         self._known_status = known_status
+        if sender is not None:
+            session.track(self)
+
+    # ---- fork (see Fork in _session.py) ------------------------------------------------
+
+    def writable_in_child(self) -> bool:
+        """In a fork()ed child: whether this handle was open for logging at the fork."""
+        return self._sender is not None and not self._stream.closed
+
+    def continue_in_child(self) -> Stream:
+        """In a fork()ed child: a new stream (own producer id, same run and rank) whose
+        series go on from the parent's next steps; the parent's unsent points stay its."""
+        old = self._stream
+        stream = Stream(
+            run_id=old.run_id,
+            experiment=old.experiment,
+            workspace=old.workspace,
+            producer_id=uuid.uuid4().hex,
+            rank=old.rank,
+        )
+        for name, series in old.series.items():
+            fresh = stream.series[name] = Series(name)
+            fresh.next_step = series.next_step
+        return stream
+
+    def bind(self, stream: Stream, sender: Sender) -> None:
+        """Log through ``stream`` of ``sender`` from now on (a fork()ed child)."""
+        self._stream = stream
+        self._series = stream.series
+        self._sender = sender
+        self._buffer = sender.buffer
+        self._lock = threading.Lock()
+        self._capture = None  # the parent's capture thread did not survive the fork
+        self._editor = None
 
     # ---- identity --------------------------------------------------------------------
 

@@ -194,6 +194,7 @@ class Sender:
         )
         self._state_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._start_on_wake = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         # Everything below is touched only on the sender thread.
@@ -220,8 +221,8 @@ class Sender:
     def closed(self) -> bool:
         return self._closed
 
-    def start(self) -> None:
-        """Start the thread and its loop (idempotent)."""
+    def start(self, *, wait: bool = True) -> None:
+        """Start the thread and its loop (idempotent); ``wait`` until the loop runs."""
         with self._state_lock:
             if self._thread is not None:
                 return
@@ -235,11 +236,26 @@ class Sender:
         interval = self.options.gil_switch_interval_s
         if interval is not None and sys.getswitchinterval() > interval:
             sys.setswitchinterval(interval)
-        ready.wait()
         _register_for_exit(self)
+        if wait:
+            ready.wait()
+
+    def start_on_first_event(self) -> None:
+        """Start the thread when the buffer first takes something (a forked child's
+        sender: most data-loader workers never log, and need no thread or connection)."""
+        self._start_on_wake = True
+        self.buffer.wake_bytes = 0  # the first append calls wake()
 
     def wake(self) -> None:
         """Ask the sender to drain the buffer now instead of after ``linger_ms``."""
+        if self._start_on_wake:
+            self._start_on_wake = False
+            # Called with the buffer lock held: start without waiting for the loop; its
+            # first pass drains what was logged meanwhile.
+            self.buffer.wake_bytes = max(self.buffer.max_bytes // 16, 1)
+            if not self._closed:
+                self.start(wait=False)
+            return
         loop = self._loop
         if loop is not None:
             with suppress(RuntimeError):  # loop already closed
@@ -767,15 +783,34 @@ class Sender:
 _live: weakref.WeakSet[Sender] = weakref.WeakSet()
 _live_lock = threading.Lock()
 _exit_hook_installed = False
+#: In a fork()ed child: multiprocessing's workers leave through os._exit (no atexit), so
+#: senders there also close from multiprocessing's own exit finalizers.
+_forked = False
+_finalizer_installed = False
 
 
 def _register_for_exit(sender: Sender) -> None:
-    global _exit_hook_installed
+    global _exit_hook_installed, _finalizer_installed
     with _live_lock:
         _live.add(sender)
         if not _exit_hook_installed:
             atexit.register(close_all_at_exit)
             _exit_hook_installed = True
+        if _forked and not _finalizer_installed:
+            from multiprocessing import util
+
+            util.Finalize(None, close_all_at_exit, exitpriority=100)
+            _finalizer_installed = True
+
+
+def forget_senders_after_fork() -> None:
+    """In a fork()ed child: the parent's senders (their threads did not survive the fork)
+    are not this process's to close."""
+    global _live, _live_lock, _forked, _finalizer_installed
+    _live = weakref.WeakSet()
+    _live_lock = threading.Lock()
+    _forked = True
+    _finalizer_installed = False
 
 
 def close_all_at_exit() -> None:

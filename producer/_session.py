@@ -9,6 +9,17 @@ session owns what those runs share:
 - the ``ApiClient`` every read and upload goes through (``api``), and the ``Codec`` and
   ``ProducerOptions`` run handles size and time their events with.
 
+Fork. In a fork()ed child (a data loader's worker, a ``multiprocessing`` pool with the
+fork start method) the parent's sender thread does not exist. The child forgets the
+parent's sender and unsent events (the parent sends them) and each open run handle goes
+on logging through a new stream: same run and rank, a producer id of its own, so its
+events reach the run exactly once. The child's sender starts at its first event (no
+thread or connection in workers that never log) and is closed at the child's exit —
+atexit, or multiprocessing's exit finalizers for its workers. A child killed before it
+exits (SIGKILL, ``Pool.terminate``) loses what it logged in its last ``linger_ms``; call
+``Workspace.flush()`` at the end of a task to be sure. Lifecycle events and heartbeats
+stay the parent's.
+
 Reads show what the ingest worker has committed, usually well under a second after Kafka
 has the events. A script reads its own writes: each read first gives this process's
 pending events a bounded chance to reach Kafka (``flush_for_read``), and a read of a run
@@ -24,13 +35,15 @@ and ``runstream sync`` builds its Kafka producer with ``transport``.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas.codec import Codec
 
@@ -38,8 +51,11 @@ from ._buffer import Stream
 from ._client import ApiClient, segment
 from ._errors import NotFoundError, ProducerTimeoutError
 from ._options import ProducerOptions
-from ._sender import ProducerStats, Sender
+from ._sender import ProducerStats, Sender, forget_senders_after_fork
 from ._transport import KafkaTransport
+
+if TYPE_CHECKING:
+    from ._run import RunHandle
 
 DEFAULT_FLUSH_TIMEOUT_S = 30.0
 #: How far along a status is (the worker's rule: only forward; NotResponding is running).
@@ -87,6 +103,9 @@ class Session:
         self._streams: dict[str, list[Stream]] = {}
         #: Per producer id: events seen stored (a prefix of its seqs).
         self._confirmed: dict[str, int] = {}
+        #: Writable run handles, rebound to new streams in a fork()ed child.
+        self._handles: weakref.WeakSet[RunHandle] = weakref.WeakSet()
+        _sessions.add(self)
 
     def __repr__(self) -> str:
         return f"Session(name={self.name!r}, api_url={self.api.api_url!r})"
@@ -126,6 +145,34 @@ class Session:
         sender.start()
         sender.buffer.register(stream)
         return sender
+
+    def track(self, handle: RunHandle) -> None:
+        """A writable run handle opened on this session (see Fork in the module doc)."""
+        with self._lock:
+            self._handles.add(handle)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        handles = [h for h in self._handles if h.writable_in_child()]
+        self._sender = None
+        self._open = set()
+        self._streams = {}
+        self._confirmed = {}
+        self._sent_status = {}
+        self.own_runs = set()
+        self._handles = weakref.WeakSet()
+        if not handles:
+            return
+        sender = self._sender = self._new_sender()
+        sender.start_on_first_event()
+        for handle in handles:
+            stream = handle.continue_in_child()
+            self._open.add(stream)
+            self.own_runs.add(stream.run_id)
+            self._streams.setdefault(stream.run_id, []).append(stream)
+            sender.buffer.register(stream)
+            handle.bind(stream, sender)
+            self._handles.add(handle)
 
     def release(self, stream: Stream, timeout_s: float) -> None:
         """A run handle closed: close the sender if it was the last open one, else flush."""
@@ -237,3 +284,15 @@ class Session:
             self._open.clear()
         if sender is not None:
             sender.close(timeout_s)
+
+
+_sessions: weakref.WeakSet[Session] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    forget_senders_after_fork()
+    for session in list(_sessions):
+        session._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
