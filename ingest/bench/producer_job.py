@@ -3,106 +3,293 @@
 It opens the run named by ``RUNSTREAM_RUN_ID`` as rank ``RUNSTREAM_RANK`` (exactly like a
 launched script), then calls ``run.log`` in a training-loop shape — ``series`` metric names
 per step — either as fast as it can or paced to ``rate`` points per second, for
-``duration_s``. With ``time_calls`` every call is timed with ``perf_counter_ns`` (the
-timer's own cost, about 0.1 µs, is included); with ``noop`` a do-nothing function stands
-in for ``run.log``, which measures what the loop and the machine alone cost. It closes the
-run's producer (bounded) and prints one JSON line of what it did: points logged, call
-latency percentiles, peak RSS.
+``duration_s`` (or, with ``calls``, until that many calls were made). It closes the run's
+producer (within ``close_timeout_s``: a spooled backlog is replayed then) and prints one
+JSON line of what it did: points logged, CPU seconds, the producer's counters
+(``Workspace.stats()``), peak RSS and, with ``time_calls``, the call latencies.
+
+With ``time_calls`` every call is timed with ``perf_counter_ns`` (the timer's own cost,
+about 0.1 µs, is included) into a histogram, and every call over 5 ms (a stall) is
+attributed. Every ``sample_every`` calls (about; a whole step of ``series`` calls at a
+time) the loop reads the main thread's CPU time, the process's CPU time and the main
+thread's run-queue wait (``/proc/thread-self/schedstat``) — outside the timed calls, so a
+window costs about 2.5 µs once, not per call — and right after a stalled call it reads
+them again. The window from the last sample to the end of the stalled call holds that one
+stall and at most ``sample_every`` ordinary calls (microseconds each), so over it:
+
+- ``main`` = the main thread's CPU time inside the call (its CPU time over the window
+  minus the window's time outside the call, all of which is counted as running: an upper
+  bound on what the ordinary calls used), ``off`` = the call's time minus ``main``, and
+  ``others`` = the process's CPU time minus the main thread's (our other threads: the
+  SDK's sender and uploader);
+- ``main`` at least ``off`` → **ours** (the main thread itself ran for most of the call:
+  our code, our garbage);
+- else ``others`` at least half of ``off`` → **ours** (while the main thread was not
+  running, mostly our own threads were: it waited for the GIL or one of our locks);
+- else → **os** (the main thread was descheduled and something else on the machine ran;
+  the run-queue wait, recorded with each stall, shows how much of ``off`` it spent
+  runnable but not running). An os stall whose ``off`` was mostly *not* run-queue wait
+  is also counted in ``stalls_os_blocked``: the main thread slept — on the GIL or a lock
+  held by one of our threads that the OS had descheduled, or on I/O — rather than
+  waiting for a CPU: the OS's doing, but one that only a process with threads of ours
+  can suffer (the no-op loop has none).
+
+``sample_every`` 0 turns the sampling off (to check that it does not move the
+percentiles); stalls are then counted as ``stalls_unattributed``.
+
+With ``noop`` a do-nothing function stands in for ``run.log`` and no run is opened (no
+SDK thread at all): the same loop and attribution measure what this machine alone does to
+a loop like this one — run side by side with the logging process, its stalls are the
+machine's (its ``stalls_ours`` should stay 0, a check of the method).
 """
 
 from __future__ import annotations
 
-import bisect
+import dataclasses
 import json
+import os
 import resource
 import sys
 import time
-from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from producer import Run
-
 CHUNK = 1000
+STALL_NS = 5_000_000
+#: Exact histogram up to this (ns); longer calls are kept one by one.
+EXACT_NS = 1_000_000
+#: Calls between two CPU-time samples (rounded to whole steps of ``series`` calls).
+SAMPLE_EVERY = 64
+#: Stalls described one by one in the report (the longest).
+STALL_DETAILS = 20
 
 
-def percentile(sorted_values: array[int], q: float) -> float:
-    if not sorted_values:
+def percentile_from_counts(counts: dict[int, int], total: int, q: float) -> float:
+    """The ``q`` quantile (nearest rank, as ``round(q * (n - 1))``) of a value → count map."""
+    if total <= 0:
         return 0.0
-    index = min(len(sorted_values) - 1, round(q * (len(sorted_values) - 1)))
-    return float(sorted_values[index])
+    index = min(total - 1, round(q * (total - 1)))
+    seen = 0
+    for value in sorted(counts):
+        seen += counts[value]
+        if seen > index:
+            return float(value)
+    return float(max(counts))
+
+
+def compress(counts: dict[int, int]) -> list[list[int]]:
+    """``[[ns, count], …]`` with 10 ns buckets below 10 µs and 1 µs buckets to 1 ms (lower
+    bounds), exact above: small enough to print, fine enough to merge ranks' percentiles."""
+    out: dict[int, int] = {}
+    for value, n in counts.items():
+        if value < 10_000:
+            key = value - value % 10
+        elif value < EXACT_NS:
+            key = value - value % 1000
+        else:
+            key = value
+        out[key] = out.get(key, 0) + n
+    return [[k, out[k]] for k in sorted(out)]
 
 
 def _noop(name: str, value: float, step: int | None = None) -> None:
     """Stands in for run.log to measure the loop and timer alone (the machine's noise)."""
 
 
-def _loop(
-    run: Run, *, names: list[str], duration_s: float, rate: float, time_calls: bool, noop: bool
-) -> tuple[int, array[int]]:
-    log = _noop if noop else run.log
+class _Schedstat:
+    """The main thread's run-queue wait in ns (0 where /proc does not say)."""
+
+    def __init__(self) -> None:
+        try:
+            self.fd: int | None = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        except OSError:
+            self.fd = None
+
+    def wait_ns(self) -> int:
+        if self.fd is None:
+            return 0
+        try:
+            return int(os.pread(self.fd, 64, 0).split()[1])
+        except (OSError, IndexError, ValueError):
+            return 0
+
+
+@dataclass
+class _Timing:
+    """The timed loop's histogram and attributed stalls."""
+
+    hist: list[int] = field(default_factory=lambda: [0] * EXACT_NS)
+    long: list[int] = field(default_factory=list)
+    stalls: list[dict[str, Any]] = field(default_factory=list)
+    windows: int = 0
+    has_schedstat: bool = True
+
+    def attribute(self, call_ns: int, wall: int, main: int, proc: int, runq: int) -> None:
+        """Classify one stalled call from its window's wall, main-thread, process and
+        run-queue deltas (ns); ``wall`` is 0 when the loop does not sample (unattributed)."""
+        others = max(0, proc - main)
+        # Outside the stalled call the loop ran ordinary calls: count all of that time as
+        # the main thread's, so what is left of its CPU time was spent inside the call.
+        main_in_call = min(call_ns, max(0, main - (wall - call_ns)))
+        off = call_ns - main_in_call
+        if not wall:
+            cause = "unattributed"
+        elif main_in_call >= off or others * 2 >= off:
+            cause = "ours"  # it ran our code, or mostly our threads ran while it waited
+        else:
+            cause = "os"
+        self.stalls.append({
+            "call_ms": round(call_ns / 1e6, 3),
+            "window_ms": round(wall / 1e6, 3),
+            "main_cpu_in_call_ms": round(main_in_call / 1e6, 3),
+            "other_threads_cpu_ms": round(others / 1e6, 3),
+            "off_cpu_ms": round(off / 1e6, 3),
+            "runqueue_wait_ms": round(runq / 1e6, 3),
+            "cause": cause,
+            # Off the CPU mostly without being runnable: blocked (on the GIL or a lock whose
+            # holder was not running either, or on I/O), rather than waiting for a CPU.
+            "blocked": bool(self.has_schedstat and (off - runq) * 2 >= off),
+        })
+
+    def report(self) -> dict[str, Any]:
+        counts = {i: n for i, n in enumerate(self.hist) if n}
+        for value in self.long:
+            counts[value] = counts.get(value, 0) + 1
+        total = sum(counts.values())
+        causes = [s["cause"] for s in self.stalls]
+        return {
+            "timed_calls": total,
+            "calls_over_5ms": sum(v > STALL_NS for v in self.long),
+            "call_ns": {
+                "p50": percentile_from_counts(counts, total, 0.50),
+                "p99": percentile_from_counts(counts, total, 0.99),
+                "p999": percentile_from_counts(counts, total, 0.999),
+                "max": float(max(counts)) if counts else 0.0,
+            },
+            "stalls_ours": causes.count("ours"),
+            "stalls_os": causes.count("os"),
+            "stalls_unattributed": causes.count("unattributed"),
+            "stalls_os_blocked": sum(s["cause"] == "os" and s["blocked"] for s in self.stalls),
+            "stalls": sorted(self.stalls, key=lambda s: -s["call_ms"])[:STALL_DETAILS],
+            "sample_windows": self.windows,
+            "hist": compress(counts),
+        }
+
+
+def _timed_loop(
+    log: Callable[..., None], *, names: list[str], duration_s: float, calls: int,
+    sample_every: int, timing: _Timing,
+) -> int:
+    """Call ``log`` flat out, each call timed, stalls attributed; the points logged."""
     series = len(names)
-    latencies: array[int] = array("q")
-    clock = time.perf_counter_ns
+    steps = CHUNK // series
+    every = max(1, round(sample_every / series)) if sample_every > 0 else 0
+    hist, long_calls = timing.hist, timing.long
+    clock, thread_ns, process_ns = time.perf_counter_ns, time.thread_time_ns, time.process_time_ns
+    sched = _Schedstat()
+    timing.has_schedstat = sched.fd is not None
+    runq = sched.wait_ns
+    end = time.perf_counter() + duration_s
+    points = step = 0
+    value = 0.5
+    w_wall, w_main, w_proc, w_runq = clock(), thread_ns(), process_ns(), runq()
+    while (calls <= 0 and time.perf_counter() < end) or (calls > 0 and points < calls):
+        for _ in range(steps):
+            for name in names:
+                t0 = clock()
+                log(name, value, step=step)
+                dt = clock() - t0
+                if dt < EXACT_NS:
+                    hist[dt] += 1
+                else:
+                    long_calls.append(dt)
+                    if dt > STALL_NS:  # the window ends right after this call
+                        wall, main, proc, rq = clock(), thread_ns(), process_ns(), runq()
+                        timing.attribute(dt, (wall - w_wall) if every else 0, main - w_main,
+                                         proc - w_proc, rq - w_runq)
+                        w_wall, w_main, w_proc, w_runq = clock(), thread_ns(), process_ns(), runq()
+            step += 1
+            value = value * 0.999 + 0.001
+            if every and step % every == 0:
+                w_wall, w_main, w_proc, w_runq = clock(), thread_ns(), process_ns(), runq()
+                timing.windows += 1
+        points += steps * series
+    return points
+
+
+def _loop(
+    log: Callable[..., None], *, names: list[str], duration_s: float, calls: int, rate: float
+) -> int:
+    series = len(names)
     started = time.perf_counter()
     end = started + duration_s
-    points = 0
-    step = 0
+    points = step = 0
     value = 0.5
     while True:
         now = time.perf_counter()
-        if now >= end:
+        if (calls <= 0 and now >= end) or 0 < calls <= points:
             break
         if rate > 0:
             due = started + points / rate
             if due > now:
                 time.sleep(due - now)
         for _ in range(CHUNK // series):
-            if time_calls:
-                for name in names:
-                    t0 = clock()
-                    log(name, value, step=step)
-                    latencies.append(clock() - t0)
-            else:
-                for name in names:
-                    log(name, value, step=step)
+            for name in names:
+                log(name, value, step=step)
             step += 1
             value = value * 0.999 + 0.001
         points += (CHUNK // series) * series
-    return points, latencies
+    return points
 
 
 def main(spec_json: str) -> int:
     spec: dict[str, Any] = json.loads(spec_json)
-    run = Run.get_context()
+    noop = bool(spec.get("noop", False))
     names = [f"metric_{i}" for i in range(int(spec.get("series", 10)))]
-    points, latencies = _loop(
-        run,
-        names=names,
-        duration_s=float(spec["duration_s"]),
-        rate=float(spec.get("rate", 0)),
-        time_calls=bool(spec.get("time_calls", False)),
-        noop=bool(spec.get("noop", False)),
-    )
+    duration_s, calls = float(spec["duration_s"]), int(spec.get("calls", 0))
+    run = None
+    if not noop:
+        from producer import Run
+
+        run = Run.get_context()
+    log: Callable[..., None] = _noop if run is None else run.log
+    timing = _Timing() if spec.get("time_calls") else None
+    started = time.perf_counter()
+    if timing is not None:
+        points = _timed_loop(log, names=names, duration_s=duration_s, calls=calls,
+                             sample_every=int(spec.get("sample_every", SAMPLE_EVERY)),
+                             timing=timing)
+    else:
+        points = _loop(log, names=names, duration_s=duration_s, calls=calls,
+                       rate=float(spec.get("rate", 0)))
+    logging_s = time.perf_counter() - started
     logged_at = time.time()
     close_started = time.perf_counter()
-    run.experiment.workspace.close(timeout_s=float(spec.get("close_timeout_s", 120)))
+    stats: dict[str, Any] | None = None
+    dropped = 0
+    if run is not None:
+        workspace = run.experiment.workspace
+        workspace.close(timeout_s=float(spec.get("close_timeout_s", 120)))
+        dropped = run.dropped_events
+        stats = dataclasses.asdict(workspace.stats())
     close_s = time.perf_counter() - close_started
-    latencies = array("q", sorted(latencies))
-    report = {
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    report: dict[str, Any] = {
         "points": points,
+        "logging_s": logging_s,
         "logged_until": logged_at,
         "close_s": close_s,
-        "dropped_events": run.dropped_events,
-        "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "timed_calls": len(latencies),
-        "calls_over_5ms": len(latencies) - bisect.bisect_right(latencies, 5_000_000),
-        "call_ns": {
-            "p50": percentile(latencies, 0.50),
-            "p99": percentile(latencies, 0.99),
-            "p999": percentile(latencies, 0.999),
-            "max": float(latencies[-1]) if latencies else 0.0,
-        },
+        "dropped_events": dropped,
+        "producer_stats": stats,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "max_rss_bytes": usage.ru_maxrss * 1024,
+        "timed_calls": 0,
+        "calls_over_5ms": 0,
+        "call_ns": {"p50": 0.0, "p99": 0.0, "p999": 0.0, "max": 0.0},
     }
+    if timing is not None:
+        report.update(timing.report())
     print(json.dumps(report), flush=True)
     return 0
 

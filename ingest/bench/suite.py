@@ -3,25 +3,44 @@
 Everything runs for real on the local stack, in a database and topic of its own (dropped
 afterwards; with TimescaleDB when the stack's database has it):
 
-1. ``log_call`` — one training process calls ``run.log`` in a loop, each call timed; and
-   ``log_call_noise_floor``, the same loop calling a no-op: what this machine's scheduler
-   and timer alone cost (a VM's stalls show up in its max).
+1. ``log_call`` — one training process calls ``run.log`` in a loop, each call timed, while
+   a second process runs the same loop around a no-op (``noop``; no SDK in it) at the same
+   time. Every call over 5 ms is attributed (``producer_job.py``): to Runstream
+   (``stalls_ours``: the call's time went to our own code or threads — GIL, our locks) or
+   to the OS (``stalls_os``: the process was descheduled and something else ran; of those,
+   ``stalls_os_blocked`` slept rather than waited for a CPU — on the GIL or a lock whose
+   holder, one of our threads, was descheduled, or on I/O). The no-op's stalls are all
+   the machine's. ``log_call_noise_floor`` is that no-op's figures
+   (as before). Each loop runs ``log_call_duration_s``, or ``log_calls`` calls.
 2. ``log_call_kafka_down`` — the same with Kafka unreachable (a closed port): events go
    to the spool, and no call may stall the loop.
-3. ``e2e`` — ``producers`` training processes (ranks of one run) log as fast as they can
+3. ``log_call_shared`` — ``shared_ranks`` ranks of one run log flat out, timed, beside
+   the no-op loop and the ingest workers that store what they log (pinned to two cores
+   when the machine has more): the training job and the pipeline on the same cores.
+4. ``e2e`` — ``producers`` training processes (ranks of one run) log as fast as they can
    for ``duration_s`` into a topic with ``partitions`` partitions; ``workers`` ingest
    workers (``runstream ingest`` processes) persist them. Sustained throughput is the
    committed points per second over the logging window (after a warm-up), sampled from
-   the database; worker and producer peak RSS are sampled too. Producers that outrun
-   the pipeline drop points (a full buffer refuses ``log`` calls, each counted in
-   ``producer_dropped_events``); the drain after logging waits until the workers stored
-   everything that reached the topic (their stored offsets reach its end offsets), never
-   for points known to be dropped. ``points_doubled`` counts points stored twice.
-4. ``latency`` — the same pipeline paced at ``latency_rate`` points/s in total; the
+   the database; worker and producer peak RSS are sampled too, and the CPU time of each
+   component (producers, the Kafka broker, the workers, every PostgreSQL server process)
+   from spawning the producers until everything was stored, per million points
+   committed. Producers that outrun the pipeline spool (or drop and count) events; the
+   drain after logging waits for the producers' close (which may replay a spool) and
+   then until the workers stored everything that reached the topic (their stored offsets
+   reach its end offsets), never for points known to be dropped. ``points_doubled``
+   counts points stored twice. With several worker counts (``capacity_workers``) the
+   e2e runs once per count and ``capacity`` lists each.
+5. ``latency`` — the same pipeline paced at ``latency_rate`` points/s in total; the
    log-call→committed latency of every point is read from the database (each metric
    chunk row records when its transaction wrote it; each point its log-call time).
-5. ``copy_baseline`` — one asyncpg COPY of as many points as ``e2e`` stored, one row per
+6. ``copy_baseline`` — one asyncpg COPY of as many points as ``e2e`` stored, one row per
    point, into an unindexed table (``baseline.py``).
+
+The ``overload`` suite (its own, it takes minutes): a flat-out e2e of
+``capacity_duration_s`` measures the pipeline's capacity, then the producers log at
+``overload_factor`` x that (flat out if they cannot) for ``overload_duration_s``; it
+reports what was logged, spooled, dropped, committed and doubled, and the drain after
+logging ended against the capacity.
 
 Figures are reported with ratios against the baselines the issue names: the COPY above,
 and MLflow 3.17.2's tracking server measured on this machine class (about 2,500 points/s
@@ -41,7 +60,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +70,7 @@ import psutil
 
 from ingest.bench.baseline import copy_baseline
 from ingest.bench.faults import run_fault_bench
+from ingest.bench.producer_job import percentile_from_counts
 from ingest.bench.read import run_read_bench
 from ingest.bench.scratch import scratch_database, scratch_topic, timescaledb_version
 from ingest.settings import Settings
@@ -61,6 +81,12 @@ __all__ = ["BenchConfig", "run_bench"]
 MLFLOW_LOG_BATCH_POINTS_PER_S = 2_500.0
 MLFLOW_LOG_METRIC_S = 0.064
 WARMUP_S = 5.0
+#: Issue 12's log-call targets, per scenario.
+TARGET_STALLS_OURS_PER_10M = 0
+TARGET_P999_US = 5.0
+TARGET_P50_US = 1.0
+#: The worst stalls a log-call section lists one by one.
+STALL_DETAILS = 10
 
 SQL_COMMITTED = "SELECT coalesce(sum(n), 0) FROM runstream_data.metric_chunks WHERE run_id = $1"
 SQL_DOUBLED = """
@@ -84,6 +110,9 @@ FROM (
     WHERE c.run_id = $1
 ) points
 """
+#: The ProducerStats counters summed over a pipeline's producers.
+PRODUCER_COUNTERS = ("events_sent", "events_spooled", "events_replayed", "events_dropped",
+                     "events_held")
 
 Progress = Callable[[str], None]
 
@@ -93,16 +122,34 @@ class BenchConfig:
     duration_s: float = 60.0
     producers: int = 2
     workers: int = 1
+    #: Worker counts the e2e runs with, one after the other (``capacity``); empty: ``workers``.
+    capacity_workers: tuple[int, ...] = ()
     partitions: int = 6
     series: int = 10
     latency_rate: float = 50_000.0
     latency_duration_s: float = 20.0
     log_call_duration_s: float = 5.0
+    #: Each timed log-call loop makes this many calls instead (0: ``log_call_duration_s``).
+    log_calls: int = 0
+    #: Calls between two CPU-time samples of the timed loops (0: no stall attribution).
+    sample_every: int = 64
+    #: Ranks of the shared-cores log-call scenario.
+    shared_ranks: int = 3
+    #: The overload suite: capacity run, then producers at ``overload_factor`` x capacity.
+    capacity_duration_s: float = 20.0
+    overload_duration_s: float = 60.0
+    overload_factor: float = 1.5
+    #: How long a producer's close may take (it may replay a spooled backlog).
+    close_timeout_s: float = 600.0
     #: The read suite at a tenth of its sizes (smoke tests, not figures).
     quick_read: bool = False
     #: The jobs suite: submitted jobs the agents drain, and how many agents (1 slot each).
     jobs: int = 1000
     agents: int = 2
+
+    @property
+    def worker_counts(self) -> tuple[int, ...]:
+        return self.capacity_workers or (self.workers,)
 
 
 @contextlib.contextmanager
@@ -114,12 +161,60 @@ def _closed_port() -> Iterator[int]:
         yield int(s.getsockname()[1])
 
 
-def _calls(report: dict[str, Any]) -> dict[str, Any]:
+def _per_10m(count: int, calls: int) -> float:
+    return round(count * 1e7 / calls, 2) if calls else 0.0
+
+
+def _merged_percentiles(reports: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """p50/p99/p999/max (ns) of several loops: exact for one, from their histograms else."""
+    if len(reports) == 1:
+        return dict(reports[0]["call_ns"])
+    counts: dict[int, int] = {}
+    for r in reports:
+        for value, n in r.get("hist", []):
+            counts[value] = counts.get(value, 0) + n
+    total = sum(counts.values())
     return {
-        "calls": report["timed_calls"],
-        "calls_over_5ms": report["calls_over_5ms"],
-        **{f"{k}_us": round(v / 1000, 3) for k, v in report["call_ns"].items()},
+        "p50": percentile_from_counts(counts, total, 0.50),
+        "p99": percentile_from_counts(counts, total, 0.99),
+        "p999": percentile_from_counts(counts, total, 0.999),
+        "max": max(float(r["call_ns"]["max"]) for r in reports),
     }
+
+
+def _calls(reports: dict[str, Any] | Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One log-call section from one timed loop's report or several (ranks) together."""
+    many = [reports] if isinstance(reports, dict) else list(reports)
+    calls = sum(r["timed_calls"] for r in many)
+    over = sum(r["calls_over_5ms"] for r in many)
+    ours = sum(r.get("stalls_ours", 0) for r in many)
+    os_ = sum(r.get("stalls_os", 0) for r in many)
+    stalls = sorted((s for r in many for s in r.get("stalls", [])), key=lambda s: -s["call_ms"])
+    return {
+        "calls": calls,
+        "calls_over_5ms": over,
+        **{f"{k}_us": round(v / 1000, 3) for k, v in _merged_percentiles(many).items()},
+        "stalls_ours": ours,
+        "stalls_os": os_,
+        "stalls_unattributed": sum(r.get("stalls_unattributed", 0) for r in many),
+        "stalls_os_blocked": sum(r.get("stalls_os_blocked", 0) for r in many),
+        "calls_over_5ms_per_10m_calls": _per_10m(over, calls),
+        "stalls_ours_per_10m_calls": _per_10m(ours, calls),
+        "stalls_os_per_10m_calls": _per_10m(os_, calls),
+        "stalls": stalls[:STALL_DETAILS],
+    }
+
+
+def _log_section(logs: Sequence[dict[str, Any]], noop: dict[str, Any]) -> dict[str, Any]:
+    """A log-call scenario: the logging loop(s), their targets, the no-op run beside them."""
+    section = _calls(logs)
+    section["meets_targets"] = {
+        "stalls_ours": section["stalls_ours_per_10m_calls"] <= TARGET_STALLS_OURS_PER_10M,
+        "p999": section["p999_us"] <= TARGET_P999_US,
+        "p50": section["p50_us"] <= TARGET_P50_US,
+    }
+    section["noop"] = _calls(noop)
+    return section
 
 
 @dataclass
@@ -170,6 +265,20 @@ def _run_id() -> str:
     return f"bench_{int(time.time())}_{uuid.uuid4().hex[:8]}"
 
 
+def _two_cores() -> list[int] | None:
+    """Two CPUs to pin the shared-cores scenario's processes to (None: the machine has two)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return cpus[:2] if len(cpus) > 2 else None
+
+
+def _pin(pids: Sequence[int], cpus: list[int] | None) -> None:
+    if cpus is None:
+        return
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).cpu_affinity(cpus)
+
+
 @contextlib.contextmanager
 def _workers(env: _Env, count: int) -> Iterator[list[psutil.Process]]:
     worker_env = {
@@ -185,7 +294,7 @@ def _workers(env: _Env, count: int) -> Iterator[list[psutil.Process]]:
              "--metrics-port", "0"],
             env=worker_env,
             stdout=subprocess.DEVNULL,
-            stderr=open(env.home / f"worker-{i}.log", "w"),  # noqa: SIM115 - lives with the proc
+            stderr=open(env.home / f"worker-{count}-{i}.log", "w"),  # noqa: SIM115 - lives with the proc
         )
         for i in range(count)
     ]
@@ -210,6 +319,61 @@ def _rss(procs: Sequence[psutil.Process]) -> int:
     return total
 
 
+def _listener(port: int) -> psutil.Process | None:
+    """The process listening on local TCP ``port`` (the broker, the postmaster), if any."""
+    with contextlib.suppress(psutil.Error):
+        for c in psutil.net_connections(kind="tcp"):
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
+                return psutil.Process(c.pid)
+    return None
+
+
+@dataclass
+class _Cpu:
+    """CPU seconds (user + system) of the pipeline's long-lived components, for deltas.
+
+    PostgreSQL is its postmaster with every child: the postmaster's ``children_*`` times
+    hold its children that exited (reaped), so a backend that ends mid-window is still
+    counted, once. Kafka and PostgreSQL serve the whole machine: other load on them counts
+    too, which ``background`` (their rate while the bench's own processes idle) shows.
+    """
+
+    workers: Sequence[psutil.Process]
+    broker: psutil.Process | None
+    postmaster: psutil.Process | None
+
+    @staticmethod
+    def _own(p: psutil.Process) -> float:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            return t.user + t.system
+        return 0.0
+
+    def sample(self) -> dict[str, float]:
+        pg = 0.0
+        if self.postmaster is not None:
+            with contextlib.suppress(psutil.Error):
+                t = self.postmaster.cpu_times()
+                pg = t.user + t.system + t.children_user + t.children_system
+                for child in self.postmaster.children(recursive=True):
+                    pg += self._own(child)
+        return {
+            "worker": sum(self._own(w) for w in self.workers),
+            "broker": self._own(self.broker) if self.broker is not None else 0.0,
+            "postgres": pg,
+        }
+
+
+async def _cpu_probe(env: _Env, conn: asyncpg.Connection,
+                     workers: Sequence[psutil.Process]) -> _Cpu:
+    _, kafka_port = env.settings.kafka_bootstrap.split(",")[0].rsplit(":", 1)
+    backend = psutil.Process(int(await conn.fetchval("SELECT pg_backend_pid()")))
+    with contextlib.suppress(psutil.Error):
+        backend = backend.parent() or backend
+    return _Cpu(workers=workers, broker=_listener(int(kafka_port)),
+                postmaster=backend if backend.name().startswith("postgres") else None)
+
+
 async def _committed(conn: asyncpg.Connection, run_id: str) -> int:
     return int(await conn.fetchval(SQL_COMMITTED, run_id))
 
@@ -221,6 +385,43 @@ async def _stored_everything(conn: asyncpg.Connection, env: _Env, ends: dict[int
     return all(stored.get(p, 0) >= end for p, end in ends.items())
 
 
+async def _drain(env: _Env, conn: asyncpg.Connection, workers: Sequence[psutil.Process]
+                 ) -> tuple[dict[int, int], float, int]:
+    """Wait until the workers stored everything now on the topic (the producers closed:
+    what they delivered is there, what they dropped never will be). Returns the end
+    offsets waited for, the seconds it took and the workers' peak RSS meanwhile."""
+    ends = await topic_ends(env.settings.kafka_bootstrap, env.topic,
+                            security=env.settings.kafka_security)
+    started = time.monotonic()
+    deadline = started + DRAIN_TIMEOUT_S
+    rss = 0
+    while not await _stored_everything(conn, env, ends):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the workers did not store {ends} of {env.topic} within "
+                               f"{DRAIN_TIMEOUT_S:.0f} s")
+        await asyncio.sleep(0.5)
+        rss = max(rss, _rss(workers))
+    return ends, time.monotonic() - started, rss
+
+
+def _committed_at(samples: Sequence[tuple[float, float, int]], wall: float) -> int:
+    """Points committed at wall-clock time ``wall``, interpolated between 1 s samples."""
+    before = [(w, n) for _, w, n in samples if w <= wall]
+    after = [(w, n) for _, w, n in samples if w > wall]
+    if not before:
+        return 0
+    if not after:
+        return before[-1][1]
+    (w0, n0), (w1, n1) = before[-1], after[0]
+    return round(n0 + (n1 - n0) * (wall - w0) / (w1 - w0))
+
+
+def _producer_counters(reports: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """The producers' ``Workspace.stats()`` counters, summed (events are Kafka messages)."""
+    stats = [r["producer_stats"] for r in reports if r.get("producer_stats")]
+    return {k: sum(int(s.get(k, 0)) for s in stats) for k in PRODUCER_COUNTERS}
+
+
 async def _pipeline(
     env: _Env,
     conn: asyncpg.Connection,
@@ -230,42 +431,49 @@ async def _pipeline(
     duration_s: float,
     rate: float,
     series: int,
+    close_timeout_s: float,
     progress: Progress,
 ) -> dict[str, Any]:
     run_id = _run_id()
-    spec = {"duration_s": duration_s, "rate": rate / producers if rate else 0, "series": series}
+    spec = {"duration_s": duration_s, "rate": rate / producers if rate else 0, "series": series,
+            "close_timeout_s": close_timeout_s}
+    probe = await _cpu_probe(env, conn, workers)
+    cpu_before = probe.sample()
+    started = time.monotonic()
     procs = [_producer(env.producer_env(run_id, r, producers), spec) for r in range(producers)]
     ps = [psutil.Process(p.pid) for p in procs]
-    started = time.monotonic()
-    samples: list[tuple[float, int]] = []
+    samples: list[tuple[float, float, int]] = []  # (since start, wall clock, committed)
     worker_rss = producer_rss = 0
     while any(p.poll() is None for p in procs):
         await asyncio.sleep(1.0)
-        samples.append((time.monotonic() - started, await _committed(conn, run_id)))
+        samples.append((time.monotonic() - started, time.time(), await _committed(conn, run_id)))
         worker_rss = max(worker_rss, _rss(workers))
         producer_rss = max(producer_rss, _rss(ps))
-        progress(f"  t={samples[-1][0]:5.1f}s committed {samples[-1][1]:>12,} points")
+        progress(f"  t={samples[-1][0]:5.1f}s committed {samples[-1][2]:>12,} points")
+    producers_closed_s = time.monotonic() - started
     reports = [_report(p, 60) for p in procs]
     logged = sum(r["points"] for r in reports)
     dropped = sum(r["dropped_events"] for r in reports)
-    # The producers have closed: what they delivered is on the topic (what they dropped
-    # never will be). Drained = the workers stored up to the topic's end offsets.
-    ends = await topic_ends(env.settings.kafka_bootstrap, env.topic,
-                            security=env.settings.kafka_security)
-    deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    while not await _stored_everything(conn, env, ends):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the workers did not store {ends} of {env.topic} within "
-                               f"{DRAIN_TIMEOUT_S:.0f} s")
-        await asyncio.sleep(0.5)
-        worker_rss = max(worker_rss, _rss(workers))
+    ends, stored_s, rss = await _drain(env, conn, workers)
+    worker_rss = max(worker_rss, rss)
     committed = await _committed(conn, run_id)
     drained_s = time.monotonic() - started
+    drained_wall = time.time()
+    cpu_after = probe.sample()
     warmup_s = min(WARMUP_S, duration_s / 3)
-    window = [(t, n) for t, n in samples if warmup_s <= t <= duration_s]
+    window = [(t, n) for t, _, n in samples if warmup_s <= t <= duration_s]
     sustained = (
         (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0]) if len(window) > 1 else 0.0
     )
+    # The drain: from the moment the last producer stopped logging until everything was
+    # stored — its close (a spooled backlog replayed) and the workers catching up.
+    logging_ended = max(r["logged_until"] for r in reports)
+    at_end = min(committed, _committed_at(samples, logging_ended))
+    after_s = max(drained_wall - logging_ended, 1e-3)
+    after = committed - at_end
+    cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
+    cpu["producer"] = sum(r["cpu_s"] for r in reports)
+    millions = committed / 1e6
     return {
         "run_id": run_id,
         "points_logged": logged,
@@ -277,7 +485,25 @@ async def _pipeline(
         "worker_peak_rss_bytes": worker_rss,
         "producer_peak_rss_bytes": max(producer_rss, *(r["max_rss_bytes"] for r in reports)),
         "producer_dropped_events": dropped,
+        "producer_counters": _producer_counters(reports),
         "points_doubled": int(await conn.fetchval(SQL_DOUBLED, run_id)),
+        "after_logging": {
+            "points_committed": after,
+            "seconds": round(after_s, 2),
+            "points_per_s": round(after / after_s),
+            "vs_sustained": round(after / after_s / sustained, 3) if sustained else None,
+        },
+        "waited_for": {
+            "producers_closed_s": round(producers_closed_s, 2),
+            "producer_close_s_max": round(max(r["close_s"] for r in reports), 2),
+            "close_timeout_s": close_timeout_s,
+            "topic_end_offsets": {str(p): n for p, n in sorted(ends.items())},
+            "stored_offsets_reached_s": round(stored_s, 2),
+            "points_known_dropped_not_waited_for": dropped,
+        },
+        "cpu_s": {k: round(v, 2) for k, v in cpu.items()},
+        "cpu_s_per_million_points": {
+            k: round(v / millions, 3) if millions else None for k, v in cpu.items()},
     }
 
 
@@ -295,83 +521,141 @@ async def _latency(conn: asyncpg.Connection, run_id: str) -> dict[str, Any]:
     }
 
 
-async def _bench(
-    settings: Settings, dsn: str, config: BenchConfig, progress: Progress
-) -> dict[str, Any]:
+def _machine(storage: str | None) -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "storage": f"timescaledb {storage}" if storage else "postgresql (native partitioning)",
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+@contextlib.asynccontextmanager
+async def _scratch(settings: Settings, dsn: str, config: BenchConfig,
+                   prefix: str) -> AsyncIterator[tuple[_Env, asyncpg.Connection, str | None]]:
+    """A scratch database and topic, an env over them, a connection and the storage mode."""
     async with (
         scratch_database(dsn) as bench_dsn,
         scratch_topic(settings.kafka_bootstrap, partitions=config.partitions) as topic,
     ):
-        return await _write_bench(settings, bench_dsn, topic, config, progress)
+        conn = await asyncpg.connect(bench_dsn)
+        try:
+            with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+                env = _Env(settings=settings, dsn=bench_dsn, topic=topic, home=Path(tmp))
+                yield env, conn, await timescaledb_version(bench_dsn)
+        finally:
+            await conn.close()
+
+
+def _timed_spec(config: BenchConfig, **more: Any) -> dict[str, Any]:
+    return {
+        "duration_s": config.log_call_duration_s,
+        "calls": config.log_calls,
+        "time_calls": True,
+        "series": config.series,
+        "sample_every": config.sample_every,
+        "close_timeout_s": config.close_timeout_s,
+        **more,
+    }
+
+
+def _side_by_side(env: _Env, spec: dict[str, Any], *, ranks: int = 1,
+                  cpus: list[int] | None = None, **over: str
+                  ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``ranks`` timed logging loops of one run and the no-op loop, started together."""
+    run_id = _run_id()
+    noop = _producer(env.producer_env(_run_id(), 0, 1), {**spec, "noop": True})
+    logs = [_producer(env.producer_env(run_id, r, ranks, **over), spec) for r in range(ranks)]
+    _pin([p.pid for p in (noop, *logs)], cpus)
+    timeout = float(spec["close_timeout_s"]) + 600
+    return [_report(p, timeout) for p in logs], _report(noop, timeout)
+
+
+async def _log_call_scenarios(env: _Env, conn: asyncpg.Connection, config: BenchConfig,
+                              progress: Progress) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    spec = _timed_spec(config)
+    what = f"{config.log_calls:,} calls" if config.log_calls else f"{config.log_call_duration_s:g}s"
+    progress(f"log call latency ({what}, Kafka up), a no-op loop beside it…")
+    logs, noop = await asyncio.to_thread(_side_by_side, env, spec)
+    result["log_call"] = _log_section(logs, noop)
+    result["log_call_noise_floor"] = result["log_call"]["noop"]
+    progress(f"log call latency ({what}, Kafka unreachable), a no-op loop beside it…")
+    with _closed_port() as port:
+        logs, noop = await asyncio.to_thread(
+            _side_by_side, env, {**spec, "close_timeout_s": 5},
+            RUNSTREAM_KAFKA=f"127.0.0.1:{port}")
+    result["log_call_kafka_down"] = {
+        **_log_section(logs, noop), "dropped_events": sum(r["dropped_events"] for r in logs)}
+    cpus = _two_cores()
+    workers = config.worker_counts[0]
+    progress(f"log call latency ({what}, {config.shared_ranks} ranks + {workers} worker(s) "
+             f"and a no-op loop on {len(cpus) if cpus else os.cpu_count()} cores)…")
+    with _workers(env, workers) as procs:
+        _pin([p.pid for p in procs], cpus)
+        await asyncio.sleep(3.0)  # group join and partition assignment
+        logs, noop = await asyncio.to_thread(_side_by_side, env, spec,
+                                             ranks=config.shared_ranks, cpus=cpus)
+        _, drain_s, _ = await _drain(env, conn, procs)
+    result["log_call_shared"] = {
+        **_log_section(logs, noop),
+        "ranks": config.shared_ranks,
+        "workers": workers,
+        "cores": cpus or sorted(os.sched_getaffinity(0)),
+        "dropped_events": sum(r["dropped_events"] for r in logs),
+        "producer_counters": _producer_counters(logs),
+        "drain_s": round(drain_s, 2),
+    }
+    return result
+
+
+def _capacity_entry(workers: int, e2e: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "workers": workers,
+        "sustained_points_per_s": e2e["sustained_points_per_s"],
+        "points_committed": e2e["points_committed"],
+        "cpu_s": e2e["cpu_s"],
+        "cpu_s_per_million_points": e2e["cpu_s_per_million_points"],
+    }
 
 
 async def _write_bench(
-    settings: Settings, bench_dsn: str, topic: str, config: BenchConfig, progress: Progress
+    settings: Settings, dsn: str, config: BenchConfig, progress: Progress
 ) -> dict[str, Any]:
     result: dict[str, Any] = {"config": asdict(config)}
-    conn = await asyncpg.connect(bench_dsn)
-    mode = await timescaledb_version(bench_dsn)
-    result["machine"] = {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "storage": f"timescaledb {mode}" if mode else "postgresql (native partitioning)",
-    }
-    with tempfile.TemporaryDirectory(prefix="runstream-bench-") as tmp:
-        env = _Env(settings=settings, dsn=bench_dsn, topic=topic, home=Path(tmp))
-        progress(f"log call latency ({config.log_call_duration_s:g}s, Kafka up)…")
-        spec = {
-            "duration_s": config.log_call_duration_s,
-            "time_calls": True,
-            "series": config.series,
-        }
-        up = _report(_producer(env.producer_env(_run_id(), 0, 1), spec), 300)
-        result["log_call"] = _calls(up)
-        progress("the same loop calling a no-op instead (this machine's noise floor)…")
-        floor = _report(_producer(env.producer_env(_run_id(), 0, 1), {**spec, "noop": True}), 300)
-        result["log_call_noise_floor"] = _calls(floor)
-        progress(f"log call latency ({config.log_call_duration_s:g}s, Kafka unreachable)…")
-        with _closed_port() as port:
-            down_env = env.producer_env(_run_id(), 0, 1, RUNSTREAM_KAFKA=f"127.0.0.1:{port}")
-            down = _report(_producer(down_env, {**spec, "close_timeout_s": 5}), 300)
-        result["log_call_kafka_down"] = {
-            **_calls(down),
-            "dropped_events": down["dropped_events"],
-        }
-        with _workers(env, config.workers) as workers:
-            await asyncio.sleep(3.0)  # group join and partition assignment
-            progress(
-                f"end to end: {config.producers} producers x {config.duration_s:g}s at full "
-                f"speed, {config.workers} worker(s), {config.partitions} partitions…"
-            )
-            e2e = await _pipeline(
-                env,
-                conn,
-                workers,
-                producers=config.producers,
-                duration_s=config.duration_s,
-                rate=0,
-                series=config.series,
-                progress=progress,
-            )
-            e2e.update(await _latency(conn, e2e["run_id"]))
-            result["e2e"] = e2e
-            rate, secs = config.latency_rate, config.latency_duration_s
-            progress(f"latency at {rate:,.0f} points/s for {secs:g}s…")
-            paced = await _pipeline(
-                env,
-                conn,
-                workers,
-                producers=config.producers,
-                duration_s=config.latency_duration_s,
-                rate=config.latency_rate,
-                series=config.series,
-                progress=progress,
-            )
-            paced.update(await _latency(conn, paced["run_id"]))
-            result["latency"] = {"rate_points_per_s": config.latency_rate, **paced}
-    await conn.close()
-    progress(f"COPY baseline: {e2e['points_committed']:,} points, one row each…")
-    baseline = await copy_baseline(bench_dsn, points=e2e["points_committed"])
+    async with _scratch(settings, dsn, config, "runstream-bench-") as (env, conn, storage):
+        result["machine"] = _machine(storage)
+        result.update(await _log_call_scenarios(env, conn, config, progress))
+        capacity: list[dict[str, Any]] = []
+        for count in config.worker_counts:
+            with _workers(env, count) as workers:
+                await asyncio.sleep(3.0)  # group join and partition assignment
+                progress(
+                    f"end to end: {config.producers} producers x {config.duration_s:g}s at "
+                    f"full speed, {count} worker(s), {config.partitions} partitions…"
+                )
+                e2e = await _pipeline(
+                    env, conn, workers, producers=config.producers,
+                    duration_s=config.duration_s, rate=0, series=config.series,
+                    close_timeout_s=config.close_timeout_s, progress=progress)
+                e2e.update(await _latency(conn, e2e["run_id"]))
+                capacity.append(_capacity_entry(count, e2e))
+                if count != config.worker_counts[0]:
+                    continue
+                result["e2e"] = {"workers": count, **e2e}
+                rate, secs = config.latency_rate, config.latency_duration_s
+                progress(f"latency at {rate:,.0f} points/s for {secs:g}s…")
+                paced = await _pipeline(
+                    env, conn, workers, producers=config.producers,
+                    duration_s=config.latency_duration_s, rate=config.latency_rate,
+                    series=config.series, close_timeout_s=config.close_timeout_s,
+                    progress=progress)
+                paced.update(await _latency(conn, paced["run_id"]))
+                result["latency"] = {"rate_points_per_s": config.latency_rate, **paced}
+        result["capacity"] = capacity
+        e2e = result["e2e"]
+        progress(f"COPY baseline: {e2e['points_committed']:,} points, one row each…")
+        baseline = await copy_baseline(env.dsn, points=e2e["points_committed"])
     result["copy_baseline"] = {
         "points": baseline.points,
         "points_per_s": round(baseline.points_per_s),
@@ -388,42 +672,117 @@ async def _write_bench(
     return result
 
 
-SUITES = ("write", "read", "faults", "jobs", "studio")
+async def _overload_bench(
+    settings: Settings, dsn: str, config: BenchConfig, progress: Progress
+) -> dict[str, Any]:
+    """Capacity first (a flat-out e2e), then producers at ``overload_factor`` x it."""
+    async with _scratch(settings, dsn, config, "runstream-bench-overload-") as (env, conn, _):
+        workers = config.worker_counts[0]
+        with _workers(env, workers) as procs:
+            await asyncio.sleep(3.0)  # group join and partition assignment
+            progress(f"overload: capacity first, {config.producers} producers flat out for "
+                     f"{config.capacity_duration_s:g}s, {workers} worker(s)…")
+            cap = await _pipeline(
+                env, conn, procs, producers=config.producers,
+                duration_s=config.capacity_duration_s, rate=0, series=config.series,
+                close_timeout_s=config.close_timeout_s, progress=progress)
+            capacity = cap["sustained_points_per_s"]
+            target = capacity * config.overload_factor
+            progress(f"overload: {target:,.0f} points/s ({config.overload_factor:g}x "
+                     f"{capacity:,} points/s) for {config.overload_duration_s:g}s…")
+            over = await _pipeline(
+                env, conn, procs, producers=config.producers,
+                duration_s=config.overload_duration_s, rate=target, series=config.series,
+                close_timeout_s=config.close_timeout_s, progress=progress)
+    after = over["after_logging"]
+    return {
+        "workers": workers,
+        "producers": config.producers,
+        "capacity_points_per_s": capacity,
+        "capacity_run": cap,
+        "target_points_per_s": round(target),
+        # Below ``overload_factor`` when the producers cannot log that fast (flat out).
+        "logged_vs_capacity": round(over["logged_points_per_s"] / capacity, 3)
+        if capacity else None,
+        "points_logged": over["points_logged"],
+        "points_committed": over["points_committed"],
+        "points_doubled": over["points_doubled"],
+        "producer_dropped_events": over["producer_dropped_events"],
+        "producer_counters": over["producer_counters"],
+        # What was left to store when logging ended, in seconds of capacity: the drain
+        # ratio below says something only when this is well above a second.
+        "backlog_at_logging_end_s": round(after["points_committed"] / capacity, 2)
+        if capacity else None,
+        "drain_points_per_s": after["points_per_s"],
+        "drain_vs_capacity": round(after["points_per_s"] / capacity, 3) if capacity else None,
+        "run": over,
+    }
+
+
+SUITES = ("write", "read", "faults", "jobs", "studio", "overload")
+
+
+async def _read_suite(settings: Settings, dsn: str, config: BenchConfig,
+                      progress: Progress) -> dict[str, Any]:
+    progress("read path: downsampling, metrics dict, run details under load…")
+    async with scratch_database(dsn) as read_dsn:
+        with tempfile.TemporaryDirectory(prefix="runstream-bench-read-") as tmp:
+            return await run_read_bench(dsn=read_dsn, home=Path(tmp), quick=config.quick_read)
+
+
+async def _faults_suite(settings: Settings, dsn: str, config: BenchConfig,
+                        progress: Progress) -> dict[str, Any]:
+    progress("faults: the ledger workload through worker kills and rebalances…")
+    return await run_fault_bench(settings, dsn=dsn, progress=progress)
+
+
+async def _jobs_suite(settings: Settings, dsn: str, config: BenchConfig,
+                      progress: Progress) -> dict[str, Any]:
+    from ingest.bench.jobs import run_jobs_bench
+
+    return await asyncio.to_thread(run_jobs_bench, settings, dsn=dsn, progress=progress,
+                                   jobs=config.jobs, agents=config.agents)
+
+
+async def _studio_suite(settings: Settings, dsn: str, config: BenchConfig,
+                        progress: Progress) -> dict[str, Any]:
+    from ingest.bench.studio import run_studio_bench
+
+    async with scratch_database(dsn) as studio_dsn:
+        with tempfile.TemporaryDirectory(prefix="runstream-bench-studio-") as tmp:
+            quick = config.quick_read
+            return await run_studio_bench(
+                dsn=studio_dsn, home=Path(tmp), progress=progress,
+                points=1_000_000 if quick else 10_000_000,
+                dashboard_runs=1000 if quick else 10_000,
+                dashboard_names=100 if quick else 1000)
+
+
+Suite = Callable[[Settings, str, BenchConfig, Progress], Awaitable[dict[str, Any]]]
+#: Each suite: its runner and where its result goes (None: merged at the top level).
+_SUITE_RUNNERS: dict[str, tuple[Suite, str | None]] = {
+    "write": (_write_bench, None),
+    "read": (_read_suite, "read"),
+    "faults": (_faults_suite, "faults"),
+    "jobs": (_jobs_suite, "jobs"),
+    "studio": (_studio_suite, "studio"),
+    "overload": (_overload_bench, "overload"),
+}
 
 
 async def _suites(
     settings: Settings, dsn: str, config: BenchConfig, suites: Sequence[str], progress: Progress
 ) -> dict[str, Any]:
     result: dict[str, Any] = {}
-    if "write" in suites:
-        result.update(await _bench(settings, dsn, config, progress))
-    if "read" in suites:
-        progress("read path: downsampling, metrics dict, run details under load…")
-        async with scratch_database(dsn) as read_dsn:
-            with tempfile.TemporaryDirectory(prefix="runstream-bench-read-") as tmp:
-                result["read"] = await run_read_bench(
-                    dsn=read_dsn, home=Path(tmp), quick=config.quick_read
-                )
-    if "faults" in suites:
-        progress("faults: the ledger workload through worker kills and rebalances…")
-        result["faults"] = await run_fault_bench(settings, dsn=dsn, progress=progress)
-    if "jobs" in suites:
-        from ingest.bench.jobs import run_jobs_bench
-
-        result["jobs"] = await asyncio.to_thread(
-            run_jobs_bench, settings, dsn=dsn, progress=progress, jobs=config.jobs,
-            agents=config.agents)
-    if "studio" in suites:
-        from ingest.bench.studio import run_studio_bench
-
-        async with scratch_database(dsn) as studio_dsn:
-            with tempfile.TemporaryDirectory(prefix="runstream-bench-studio-") as tmp:
-                quick = config.quick_read
-                result["studio"] = await run_studio_bench(
-                    dsn=studio_dsn, home=Path(tmp), progress=progress,
-                    points=1_000_000 if quick else 10_000_000,
-                    dashboard_runs=1000 if quick else 10_000,
-                    dashboard_names=100 if quick else 1000)
+    for name in SUITES:  # in this order, whatever the order asked
+        if name not in suites:
+            continue
+        runner, key = _SUITE_RUNNERS[name]
+        out = await runner(settings, dsn, config, progress)
+        if key is None:
+            result.update(out)
+        else:
+            result[key] = out
     return result
 
 
@@ -435,7 +794,7 @@ def run_bench(
     progress: Progress,
     suites: Sequence[str] = ("write", "read"),
 ) -> dict[str, Any]:
-    """Run the named suites (``write``, ``read``, ``faults``) and return one JSON-able dict."""
+    """Run the named suites (``SUITES``) and return one JSON-able dict."""
     unknown = set(suites) - set(SUITES)
     if unknown:
         raise ValueError(f"unknown bench suites {sorted(unknown)}; choose from {SUITES}")
@@ -453,6 +812,8 @@ def format_report(result: dict[str, Any]) -> str:
         lines += _jobs_lines(result["jobs"])
     if "studio" in result:
         lines += _studio_lines(result["studio"])
+    if "overload" in result:
+        lines += _overload_lines(result["overload"])
     if "faults" in result:
         f = result["faults"]
         lines.append(
@@ -508,30 +869,73 @@ def _read_lines(read: dict[str, Any]) -> list[str]:
     ]
 
 
-def _write_lines(result: dict[str, Any]) -> list[str]:
-    call, down, e2e, lat = (
-        result["log_call"],
-        result["log_call_kafka_down"],
-        result["e2e"],
-        result["latency"],
+def _call_line(label: str, c: dict[str, Any]) -> str:
+    """One log-call loop: percentiles, then its stalls over 5 ms and their causes."""
+    return (
+        f"{label:<22} p50 {c['p50_us']:.2f} µs  p99 {c['p99_us']:.2f} µs  "
+        f"p99.9 {c['p999_us']:.2f} µs  max {c['max_us'] / 1000:.1f} ms  "
+        f"{c['calls_over_5ms']} of {c['calls']:,} calls over 5 ms (ours {c['stalls_ours']}, "
+        f"OS {c['stalls_os']} of which blocked {c['stalls_os_blocked']}; "
+        f"per 10M calls: {c['stalls_ours_per_10m_calls']:g} ours)"
     )
-    floor = result["log_call_noise_floor"]
+
+
+def _log_call_lines(result: dict[str, Any]) -> list[str]:
+    lines = []
+    for key, label in (("log_call", "run.log (Kafka up):"),
+                       ("log_call_kafka_down", "run.log (Kafka down):"),
+                       ("log_call_shared", "run.log (shared):")):
+        if key not in result:
+            continue
+        section = result[key]
+        if key == "log_call_shared":
+            label = f"run.log ({section['ranks']} ranks):"
+        lines.append(_call_line(label, section))
+        lines.append(_call_line("  no-op beside it:", section["noop"]))
+        missed = [k for k, ok in section["meets_targets"].items() if not ok]
+        if missed:
+            lines.append(f"  misses targets:      {', '.join(missed)} (0 stalls of ours per "
+                         f"10M calls, p99.9 ≤ {TARGET_P999_US:g} µs, p50 ≤ {TARGET_P50_US:g} µs)")
+    return lines
+
+
+def _cpu_text(per_million: dict[str, float | None]) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in per_million.items() if v is not None)
+
+
+def _overload_lines(o: dict[str, Any]) -> list[str]:
+    run, counters = o["run"], o["producer_counters"]
+    waited = run["waited_for"]
+    return [
+        f"overload:              capacity {o['capacity_points_per_s']:,} points/s; logged "
+        f"{o['points_logged']:,} at {run['logged_points_per_s']:,}/s "
+        f"({o['logged_vs_capacity']}x capacity), committed {o['points_committed']:,}, "
+        f"dropped {o['producer_dropped_events']:,}, doubled {o['points_doubled']:,}, "
+        f"{counters['events_spooled']:,} events spooled",
+        f"  drain after logging:  {run['after_logging']['points_committed']:,} points "
+        f"({o['backlog_at_logging_end_s']} s of capacity) in "
+        f"{run['after_logging']['seconds']} s = {o['drain_points_per_s']:,}/s "
+        f"({o['drain_vs_capacity']}x capacity); waited for the producers' close "
+        f"(max {waited['producer_close_s_max']} s) and the topic's end offsets "
+        f"({waited['stored_offsets_reached_s']} s more)",
+    ]
+
+
+def _write_lines(result: dict[str, Any]) -> list[str]:
+    e2e, lat = result["e2e"], result["latency"]
     mib = 1 << 20
     lines = [
         f"storage: {result['machine']['storage']}, {result['machine']['cpus']} CPUs",
-        f"run.log (Kafka up):    p50 {call['p50_us']:.2f} µs  p99 {call['p99_us']:.2f} µs  "
-        f"max {call['max_us'] / 1000:.1f} ms  "
-        f"{call['calls_over_5ms']} of {call['calls']:,} calls over 5 ms",
-        f"no-op in that loop:    p50 {floor['p50_us']:.2f} µs  p99 {floor['p99_us']:.2f} µs  "
-        f"max {floor['max_us'] / 1000:.1f} ms  {floor['calls_over_5ms']} over 5 ms (machine noise)",
-        f"run.log (Kafka down):  p50 {down['p50_us']:.2f} µs  p99 {down['p99_us']:.2f} µs  "
-        f"max {down['max_us'] / 1000:.1f} ms  {down['calls_over_5ms']} over 5 ms, "
-        f"dropped {down['dropped_events']}",
+        *_log_call_lines(result),
         f"end to end:            {e2e['sustained_points_per_s']:,} points/s sustained "
-        f"({e2e['points_committed']:,} of {e2e['points_logged']:,} points committed), "
+        f"({e2e['points_committed']:,} of {e2e['points_logged']:,} points committed, "
+        f"{e2e['producer_dropped_events']:,} dropped), "
         f"log→commit p50 {e2e['log_to_commit_p50_s']:.3f}s p99 {e2e['log_to_commit_p99_s']:.3f}s",
         f"at {lat['rate_points_per_s']:,.0f} points/s:   log→commit p50 "
         f"{lat['log_to_commit_p50_s']:.3f}s  p99 {lat['log_to_commit_p99_s']:.3f}s",
+        *(f"capacity, {c['workers']} worker(s):  {c['sustained_points_per_s']:,} points/s; CPU s "
+          f"per M points: {_cpu_text(c['cpu_s_per_million_points'])}"
+          for c in result.get("capacity", [])),
         f"memory:                worker peak RSS {e2e['worker_peak_rss_bytes'] / mib:.0f} MiB, "
         f"producer peak RSS {e2e['producer_peak_rss_bytes'] / mib:.0f} MiB",
         f"COPY baseline:         {result['copy_baseline']['points_per_s']:,} points/s "

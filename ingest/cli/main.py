@@ -164,19 +164,39 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if ok else 1
 
 
+def _counts(text: str) -> tuple[int, ...]:
+    """``3`` or ``1,2,3``: positive worker counts."""
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a count or a list of counts: {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"worker counts must be positive: {text!r}")
+    return counts
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.bench.suite import BenchConfig, format_report, run_bench
 
     stack = _stack(settings)
     stack.up()
+    workers = args.workers
     config = BenchConfig(
         duration_s=args.duration_s,
         producers=args.producers,
-        workers=args.workers,
+        workers=workers[0],
+        capacity_workers=workers if len(workers) > 1 else (),
         partitions=args.partitions,
         latency_rate=args.latency_rate,
         latency_duration_s=args.latency_duration_s,
         log_call_duration_s=args.log_call_duration_s,
+        log_calls=args.log_calls,
+        sample_every=args.sample_every,
+        shared_ranks=args.shared_ranks,
+        capacity_duration_s=args.capacity_duration_s,
+        overload_duration_s=args.overload_duration_s,
+        overload_factor=args.overload_factor,
+        close_timeout_s=args.close_timeout_s,
         quick_read=args.quick_read,
         jobs=args.jobs,
         agents=args.agents,
@@ -411,8 +431,14 @@ def build_parser() -> argparse.ArgumentParser:
         "compute targets of its own: "
         "submit → Running with an idle agent, --jobs queued jobs drained by --agents agents), "
         "`studio` (in headless Chromium: a 10M-point series' chart and 100 runs overlaid, from "
-        "the first request to the first draw; --quick-read: 1M points). "
-        "`all` = write + read (about 4 minutes). Prints a report, or JSON with --json.",
+        "the first request to the first draw; --quick-read: 1M points), `overload` (the "
+        "pipeline's capacity, then producers at --overload-factor x it for "
+        "--overload-duration-s: spooled, dropped, committed, and the drain after logging). "
+        "`write` times run.log with Kafka up, down and with --shared-ranks ranks beside the "
+        "workers, each beside a no-op loop, and attributes every call over 5 ms to our own "
+        "threads or to the OS; --workers 1,2,3 runs its end-to-end once per worker count, "
+        "with CPU seconds per million points of producers, broker, workers and PostgreSQL. "
+        "`all` = write + read (about 5 minutes). Prints a report, or JSON with --json.",
     )
     bench.add_argument(
         "--quick-read",
@@ -423,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
         "suite",
         nargs="?",
         default="all",
-        choices=("all", "write", "read", "faults", "jobs", "studio"),
+        choices=("all", "write", "read", "faults", "jobs", "studio", "overload"),
         help="what to measure (default all = write + read)",
     )
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -431,7 +457,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--agents", type=int, default=2, help="jobs suite: agents, 1 slot each (2)")
     bench.add_argument("--duration-s", type=float, default=60.0, help="end-to-end run length (60)")
     bench.add_argument("--producers", type=int, default=2, help="training processes (2)")
-    bench.add_argument("--workers", type=int, default=1, help="ingest workers (1)")
+    bench.add_argument(
+        "--workers",
+        type=_counts,
+        default=(1,),
+        help="ingest workers (1); a list such as 1,2,3 runs the end-to-end once per count",
+    )
     bench.add_argument("--partitions", type=int, default=6, help="topic partitions (6)")
     bench.add_argument(
         "--latency-rate", type=float, default=50_000, help="paced rate for latency (50000/s)"
@@ -441,6 +472,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--log-call-duration-s", type=float, default=5.0, help="each timed log-call loop (5)"
+    )
+    bench.add_argument(
+        "--log-calls", type=int, default=0,
+        help="each timed log-call loop makes this many calls instead (e.g. 10000000)",
+    )
+    bench.add_argument(
+        "--sample-every", type=int, default=64,
+        help="calls between the timed loops' CPU-time samples (64; 0: no stall attribution)",
+    )
+    bench.add_argument(
+        "--shared-ranks", type=int, default=3,
+        help="ranks logging beside the workers in the shared-cores log-call loop (3)",
+    )
+    bench.add_argument(
+        "--capacity-duration-s", type=float, default=20.0,
+        help="overload: the flat-out run that measures capacity (20)",
+    )
+    bench.add_argument(
+        "--overload-duration-s", type=float, default=60.0,
+        help="overload: how long producers log above capacity (60)",
+    )
+    bench.add_argument(
+        "--overload-factor", type=float, default=1.5,
+        help="overload: the producers' rate, times capacity (1.5; flat out if they cannot)",
+    )
+    bench.add_argument(
+        "--close-timeout-s", type=float, default=600.0,
+        help="how long each producer's close may take to deliver or replay its spool (600)",
     )
     agent = add(
         "agent",

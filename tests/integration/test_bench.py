@@ -12,8 +12,36 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 from tests.helpers import StackInfo
+
+COMPONENTS = {"producer", "broker", "worker", "postgres"}
+
+
+def assert_stalls_attributed(loop: dict[str, Any]) -> None:
+    """Every call over 5 ms is in exactly one class; the listed ones are the worst."""
+    classes = (loop["stalls_ours"], loop["stalls_os"], loop["stalls_unattributed"])
+    assert all(isinstance(n, int) and n >= 0 for n in classes), loop
+    assert sum(classes) == loop["calls_over_5ms"], loop
+    assert 0 <= loop["stalls_os_blocked"] <= loop["stalls_os"]
+    assert len(loop["stalls"]) <= loop["calls_over_5ms"]
+    assert all(s["call_ms"] > 5 and s["cause"] in ("ours", "os", "unattributed")
+               for s in loop["stalls"])
+    for key in ("calls_over_5ms", "stalls_ours", "stalls_os"):
+        assert loop[f"{key}_per_10m_calls"] >= 0
+
+
+def assert_drain_reported(run: dict[str, Any]) -> None:
+    """What the bench waited for is reported, and never points known to be dropped."""
+    waited = run["waited_for"]
+    assert waited["points_known_dropped_not_waited_for"] == run["producer_dropped_events"]
+    assert waited["producer_close_s_max"] >= 0
+    assert sum(waited["topic_end_offsets"].values()) > 0
+    after = run["after_logging"]
+    assert 0 <= after["points_committed"] <= run["points_committed"]
+    assert after["seconds"] > 0
+    assert set(run["producer_counters"]) >= {"events_sent", "events_spooled", "events_dropped"}
 
 
 def test_bench_json_reports_every_figure_and_loses_nothing(stack: StackInfo) -> None:
@@ -21,7 +49,7 @@ def test_bench_json_reports_every_figure_and_loses_nothing(stack: StackInfo) -> 
         [
             sys.executable, "-m", "ingest.cli", "bench", "all", "--json", "--quick-read",
             "--duration-s", "6", "--latency-duration-s", "3", "--log-call-duration-s", "1",
-            "--latency-rate", "5000",
+            "--latency-rate", "5000", "--workers", "1,2",
         ],
         capture_output=True,
         text=True,
@@ -30,12 +58,20 @@ def test_bench_json_reports_every_figure_and_loses_nothing(stack: StackInfo) -> 
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
-    for section in ("log_call", "log_call_noise_floor", "log_call_kafka_down"):
+    for section in ("log_call", "log_call_noise_floor", "log_call_kafka_down", "log_call_shared"):
         assert report[section]["calls"] > 0
         assert (
             0 < report[section]["p50_us"] <= report[section]["p99_us"] <= report[section]["max_us"]
         )
+    for section in ("log_call", "log_call_kafka_down", "log_call_shared"):
+        for loop in (report[section], report[section]["noop"]):
+            assert_stalls_attributed(loop)
+        assert set(report[section]["meets_targets"]) == {"stalls_ours", "p999", "p50"}
+    assert report["log_call_noise_floor"] == report["log_call"]["noop"]
     assert "dropped_events" in report["log_call_kafka_down"]  # reported, not judged
+    shared = report["log_call_shared"]
+    assert (shared["ranks"], shared["workers"]) == (3, 1)
+    assert len(shared["cores"]) >= 1
     for section in ("e2e", "latency"):
         run = report[section]
         assert run["points_logged"] > 0
@@ -46,6 +82,15 @@ def test_bench_json_reports_every_figure_and_loses_nothing(stack: StackInfo) -> 
         assert run["points"] == run["points_committed"]  # every point has a commit time
         assert 0 <= run["log_to_commit_p50_s"] <= run["log_to_commit_p99_s"]
         assert run["worker_peak_rss_bytes"] > 0
+        assert_drain_reported(run)
+        assert set(run["cpu_s_per_million_points"]) == COMPONENTS
+        assert all(v >= 0 for v in run["cpu_s"].values())
+    assert [c["workers"] for c in report["capacity"]] == [1, 2]
+    assert report["e2e"]["workers"] == 1
+    for entry in report["capacity"]:
+        assert entry["points_committed"] > 0
+        assert entry["sustained_points_per_s"] >= 0
+        assert set(entry["cpu_s_per_million_points"]) == COMPONENTS
     assert report["copy_baseline"]["points"] == report["e2e"]["points_committed"]
     assert report["ratios"]["e2e_sustained_vs_copy"] > 0
     read = report["read"]
@@ -54,3 +99,27 @@ def test_bench_json_reports_every_figure_and_loses_nothing(stack: StackInfo) -> 
     assert read["metrics"]["http_p50_ms"] > 0
     assert read["run_details"]["requests"] > 0
     assert read["run_details"]["errors"] == 0
+
+
+def test_bench_overload_reports_the_backlog_and_loses_nothing(stack: StackInfo) -> None:
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "ingest.cli", "bench", "overload", "--json",
+            "--capacity-duration-s", "4", "--overload-duration-s", "4",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    overload = json.loads(result.stdout)["overload"]
+    assert overload["capacity_points_per_s"] > 0
+    assert overload["target_points_per_s"] > 0
+    for run in (overload["run"], overload["capacity_run"]):
+        assert run["points_committed"] + run["producer_dropped_events"] == run["points_logged"]
+        assert run["points_doubled"] == 0
+        assert_drain_reported(run)
+    assert overload["points_logged"] == overload["run"]["points_logged"] > 0
+    assert overload["drain_points_per_s"] >= 0
+    assert overload["backlog_at_logging_end_s"] >= 0
