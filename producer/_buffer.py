@@ -41,7 +41,7 @@ class SeriesPoints:
     name: str
     steps: list[int]
     values: list[float]
-    #: ``time.time_ns()`` of each call (the batch builder converts to microseconds).
+    #: Microseconds since the epoch of each call.
     times: list[int]
     kinds: bytearray | None
     texts: list[str]
