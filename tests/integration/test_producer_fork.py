@@ -21,6 +21,7 @@ import pytest
 
 from tests.integration.helpers import run_id
 from tests.integration.pipelines import Pipeline
+from tests.reliability import Reliability, storage_backend
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +68,7 @@ SCRIPT = textwrap.dedent(f"""
 
 
 async def test_forked_children_log_into_the_run_exactly_once(
-    pipeline: Pipeline, tmp_path: Path
+    pipeline: Pipeline, tmp_path: Path, reliability: Reliability
 ) -> None:
     rid = run_id("forked")
     env = {**os.environ, "RUNSTREAM_KAFKA": pipeline.bootstrap, "RUNSTREAM_TOPIC": pipeline.topic,
@@ -104,3 +105,13 @@ async def test_forked_children_log_into_the_run_exactly_once(
     assert all(p["missing_events"] == 0 for p in producers)
     (run,) = await pipeline.rows("SELECT status FROM runstream.runs WHERE run_id = $1", rid)
     assert run["status"] == "Completed"
+    total = sum(expected.values())
+    reliability.record(
+        guarantee="fork()ed children (a fork-based multiprocessing pool, a bare os.fork()) "
+                  "log into the parent's run exactly once",
+        faults=f"{TASKS} pool tasks on 3 forked workers and one os.fork() child, forked while "
+               "the parent had points buffered",
+        events=sum(p["events"] for p in producers), points=total,
+        lost=total - sum(c["d"] for c in counts.values()),
+        doubled=sum(c["n"] - c["d"] for c in counts.values()),
+        storage=await storage_backend(pipeline.dsn))
