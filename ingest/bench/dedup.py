@@ -1,0 +1,233 @@
+"""``runstream bench`` suite ``dedup``: ingest throughput with many dedup keys stored.
+
+Issue 12, item 4: with 100 M dedup keys already stored, the batch write must keep at least
+0.9x its throughput on an empty store. The real ``Store.write_batch`` commits fresh batches
+of small metric events (``BATCH_EVENTS`` events of one series of ``POINTS_PER_EVENT``
+points: the worst case for the dedup step, which costs per event, not per point) into
+three scratch databases:
+
+* ``empty``: no keys;
+* ``loaded``: ``keys`` keys bulk-loaded into the day partitions inside the horizon (the
+  oldest kept day to today, evenly; each partition filled and indexed on its own, then
+  attached), the layout of migration 0011;
+* ``old``: the same number of keys in ``event_ids``, one primary key over every key ever
+  stored, as before 0011.
+
+Configurations measured: 0011 on ``empty`` and on ``loaded``; the batch write as it was
+before 0011 (``Store.dedup_statement`` swapped) on ``empty`` and on ``old``; and 0011 on
+``old`` — right after an upgrade, when every id is also looked up in the pre-0011 keys
+until maintenance truncates them.
+
+The machine is shared, so the configurations take turns: each of ``rounds`` rounds writes
+``batches`` batches into each, after one warm-up round. A figure is the median round
+(fresh ids every time); ratios are against the empty store with the same statement.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Final
+
+import asyncpg
+
+from ingest.bench.events import EventFactory, packed_series
+from ingest.bench.scratch import scratch_database
+from ingest.settings import Settings
+from ingest.worker.decode import DeadLetter, Event, decode_event
+from ingest.worker.store import Batch, Store
+from schemas.codec import Codec
+
+__all__ = ["run_dedup_bench"]
+
+Progress = Callable[[str], None]
+
+BATCH_EVENTS: Final = 1000
+POINTS_PER_EVENT: Final = 20
+RUNS: Final = 20
+#: Keys per INSERT of the bulk load (progress and memory).
+LOAD_STEP: Final = 5_000_000
+#: The batch write of the layout before 0011 (its third parameter, the day, is unused).
+SQL_DEDUP_EVENTS_OLD: Final = """
+INSERT INTO runstream_data.event_ids (event_id, run_id)
+SELECT u.event_id, 'bench_1795839693_928d6500'
+FROM unnest($1::uuid[], $2::integer[]) AS u(event_id, days) ORDER BY 1
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id::text
+"""
+SQL_WINDOW: Final = "SELECT oldest, newest FROM runstream_data.dedup_window"
+_CODEC: Final = Codec(max_message_bytes=1 << 22)
+
+
+async def _no_dead_letters(dead: Sequence[DeadLetter]) -> None:
+    raise RuntimeError(f"bench events were dead-lettered: {dead[:1]}")
+
+
+def _events(count: int) -> list[Event]:
+    """``count`` fresh metric events of ``RUNS`` runs, stamped now."""
+    factories = [EventFactory(f"benchdedup_{int(time.time())}_{uuid.uuid4().hex[:8]}")
+                 for _ in range(RUNS)]
+    out = []
+    for i in range(count):
+        step = (i // RUNS) * POINTS_PER_EVENT
+        values = [float(j) for j in range(POINTS_PER_EVENT)]
+        raw = factories[i % RUNS].metrics(
+            packed_series("loss", values, steps=range(step, step + POINTS_PER_EVENT)))
+        out.append(decode_event(_CODEC, _CODEC.encode(raw)))
+    return out
+
+
+class _StoreBefore0011(Store):
+    """The batch write as it was before migration 0011 (dedup in ``event_ids``)."""
+
+    dedup_statement = SQL_DEDUP_EVENTS_OLD
+
+
+async def _write_round(store: Store, batches: int) -> float:
+    """Events committed per second by ``batches`` batches of fresh events."""
+    events = _events(batches * BATCH_EVENTS)
+    started = time.perf_counter()
+    new = 0
+    for i in range(0, len(events), BATCH_EVENTS):
+        result = await store.write_batch(
+            Batch("bench", "bench-dedup", events=events[i:i + BATCH_EVENTS]),
+            send_dead_letters=_no_dead_letters)
+        new += result.new_events
+    elapsed = time.perf_counter() - started
+    if new != len(events):
+        raise RuntimeError(f"{len(events) - new} fresh events taken for duplicates")
+    return len(events) / elapsed
+
+
+def _figure(rates: list[float]) -> dict[str, Any]:
+    median = statistics.median(rates)
+    return {"events_per_s": round(median), "points_per_s": round(median * POINTS_PER_EVENT),
+            "rounds_events_per_s": [round(r) for r in rates]}
+
+
+async def _load_day_partitions(conn: asyncpg.Connection, keys: int,
+                               progress: Progress) -> dict[str, Any]:
+    """``keys`` random keys over the kept days up to today, each day's partition filled
+    and indexed on its own, then attached (no index maintenance row by row)."""
+    row = await conn.fetchrow(SQL_WINDOW)
+    if row is None:
+        raise RuntimeError("no dedup window: is migration 0011 applied?")
+    oldest: date = row["oldest"]
+    today = min(datetime.now(UTC).date(), row["newest"])
+    days = [oldest + timedelta(days=i) for i in range((today - oldest).days + 1)]
+    started = time.perf_counter()
+    for k, day in enumerate(days):
+        n = keys // len(days) + (1 if k < keys % len(days) else 0)
+        name = f"runstream_data.dedup_keys_{day:%Y%m%d}"
+        await conn.execute(f"ALTER TABLE runstream_data.dedup_keys DETACH PARTITION {name}")
+        await conn.execute(f"DROP TABLE {name}")
+        await conn.execute(f"CREATE TABLE {name} (LIKE runstream_data.dedup_keys)")
+        for done in range(0, n, LOAD_STEP):
+            await conn.execute(f"INSERT INTO {name} (event_id, day) "  # noqa: S608 - ours
+                               "SELECT gen_random_uuid(), $1::date "
+                               "FROM generate_series(1, $2::bigint)",
+                               day, min(LOAD_STEP, n - done))
+        await conn.execute(f"ALTER TABLE {name} ADD PRIMARY KEY (event_id, day)")
+        await conn.execute(f"ALTER TABLE runstream_data.dedup_keys ATTACH PARTITION {name} "
+                           f"FOR VALUES FROM ('{day.isoformat()}') "
+                           f"TO ('{(day + timedelta(days=1)).isoformat()}')")
+        progress(f"dedup: {day} holds {n:,} keys ({k + 1}/{len(days)} days, "
+                 f"{time.perf_counter() - started:.0f} s)")
+    await conn.execute("ANALYZE runstream_data.dedup_keys")
+    return {"days": len(days), "keys_per_day": keys // len(days),
+            "load_s": round(time.perf_counter() - started, 1)}
+
+
+async def _load_old_table(conn: asyncpg.Connection, keys: int,
+                          progress: Progress) -> dict[str, Any]:
+    """``keys`` random keys in ``event_ids`` as the layout before 0011 kept them."""
+    started = time.perf_counter()
+    await conn.execute("ALTER TABLE runstream_data.event_ids DROP CONSTRAINT event_ids_pkey")
+    await conn.execute("DROP INDEX runstream_data.event_ids_ingested_at_brin")
+    for done in range(0, keys, LOAD_STEP):
+        await conn.execute(
+            "INSERT INTO runstream_data.event_ids (event_id, run_id, ingested_at) "
+            "SELECT gen_random_uuid(), 'bench_1795839693_928d6500', "
+            "now() - interval '14 days' * (1 - i::float8 / $1::float8) "
+            "FROM generate_series($2::bigint, $3::bigint) i",
+            keys, done + 1, min(done + LOAD_STEP, keys))
+        progress(f"dedup: event_ids holds {min(done + LOAD_STEP, keys):,} of {keys:,} keys "
+                 f"({time.perf_counter() - started:.0f} s)")
+    await conn.execute("ALTER TABLE runstream_data.event_ids ADD PRIMARY KEY (event_id)")
+    await conn.execute("CREATE INDEX event_ids_ingested_at_brin "
+                       "ON runstream_data.event_ids USING brin (ingested_at)")
+    await conn.execute("ANALYZE runstream_data.event_ids")
+    return {"load_s": round(time.perf_counter() - started, 1)}
+
+
+async def run_dedup_bench(settings: Settings, dsn: str, progress: Progress,
+                          keys: int = 100_000_000, quick: bool = False,
+                          old_layout: bool = True) -> dict[str, Any]:
+    """The ``dedup`` suite (module docstring). ``quick``: at most 1 M keys and a few small
+    rounds (a smoke test, not figures); ``old_layout=False`` skips the ``old`` database."""
+    del settings  # the suite needs only the database server
+    if quick:
+        keys = min(keys, 1_000_000)
+    batches, rounds = (3, 3) if quick else (10, 7)
+    result: dict[str, Any] = {
+        "keys": keys, "batch_events": BATCH_EVENTS, "points_per_event": POINTS_PER_EVENT,
+        "events_per_round": batches * BATCH_EVENTS, "rounds": rounds, "target_ratio": 0.9,
+    }
+    async with AsyncExitStack() as stack:
+        dbs = {name: await stack.enter_async_context(
+                   scratch_database(dsn, prefix=f"runstream_bench_dedup_{name}"))
+               for name in ("empty", "loaded", "old") if old_layout or name != "old"}
+        progress(f"dedup: storing {keys:,} dedup keys over the days inside the horizon…")
+        conn = await asyncpg.connect(dbs["loaded"])
+        try:
+            await conn.execute("SET maintenance_work_mem = '1GB'")
+            result["load"] = await _load_day_partitions(conn, keys, progress)
+        finally:
+            await conn.close()
+        if old_layout:
+            progress(f"dedup: storing {keys:,} keys as before 0011…")
+            conn = await asyncpg.connect(dbs["old"])
+            try:
+                await conn.execute("SET maintenance_work_mem = '1GB'")
+                result["load_old"] = await _load_old_table(conn, keys, progress)
+            finally:
+                await conn.close()
+        configs = {"empty": (Store, "empty"), "loaded": (Store, "loaded")}
+        if old_layout:
+            configs |= {"old_empty": (_StoreBefore0011, "empty"),
+                        "old_loaded": (_StoreBefore0011, "old"),
+                        "after_upgrade": (Store, "old")}
+        stores = {name: await stack.enter_async_context(cls(dsn=dbs[db]))
+                  for name, (cls, db) in configs.items()}
+        rates: dict[str, list[float]] = {name: [] for name in stores}
+        for n in range(rounds + 1):
+            for name, store in stores.items():
+                rate = await _write_round(store, 2 if n == 0 else batches)
+                if n:  # round 0 warms up prepared statements and caches
+                    rates[name].append(rate)
+            if n:
+                progress("dedup: round {}/{}: {}".format(n, rounds, ", ".join(
+                    f"{name} {r[-1]:,.0f}" for name, r in rates.items())) + " events/s")
+    figures = {name: _figure(r) for name, r in rates.items()}
+
+    def ratio(a: str, b: str) -> float:
+        return round(float(figures[a]["events_per_s"]) / float(figures[b]["events_per_s"]), 3)
+
+    result.update(empty=figures["empty"], loaded=figures["loaded"],
+                  ratio=ratio("loaded", "empty"))
+    result["meets_target"] = result["ratio"] >= 0.9
+    if old_layout:
+        result["old_layout"] = {"empty": figures["old_empty"], "loaded": figures["old_loaded"],
+                                "ratio": ratio("old_loaded", "old_empty")}
+        result["after_upgrade"] = {
+            "loaded": figures["after_upgrade"], "ratio": ratio("after_upgrade", "empty"),
+            "note": "0011 with the pre-0011 keys still in event_ids (until they age out)"}
+    progress(f"dedup: {figures['empty']['events_per_s']:,} events/s empty, "
+             f"{figures['loaded']['events_per_s']:,} with {keys:,} keys: {result['ratio']}x"
+             + (f"; before 0011 {result['old_layout']['ratio']}x, right after the upgrade "
+                f"{result['after_upgrade']['ratio']}x" if old_layout else ""))
+    return result
