@@ -18,9 +18,10 @@ before 0011 (``Store.dedup_statement`` swapped) on ``empty`` and on ``old``; and
 ``old`` — right after an upgrade, when every id is also looked up in the pre-0011 keys
 until maintenance truncates them.
 
-The machine is shared, so the configurations take turns: each of ``rounds`` rounds writes
-``batches`` batches into each, after one warm-up round. A figure is the median round
-(fresh ids every time); ratios are against the empty store with the same statement.
+The machine is shared, so the configurations take turns batch by batch: each of
+``rounds`` rounds writes ``batches`` batches into each (fresh ids every time), after one
+warm-up round. A throughput is the median round's; a ratio (against the empty store with
+the same statement) is the median of the rounds' ratios.
 """
 
 from __future__ import annotations
@@ -87,20 +88,21 @@ class _StoreBefore0011(Store):
     dedup_statement = SQL_DEDUP_EVENTS_OLD
 
 
-async def _write_round(store: Store, batches: int) -> float:
-    """Events committed per second by ``batches`` batches of fresh events."""
-    events = _events(batches * BATCH_EVENTS)
-    started = time.perf_counter()
-    new = 0
-    for i in range(0, len(events), BATCH_EVENTS):
-        result = await store.write_batch(
-            Batch("bench", "bench-dedup", events=events[i:i + BATCH_EVENTS]),
-            send_dead_letters=_no_dead_letters)
-        new += result.new_events
-    elapsed = time.perf_counter() - started
-    if new != len(events):
-        raise RuntimeError(f"{len(events) - new} fresh events taken for duplicates")
-    return len(events) / elapsed
+async def _write_round(stores: dict[str, Store], batches: int) -> dict[str, float]:
+    """Events committed per second into each store: ``batches`` batches of fresh events
+    each, the stores taking turns batch by batch (the machine's other load then weighs on
+    all of them alike)."""
+    events = {name: _events(batches * BATCH_EVENTS) for name in stores}
+    elapsed = dict.fromkeys(stores, 0.0)
+    for i in range(0, batches * BATCH_EVENTS, BATCH_EVENTS):
+        for name, store in stores.items():
+            batch = Batch("bench", "bench-dedup", events=events[name][i:i + BATCH_EVENTS])
+            started = time.perf_counter()
+            result = await store.write_batch(batch, send_dead_letters=_no_dead_letters)
+            elapsed[name] += time.perf_counter() - started
+            if result.new_events != len(batch.events):
+                raise RuntimeError("fresh events taken for duplicates")
+    return {name: batches * BATCH_EVENTS / elapsed[name] for name in stores}
 
 
 def _figure(rates: list[float]) -> dict[str, Any]:
@@ -205,17 +207,19 @@ async def run_dedup_bench(settings: Settings, dsn: str, progress: Progress,
                   for name, (cls, db) in configs.items()}
         rates: dict[str, list[float]] = {name: [] for name in stores}
         for n in range(rounds + 1):
-            for name, store in stores.items():
-                rate = await _write_round(store, 2 if n == 0 else batches)
-                if n:  # round 0 warms up prepared statements and caches
+            measured = await _write_round(stores, 2 if n == 0 else batches)
+            if n:  # round 0 warms up prepared statements and caches
+                for name, rate in measured.items():
                     rates[name].append(rate)
-            if n:
-                progress("dedup: round {}/{}: {}".format(n, rounds, ", ".join(
-                    f"{name} {r[-1]:,.0f}" for name, r in rates.items())) + " events/s")
+                progress("dedup: round {}/{}: {} events/s".format(n, rounds, ", ".join(
+                    f"{name} {rate:,.0f}" for name, rate in measured.items())))
     figures = {name: _figure(r) for name, r in rates.items()}
 
     def ratio(a: str, b: str) -> float:
-        return round(float(figures[a]["events_per_s"]) / float(figures[b]["events_per_s"]), 3)
+        """The median of the rounds' ratios (each round's two figures were measured
+        batch by batch side by side)."""
+        return round(statistics.median(x / y for x, y in zip(rates[a], rates[b],
+                                                                 strict=True)), 3)
 
     result.update(empty=figures["empty"], loaded=figures["loaded"],
                   ratio=ratio("loaded", "empty"))
