@@ -17,8 +17,9 @@ afterwards; with TimescaleDB when the stack's database has it):
 3. ``log_call_shared`` — ``shared_ranks`` ranks of one run log flat out, timed, beside
    the no-op loop and the ingest workers that store what they log (pinned to two cores
    when the machine has more): the training job and the pipeline on the same cores.
-4. ``e2e`` — ``producers`` training processes (ranks of one run) log as fast as they can
-   for ``duration_s`` into a topic with ``partitions`` partitions; ``workers`` ingest
+4. ``e2e`` — ``producers`` training processes (each its own run, the runs on distinct
+   partitions: a run's events share one) log as fast as they can for ``duration_s`` into
+   a topic with ``partitions`` partitions; ``workers`` ingest
    workers (``runstream ingest`` processes) persist them. Sustained throughput is the
    committed points per second over the logging window (after a warm-up), sampled from
    the database; worker and producer peak RSS are sampled too, and the CPU time of each
@@ -29,7 +30,8 @@ afterwards; with TimescaleDB when the stack's database has it):
    then until the workers stored everything that reached the topic (their stored offsets
    reach its end offsets), never for points known to be dropped. ``points_doubled``
    counts points stored twice. With several worker counts (``capacity_workers``) the
-   e2e runs once per count and ``capacity`` lists each.
+   e2e runs once per count (with at least as many producers as workers) and ``capacity``
+   lists each.
 5. ``latency`` — the same pipeline paced at ``latency_rate`` points/s in total; the
    log-call→committed latency of every point is read from the database (each metric
    chunk row records when its transaction wrote it; each point its log-call time).
@@ -67,6 +69,7 @@ from typing import Any
 
 import asyncpg
 import psutil
+from aiokafka.partitioner import murmur2
 
 from ingest.bench.baseline import copy_baseline
 from ingest.bench.faults import run_fault_bench
@@ -88,13 +91,16 @@ TARGET_P50_US = 1.0
 #: The worst stalls a log-call section lists one by one.
 STALL_DETAILS = 10
 
-SQL_COMMITTED = "SELECT coalesce(sum(n), 0) FROM runstream_data.metric_chunks WHERE run_id = $1"
+SQL_COMMITTED = """
+SELECT coalesce(sum(n), 0) FROM runstream_data.metric_chunks WHERE run_id = ANY($1::text[])
+"""
 SQL_DOUBLED = """
-SELECT (SELECT coalesce(sum(n), 0) FROM runstream_data.metric_chunks WHERE run_id = $1)
+SELECT (SELECT coalesce(sum(n), 0) FROM runstream_data.metric_chunks
+        WHERE run_id = ANY($1::text[]))
      - (SELECT count(*) FROM (
-            SELECT DISTINCT c.rank, c.name, s.step
+            SELECT DISTINCT c.run_id, c.rank, c.name, s.step
             FROM runstream_data.metric_chunks c, unnest(c.steps) AS s(step)
-            WHERE c.run_id = $1) points)
+            WHERE c.run_id = ANY($1::text[])) points)
 """
 SQL_STORED_OFFSETS = """
 SELECT partition, next_offset FROM runstream_data.consumer_offsets
@@ -107,7 +113,7 @@ SELECT percentile_cont(ARRAY[0.5, 0.99, 0.999]) WITHIN GROUP (ORDER BY lat),
 FROM (
     SELECT extract(epoch FROM c.ingested_at) - t / 1e6 AS lat
     FROM runstream_data.metric_chunks c, unnest(c.times) AS t
-    WHERE c.run_id = $1
+    WHERE c.run_id = ANY($1::text[])
 ) points
 """
 #: The ProducerStats counters summed over a pipeline's producers.
@@ -265,6 +271,23 @@ def _run_id() -> str:
     return f"bench_{int(time.time())}_{uuid.uuid4().hex[:8]}"
 
 
+def _partition(run_id: str, partitions: int) -> int:
+    """The partition the SDK's events of ``run_id`` go to (keyed by run id; Kafka's default
+    murmur2 partitioner, as the producer uses)."""
+    return int(murmur2(run_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+def _spread_run_ids(count: int, partitions: int) -> list[str]:
+    """``count`` fresh run ids on as many distinct partitions as there are (a run's events
+    share one partition, so one run keeps one worker busy however many there are)."""
+    ids: list[str] = []
+    for i in range(count):
+        while _partition(run_id := _run_id(), partitions) != i % partitions:
+            pass
+        ids.append(run_id)
+    return ids
+
+
 def _two_cores() -> list[int] | None:
     """Two CPUs to pin the shared-cores scenario's processes to (None: the machine has two)."""
     cpus = sorted(os.sched_getaffinity(0))
@@ -374,8 +397,8 @@ async def _cpu_probe(env: _Env, conn: asyncpg.Connection,
                 postmaster=backend if backend.name().startswith("postgres") else None)
 
 
-async def _committed(conn: asyncpg.Connection, run_id: str) -> int:
-    return int(await conn.fetchval(SQL_COMMITTED, run_id))
+async def _committed(conn: asyncpg.Connection, run_ids: list[str]) -> int:
+    return int(await conn.fetchval(SQL_COMMITTED, run_ids))
 
 
 async def _stored_everything(conn: asyncpg.Connection, env: _Env, ends: dict[int, int]) -> bool:
@@ -431,22 +454,25 @@ async def _pipeline(
     duration_s: float,
     rate: float,
     series: int,
+    partitions: int,
     close_timeout_s: float,
     progress: Progress,
 ) -> dict[str, Any]:
-    run_id = _run_id()
+    """``producers`` training processes, each logging into a run of its own (on distinct
+    partitions while there are), at ``rate`` points/s in total (0: flat out)."""
+    run_ids = _spread_run_ids(producers, partitions)
     spec = {"duration_s": duration_s, "rate": rate / producers if rate else 0, "series": series,
             "close_timeout_s": close_timeout_s}
     probe = await _cpu_probe(env, conn, workers)
     cpu_before = probe.sample()
     started = time.monotonic()
-    procs = [_producer(env.producer_env(run_id, r, producers), spec) for r in range(producers)]
+    procs = [_producer(env.producer_env(run_id, 0, 1), spec) for run_id in run_ids]
     ps = [psutil.Process(p.pid) for p in procs]
     samples: list[tuple[float, float, int]] = []  # (since start, wall clock, committed)
     worker_rss = producer_rss = 0
     while any(p.poll() is None for p in procs):
         await asyncio.sleep(1.0)
-        samples.append((time.monotonic() - started, time.time(), await _committed(conn, run_id)))
+        samples.append((time.monotonic() - started, time.time(), await _committed(conn, run_ids)))
         worker_rss = max(worker_rss, _rss(workers))
         producer_rss = max(producer_rss, _rss(ps))
         progress(f"  t={samples[-1][0]:5.1f}s committed {samples[-1][2]:>12,} points")
@@ -456,7 +482,7 @@ async def _pipeline(
     dropped = sum(r["dropped_events"] for r in reports)
     ends, stored_s, rss = await _drain(env, conn, workers)
     worker_rss = max(worker_rss, rss)
-    committed = await _committed(conn, run_id)
+    committed = await _committed(conn, run_ids)
     drained_s = time.monotonic() - started
     drained_wall = time.time()
     cpu_after = probe.sample()
@@ -475,7 +501,10 @@ async def _pipeline(
     cpu["producer"] = sum(r["cpu_s"] for r in reports)
     millions = committed / 1e6
     return {
-        "run_id": run_id,
+        "run_id": run_ids[0],
+        "run_ids": run_ids,
+        "producers": producers,
+        "partitions_used": len({_partition(r, partitions) for r in run_ids}),
         "points_logged": logged,
         "points_committed": committed,
         "logged_points_per_s": round(logged / duration_s),
@@ -486,7 +515,7 @@ async def _pipeline(
         "producer_peak_rss_bytes": max(producer_rss, *(r["max_rss_bytes"] for r in reports)),
         "producer_dropped_events": dropped,
         "producer_counters": _producer_counters(reports),
-        "points_doubled": int(await conn.fetchval(SQL_DOUBLED, run_id)),
+        "points_doubled": int(await conn.fetchval(SQL_DOUBLED, run_ids)),
         "after_logging": {
             "points_committed": after,
             "seconds": round(after_s, 2),
@@ -507,8 +536,8 @@ async def _pipeline(
     }
 
 
-async def _latency(conn: asyncpg.Connection, run_id: str) -> dict[str, Any]:
-    row = await conn.fetchrow(SQL_LATENCY, run_id)
+async def _latency(conn: asyncpg.Connection, run_ids: list[str]) -> dict[str, Any]:
+    row = await conn.fetchrow(SQL_LATENCY, run_ids)
     if row is None:  # an aggregate always returns a row
         raise RuntimeError("latency query returned nothing")
     p50, p99, p999 = row[0] if row[0] else (0.0, 0.0, 0.0)
@@ -612,6 +641,8 @@ async def _log_call_scenarios(env: _Env, conn: asyncpg.Connection, config: Bench
 def _capacity_entry(workers: int, e2e: dict[str, Any]) -> dict[str, Any]:
     return {
         "workers": workers,
+        "producers": e2e["producers"],
+        "partitions_used": e2e["partitions_used"],
         "sustained_points_per_s": e2e["sustained_points_per_s"],
         "points_committed": e2e["points_committed"],
         "cpu_s": e2e["cpu_s"],
@@ -628,17 +659,21 @@ async def _write_bench(
         result.update(await _log_call_scenarios(env, conn, config, progress))
         capacity: list[dict[str, Any]] = []
         for count in config.worker_counts:
+            # A worker with no partition that carries data would only idle: at least one
+            # producer (one run, one partition) per worker.
+            producers = max(config.producers, count)
             with _workers(env, count) as workers:
                 await asyncio.sleep(3.0)  # group join and partition assignment
                 progress(
-                    f"end to end: {config.producers} producers x {config.duration_s:g}s at "
+                    f"end to end: {producers} producers x {config.duration_s:g}s at "
                     f"full speed, {count} worker(s), {config.partitions} partitions…"
                 )
                 e2e = await _pipeline(
-                    env, conn, workers, producers=config.producers,
+                    env, conn, workers, producers=producers,
                     duration_s=config.duration_s, rate=0, series=config.series,
-                    close_timeout_s=config.close_timeout_s, progress=progress)
-                e2e.update(await _latency(conn, e2e["run_id"]))
+                    partitions=config.partitions, close_timeout_s=config.close_timeout_s,
+                    progress=progress)
+                e2e.update(await _latency(conn, e2e["run_ids"]))
                 capacity.append(_capacity_entry(count, e2e))
                 if count != config.worker_counts[0]:
                     continue
@@ -648,9 +683,9 @@ async def _write_bench(
                 paced = await _pipeline(
                     env, conn, workers, producers=config.producers,
                     duration_s=config.latency_duration_s, rate=config.latency_rate,
-                    series=config.series, close_timeout_s=config.close_timeout_s,
-                    progress=progress)
-                paced.update(await _latency(conn, paced["run_id"]))
+                    series=config.series, partitions=config.partitions,
+                    close_timeout_s=config.close_timeout_s, progress=progress)
+                paced.update(await _latency(conn, paced["run_ids"]))
                 result["latency"] = {"rate_points_per_s": config.latency_rate, **paced}
         result["capacity"] = capacity
         e2e = result["e2e"]
@@ -685,7 +720,8 @@ async def _overload_bench(
             cap = await _pipeline(
                 env, conn, procs, producers=config.producers,
                 duration_s=config.capacity_duration_s, rate=0, series=config.series,
-                close_timeout_s=config.close_timeout_s, progress=progress)
+                partitions=config.partitions, close_timeout_s=config.close_timeout_s,
+                progress=progress)
             capacity = cap["sustained_points_per_s"]
             target = capacity * config.overload_factor
             progress(f"overload: {target:,.0f} points/s ({config.overload_factor:g}x "
@@ -693,7 +729,8 @@ async def _overload_bench(
             over = await _pipeline(
                 env, conn, procs, producers=config.producers,
                 duration_s=config.overload_duration_s, rate=target, series=config.series,
-                close_timeout_s=config.close_timeout_s, progress=progress)
+                partitions=config.partitions, close_timeout_s=config.close_timeout_s,
+                progress=progress)
     after = over["after_logging"]
     return {
         "workers": workers,
