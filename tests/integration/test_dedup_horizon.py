@@ -293,6 +293,6 @@ async def test_the_worker_replays_events_of_every_day_once(
         events=len(messages), points=expected, lost=max(expected - after[0], 0),
         doubled=dups["n"] + max(after[0] - expected, 0), storage=await storage_backend(dsn),
         notes=f"{len(await partitions(dsn))} day partitions; "
-              f"{first[0]} points after the first pass, {after[0]} after the replay")
+              f"{first[0]:,} points after the first pass, {after[0]:,} after the replay")
     assert first == after == (expected, len(DAY_OFFSETS) * 50)
     assert dups["n"] == 0

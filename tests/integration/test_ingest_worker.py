@@ -203,7 +203,7 @@ async def test_duplicates_and_replay_from_offset_zero_change_nothing(
     after = await snapshot(dsn)
     reliability.record(
         guarantee="replaying the topic from offset 0 changes nothing; duplicate event ids "
-                  "are dropped",
+                  "are dropped (inside the dedup horizon: 14 days of the events' own time)",
         faults=f"{len(duplicates) + 5} duplicate messages (same event ids), then a fresh "
                f"consumer group from offset 0",
         events=len(messages), points=6 * 5 * 50,
