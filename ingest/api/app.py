@@ -136,7 +136,7 @@ def create_app(
     if reads is not None:
         metric_routes = MetricRoutes(reads=reads)
         specs += RunRoutes(reads=reads, blob_store=blob_store, public_url=public_url,
-                           summarize=metric_routes.series_summary).specs()
+                           summarize=metric_routes.series_summaries).specs()
         specs += metric_routes.specs()
         specs += ComputeRoutes(reads=reads, jobs=jobs).specs()
         specs += ModelRoutes(reads=reads, blob_store=blob_store).specs()

@@ -60,6 +60,19 @@ def last_metric_value(run: str, name: str) -> str:
         LIMIT 1)"""  # noqa: S608 - SQL expressions of this module, never request text
 
 
+def current_metric_value(run: str, name: str) -> str:
+    """``last_metric_value`` from the run's stored summary (migration 0012) while it is
+    current — the run's producers have stored no event since it was computed —, else
+    computed from the chunks. Same answer; two index probes instead of the points."""
+    return f"""(
+        SELECT CASE WHEN r.events = (SELECT sum(p.events) FROM runstream_data.producers p
+                                     WHERE p.run_id = {run})
+                    THEN r.sort_values[array_position(r.names, {name})]
+                    ELSE {last_metric_value(run, name)} END
+        FROM (SELECT) AS one
+        LEFT JOIN runstream_data.metric_summary_runs r ON r.run_id = {run})"""  # noqa: S608
+
+
 RUNS_EXPERIMENT: Final = "v.experiment = ${}"
 RUNS_WORKSPACE: Final = "v.workspace = ${}"
 #: The workspaces a scoped token grants (``ingest/api/auth.py``).
@@ -70,7 +83,7 @@ RUNS_PARENT: Final = "v.parent_run_id = ${}"
 RUNS_TOP_LEVEL: Final = "v.parent_run_id IS NULL"
 #: A run's last value of metric ${0} compared with ${1}; "{op}" is replaced first by one
 #: of METRIC_OPS (never by anything a request sent).
-RUNS_METRIC_COMPARE: Final = last_metric_value("v.run_id", "${0}") + " {op} ${1}::float8"
+RUNS_METRIC_COMPARE: Final = current_metric_value("v.run_id", "${0}") + " {op} ${1}::float8"
 METRIC_OPS: Final = ("<=", ">=", "<", ">", "=")
 RUNS_CREATED_AFTER: Final = "v.created_at > ${}"
 RUNS_CREATED_BEFORE: Final = "v.created_at < ${}"
@@ -120,12 +133,32 @@ ORDER BY n.name, n.kind
 # Ordering by a metric's last value: the point at the highest step, then the latest time,
 # then the highest rank. Non-numbers (strings, NaN) and runs without the metric sort last.
 SQL_RUNS_BY_METRIC: Final = """
-WITH f AS (
+WITH f AS MATERIALIZED (
     SELECT v.run_id FROM runstream.runs v WHERE {where}
 ),
+-- The runs' stored summaries (migration 0012) and producers' event counts, read as two
+-- range scans over the run ids of f (an experiment's run ids share its prefix) joined by
+-- hash rather than probed run by run; a run whose summary is missing or outdated gets
+-- its value computed from its chunks.
+b AS MATERIALIZED (SELECT min(f.run_id) AS lo, max(f.run_id) AS hi FROM f),
+fp AS (
+    SELECT p.run_id, sum(p.events) AS events FROM runstream_data.producers p
+    WHERE p.run_id BETWEEN (SELECT b.lo FROM b) AND (SELECT b.hi FROM b)
+    GROUP BY p.run_id
+),
+r AS (
+    SELECT r.run_id, r.events, r.names, r.sort_values
+    FROM runstream_data.metric_summary_runs r
+    WHERE r.run_id BETWEEN (SELECT b.lo FROM b) AND (SELECT b.hi FROM b)
+),
 k AS (
-    SELECT f.run_id, """ + last_metric_value("f.run_id", "${metric}") + """ AS sort_value
+    SELECT f.run_id,
+           CASE WHEN r.events = fp.events
+                THEN r.sort_values[array_position(r.names, ${metric}::text)]
+                ELSE """ + last_metric_value("f.run_id", "${metric}") + """ END AS sort_value
     FROM f
+    LEFT JOIN r ON r.run_id = f.run_id
+    LEFT JOIN fp ON fp.run_id = f.run_id
 ),
 page AS (
     SELECT k.run_id, k.sort_value FROM k
@@ -324,6 +357,31 @@ ORDER BY p.s, p.rank, p.t
 LIMIT $6
 """
 SQL_TILE_SERIES: Final = "SELECT runstream_data.tile_metric_series($1, $2)"
+#: Summaries (count, last, min, max) of the series named $2 of the runs $1 (migration
+#: 0012): stored ones for runs whose producers stored nothing since they were computed,
+#: computed for the others — in one statement, so both come from one snapshot.
+#: ``untiled``/``stale``: a computed larger series' points read raw, and whether its tiles
+#: hold chunks since dropped (the caller then tiles it and asks again).
+SQL_SERIES_SUMMARIES: Final = """
+WITH fp AS (
+    SELECT p.run_id, sum(p.events) AS events FROM runstream_data.producers p
+    WHERE p.run_id = ANY($1::text[]) GROUP BY p.run_id
+),
+ok AS MATERIALIZED (
+    SELECT r.run_id FROM runstream_data.metric_summary_runs r
+    JOIN fp ON fp.run_id = r.run_id AND fp.events = r.events
+)
+SELECT s.run_id, s.name, s.points, s.vmin, s.vmax, s.last_v, s.last_k, s.last_x,
+       0::bigint AS untiled, false AS stale
+FROM runstream_data.metric_series_summary s
+WHERE s.run_id IN (SELECT ok.run_id FROM ok) AND s.name = ANY($2::text[])
+UNION ALL
+SELECT m.run_id, m.name, m.points, m.vmin, m.vmax, m.last_v, m.last_k, m.last_x,
+       m.untiled, m.stale
+FROM runstream_data.metric_summaries(
+    ARRAY(SELECT u FROM unnest($1::text[]) AS u EXCEPT SELECT ok.run_id FROM ok),
+    $2::text[]) m
+"""
 # Buckets ((step - $8) / $7) from whole tiles of level $6 (tile numbers $9..$10, i.e.
 # steps $11..$12) plus raw points: those outside $11..$12 and those of chunks not yet in
 # the tiles. $13 false: no tiles at all (every point raw).
@@ -372,6 +430,32 @@ SELECT a.bucket, a.count, a.vmin, a.vmax, a.step_min, a.step_max, a.time_min, a.
        l.last_v, l.last_k, l.last_x
 FROM agg a JOIN lst l ON l.bucket = a.bucket
 ORDER BY a.bucket
+"""
+
+#: The buckets of SQL_SERIES_BUCKETS (same parameters) as ``format=columns`` wants them:
+#: one JSON array per field, written by PostgreSQL (several times faster than encoding
+#: thousands of numbers in Python), with the bucket count and total points. The arrays
+#: take the rows in the order the subquery sorts them (one sort, not one per array);
+#: ``bucket`` is that order, for the caller to check. ``last`` is NULL unless every
+#: bucket's last value is a float (the caller then shapes the rows itself). Float arrays
+#: still need ``values.float_array_json``.
+SQL_SERIES_BUCKET_COLUMNS: Final = """
+SELECT count(*) AS buckets, coalesce(sum(b.count), 0)::bigint AS total,
+       count(b.vmin) AS vmins, count(b.vmax) AS vmaxs, array_agg(b.bucket) AS bucket,
+       convert_to(coalesce(array_to_json(array_agg(b.step_min))::text, '[]'), 'UTF8')
+           AS step_min,
+       convert_to(coalesce(array_to_json(array_agg(b.step_max))::text, '[]'), 'UTF8')
+           AS step_max,
+       convert_to(coalesce(array_to_json(array_agg(b.count))::text, '[]'), 'UTF8') AS count,
+       convert_to(coalesce(array_to_json(array_agg(b.vmin))::text, '[]'), 'UTF8') AS vmin,
+       convert_to(coalesce(array_to_json(array_agg(b.vmax))::text, '[]'), 'UTF8') AS vmax,
+       CASE WHEN coalesce(bool_and(b.last_k = 102), true) THEN convert_to(coalesce(
+           array_to_json(array_agg(b.last_v))::text, '[]'), 'UTF8') END AS last,
+       convert_to(coalesce(array_to_json(array_agg(b.time_min))::text, '[]'), 'UTF8')
+           AS time_min,
+       convert_to(coalesce(array_to_json(array_agg(b.time_max))::text, '[]'), 'UTF8')
+           AS time_max
+FROM (""" + SQL_SERIES_BUCKETS + """) b
 """
 
 # --- compute targets ---------------------------------------------------------------------------

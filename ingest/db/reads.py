@@ -125,6 +125,16 @@ class ReadStore(Pool):
     def __repr__(self) -> str:  # never the DSN: it may carry a password
         return "ReadStore()"
 
+    async def start(self) -> None:
+        """As ``Pool.start``, with JIT compilation off on the read connections: the run
+        lists' plans cost enough (a subquery per run) for PostgreSQL to JIT-compile them,
+        ~1 s of compiling for a query that runs in tens of milliseconds."""
+        if self._pool is None:
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=self._min_size, max_size=self._max_size,
+                command_timeout=self._command_timeout_s, server_settings={"jit": "off"},
+            )
+
     @property
     def pool(self) -> asyncpg.Pool:
         try:
@@ -321,6 +331,26 @@ class ReadStore(Pool):
     async def tile_series(self, run_id: str, name: str) -> None:
         """Summarise the series' new chunks into tiles (migration 0006), committed."""
         await self.fetchval(q.SQL_TILE_SERIES, run_id, name)
+
+    async def series_bucket_columns(
+        self, run_id: str, name: str, rank: int | None, plan: BucketPlan
+    ) -> asyncpg.Record:
+        """The buckets of ``plan`` as JSON arrays (``queries.SQL_SERIES_BUCKET_COLUMNS``)."""
+        level = plan.level if plan.level is not None else 0
+        rows = await self.fetch(
+            q.SQL_SERIES_BUCKET_COLUMNS, run_id, name, rank, plan.lo, plan.hi, level,
+            plan.width, plan.base, plan.tile_first, plan.tile_last, plan.full_lo, plan.full_hi,
+            plan.level is not None,
+        )
+        (row,) = rows  # an aggregate without GROUP BY yields exactly one row
+        return row
+
+    async def series_summaries(
+        self, run_ids: Sequence[str], names: Sequence[str]
+    ) -> list[asyncpg.Record]:
+        """(run_id, name, points, vmin, vmax, last_v, last_k, last_x, untiled, stale) of
+        each of ``names`` that is a series of one of ``run_ids`` (migration 0012)."""
+        return await self.fetch(q.SQL_SERIES_SUMMARIES, list(run_ids), list(names))
 
     async def series_buckets(
         self, run_id: str, name: str, rank: int | None, plan: BucketPlan

@@ -72,7 +72,7 @@ class BucketPlan:
 
 def plan_buckets(
     lo: int, hi: int, max_points: int, *, points: int, ranks: int = 1,
-    min_level: int = LEVELS[0],
+    min_level: int = LEVELS[0], outer_lo: int | None = None, outer_hi: int | None = None,
 ) -> BucketPlan:
     """At most ``max_points`` buckets over the steps [lo, hi] holding ``points`` points
     of ``ranks`` ranks, tile-aligned when a tile level fits.
@@ -80,6 +80,12 @@ def plan_buckets(
     Among the levels that fit (``2^level`` at most the bucket width), the one with the
     least estimated work: tiles read (one per rank per ``2^level`` steps) plus the raw
     points of the two partial tiles at the ends, weighted by ``RAW_POINT_COST``.
+
+    ``outer_lo``/``outer_hi``: the caller knows the series has no point in
+    [outer_lo, lo) nor in (hi, outer_hi] (lo and hi are the lowest and highest steps of
+    what was asked, ``outer_*`` what was asked). Then a tile at either end that reaches
+    past lo or hi but not past ``outer_*`` holds only points of [lo, hi] and is read whole
+    instead of its points (the usual case: a whole series, whose end tiles are partial).
     """
     if lo > hi or max_points < 1:
         raise ValueError(f"empty plan: lo={lo} hi={hi} max_points={max_points}")
@@ -98,6 +104,10 @@ def plan_buckets(
         width = _ceil_div(_ceil_div(hi - base + 1, max_points), tile) * tile
         tile_first = -((-lo) >> level)
         tile_last = ((hi + 1) >> level) - 1
+        if outer_lo is not None and outer_lo <= base:
+            tile_first = lo >> level
+        if outer_hi is not None and outer_hi >= (((hi >> level) + 1) << level) - 1:
+            tile_last = hi >> level
         if tile_first <= tile_last:
             plan = BucketPlan(lo, hi, base, width, level, tile_first, tile_last,
                               tile_first << level, ((tile_last + 1) << level) - 1)

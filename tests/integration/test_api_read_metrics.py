@@ -78,7 +78,7 @@ async def metrics(http: aiohttp.ClientSession, api: ReadApi, rid: str,
 
 
 async def series(http: aiohttp.ClientSession, api: ReadApi, rid: str, name: str,
-                 **params: int) -> dict[str, Any]:
+                 **params: int | str) -> dict[str, Any]:
     query = urlencode(params)
     body: dict[str, Any] = await get_json(
         http, f"{api.url}/v1/runs/{rid}/metrics/{quote(name, safe='')}?{query}")
@@ -350,6 +350,37 @@ async def test_one_series_of_many_runs_in_one_request(
         assert why in await error_message(http, f"{api.url}/v1/series{bad}", 400)
 
 
+async def test_bucket_columns_written_by_postgresql_read_as_the_objects(
+    http: aiohttp.ClientSession, api: ReadApi, dsn: str
+) -> None:
+    """Downsampled float series in format=columns come as JSON arrays PostgreSQL writes:
+    the same values as the objects (integral floats stay floats, NaN and infinities the
+    strings), whole series (end tiles read whole) and step ranges, tiled or not."""
+    rid = run_id()
+    f = EventFactory(rid)
+    values: list[Any] = [float(s % 7) for s in range(6000)]
+    values[10:16] = [NAN, INF, -INF, 1e20, 1e-7, -0.0]
+    values[-1] = NAN  # the last bucket's last value
+    events = [f.metrics(packed_series("x", values[i:i + 1000], steps=range(i, i + 1000)))
+              for i in range(0, 6000, 1000)]
+    await store_events(dsn, events)
+    for tile in (False, True):
+        if tile:  # as the worker's tiler does for bigger series
+            await fetch(dsn, "SELECT runstream_data.tile_metric_series($1, 'x')", rid)
+        for params in ({"max_points": 100}, {"max_points": 1000},
+                       {"max_points": 50, "step_min": 100, "step_max": 4321}):
+            objects = await series(http, api, rid, "x", **params)
+            assert objects["downsampled"] is True
+            columns = await series(http, api, rid, "x", **params, format="columns")
+            assert as_columns(objects) == columns, params
+            assert columns["columns"]["last"][-1] == ("NaN" if "step_max" not in params
+                                                      else float(4321 % 7))
+            assert all(isinstance(v, float) for v in columns["columns"]["min"])
+    whole = await series(http, api, rid, "x", max_points=100)
+    assert sum(b["count"] for b in whole["buckets"]) == 6000
+    assert (whole["buckets"][0]["step_min"], whole["buckets"][-1]["step_max"]) == (0, 5999)
+
+
 async def test_tiles_give_the_same_buckets_as_the_points(
     http: aiohttp.ClientSession, api: ReadApi, dsn: str
 ) -> None:
@@ -381,6 +412,9 @@ async def test_tiles_give_the_same_buckets_as_the_points(
     for max_points in (1000, 37):
         check_buckets(await series(http, api, rid, "loss", max_points=max_points), points,
                       max_points)
+        # format=columns: typed last values, shaped from the rows, not PostgreSQL's arrays
+        assert as_columns(await series(http, api, rid, "loss", max_points=max_points)) == (
+            await series(http, api, rid, "loss", max_points=max_points, format="columns"))
     tiled = await fetch(dsn, "SELECT count(*) AS n FROM runstream_data.metric_tiled_chunks")
     assert tiled[0]["n"] == 60
     rank1 = [p for p in points if p[1] == 1]

@@ -25,6 +25,7 @@ from tests.integration.api_reads import (
     sha,
 )
 from tests.integration.helpers import NewDb, run_id
+from tests.integration.helpers import fetch as fetch_rows
 
 TOKEN = "read-token"  # noqa: S105 - a test credential
 
@@ -530,3 +531,144 @@ async def test_concurrent_reads(http: aiohttp.ClientSession, api: ReadApi, world
     paths = [f"/v1/runs/{r}" for r in world.all_runs] * 10 + ["/v1/runs", "/v1/compute"] * 10
     results = await asyncio.gather(*(get_json(http, api.url + p) for p in paths))
     assert len(results) == len(paths)
+
+
+# -- stored series summaries (migration 0012) ---------------------------------------------------
+
+
+async def _list_answers(http: aiohttp.ClientSession, api: ReadApi, experiment: str,
+                        ids: list[str]) -> dict[str, object]:
+    """Everything a runs list answers from series summaries, for one experiment."""
+    names = ["small", "big", "single", "none"]
+    page = await get_json(http, url(api, "/v1/runs", experiment=experiment, metric=names))
+    out: dict[str, object] = {"columns": {r["run_id"]: r["metrics"] for r in page["runs"]}}
+    for order in ("asc", "desc"):
+        out[f"big {order}"] = await run_ids(http, api, experiment=experiment,
+                                            order_by="metric:big", order=order, limit=2)
+        out[f"small {order}"] = await run_ids(http, api, experiment=experiment,
+                                              order_by="metric:small", order=order)
+    for flt in ("big>0.3", "big<=0.5", "small<0", "small>=-1e9"):
+        out[flt] = await run_ids(http, api, experiment=experiment, metric_filter=flt)
+    for rid in ids:
+        out[rid] = await get_json(http, url(api, f"/v1/runs/{rid}/metric-index"))
+    return out
+
+
+async def test_stored_summaries_answer_as_the_points_do(
+    http: aiohttp.ClientSession, api: ReadApi, dsn: str
+) -> None:
+    """Run lists read the series summaries the worker's tiler stores for quiet runs
+    (``?metric=`` columns, ``order_by=metric:``, ``metric_filter=``, ``/metric-index``):
+    the answers are the same whether a run's summary is stored, outdated (new events
+    since) or absent — then computed from tiles plus untiled points, or from the points
+    of a small series —, and match what was logged."""
+    from ingest.worker.store import Store
+    from ingest.worker.tiler import SeriesTiler
+
+    experiment = "summaries"
+    a, b, c, d, e = (run_id(experiment) for _ in range(5))
+    t0 = 1_700_000_000_000_000
+    events: list[dict[str, object]] = []
+
+    def log(rid: str, name: str, values: list[object], steps: list[int], *, rank: int = 0,
+            dt: int = 0) -> None:
+        f = EventFactory(rid, experiment=experiment, rank=rank)
+        events.append(f.metrics(packed_series(name, values, steps=steps,  # type: ignore[arg-type]
+                                              times_us=[t0 + 10 * s + dt for s in steps])))
+
+    events += [EventFactory(r, experiment=experiment).lifecycle("Running")
+               for r in (a, b, c, d, e)]
+    # a: a small series of every kind; its last point is rank 1's int (highest rank at the
+    # highest step, as a small series' last is); booleans, NaN and infinities are left out
+    # of its min/max.
+    log(a, "small", [0.5, -2.0, "warmup", float("nan"), True, float("inf"), 0.25], list(range(7)))
+    log(a, "small", [7], [6], rank=1, dt=-5)
+    log(a, "single", [42], [0])
+    # b: 30,000 points on two ranks, tiled, then an untiled tail of 3,000 holding the new
+    # maximum, a boolean, and at the top step a string logged after rank 1's float.
+    big: list[tuple[int, int, int, object]] = []
+    for rank in (0, 1):
+        for start in range(0, 15_000, 5000):
+            steps = list(range(start, start + 5000))
+            values: list[object] = [((s * 7919 + rank) % 1000) / 1000 for s in steps]
+            if start == 5000 and rank == 1:
+                values[17] = -55.0
+            log(b, "big", values, steps, rank=rank)
+            big += [(s, rank, t0 + 10 * s, v) for s, v in zip(steps, values, strict=True)]
+    await store_events(dsn, events, tile=True)  # tiled and summarised, as the worker does
+    events.clear()
+    tail: list[tuple[int, int, int, object]] = []
+    for rank in (0, 1):
+        steps = list(range(15_000, 16_500))
+        values = [0.125] * 1500
+        if rank == 0:
+            values[100], values[200], values[-1] = 77.0, True, "done"
+        log(b, "big", values, steps, rank=rank, dt=0 if rank == 0 else -3)
+        tail += [(s, rank, t0 + 10 * s, v) for s, v in zip(steps, values, strict=True)]
+    # c: a small "big" whose top step has rank 1's value first and rank 0's later: its
+    # column shows rank 1's (0.7), its sort value is the latest (0.2).
+    log(c, "big", [0.9, 0.7], [0, 1], rank=1, dt=-1)
+    log(c, "big", [0.2], [1], rank=0)
+    log(c, "small", [-3.0], [0])
+    log(e, "big", [0.5], [0])
+    events += [EventFactory(r, experiment=experiment).lifecycle("Completed")
+               for r in (a, c, d, e)]
+    await store_events(dsn, events)
+    tiled = await fetch_rows(dsn, "SELECT count(*) AS n FROM runstream_data.metric_tiled_chunks "
+                                  "WHERE run_id = $1", b)
+    assert tiled[0]["n"] == 6  # the tail is not in the tiles
+
+    first = await _list_answers(http, api, experiment, [a, b, c, d, e])
+    columns = first["columns"]
+    assert isinstance(columns, dict)
+    assert columns[a] == {
+        "small": {"kind": "series", "count": 8, "last": 7, "min": -2.0, "max": 7.0},
+        "single": {"kind": "value", "count": 1, "last": 42, "min": 42.0, "max": 42.0}}
+    numbers = [v for *_, v in big + tail if isinstance(v, float | int)]
+    assert columns[b] == {"big": {"kind": "series", "count": 33_000, "last": "done",
+                                  "min": -55.0, "max": max(numbers)}}
+    assert max(numbers) == 77.0
+    assert columns[c] == {
+        "big": {"kind": "series", "count": 3, "last": 0.7, "min": 0.2, "max": 0.9},
+        "small": {"kind": "value", "count": 1, "last": -3.0, "min": -3.0, "max": -3.0}}
+    assert columns[d] == {}
+    assert first["big asc"][:2] == [c, e]  # type: ignore[index]
+    assert first["big desc"][:2] == [e, c]  # type: ignore[index]
+    assert first["big>0.3"] == [e]
+    assert first["small<0"] == [c]
+
+    # All computed (no stored summary), then all stored: the same answers.
+    await fetch_rows(dsn, "DELETE FROM runstream_data.metric_summary_runs")
+    assert await _list_answers(http, api, experiment, [a, b, c, d, e]) == first
+    async with Store(dsn=dsn) as store:
+        tiler = SeriesTiler(store, scan_interval_s=0)
+        assert await tiler.summarize_due() == 5  # found: no summaries
+        assert await tiler.summarize_due() == 0  # all current
+        stored = await fetch_rows(
+            dsn, "SELECT count(*) AS n FROM runstream_data.metric_summary_runs")
+        assert stored[0]["n"] == 5
+        assert await _list_answers(http, api, experiment, [a, b, c, d, e]) == first
+        # (They are what was read: altered, the answers change; summarised again, they don't.)
+        await fetch_rows(dsn, "UPDATE runstream_data.metric_series_summary SET points = 9 "
+                              "WHERE run_id = $1 AND name = 'small'", c)
+        await fetch_rows(dsn, "UPDATE runstream_data.metric_summary_runs "
+                              "SET sort_values = '{-5}' WHERE run_id = $1", e)
+        altered = await _list_answers(http, api, experiment, [a, b, c, d, e])
+        assert altered["columns"][c]["small"]["count"] == 9  # type: ignore[index]
+        assert altered["big asc"][:2] == [e, c]  # type: ignore[index]
+        await tiler.summarize([c, e])
+        assert await _list_answers(http, api, experiment, [a, b, c, d, e]) == first
+
+        # An event after the summary (a point, then a status): the answers follow at once,
+        # and the scan summarises the run again.
+        f = EventFactory(e, experiment=experiment)
+        await store_events(dsn, [f.metrics(packed_series("big", [-1.0], steps=[1],
+                                                         times_us=[t0 + 99]))])
+        after = await _list_answers(http, api, experiment, [a, b, c, d, e])
+        assert after["columns"][e]["big"] == {  # type: ignore[index]
+            "kind": "series", "count": 2, "last": -1.0, "min": -1.0, "max": 0.5}
+        assert after["big asc"][:2] == [e, c]  # type: ignore[index]
+        assert after["big>0.3"] == []
+        await store_events(dsn, [f.lifecycle("Completed")])
+        assert await tiler.summarize_due() == 1
+        assert await _list_answers(http, api, experiment, [a, b, c, d, e]) == after

@@ -15,6 +15,11 @@ from tests.integration.pipelines import Pipeline, call, workspace
 pytestmark = pytest.mark.integration
 
 POINTS = 60_000
+SUMMARY_SQL = """
+SELECT r.events = (SELECT sum(p.events) FROM runstream_data.producers p
+                   WHERE p.run_id = r.run_id) AS current
+FROM runstream_data.metric_summary_runs r WHERE r.run_id = $1
+"""
 TILED_SQL = """
 SELECT coalesce(sum(n), 0) AS points FROM runstream_data.metric_tiled_chunks
 WHERE run_id = $1 AND name = 'loss'
@@ -48,3 +53,16 @@ async def test_the_worker_tiles_a_series_nobody_reads(pipeline: Pipeline,
     stored = await pipeline.rows(
         "SELECT sum(n) AS n FROM runstream_data.metric_chunks WHERE run_id = $1", run_id)
     assert stored[0]["n"] == POINTS  # tiling added no point and lost none
+
+    # Once the run has gone quiet its series' summaries are stored too (migration 0012),
+    # reflecting every event the run stored, its Completed status included.
+    async def summarised() -> bool:
+        rows = await pipeline.rows(SUMMARY_SQL, run_id)
+        return bool(rows) and rows[0]["current"]
+
+    await wait_for(summarised, timeout_s=90, what="the worker to summarise the quiet run")
+    summary = await pipeline.rows(
+        "SELECT points, vmin, vmax, last_v FROM runstream_data.metric_series_summary "
+        "WHERE run_id = $1 AND name = 'loss'", run_id)
+    assert [dict(r) for r in summary] == [
+        {"points": POINTS, "vmin": 1.0 / POINTS, "vmax": 1.0, "last_v": 1.0 / POINTS}]

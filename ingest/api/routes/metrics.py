@@ -30,8 +30,9 @@ Tiles that still count chunks since deleted (retention) are rebuilt first.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import defaultdict
+from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any, Final
 
 import asyncpg
@@ -73,6 +74,7 @@ from ingest.db.values import (
     KIND_FLOAT,
     JsonValue,
     dumps,
+    float_array_json,
     json_float,
     micros_to_iso,
     typed_value,
@@ -91,7 +93,8 @@ SERIES_QUERY_PARTS: Final = 2
 MAX_SERIES_RUNS: Final = 200
 MANY_SERIES_CONCURRENCY: Final = 4
 
-#: Up to this many points a series' summary is computed from its points, above from tiles.
+#: Up to this many points a series' summary is computed from its points, above from tiles
+#: (the same bound is in migration 0012's metric_summaries).
 INDEX_POINTS_READ: Final = 1000
 
 _VALUE: Final = ref("Value")
@@ -415,8 +418,9 @@ class MetricRoutes:
         if not exists:
             raise not_found(f"no run {run_id!r}")
         entries: dict[str, dict[str, Any]] = {}
+        summaries = await self.series_summaries([run_id], series) if series else {}
         for name in series:
-            entries[name] = await self.series_summary(run_id, name)
+            entries[name] = summaries.get((run_id, name), _summary_entry(name, None))
         for row in lists:
             entries[row["name"]] = {"name": row["name"], "kind": "list",
                                     "count": int(row["count"])}
@@ -429,41 +433,29 @@ class MetricRoutes:
             document["typed"] = typed
         return _json(document)
 
-    async def series_summary(self, run_id: str, name: str) -> dict[str, Any]:
-        """Count, last, min and max of a whole series: from its points when it is small,
-        else from one bucket over its tiles (summarising new chunks first). ``count`` 0:
-        no such series. (Also the run lists' ``?metric=`` summaries: routes/runs.py.)"""
-        stats = await self._reads.series_stats(run_id, name, None, MIN_STEP, MAX_STEP)
-        count, last, vmin, vmax = 0, None, None, None
-        if stats.points <= INDEX_POINTS_READ:
-            points = await self._reads.series_points(run_id, name, None, MIN_STEP, MAX_STEP,
-                                                     INDEX_POINTS_READ + 1)
-            count = len(points)
-            numbers = [r["value"] for r in points
-                       if r["kind"] in (None, "f", "i") and math.isfinite(r["value"])]
-            if points:
-                last = _point(points[-1])["value"]
-            vmin, vmax = (min(numbers), max(numbers)) if numbers else (None, None)
-        elif stats.step_min is not None and stats.step_max is not None:
-            lo, hi = stats.step_min, stats.step_max
-            plan = self._plan(stats, lo, hi, 1)
-            if plan.level is not None and (stats.untiled_points > TILE_AFTER_UNTILED_POINTS
-                                           or stats.stale_tiles):
+    async def series_summaries(
+        self, run_ids: Sequence[str], names: Sequence[str]
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """Count, last, min and max of each of ``names`` that is a series of one of
+        ``run_ids``, by (run_id, name), all in one query (``ReadStore.series_summaries``):
+        stored by the worker for runs that have gone quiet, else computed — a series of up
+        to ``INDEX_POINTS_READ`` points from its points, a larger one from its tiles and
+        the points not yet in them. A larger series with more than
+        ``TILE_AFTER_UNTILED_POINTS`` of those (or tiles holding dropped chunks) is tiled
+        first, as its own route does. (Also the run lists' ``?metric=`` summaries:
+        routes/runs.py.)"""
+        rows = list(await self._reads.series_summaries(run_ids, names))
+        redo = sorted({(r["run_id"], r["name"]) for r in rows
+                       if r["stale"] or r["untiled"] > TILE_AFTER_UNTILED_POINTS})
+        if redo:
+            for run_id, name in redo:
                 await self._reads.tile_series(run_id, name)
-                stats = await self._reads.series_stats(run_id, name, None, lo, hi)
-                plan = self._plan(stats, lo, hi, 1)
-            buckets = [_bucket(r) for r in await self._reads.series_buckets(
-                run_id, name, None, plan)]
-            count = sum(b["count"] for b in buckets)
-            if buckets:
-                last = buckets[-1]["last"]
-            mins = [b["min"] for b in buckets if isinstance(b["min"], float | int)]
-            maxs = [b["max"] for b in buckets if isinstance(b["max"], float | int)]
-            vmin, vmax = (min(mins) if mins else None), (max(maxs) if maxs else None)
-        return {"name": name, "kind": "value" if count == 1 else "series", "count": count,
-                "last": last,
-                "min": None if vmin is None else json_float(float(vmin)),
-                "max": None if vmax is None else json_float(float(vmax))}
+            again = await self._reads.series_summaries(sorted({r for r, _ in redo}),
+                                                       sorted({n for _, n in redo}))
+            fresh = {(r["run_id"], r["name"]): r for r in again}
+            rows = [fresh.get((r["run_id"], r["name"]), r) for r in rows]
+        return {(r["run_id"], r["name"]): _summary_entry(r["name"], r)
+                for r in rows if r["points"]}
 
     # -- one series -------------------------------------------------------------------------
 
@@ -473,8 +465,9 @@ class MetricRoutes:
         rank = optional_int_param(request, "rank", minimum=0, maximum=MAX_RANK)
         max_points, lo, hi = _range_params(request)
         columns = _columns_param(request)
-        return _json(await self._series_document(run_id, name, rank, lo, hi, max_points,
-                                                 columns=columns))
+        document = await self._series_document(run_id, name, rank, lo, hi, max_points,
+                                               columns=columns)
+        return web.Response(body=_encoded(document), content_type="application/json")
 
     async def many_series(self, request: web.Request) -> web.StreamResponse:
         name = str_param(request, "name")
@@ -489,7 +482,7 @@ class MetricRoutes:
         workspaces = await self._reads.run_workspaces(sorted(set(run_ids)))
         gate = asyncio.Semaphore(MANY_SERIES_CONCURRENCY)
 
-        async def one(run_id: str) -> dict[str, Any]:
+        async def one(run_id: str) -> dict[str, Any] | bytes:
             workspace = workspaces.get(run_id)
             if workspace is None or not grant.allows(workspace):  # not even whether it exists
                 return {"run_id": run_id, "name": name, "missing": f"no run {run_id!r}"}
@@ -501,13 +494,17 @@ class MetricRoutes:
                     return {"run_id": run_id, "name": name, "missing": exc.text or "not found"}
 
         documents = await asyncio.gather(*(one(r) for r in run_ids))
-        return _json({"name": name, "series": list(documents)})
+        return web.Response(
+            body=b'{"name":' + dumps(name).encode() + b',"series":['
+            + b",".join(_encoded(d) for d in documents) + b"]}",
+            content_type="application/json")
 
     async def _series_document(self, run_id: str, name: str, rank: int | None, lo: int,
                                hi: int, max_points: int, *, columns: bool = False
-                               ) -> dict[str, Any]:
+                               ) -> dict[str, Any] | bytes:
         """One series as GET /v1/runs/{run_id}/metrics/{name} answers it (404: raised);
-        ``columns``: its points or buckets as arrays (``format=columns``)."""
+        ``columns``: its points or buckets as arrays (``format=columns``), downsampled
+        ones already as JSON (bytes)."""
         head: dict[str, Any] = {"name": name, "run_id": run_id}
         stats = await self._reads.series_stats(run_id, name, rank, lo, hi)
         if stats.chunks == 0:
@@ -528,13 +525,22 @@ class MetricRoutes:
             stats = await self._reads.series_stats(run_id, name, rank, lo, hi)
         if stats.step_min is None or stats.step_max is None:
             raise DatabaseUnavailableError("the series vanished while being read")
+        # Every point asked for (steps outer_lo..outer_hi) lies in lo..hi, so a partial
+        # tile at either end holds no other point: it is read whole (plan_buckets).
+        outer = (lo, hi)
         lo, hi = max(lo, stats.step_min), min(hi, stats.step_max)
-        plan = self._plan(stats, lo, hi, max_points)
+        plan = self._plan(stats, lo, hi, max_points, outer)
         if plan.level is not None and (stats.untiled_points > TILE_AFTER_UNTILED_POINTS
                                        or stats.stale_tiles):
             await self._reads.tile_series(run_id, name)
             stats = await self._reads.series_stats(run_id, name, rank, lo, hi)
-            plan = self._plan(stats, lo, hi, max_points)
+            plan = self._plan(stats, lo, hi, max_points, outer)
+        if columns:
+            arrays = await self._reads.series_bucket_columns(run_id, name, rank, plan)
+            order = arrays["bucket"] or []
+            if arrays["last"] is not None and all(a < b for a, b in pairwise(order)):
+                # Every last value a float, the arrays in bucket order: JSON from PostgreSQL.
+                return _bucket_columns_json(head, arrays)
         rows = await self._reads.series_buckets(run_id, name, rank, plan)
         # Counted from the buckets, so they agree even while points keep arriving.
         total = sum(r["count"] for r in rows)
@@ -545,12 +551,27 @@ class MetricRoutes:
                 "buckets": [_bucket(r) for r in rows]}
 
     @staticmethod
-    def _plan(stats: SeriesStats, lo: int, hi: int, max_points: int) -> BucketPlan:
+    def _plan(stats: SeriesStats, lo: int, hi: int, max_points: int,
+              outer: tuple[int, int]) -> BucketPlan:
         try:
             return plan_buckets(lo, hi, max_points, points=stats.points, ranks=stats.ranks,
-                                min_level=stats.min_level or LEVELS[0])
+                                min_level=stats.min_level or LEVELS[0], outer_lo=outer[0],
+                                outer_hi=outer[1])
         except StepRangeTooWideError as exc:
             raise bad_request(str(exc)) from None
+
+
+def _summary_entry(name: str, row: asyncpg.Record | None) -> dict[str, Any]:
+    """A series' index entry from a ``series_summaries`` row (None: no points)."""
+    if row is None:
+        return {"name": name, "kind": "series", "count": 0, "last": None, "min": None,
+                "max": None}
+    count = int(row["points"])
+    vmin, vmax = row["vmin"], row["vmax"]
+    return {"name": name, "kind": "value" if count == 1 else "series", "count": count,
+            "last": typed_value(row["last_v"], row["last_k"], row["last_x"]),
+            "min": None if vmin is None else json_float(float(vmin)),
+            "max": None if vmax is None else json_float(float(vmax))}
 
 
 def _columns_param(request: web.Request) -> bool:
@@ -583,6 +604,27 @@ def _bucket_columns(rows: list[asyncpg.Record]) -> dict[str, list[Any]]:
         "first_time_us": [r["time_min"] for r in rows],
         "last_time_us": [r["time_max"] for r in rows],
     }
+
+
+def _bucket_columns_json(head: dict[str, Any], arrays: asyncpg.Record) -> bytes:
+    """``_bucket_columns`` of a series whose last values are all floats, from the arrays
+    PostgreSQL wrote (``ReadStore.series_bucket_columns``): the same JSON document."""
+    buckets = int(arrays["buckets"])
+    fields = (
+        (b"step_min", arrays["step_min"]), (b"step_max", arrays["step_max"]),
+        (b"count", arrays["count"]),
+        (b"min", float_array_json(arrays["vmin"], int(arrays["vmins"]))),
+        (b"max", float_array_json(arrays["vmax"], int(arrays["vmaxs"]))),
+        (b"last", float_array_json(arrays["last"], buckets)),
+        (b"first_time_us", arrays["time_min"]), (b"last_time_us", arrays["time_max"]),
+    )
+    return (dumps({**head, "total_points": int(arrays["total"]), "downsampled": True}
+                  ).encode()[:-1]
+            + b',"columns":{' + b",".join(b'"' + k + b'":' + v for k, v in fields) + b"}}")
+
+
+def _encoded(document: dict[str, Any] | bytes) -> bytes:
+    return document if isinstance(document, bytes) else dumps(document).encode()
 
 
 def _range_params(request: web.Request) -> tuple[int, int, int]:

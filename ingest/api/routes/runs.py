@@ -23,7 +23,7 @@ import asyncio
 import json
 import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import quote
@@ -197,8 +197,10 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
-#: Summarises one series of a run (``MetricRoutes.series_summary``): count 0 = none.
-Summarize = Callable[[str, str], Awaitable[dict[str, Any]]]
+#: Summarises the named series of some runs (``MetricRoutes.series_summaries``): by
+#: (run_id, name), a series that does not exist left out.
+Summarize = Callable[[Sequence[str], Sequence[str]],
+                     Awaitable[dict[tuple[str, str], dict[str, Any]]]]
 #: GET /v1/metric-names looks at this many of the newest matching runs (at most the max).
 DEFAULT_NAME_RUNS: Final = 500
 MAX_NAME_RUNS: Final = 5000
@@ -221,9 +223,8 @@ _METRIC_NAMES: Final = {
                          "looked at (at most ?runs=)."},
     },
 }
-#: Metric names one run list may ask summaries of, and summaries computed at once.
+#: Metric names one run list may ask summaries of.
 MAX_SUMMARY_METRICS: Final = 20
-SUMMARY_CONCURRENCY: Final = 4
 _METRIC_PARAMETER: Final = query_parameter(
     "metric", "Add each run's summary of these series: \"metrics\": {name: {kind, count, "
     "last, min, max}} as in /metric-index (a run without the series leaves it out); "
@@ -483,7 +484,7 @@ class RunRoutes:
 
     async def _add_metric_summaries(self, request: web.Request,
                                     runs: list[dict[str, Any]]) -> None:
-        """``?metric=``: each run's summary of those series, computed a few at a time."""
+        """``?metric=``: each run's summary of those series, all in one query."""
         names = list(dict.fromkeys(str_params(request, "metric")))
         if not names:
             return
@@ -491,17 +492,13 @@ class RunRoutes:
             raise bad_request(f"parameter 'metric': 1 to {MAX_SUMMARY_METRICS} metric names")
         if self._summarize is None:  # pragma: no cover - the app always passes one
             raise bad_request("metric summaries are not available here")
-        summarize, gate = self._summarize, asyncio.Semaphore(SUMMARY_CONCURRENCY)
-
-        async def one(run_id: str, name: str) -> dict[str, Any]:
-            async with gate:
-                return await summarize(run_id, name)
-
-        found = await asyncio.gather(*(one(r["run_id"], n) for r in runs for n in names))
-        for i, run in enumerate(runs):
-            mine = found[i * len(names):(i + 1) * len(names)]
-            run["metrics"] = {s["name"]: {k: v for k, v in s.items() if k != "name"}
-                              for s in mine if s["count"]}
+        found = await self._summarize([r["run_id"] for r in runs], names) if runs else {}
+        for run in runs:
+            run["metrics"] = {
+                name: {k: v for k, v in summary.items() if k != "name"}
+                for name in names
+                if (summary := found.get((run["run_id"], name))) is not None
+            }
 
 
 def _run_filter(request: web.Request) -> RunFilter:
