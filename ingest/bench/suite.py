@@ -355,15 +355,23 @@ def _listener(port: int) -> psutil.Process | None:
 class _Cpu:
     """CPU seconds (user + system) of the pipeline's long-lived components, for deltas.
 
-    PostgreSQL is its postmaster with every child: the postmaster's ``children_*`` times
+    ``postgres`` is the postmaster with every child: the postmaster's ``children_*`` times
     hold its children that exited (reaped), so a backend that ends mid-window is still
-    counted, once. Kafka and PostgreSQL serve the whole machine: other load on them counts
-    too, which ``background`` (their rate while the bench's own processes idle) shows.
+    counted, once. Kafka and PostgreSQL serve the whole machine: other load on them (other
+    databases, other topics) counts too. ``postgres_bench_db`` is only the backends
+    connected to the bench's database (the workers'; not the bench's own polling, the WAL
+    writer, the checkpointer or other databases), sampled every second.
     """
 
     workers: Sequence[psutil.Process]
     broker: psutil.Process | None
     postmaster: psutil.Process | None
+    #: The bench database's name: its backends (process title ``postgres: user db …``).
+    database: str = ""
+    #: CPU seconds of each backend of ``database`` when first and last seen.
+    backends: dict[int, tuple[float, float]] = field(default_factory=dict)
+    #: The bench's own connection (it polls what was committed): not counted.
+    own_backend: int = 0
 
     @staticmethod
     def _own(p: psutil.Process) -> float:
@@ -379,22 +387,37 @@ class _Cpu:
                 t = self.postmaster.cpu_times()
                 pg = t.user + t.system + t.children_user + t.children_system
                 for child in self.postmaster.children(recursive=True):
-                    pg += self._own(child)
+                    own = self._own(child)
+                    pg += own
+                    with contextlib.suppress(psutil.Error):
+                        if (child.pid != self.own_backend
+                                and f" {self.database} " in " ".join(child.cmdline()) + " "):
+                            first, _ = self.backends.get(child.pid, (own, own))
+                            self.backends[child.pid] = (first, own)
         return {
             "worker": sum(self._own(w) for w in self.workers),
             "broker": self._own(self.broker) if self.broker is not None else 0.0,
             "postgres": pg,
+            "postgres_bench_db": sum(last for _, last in self.backends.values()),
         }
+
+    def bench_db_since_first_seen(self) -> float:
+        """CPU seconds the bench database's backends used since each was first seen (one
+        that ended between two samples loses what it used after the last one)."""
+        return sum(last - first for first, last in self.backends.values())
 
 
 async def _cpu_probe(env: _Env, conn: asyncpg.Connection,
                      workers: Sequence[psutil.Process]) -> _Cpu:
     _, kafka_port = env.settings.kafka_bootstrap.split(",")[0].rsplit(":", 1)
-    backend = psutil.Process(int(await conn.fetchval("SELECT pg_backend_pid()")))
+    own = int(await conn.fetchval("SELECT pg_backend_pid()"))
+    backend = psutil.Process(own)
     with contextlib.suppress(psutil.Error):
         backend = backend.parent() or backend
+    database = str(await conn.fetchval("SELECT current_database()"))
     return _Cpu(workers=workers, broker=_listener(int(kafka_port)),
-                postmaster=backend if backend.name().startswith("postgres") else None)
+                postmaster=backend if backend.name().startswith("postgres") else None,
+                database=database, own_backend=own)
 
 
 async def _committed(conn: asyncpg.Connection, run_ids: list[str]) -> int:
@@ -475,6 +498,7 @@ async def _pipeline(
         samples.append((time.monotonic() - started, time.time(), await _committed(conn, run_ids)))
         worker_rss = max(worker_rss, _rss(workers))
         producer_rss = max(producer_rss, _rss(ps))
+        probe.sample()  # notes the bench database's backends as they come
         progress(f"  t={samples[-1][0]:5.1f}s committed {samples[-1][2]:>12,} points")
     producers_closed_s = time.monotonic() - started
     reports = [_report(p, 60) for p in procs]
@@ -498,6 +522,7 @@ async def _pipeline(
     after_s = max(drained_wall - logging_ended, 1e-3)
     after = committed - at_end
     cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
+    cpu["postgres_bench_db"] = probe.bench_db_since_first_seen()
     cpu["producer"] = sum(r["cpu_s"] for r in reports)
     millions = committed / 1e6
     return {

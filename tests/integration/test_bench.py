@@ -16,7 +16,7 @@ from typing import Any
 
 from tests.helpers import StackInfo
 
-COMPONENTS = {"producer", "broker", "worker", "postgres"}
+COMPONENTS = {"producer", "broker", "worker", "postgres", "postgres_bench_db"}
 
 
 def assert_stalls_attributed(loop: dict[str, Any]) -> None:
