@@ -147,14 +147,14 @@ fp AS (
     GROUP BY p.run_id
 ),
 r AS (
-    SELECT r.run_id, r.events, r.names, r.sort_values
+    SELECT r.run_id, r.events, r.sort_values[array_position(r.names, ${metric}::text)] AS value
     FROM runstream_data.metric_summary_runs r
     WHERE r.run_id BETWEEN (SELECT b.lo FROM b) AND (SELECT b.hi FROM b)
 ),
 k AS (
     SELECT f.run_id,
            CASE WHEN r.events = fp.events
-                THEN r.sort_values[array_position(r.names, ${metric}::text)]
+                THEN r.value
                 ELSE """ + last_metric_value("f.run_id", "${metric}") + """ END AS sort_value
     FROM f
     LEFT JOIN r ON r.run_id = f.run_id

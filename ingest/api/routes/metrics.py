@@ -420,7 +420,7 @@ class MetricRoutes:
         entries: dict[str, dict[str, Any]] = {}
         summaries = await self.series_summaries([run_id], series) if series else {}
         for name in series:
-            entries[name] = summaries.get((run_id, name), _summary_entry(name, None))
+            entries[name] = {"name": name, **summaries.get((run_id, name), _summary_entry(None))}
         for row in lists:
             entries[row["name"]] = {"name": row["name"], "kind": "list",
                                     "count": int(row["count"])}
@@ -436,7 +436,7 @@ class MetricRoutes:
     async def series_summaries(
         self, run_ids: Sequence[str], names: Sequence[str]
     ) -> dict[tuple[str, str], dict[str, Any]]:
-        """Count, last, min and max of each of ``names`` that is a series of one of
+        """Kind, count, last, min and max of each of ``names`` that is a series of one of
         ``run_ids``, by (run_id, name), all in one query (``ReadStore.series_summaries``):
         stored by the worker for runs that have gone quiet, else computed — a series of up
         to ``INDEX_POINTS_READ`` points from its points, a larger one from its tiles and
@@ -454,8 +454,7 @@ class MetricRoutes:
                                                        sorted({n for _, n in redo}))
             fresh = {(r["run_id"], r["name"]): r for r in again}
             rows = [fresh.get((r["run_id"], r["name"]), r) for r in rows]
-        return {(r["run_id"], r["name"]): _summary_entry(r["name"], r)
-                for r in rows if r["points"]}
+        return {(r["run_id"], r["name"]): _summary_entry(r) for r in rows if r["points"]}
 
     # -- one series -------------------------------------------------------------------------
 
@@ -561,14 +560,14 @@ class MetricRoutes:
             raise bad_request(str(exc)) from None
 
 
-def _summary_entry(name: str, row: asyncpg.Record | None) -> dict[str, Any]:
-    """A series' index entry from a ``series_summaries`` row (None: no points)."""
+def _summary_entry(row: asyncpg.Record | None) -> dict[str, Any]:
+    """A series' index entry but its name, from a ``series_summaries`` row (None: no
+    points)."""
     if row is None:
-        return {"name": name, "kind": "series", "count": 0, "last": None, "min": None,
-                "max": None}
+        return {"kind": "series", "count": 0, "last": None, "min": None, "max": None}
     count = int(row["points"])
     vmin, vmax = row["vmin"], row["vmax"]
-    return {"name": name, "kind": "value" if count == 1 else "series", "count": count,
+    return {"kind": "value" if count == 1 else "series", "count": count,
             "last": typed_value(row["last_v"], row["last_k"], row["last_x"]),
             "min": None if vmin is None else json_float(float(vmin)),
             "max": None if vmax is None else json_float(float(vmax))}

@@ -494,11 +494,8 @@ class RunRoutes:
             raise bad_request("metric summaries are not available here")
         found = await self._summarize([r["run_id"] for r in runs], names) if runs else {}
         for run in runs:
-            run["metrics"] = {
-                name: {k: v for k, v in summary.items() if k != "name"}
-                for name in names
-                if (summary := found.get((run["run_id"], name))) is not None
-            }
+            run["metrics"] = {name: summary for name in names
+                              if (summary := found.get((run["run_id"], name))) is not None}
 
 
 def _run_filter(request: web.Request) -> RunFilter:
