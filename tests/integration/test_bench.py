@@ -99,6 +99,26 @@ def test_bench_json_reports_every_figure_and_loses_nothing(stack: StackInfo) -> 
     assert read["metrics"]["http_p50_ms"] > 0
     assert read["run_details"]["requests"] > 0
     assert read["run_details"]["errors"] == 0
+    # Studio scale (issue 12): reported against their targets, not judged here.
+    runs_list = read["runs_list"]
+    assert runs_list["requests"] >= 10
+    assert 0 < runs_list["rows_returned"] <= runs_list["requests"] * runs_list["runs_per_page"]
+    assert runs_list["metric_columns"] == 20
+    assert 0 < runs_list["p50_ms"] <= runs_list["p99_ms"] <= runs_list["max_ms"]
+    assert runs_list["vs_target"] == round(runs_list["p99_ms"] / runs_list["target_ms"], 3)
+    assert set(runs_list["by_listing_p50_ms"]) == {
+        "newest_first", "by_metric_desc", "by_metric_asc", "metric_filter"}
+    many = read["many_series"]
+    assert 0 < many["buckets_per_run"] <= many["max_points"]
+    assert many["first_ms"] > 0
+    assert 0 < many["p50_ms"] <= many["p99_ms"]
+    assert {"target_ms", "vs_target", "first_vs_target"} <= set(many)
+    first_views = read["first_view"]
+    assert len(first_views) == 2
+    for view in first_views.values():
+        assert view["first_ms"] > 0
+        assert 0 < view["p50_ms"] <= view["p99_ms"]
+    assert "first_vs_target" in first_views["1000000_points"]
 
 
 def test_bench_overload_reports_the_backlog_and_loses_nothing(stack: StackInfo) -> None:
