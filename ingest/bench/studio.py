@@ -139,7 +139,8 @@ def _metric_name(i: int) -> str:
 async def _store_dashboard(dsn: str, runs: int, names: int,
                            progress: Progress) -> str:
     """An experiment of ``runs`` runs: each logs a 100-point ``loss`` series and 10 values
-    from a pool of ``names`` metric names (the newest runs between them log every name)."""
+    from a pool of ``names`` metric names (the newest runs between them log every name),
+    stored as the worker stores them (its tiler's run summaries included)."""
     experiment = f"benchdash-{uuid.uuid4().hex[:6]}"
     rng = random.Random(3)  # noqa: S311 - benchmark data, not secrets
     events: list[dict[str, Any]] = []
@@ -155,10 +156,10 @@ async def _store_dashboard(dsn: str, runs: int, names: int,
             f.lifecycle("Completed"),
         ]
         if len(events) >= 3000:
-            await store_events(dsn, events, batch=300)
+            await store_events(dsn, events, batch=300, tile=True)
             events = []
             progress(f"studio: stored {i + 1:,} of {runs:,} dashboard runs…")
-    await store_events(dsn, events, batch=300)
+    await store_events(dsn, events, batch=300, tile=True)
     return experiment
 
 
