@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
-from itertools import pairwise
 from typing import Any, Final
 
 import asyncpg
@@ -537,7 +536,8 @@ class MetricRoutes:
         if columns:
             arrays = await self._reads.series_bucket_columns(run_id, name, rank, plan)
             order = arrays["bucket"] or []
-            if arrays["last"] is not None and all(a < b for a, b in pairwise(order)):
+            # (bucket numbers are distinct: sorted means strictly increasing)
+            if arrays["last"] is not None and order == sorted(order):
                 # Every last value a float, the arrays in bucket order: JSON from PostgreSQL.
                 return _bucket_columns_json(head, arrays)
         rows = await self._reads.series_buckets(run_id, name, rank, plan)
