@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
@@ -672,3 +673,35 @@ async def test_stored_summaries_answer_as_the_points_do(
         await store_events(dsn, [f.lifecycle("Completed")])
         assert await tiler.summarize_due() == 1
         assert await _list_answers(http, api, experiment, [a, b, c, d, e]) == after
+
+
+async def test_retention_forgets_stored_summaries(
+    http: aiohttp.ClientSession, api: ReadApi, dsn: str
+) -> None:
+    """Dropping old metric data forgets the stored summaries (they counted its points):
+    the lists then show what is left, and the next summaries are of that."""
+    from ingest.worker.store import Store
+    from ingest.worker.tiler import SeriesTiler
+
+    rid = run_id("retention")
+    f = EventFactory(rid, experiment="retention")
+    now_us = int(time.time() * 1e6)
+    old_us = now_us - 3 * 365 * 86_400 * 1_000_000
+    await store_events(dsn, [
+        f.lifecycle("Running"),
+        f.metrics(packed_series("loss", [9.0, 8.0], steps=[0, 1], times_us=[old_us] * 2)),
+        f.metrics(packed_series("loss", [0.5], steps=[2], times_us=[now_us])),
+    ], tile=True)
+    column = url(api, "/v1/runs", experiment="retention", metric="loss")
+    before = (await get_json(http, column))["runs"][0]["metrics"]["loss"]
+    assert before == {"kind": "series", "count": 3, "last": 0.5, "min": 0.5, "max": 9.0}
+    assert (await fetch_rows(dsn, "SELECT count(*) AS n FROM "
+                                  "runstream_data.metric_summary_runs"))[0]["n"] == 1
+    await fetch_rows(dsn, "SELECT runstream_data.drop_metrics_older_than('1 year')")
+    assert (await fetch_rows(dsn, "SELECT count(*) AS n FROM "
+                                  "runstream_data.metric_summary_runs"))[0]["n"] == 0
+    after = {"kind": "value", "count": 1, "last": 0.5, "min": 0.5, "max": 0.5}
+    assert (await get_json(http, column))["runs"][0]["metrics"]["loss"] == after
+    async with Store(dsn=dsn) as store:
+        assert await SeriesTiler(store, scan_interval_s=0).summarize_due() == 1
+    assert (await get_json(http, column))["runs"][0]["metrics"]["loss"] == after
