@@ -16,9 +16,12 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ingest.bench.events import EventFactory, packed_series
 from ingest.bench.read import store_events
+from ingest.db.series import plan_buckets
 from tests.integration.api_reads import (
     ReadApi,
     World,
@@ -488,3 +491,33 @@ async def test_tiles_are_rebuilt_when_old_chunks_are_dropped(
                      "runstream_data.micros_to_timestamptz($1)", new)
     kept = [p for p in points if p[1] == 1]
     check_buckets(await series(http, api, rid, "loss", max_points=100), kept, 100)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lo=st.integers(-(2**40), 2**40), span=st.integers(1, 2**30),
+       max_points=st.integers(1, 5000), pad_lo=st.integers(0, 2**12),
+       pad_hi=st.integers(0, 2**12))
+def test_end_tiles_are_read_whole_only_when_nothing_else_can_be_in_them(
+    lo: int, span: int, max_points: int, pad_lo: int, pad_hi: int
+) -> None:
+    """plan_buckets with outer bounds (no point in [outer_lo, lo) nor (hi, outer_hi]): the
+    same buckets; the end tiles are taken whole only if they stay within the outer bounds,
+    and still fall in the first and last bucket."""
+    hi = lo + span - 1
+    outer_lo, outer_hi = lo - pad_lo, hi + pad_hi
+    inner = plan_buckets(lo, hi, max_points, points=span)
+    plan = plan_buckets(lo, hi, max_points, points=span, outer_lo=outer_lo, outer_hi=outer_hi)
+    if inner.level is None or plan.level is None:
+        return
+    assert (plan.base, plan.width, plan.level, plan.buckets) == (
+        inner.base, inner.width, inner.level, inner.buckets)
+    assert outer_lo <= plan.full_lo <= inner.full_lo
+    assert inner.full_hi <= plan.full_hi <= outer_hi
+    assert plan.full_lo == plan.tile_first << plan.level
+    assert plan.full_hi == ((plan.tile_last + 1) << plan.level) - 1
+    if plan.full_lo < lo:  # taken whole: the tile of lo, in the first bucket
+        assert plan.tile_first == lo >> plan.level
+        assert ((plan.tile_first << plan.level) - plan.base) // plan.width == 0
+    if plan.full_hi > hi:  # the tile of hi, in the last bucket
+        assert plan.tile_last == hi >> plan.level
+        assert ((plan.tile_last << plan.level) - plan.base) // plan.width == plan.buckets - 1
