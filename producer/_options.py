@@ -41,7 +41,8 @@ class ProducerOptions:
     heartbeat_interval_s: float = 10.0
     #: Per-request Kafka timeout; an unacknowledged message is spooled after it.
     request_timeout_ms: int = 10_000
-    #: Longest the sender waits on Kafka to accept (not acknowledge) one message.
+    #: Longest the sender waits on Kafka to accept (not acknowledge) one message; it
+    #: spills to the spool sooner when logging fills the buffer meanwhile.
     send_block_s: float = 1.0
     #: Bound of one connection attempt; retries back off up to 5 s (so delivery resumes
     #: within seconds of the broker coming back).

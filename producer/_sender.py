@@ -13,15 +13,14 @@ Pipeline, all on the sender thread::
                    and nothing held means ONLINE again
 
 Modes. ``CONNECTING`` until the first connection attempt ends; ``OFFLINE`` after a
-failed attempt or any send failure;
-``SPOOLING`` when Kafka is slower than the logging rate — more than
-``max_inflight_bytes`` unacknowledged, or the buffer refilling past a quarter of its bound
-while a pass is still sending, or a send waiting over ``SEND_QUEUE_WAIT_S`` for room in
-Kafka's queue; ``ONLINE`` otherwise; ``CLOSED`` while shutting down. Once a message
-went to the spool, later ones follow it there until the supervisor has replayed the
-spool, so one producer's events reach Kafka in ``seq`` order except around failures
-(then they may repeat or arrive late; the consumer orders by ``seq`` and drops
-duplicates by ``event_id``).
+failed attempt or any send failure; ``SPOOLING`` when Kafka is slower than the logging
+rate — more than ``max_inflight_bytes`` unacknowledged, or the buffer refilling past a
+quarter of its bound while a pass is still sending (also while a send waits for room in
+Kafka's queue), or a send waiting ``send_block_s``; ``ONLINE`` otherwise; ``CLOSED``
+while shutting down. Once a message went to the spool, later ones follow it there
+until the supervisor has replayed the spool, so one producer's events reach Kafka in
+``seq`` order except around failures (then they may repeat or arrive late; the
+consumer orders by ``seq`` and drops duplicates by ``event_id``).
 
 Sequence numbers. This thread is the only one that assigns ``seq`` — when an event is
 encoded, just before routing — so they are gap-free per stream. The only gap is an
@@ -96,8 +95,9 @@ GIL_HANDOFF_MAX_INTERVAL_S = 0.001
 #: of waiting on Kafka: the buffer keeps draining, so logging faster than Kafka takes it
 #: fills the disk (within its budget), not the floor. The spool drains at Kafka's speed.
 SPILL_FRACTION = 4
-#: Longest a send from a pass waits for room in Kafka's queue before spilling.
-SEND_QUEUE_WAIT_S = 0.05
+#: How often a send waiting for room in Kafka's queue checks whether the buffer is
+#: filling up behind it (then the message spills to the spool).
+SEND_POLL_S = 0.01
 #: Encoded size of a Heartbeat payload, for the buffer's byte estimate.
 HEARTBEAT_COST_BYTES = 256
 #: Bounds of the events held in memory while the spool cannot take them. A run has a
@@ -422,26 +422,43 @@ class Sender:
         ):
             self._set_mode(Mode.SPOOLING)
         if self._mode is Mode.ONLINE:
-            # A send waits only while Kafka's queue is full. Waiting long would let logging
-            # fill the buffer and drop, so past a short wait the message goes to the spool
-            # (Kafka is slower than logging; the replay, which waits up to send_block_s,
-            # tells a broker that is down).
             try:
-                fut = await asyncio.wait_for(
-                    self._transport.send(message.key, message.data),
-                    min(self.options.send_block_s, SEND_QUEUE_WAIT_S),
-                )
-            except TimeoutError:
-                self._set_mode(Mode.SPOOLING)
+                fut = await self._send_or_spill(message)
             except KafkaUnavailableError as exc:
                 self._go_offline(exc)
             else:
-                token = next(self._tokens)
-                self._inflight[token] = message
-                self._inflight_bytes += len(message.data)
-                fut.add_done_callback(functools.partial(self._on_ack, token))
-                return
+                if fut is None:
+                    self._set_mode(Mode.SPOOLING)
+                else:
+                    token = next(self._tokens)
+                    self._inflight[token] = message
+                    self._inflight_bytes += len(message.data)
+                    fut.add_done_callback(functools.partial(self._on_ack, token))
+                    return
         self._spool_put(message)
+
+    async def _send_or_spill(self, message: Message) -> asyncio.Future[Any] | None:
+        """Hand ``message`` to Kafka; ``None`` when it should go to the spool instead.
+
+        A send waits while Kafka's queue for the partition is full (or its metadata is
+        being fetched, or a leader elected). Waiting is fine while logging leaves the
+        buffer room; once the buffer refills past ``1/SPILL_FRACTION`` of its bound
+        (logging outruns Kafka) or the wait reaches ``send_block_s``, the send is given up
+        and the message spilled — the replay, which waits up to ``send_block_s``, drains
+        the spool at Kafka's speed and tells a broker that is down.
+        """
+        send = asyncio.ensure_future(self._transport.send(message.key, message.data))
+        deadline = time.monotonic() + self.options.send_block_s
+        while True:
+            left = deadline - time.monotonic()
+            done, _ = await asyncio.wait({send}, timeout=min(SEND_POLL_S, max(left, 0.0)))
+            if done:
+                return send.result()
+            if left <= 0 or self._behind():
+                break
+        send.cancel()  # aiokafka awaits only before it appends, so nothing was queued
+        await asyncio.wait({send})
+        return None if send.cancelled() else send.result()
 
     def _on_ack(self, token: int, fut: asyncio.Future[Any]) -> None:
         if fut.cancelled():

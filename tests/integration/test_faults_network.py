@@ -190,7 +190,8 @@ async def test_full_spool_counts_and_reports_drops_and_never_blocks_training(
     workload = Workload(ticks=60, points_per_tick=2000, pace_s=0.05, holds={60: str(go)},
                         end_hold_file=str(healed), series=("loss", "acc"),
                         runs=(RunPlan("parent"), RunPlan("child", parent="parent", end="fail")),
-                        options={"heartbeat_interval_s": 0.2})
+                        # No free-space floor: this is about the disk itself running full.
+                        options={"heartbeat_interval_s": 0.2, "spool_min_free_bytes": 0})
     worker = run.start_worker()
     job = run.start_job(workload, home=home, prefix=lab.prefix)
     await asyncio.to_thread(job.wait_ticks, 3)
