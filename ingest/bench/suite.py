@@ -152,6 +152,8 @@ class BenchConfig:
     #: The jobs suite: submitted jobs the agents drain, and how many agents (1 slot each).
     jobs: int = 1000
     agents: int = 2
+    #: The dedup suite: keys stored before ingest is measured (``quick_read``: at most 1 M).
+    dedup_keys: int = 100_000_000
 
     @property
     def worker_counts(self) -> tuple[int, ...]:
@@ -781,7 +783,7 @@ async def _overload_bench(
     }
 
 
-SUITES = ("write", "read", "faults", "jobs", "studio", "overload")
+SUITES = ("write", "read", "faults", "jobs", "studio", "overload", "dedup")
 
 
 async def _read_suite(settings: Settings, dsn: str, config: BenchConfig,
@@ -820,6 +822,14 @@ async def _studio_suite(settings: Settings, dsn: str, config: BenchConfig,
                 dashboard_names=100 if quick else 1000)
 
 
+async def _dedup_suite(settings: Settings, dsn: str, config: BenchConfig,
+                       progress: Progress) -> dict[str, Any]:
+    from ingest.bench.dedup import run_dedup_bench
+
+    return await run_dedup_bench(settings, dsn, progress, keys=config.dedup_keys,
+                                 quick=config.quick_read)
+
+
 Suite = Callable[[Settings, str, BenchConfig, Progress], Awaitable[dict[str, Any]]]
 #: Each suite: its runner and where its result goes (None: merged at the top level).
 _SUITE_RUNNERS: dict[str, tuple[Suite, str | None]] = {
@@ -829,6 +839,7 @@ _SUITE_RUNNERS: dict[str, tuple[Suite, str | None]] = {
     "jobs": (_jobs_suite, "jobs"),
     "studio": (_studio_suite, "studio"),
     "overload": (_overload_bench, "overload"),
+    "dedup": (_dedup_suite, "dedup"),
 }
 
 
@@ -876,6 +887,8 @@ def format_report(result: dict[str, Any]) -> str:
         lines += _studio_lines(result["studio"])
     if "overload" in result:
         lines += _overload_lines(result["overload"])
+    if "dedup" in result:
+        lines += _dedup_lines(result["dedup"])
     if "faults" in result:
         f = result["faults"]
         lines.append(
@@ -963,6 +976,20 @@ def _log_call_lines(result: dict[str, Any]) -> list[str]:
 
 def _cpu_text(per_million: dict[str, float | None]) -> str:
     return ", ".join(f"{k} {v:.2f}" for k, v in per_million.items() if v is not None)
+
+
+def _dedup_lines(d: dict[str, Any]) -> list[str]:
+    lines = [
+        f"dedup keys:            {d['loaded']['events_per_s']:,} events/s with {d['keys']:,} "
+        f"keys stored vs {d['empty']['events_per_s']:,} on an empty store: {d['ratio']}x "
+        f"(target {d['target_ratio']}x; median of {d['rounds']} rounds' ratios)"
+    ]
+    if "old_layout" in d:
+        lines.append(
+            f"                       before migration 0011 {d['old_layout']['ratio']}x; right "
+            f"after upgrading (old keys still looked up) {d['after_upgrade']['ratio']}x"
+        )
+    return lines
 
 
 def _overload_lines(o: dict[str, Any]) -> list[str]:

@@ -200,6 +200,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         quick_read=args.quick_read,
         jobs=args.jobs,
         agents=args.agents,
+        dedup_keys=args.dedup_keys,
     )
     suites = ("write", "read") if args.suite == "all" else (args.suite,)
     result = run_bench(settings, dsn=stack.dsn, config=config, progress=progress, suites=suites)
@@ -433,7 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
         "`studio` (in headless Chromium: a 10M-point series' chart and 100 runs overlaid, from "
         "the first request to the first draw; --quick-read: 1M points), `overload` (the "
         "pipeline's capacity, then producers at --overload-factor x it for "
-        "--overload-duration-s: spooled, dropped, committed, and the drain after logging). "
+        "--overload-duration-s: spooled, dropped, committed, and the drain after logging), "
+        "`dedup` (batch-write throughput with --dedup-keys dedup keys stored vs an empty "
+        "store, and the layout before migration 0011; about 15 minutes and 20 GB of "
+        "temporary disk at 100 M keys; --quick-read: 1M keys). "
         "`write` times run.log with Kafka up, down and with --shared-ranks ranks beside the "
         "workers, each beside a no-op loop, and attributes every call over 5 ms to our own "
         "threads or to the OS; --workers 1,2,3 runs its end-to-end once per worker count, "
@@ -443,18 +447,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--quick-read",
         action="store_true",
-        help="read and studio suites at a tenth of their sizes (a smoke test, not figures)",
+        help="read, studio and dedup suites at a fraction of their sizes (a smoke test, not "
+        "figures)",
     )
     bench.add_argument(
         "suite",
         nargs="?",
         default="all",
-        choices=("all", "write", "read", "faults", "jobs", "studio", "overload"),
+        choices=("all", "write", "read", "faults", "jobs", "studio", "overload", "dedup"),
         help="what to measure (default all = write + read)",
     )
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument("--jobs", type=int, default=1000, help="jobs suite: queued jobs (1000)")
     bench.add_argument("--agents", type=int, default=2, help="jobs suite: agents, 1 slot each (2)")
+    bench.add_argument(
+        "--dedup-keys", type=int, default=100_000_000,
+        help="dedup suite: dedup keys stored before measuring (100,000,000)",
+    )
     bench.add_argument("--duration-s", type=float, default=60.0, help="end-to-end run length (60)")
     bench.add_argument("--producers", type=int, default=2, help="training processes (2)")
     bench.add_argument(

@@ -9,10 +9,13 @@ committed exactly once or counted as dropped.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from typing import Any
+
+import asyncpg
 
 from tests.helpers import StackInfo
 
@@ -143,3 +146,44 @@ def test_bench_overload_reports_the_backlog_and_loses_nothing(stack: StackInfo) 
     assert overload["points_logged"] == overload["run"]["points_logged"] > 0
     assert overload["drain_points_per_s"] >= 0
     assert overload["backlog_at_logging_end_s"] >= 0
+
+
+def test_bench_dedup_compares_a_loaded_store_with_an_empty_one_and_cleans_up(
+    stack: StackInfo,
+) -> None:
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "ingest.cli", "bench", "dedup", "--json", "--quick-read",
+            "--dedup-keys", "150000",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    dedup = json.loads(result.stdout)["dedup"]
+    assert dedup["keys"] == 150_000
+    load = dedup["load"]
+    assert load["days"] >= 14
+    assert load["keys_per_day"] * load["days"] <= 150_000
+    assert load["keys_per_day"] * (load["days"] + 1) > 150_000
+    for figure in (dedup["empty"], dedup["loaded"], dedup["old_layout"]["empty"],
+                   dedup["old_layout"]["loaded"], dedup["after_upgrade"]["loaded"]):
+        assert figure["events_per_s"] > 0
+        assert len(figure["rounds_events_per_s"]) == dedup["rounds"]
+        assert figure["events_per_s"] in figure["rounds_events_per_s"]  # the median round
+    for ratio in (dedup["ratio"], dedup["old_layout"]["ratio"], dedup["after_upgrade"]["ratio"]):
+        assert ratio > 0
+    assert dedup["meets_target"] == (dedup["ratio"] >= dedup["target_ratio"])
+
+    async def scratch_left() -> list[str]:
+        conn = await asyncpg.connect(stack.db_dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'runstream_bench_dedup%'")
+        finally:
+            await conn.close()
+        return [r["datname"] for r in rows]
+
+    assert asyncio.run(scratch_left()) == []
