@@ -42,6 +42,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, Self
 
 from schemas.codec import MessageTooLargeError
+from schemas.event_ids import new_event_id
 
 from ._batch import event_dict, max_text_bytes
 from ._buffer import POINT_COST_BYTES, Buffer, PendingEvent, Series, Stream
@@ -571,7 +572,7 @@ class RunHandle(RunReads):
         """Check the encoded size now (raises ValueError), then enqueue; False if dropped."""
         if self._sender is None:
             raise ReadOnlyRunError(self.id)
-        event = PendingEvent(kind, record, str(uuid.uuid4()), time_ns() // 1000)
+        event = PendingEvent(kind, record, new_event_id(), time_ns() // 1000)
         probe = event_dict(
             self._stream,
             seq=INT64_MAX,  # the widest seq varint: the real event is never bigger

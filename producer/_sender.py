@@ -58,7 +58,6 @@ import logging
 import sys
 import threading
 import time
-import uuid
 import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -68,6 +67,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
 from schemas.codec import Codec
+from schemas.event_ids import new_event_id
 
 from ._batch import envelope_bytes, event_dict, metric_batches
 from ._blobs import BlobUploader, stage
@@ -382,7 +382,7 @@ class Sender:
                     for i, record in enumerate(metric_batches(series, max_bytes=max_bytes)):
                         if i and handoff:
                             await asyncio.sleep(GIL_HANDOFF_S)
-                        await self._emit(stream, "MetricBatch", record, str(uuid.uuid4()), ts)
+                        await self._emit(stream, "MetricBatch", record, new_event_id(), ts)
                 for event in events:
                     await self._emit(stream, event.kind, event.record, event.event_id, event.ts_us)
         self._changed.set()
@@ -657,7 +657,7 @@ class Sender:
             if stream.dropped:
                 record = {"dropped_events": stream.dropped}
                 await self._emit(
-                    stream, "Heartbeat", record, str(uuid.uuid4()), now_us(), precious=True
+                    stream, "Heartbeat", record, new_event_id(), now_us(), precious=True
                 )
         return True
 
@@ -669,7 +669,7 @@ class Sender:
                 beating = [s for s in self.buffer.streams if s.heartbeat and not s.closed]
             for stream in beating:
                 event = PendingEvent(
-                    "Heartbeat", {"dropped_events": stream.dropped}, str(uuid.uuid4()), now_us()
+                    "Heartbeat", {"dropped_events": stream.dropped}, new_event_id(), now_us()
                 )
                 self.buffer.put_event(stream, event, HEARTBEAT_COST_BYTES)
             if beating:

@@ -8,10 +8,11 @@ three scratch databases:
 
 * ``empty``: no keys;
 * ``loaded``: ``keys`` keys bulk-loaded into the day partitions inside the horizon (the
-  oldest kept day to today, evenly; each partition filled and indexed on its own, then
-  attached), the layout of migration 0011;
+  oldest kept day to now, evenly; each partition filled and indexed on its own, then
+  attached), the layout of migration 0011, with time-ordered ids as the SDK makes them
+  (``schemas.event_ids``);
 * ``old``: the same number of keys in ``event_ids``, one primary key over every key ever
-  stored, as before 0011.
+  stored, as before 0011 — random ids, as the SDK made them then (its fresh events too).
 
 Configurations measured: 0011 on ``empty`` and on ``loaded``; the batch write as it was
 before 0011 (``Store.dedup_statement`` swapped) on ``empty`` and on ``old``; and 0011 on
@@ -66,6 +67,17 @@ ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id::text
 """
 SQL_WINDOW: Final = "SELECT oldest, newest FROM runstream_data.dedup_window"
+#: ``n`` time-ordered keys (as the SDK's ``new_event_id`` makes them: version-7 UUIDs)
+#: spread evenly over the milliseconds [$2, $3) of one day $1, keys $4 + 1 .. $4 + n of $5.
+SQL_LOAD_DAY: Final = """
+SELECT (lpad(to_hex($2::bigint + ((i - 1) * ($3::bigint - $2::bigint) / $5::bigint)), 12, '0')
+        || '7' || substr(r, 14, 3) || '8' || substr(r, 18, 15))::uuid, $1::date
+FROM (SELECT i, replace(gen_random_uuid()::text, '-', '') AS r
+      FROM generate_series($4::bigint + 1, $4::bigint + $6::bigint) i) k
+"""
+#: Configurations whose fresh events carry random ids, as the SDK made them before it
+#: made time-ordered ones (the layout before 0011 is measured as it was).
+RANDOM_ID_CONFIGS: Final = frozenset({"old_empty", "old_loaded"})
 _CODEC: Final = Codec(max_message_bytes=1 << 22)
 
 
@@ -73,8 +85,9 @@ async def _no_dead_letters(dead: Sequence[DeadLetter]) -> None:
     raise RuntimeError(f"bench events were dead-lettered: {dead[:1]}")
 
 
-def _events(count: int) -> list[Event]:
-    """``count`` fresh metric events of ``RUNS`` runs, stamped now."""
+def _events(count: int, *, random_ids: bool = False) -> list[Event]:
+    """``count`` fresh metric events of ``RUNS`` runs, stamped now; their ids time-ordered
+    as the SDK makes them, or random (version 4) as it made them before."""
     factories = [EventFactory(f"benchdedup_{int(time.time())}_{uuid.uuid4().hex[:8]}")
                  for _ in range(RUNS)]
     out = []
@@ -82,7 +95,8 @@ def _events(count: int) -> list[Event]:
         step = (i // RUNS) * POINTS_PER_EVENT
         values = [float(j) for j in range(POINTS_PER_EVENT)]
         raw = factories[i % RUNS].metrics(
-            packed_series("loss", values, steps=range(step, step + POINTS_PER_EVENT)))
+            packed_series("loss", values, steps=range(step, step + POINTS_PER_EVENT)),
+            event_id=str(uuid.uuid4()) if random_ids else None)
         out.append(decode_event(_CODEC, _CODEC.encode(raw)))
     return out
 
@@ -97,7 +111,8 @@ async def _write_round(stores: dict[str, Store], batches: int) -> dict[str, floa
     """Events committed per second into each store: ``batches`` batches of fresh events
     each, the stores taking turns batch by batch (the machine's other load then weighs on
     all of them alike)."""
-    events = {name: _events(batches * BATCH_EVENTS) for name in stores}
+    events = {name: _events(batches * BATCH_EVENTS, random_ids=name in RANDOM_ID_CONFIGS)
+              for name in stores}
     elapsed = dict.fromkeys(stores, 0.0)
     for i in range(0, batches * BATCH_EVENTS, BATCH_EVENTS):
         for name, store in stores.items():
@@ -118,8 +133,9 @@ def _figure(rates: list[float]) -> dict[str, Any]:
 
 async def _load_day_partitions(conn: asyncpg.Connection, keys: int,
                                progress: Progress) -> dict[str, Any]:
-    """``keys`` random keys over the kept days up to today, each day's partition filled
-    and indexed on its own, then attached (no index maintenance row by row)."""
+    """``keys`` keys over the kept days up to now, time-ordered as the SDK makes them,
+    each day's partition filled and indexed on its own, then attached (no index
+    maintenance row by row)."""
     row = await conn.fetchrow(SQL_WINDOW)
     if row is None:
         raise RuntimeError("no dedup window: is migration 0011 applied?")
@@ -133,11 +149,12 @@ async def _load_day_partitions(conn: asyncpg.Connection, keys: int,
         await conn.execute(f"ALTER TABLE runstream_data.dedup_keys DETACH PARTITION {name}")
         await conn.execute(f"DROP TABLE {name}")
         await conn.execute(f"CREATE TABLE {name} (LIKE runstream_data.dedup_keys)")
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        end = min(start + timedelta(days=1), datetime.now(UTC))  # today: until now
+        start_ms, end_ms = (int(t.timestamp() * 1000) for t in (start, end))
         for done in range(0, n, LOAD_STEP):
-            await conn.execute(f"INSERT INTO {name} (event_id, day) "  # noqa: S608 - ours
-                               "SELECT gen_random_uuid(), $1::date "
-                               "FROM generate_series(1, $2::bigint)",
-                               day, min(LOAD_STEP, n - done))
+            await conn.execute(f"INSERT INTO {name} (event_id, day) {SQL_LOAD_DAY}",
+                               day, start_ms, end_ms, done, n, min(LOAD_STEP, n - done))
         await conn.execute(f"ALTER TABLE {name} ADD PRIMARY KEY (event_id, day)")
         await conn.execute(f"ALTER TABLE runstream_data.dedup_keys ATTACH PARTITION {name} "
                            f"FOR VALUES FROM ('{day.isoformat()}') "
@@ -151,7 +168,8 @@ async def _load_day_partitions(conn: asyncpg.Connection, keys: int,
 
 async def _load_old_table(conn: asyncpg.Connection, keys: int,
                           progress: Progress) -> dict[str, Any]:
-    """``keys`` random keys in ``event_ids`` as the layout before 0011 kept them."""
+    """``keys`` random keys in ``event_ids`` as the layout before 0011 kept them (the SDK
+    then made random ids)."""
     started = time.perf_counter()
     await conn.execute("ALTER TABLE runstream_data.event_ids DROP CONSTRAINT event_ids_pkey")
     await conn.execute("DROP INDEX runstream_data.event_ids_ingested_at_brin")

@@ -15,6 +15,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.event_ids import new_event_id
+
 __all__ = ["EventFactory", "packed_series"]
 
 
@@ -76,7 +78,7 @@ class EventFactory:
     def event(self, kind: str, record: dict[str, Any], *, ts_us: int | None = None,
               seq: int | None = None, event_id: str | None = None) -> dict[str, Any]:
         return {
-            "event_id": event_id or str(uuid.uuid4()),
+            "event_id": event_id or new_event_id(),
             "run_id": self.run_id,
             "experiment": self.experiment,
             "workspace": self.workspace,
