@@ -61,6 +61,19 @@ def apt_install(packages: list[str]) -> None:
             raise StackError(f"`{' '.join(argv)}` failed:\n{tail}")
 
 
+def shared_buffers_mb() -> int:
+    """An eighth of the machine's memory, within 256 MB..2 GB: PostgreSQL's advice for a
+    server of its own is a quarter; this one shares the machine with Kafka, the workers
+    and the training jobs. Ingest's working set is the newest pages of the dedup keys'
+    and the series' indexes, small; reads of stored series and run lists, and a day of
+    dedup keys (``runstream bench dedup``: 6.7 M keys, a 270 MB index), want more."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 256
+    return max(256, min(2048, total // 8 >> 20))
+
+
 @dataclass(frozen=True)
 class PostgresStatus:
     ok: bool
@@ -166,7 +179,7 @@ class LocalPostgres:
             "unix_socket_directories": f"'{self.dir}'",
             "shared_preload_libraries": f"'{preload}'",
             "max_connections": "200",
-            "shared_buffers": "'256MB'",
+            "shared_buffers": f"'{shared_buffers_mb()}MB'",
             "max_wal_size": "'2GB'",
             "timescaledb.telemetry_level": "off" if preload else "",
         }
