@@ -12,7 +12,12 @@ Crash safety. A record is one ``os.write`` on an ``O_APPEND`` descriptor, so a k
 process leaves at most a torn last record; readers stop at the first short or
 crc-mismatched record. After a failed write (disk full) the writer truncates back to the
 last whole record, so nothing valid ever follows a torn one. Segments are fsynced when
-sealed and on ``sync()``.
+sealed and on ``sync()`` — by a thread of the writer's own, never by the caller: on a
+disk busy with other writes (a database's checkpoint) an fsync can take seconds, and the
+sender that appends must keep draining the log calls' buffer meanwhile. Syncs of the
+active segment coalesce (one in progress at a time); ``sync(wait=True)`` and ``close()``
+wait for every fsync and raise what failed. Readers see appended records at once (the
+page cache), fsynced or not.
 
 Budget. A writer holds at most ``max_bytes`` of its own undelivered segments (sealed and
 active) and never leaves less than ``min_free_bytes`` free on the spool's file system
@@ -35,7 +40,8 @@ import fcntl
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +145,21 @@ def claim(path: Path) -> Iterator[ClaimedSegment | None]:
         os.close(fd)  # releases the lock
 
 
+def _nothing() -> None:
+    return None
+
+
+def _fsync_and_close(fd: int, dirty: bool) -> None:
+    """A sealed segment's last fsync (a failure leaves the data in the page cache, where
+    replay reads it) and close."""
+    try:
+        if dirty:
+            with suppress(OSError):
+                os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class SpoolWriter:
     """Appends to this writer's own segments; no I/O until the first ``append``."""
 
@@ -168,6 +189,9 @@ class SpoolWriter:
         #: Sealed segments of this writer that have not been replayed yet, oldest first.
         self.sealed: list[Path] = []
         self.records_written = 0
+        #: fsyncs (and closes of sealed segments) run here, in order; made on first use.
+        self._fsyncer: ThreadPoolExecutor | None = None
+        self._active_sync: Future[None] | None = None
 
     @property
     def active_records(self) -> int:
@@ -234,29 +258,54 @@ class SpoolWriter:
         if self._size >= self.max_segment_bytes:
             self.seal()
 
-    def sync(self) -> None:
-        """fsync the active segment if it changed."""
-        if self._fd is not None and self._dirty:
+    def _submit(self, fn: Callable[..., None], *args: object) -> Future[None]:
+        if self._fsyncer is None:
+            self._fsyncer = ThreadPoolExecutor(1, thread_name_prefix="runstream-spool-fsync")
+        try:
+            return self._fsyncer.submit(fn, *args)
+        except RuntimeError:
+            # The interpreter is exiting (its executors take no more work before the atexit
+            # hooks that close senders run): do it here, after what is queued.
+            self._fsyncer.shutdown(wait=True)
+            done: Future[None] = Future()
             try:
-                os.fsync(self._fd)
+                fn(*args)
             except OSError as exc:
-                raise SpoolError(self._path or self.directory, f"fsync failed: {exc}") from exc
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+            return done
+
+    def sync(self, *, wait: bool = False) -> None:
+        """fsync the active segment if it changed, on the writer's fsync thread (unless
+        one is still in progress: the next call asks again); with ``wait``, return once
+        every fsync and close asked so far is done. Raises ``SpoolError`` for a failed
+        fsync of the active segment (a sealed one's data stays readable in the page cache
+        either way)."""
+        previous = self._active_sync
+        if previous is not None and previous.done():
+            self._active_sync = None
+            if (exc := previous.exception()) is not None:
+                raise SpoolError(self._path or self.directory, f"fsync failed: {exc}")
+        if self._fd is not None and self._dirty and self._active_sync is None:
+            self._active_sync = self._submit(os.fsync, self._fd)
             self._dirty = False
+        if wait and self._fsyncer is not None:
+            self._submit(_nothing).result()  # one thread, in order: all before it are done
+            self.sync()  # raises the active segment's failure, if any
 
     def seal(self) -> None:
-        """Close the active segment (fsync, unlock) so it can be replayed."""
+        """Close the active segment so it can be replayed: unlocked at once, fsynced and
+        closed on the fsync thread."""
         fd, path = self._fd, self._path
         if fd is None or path is None:
             return
         self._fd = self._path = None
-        try:
-            if self._dirty:
-                # A failed fsync leaves the data in the page cache; replay reads it either way.
-                with suppress(OSError):
-                    os.fsync(fd)
-        finally:
-            os.close(fd)
-            self._dirty = False
+        self._active_sync = None  # its failure no longer matters: the close fsyncs again
+        with suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)  # a replayer may claim it now
+        self._submit(_fsync_and_close, fd, self._dirty)
+        self._dirty = False
         if self._records:
             self.sealed.append(path)
             self._sealed_bytes[path] = self._size
@@ -271,4 +320,10 @@ class SpoolWriter:
         self.pending_bytes = max(self.pending_bytes - self._sealed_bytes.pop(path, 0), 0)
 
     def close(self) -> None:
+        """Seal the active segment and wait for every fsync (raising none: the data is
+        written either way)."""
         self.seal()
+        self._active_sync = None
+        if self._fsyncer is not None:
+            self._fsyncer.shutdown(wait=True)
+            self._fsyncer = None

@@ -169,3 +169,45 @@ def test_the_spool_leaves_the_disk_its_free_space_floor(tmp_path: Path) -> None:
     with pytest.raises(SpoolError, match="free"):
         w.append(b"k", b"v")
     assert list_segments(tmp_path) == []
+
+
+def test_fsync_runs_on_the_writers_own_thread_and_never_holds_up_appends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk busy elsewhere can make an fsync take seconds; the sender appending to the
+    spool must go on draining the log calls' buffer meanwhile."""
+    import threading
+
+    release = threading.Event()
+    synced: list[tuple[int, int]] = []  # (fd, thread)
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        synced.append((fd, threading.get_ident()))
+        release.wait(30)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    w = SpoolWriter(tmp_path, writer_id="w1", max_segment_bytes=4096)
+    written = records(200)
+    for i, (key, value) in enumerate(written):
+        w.append(key, value)  # seals a segment every ~4 KiB: an fsync each, all queued
+        if i % 20 == 0:
+            w.sync()  # asks for an fsync of the active segment; one at a time
+    assert not release.is_set()
+    assert synced  # the first one is waiting for the disk, on another thread
+    assert all(thread != threading.get_ident() for _, thread in synced)
+    assert len(w.sealed) > 5
+    # a replayer can claim a sealed segment while its fsync is still queued
+    with claim(w.sealed[0]) as segment:
+        assert segment is not None
+        assert segment.records
+    release.set()
+    w.close()  # waits for every fsync and close
+    assert len({fd for fd, _ in synced}) > 5
+    got: list[tuple[bytes, bytes]] = []
+    for path in w.sealed:
+        with claim(path) as segment:
+            assert segment is not None
+            got += segment.records
+    assert got == written
