@@ -642,7 +642,13 @@ async def _log_call_scenarios(env: _Env, conn: asyncpg.Connection, config: Bench
             _side_by_side, env, {**spec, "close_timeout_s": 5},
             RUNSTREAM_KAFKA=f"127.0.0.1:{port}")
     result["log_call_kafka_down"] = {
-        **_log_section(logs, noop), "dropped_events": sum(r["dropped_events"] for r in logs)}
+        **_log_section(logs, noop), "dropped_events": sum(r["dropped_events"] for r in logs),
+        # where the events went (the spool, or dropped: refused by a full buffer or spool)
+        "producer_counters": _producer_counters(logs),
+        "logged_points_per_s": round(sum(r["points"] / r["logging_s"] for r in logs)),
+        "last_errors": sorted({str(r["producer_stats"]["last_error"]) for r in logs
+                               if r.get("producer_stats")}),
+    }
     cpus = _two_cores()
     workers = config.worker_counts[0]
     progress(f"log call latency ({what}, {config.shared_ranks} ranks + {workers} worker(s) "
