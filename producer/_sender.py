@@ -211,6 +211,8 @@ class Sender:
         self._held: deque[Message] = deque()
         self._held_bytes = 0
         self._warned_hold_full = False
+        #: Set by close before it stops the supervisor (no new connect attempts after).
+        self._stopping = False
 
     def __repr__(self) -> str:
         return f"Sender(id={self.sender_id[:8]}, mode={self._mode.value}, spool={self.spool_dir})"
@@ -553,7 +555,7 @@ class Sender:
 
     async def _supervise(self) -> None:
         backoff_s = 0.5
-        while not self._halt.is_set():
+        while not self._halt.is_set() and not self._stopping:
             if not self._connected:
                 try:
                     await asyncio.wait_for(self._transport.start(), self.options.connect_timeout_s)
@@ -767,8 +769,12 @@ class Sender:
                 await asyncio.wait_for(self._wait_until(self._is_settled_for_close), budget_s())
             # No more connects or replays: a connect finishing after the transport's stop
             # would leak a producer, and a replay is pointless once the deadline is near.
-            self._supervisor.cancel()
-            await asyncio.wait({self._supervisor})
+            # Python 3.11's wait_for may swallow a cancel that meets a connect attempt
+            # failing at that moment; the supervisor then sleeps its backoff and goes on.
+            self._stopping = True
+            while not self._supervisor.done():
+                self._supervisor.cancel()
+                await asyncio.wait({self._supervisor}, timeout=0.1)
             self._mode = Mode.CLOSED
             await self._pump()  # anything logged meanwhile goes straight to the spool
             left_in_flight = list(self._inflight.values())
