@@ -18,6 +18,8 @@ import asyncio
 import json
 import math
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -62,6 +64,23 @@ class Pipeline:
 
     async def rows(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         return await fetch(self.dsn, sql, *args)
+
+    async def run_script(self, script: str, *, run_id: str, cwd: Path,
+                         timeout_s: float = 180.0) -> subprocess.CompletedProcess[str]:
+        """Run ``python -c script`` as a training job of run ``run_id`` on this pipeline
+        (``RUNSTREAM_HOME`` is ``cwd/home``); raises unless it exits 0."""
+        env = {**os.environ, "RUNSTREAM_KAFKA": self.bootstrap, "RUNSTREAM_TOPIC": self.topic,
+               "RUNSTREAM_API": self.api_url, "RUNSTREAM_RUN_ID": run_id,
+               "RUNSTREAM_HOME": str(cwd / "home")}
+
+        def launch() -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-c", script], cwd=cwd, env=env,
+                                  capture_output=True, text=True, timeout=timeout_s,
+                                  check=False)
+
+        done = await asyncio.to_thread(launch)
+        assert done.returncode == 0, done.stderr
+        return done
 
 
 def workspace(p: Pipeline, home: Path) -> Workspace:

@@ -10,10 +10,6 @@ script is.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -71,16 +67,7 @@ async def test_forked_children_log_into_the_run_exactly_once(
     pipeline: Pipeline, tmp_path: Path, reliability: Reliability
 ) -> None:
     rid = run_id("forked")
-    env = {**os.environ, "RUNSTREAM_KAFKA": pipeline.bootstrap, "RUNSTREAM_TOPIC": pipeline.topic,
-           "RUNSTREAM_API": pipeline.api_url, "RUNSTREAM_RUN_ID": rid,
-           "RUNSTREAM_HOME": str(tmp_path / "home")}
-
-    def launch() -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-c", SCRIPT], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=180, check=False)
-
-    done = await asyncio.to_thread(launch)
-    assert done.returncode == 0, done.stderr
+    done = await pipeline.run_script(SCRIPT, run_id=rid, cwd=tmp_path, timeout_s=180)
     assert "Traceback" not in done.stderr, done.stderr
     assert list((tmp_path / "home" / "spool" / "events").glob("*")) == []
     await pipeline.drained()

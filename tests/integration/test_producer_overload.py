@@ -10,11 +10,7 @@ nothing is left in the spool.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -55,16 +51,7 @@ async def test_logging_faster_than_kafka_spills_and_loses_nothing(
     pipeline: Pipeline, tmp_path: Path, reliability: Reliability
 ) -> None:
     rid = run_id("overload")
-    env = {**os.environ, "RUNSTREAM_KAFKA": pipeline.bootstrap, "RUNSTREAM_TOPIC": pipeline.topic,
-           "RUNSTREAM_API": pipeline.api_url, "RUNSTREAM_RUN_ID": rid,
-           "RUNSTREAM_HOME": str(tmp_path / "home")}
-
-    def launch() -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-c", SCRIPT], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=300, check=False)
-
-    done = await asyncio.to_thread(launch)
-    assert done.returncode == 0, done.stderr
+    done = await pipeline.run_script(SCRIPT, run_id=rid, cwd=tmp_path, timeout_s=300)
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["dropped"] == 0
     assert report["spooled"] > 0
