@@ -9,7 +9,8 @@
   artifact bytes.
 - ``db/``      PostgreSQL shared by both: the pool, migrations (``migrations/*.sql``),
   read queries, change notices (NOTIFY/LISTEN), run statuses, queue state, the model
-  registry (``models.py``) and the queue of submitted runs (``jobs.py``).
+  registry (``models.py``), the queue of submitted runs (``jobs.py``) and the TimescaleDB
+  storage mode and maintenance jobs (``maintenance.py``).
 - ``cli/``     the ``runstream`` command (``main.py``) and ``runstream demo``.
 - ``stack/``   the local single-machine stack (``runstream up | down | status``).
 - ``agent/``   ``runstream agent``: runs the scripts submitted to a compute target (it talks

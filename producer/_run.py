@@ -48,6 +48,14 @@ from ._batch import event_dict, max_text_bytes
 from ._buffer import POINT_COST_BYTES, Buffer, PendingEvent, Series, Stream
 from ._capture import OutputCapture
 from ._errors import ReadOnlyRunError, RunClosedError, RunEndedError, SpoolError
+from ._images import (
+    ImageArray,
+    encode_png,
+    image_artifact_name,
+    image_content_type,
+    image_file_suffix,
+    is_array,
+)
 from ._reads import RunReads
 from ._session import DEFAULT_FLUSH_TIMEOUT_S, Session
 from ._typed_metrics import CONTENT_TYPE, typed_metric_json
@@ -131,6 +139,8 @@ class RunHandle(RunReads):
         #: The handle that carries edits once this one's stream is closed (``_edit``).
         self._editor: RunHandle | None = None
         self._uploaded: set[str] = set()
+        #: ``log_image``'s next step per image name (as ``Series.next_step`` for ``log``).
+        self._image_steps: dict[str, int] = {}
         self._lock = threading.Lock()
         #: The last status this handle sent or read (what a notebook shows, without I/O).
         self._known_status = known_status
@@ -353,27 +363,60 @@ class RunHandle(RunReads):
     def log_image(
         self,
         name: str,
-        path: str | os.PathLike[str] | None = None,
-        plot: SavesFigures | None = None,
+        path: str | os.PathLike[str] | ImageArray | None = None,
+        plot: SavesFigures | ImageArray | None = None,
         description: str = "",
+        *,
+        step: int | None = None,
     ) -> None:
-        """Log an image file (``path``) or a matplotlib figure (``plot``: pyplot or a Figure)."""
+        """Log an image of step ``step``: an image file (``path``: PNG, JPEG, GIF, BMP,
+        WebP, AVIF or SVG), a matplotlib figure (``plot``: pyplot or a Figure), or an
+        array (as ``path`` or ``plot``: HxW grayscale, HxWx3 RGB or HxWx4 RGBA, of uint8
+        or of floats in [0, 1]; encoded as PNG, numpy imported only then).
+
+        Every step is kept: ``step`` defaults to one past this handle's previous step of
+        ``name`` (0 first), and step ``s`` is the file ``<name>/step_<s><ext>``
+        (``loss_curve/step_3.png``; ``get_file_names()`` lists it, the studio shows the
+        steps of each image). The same name and step again replaces that step's image.
+        The bytes are read, or encoded, now: bad input raises ``TypeError``/``ValueError``
+        here and logs nothing."""
         check_name(name, "image name")
         _check_description(description)
-        check_artifact_name(name)
         if (path is None) == (plot is None):
-            raise ValueError("log_image needs exactly one of path= or plot=")
-        if path is not None:
-            content_type = mimetypes.guess_type(os.fspath(path))[0] or "image/png"
-            self._put_artifact(name, "IMAGE", path, content_type)
-            return
-        savefig = getattr(plot, "savefig", None)
-        if not callable(savefig):
-            raise TypeError("plot must be matplotlib.pyplot or a matplotlib Figure")
-        png = BytesIO()
-        savefig(png, format="png")
-        png.seek(0)
-        self._put_artifact(name, "IMAGE", png, "image/png")
+            raise ValueError(
+                "log_image needs exactly one of path= (an image file or an array) or plot= "
+                "(a matplotlib figure)"
+            )
+        if step is not None:
+            step = check_step(step)
+        self._open_sender()  # an ended or read-only run refuses before any encoding
+        content: Path | BinaryIO
+        if is_array(path) or is_array(plot):
+            content, suffix = BytesIO(encode_png(path if path is not None else plot)), ".png"
+        elif path is not None:
+            if not isinstance(path, str | os.PathLike):
+                raise TypeError(
+                    "log_image: path must be an image file's path or an image array (HxW, "
+                    f"HxWx3, HxWx4), not {type(path).__name__}"
+                )
+            content = Path(path)
+            suffix = image_file_suffix(content)
+        else:
+            savefig = getattr(plot, "savefig", None)
+            if not callable(savefig):
+                raise TypeError(
+                    "log_image: plot must be matplotlib.pyplot, a matplotlib Figure or an "
+                    f"image array, not {type(plot).__name__}"
+                )
+            png = BytesIO()
+            savefig(png, format="png")
+            png.seek(0)
+            content, suffix = png, ".png"
+        with self._lock:
+            at = self._image_steps.get(name, 0) if step is None else step
+            stored = check_artifact_name(image_artifact_name(name, at, suffix))
+            self._image_steps[name] = at + 1
+        self._put_artifact(stored, "IMAGE", content, image_content_type(suffix))
 
     def log_confusion_matrix(self, name: str, value: str | Mapping[str, Any],
                              description: str = "") -> None:

@@ -15,9 +15,10 @@ from typing import Final
 
 import asyncpg
 
+from ingest.db.maintenance import Storage, read_storage
 from ingest.errors import MigrationError
 
-__all__ = ["available_migrations", "migrate"]
+__all__ = ["available_migrations", "migrate", "storage_after_migrate"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,5 +82,15 @@ async def migrate(dsn: str) -> list[int]:
             return done
         finally:
             await conn.execute(SQL_MIGRATION_UNLOCK, MIGRATION_LOCK_ID)
+    finally:
+        await conn.close()
+
+
+async def storage_after_migrate(dsn: str) -> Storage:
+    """What the storage is once migrated: ``runstream migrate`` and ``up`` never switch a
+    plain-PostgreSQL database to TimescaleDB by themselves (``Storage.mismatch`` says how)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await read_storage(conn)
     finally:
         await conn.close()

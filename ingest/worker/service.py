@@ -9,9 +9,11 @@ group, the producer flushes and the pool closes. A crashed loop cancels its sibl
 the worker exits non-zero.
 
 Beside the two loops: partition upkeep of metric chunks and of dedup keys (hourly; the
-latter drops the keys past the dedup horizon, migration 0011) and the series tiler
+latter drops the keys past the dedup horizon, migration 0011), the series tiler
 (``tiler.py``: the read path's summaries of big series, kept current as points arrive, off
-the commit path).
+the commit path) and, on TimescaleDB, a look at the extension's background jobs every
+minute: a job its scheduler cannot run is run by the workers themselves, one at a time,
+on its own connection (``ingest/db/maintenance.py``; cancelled at shutdown).
 
 ``runstream ingest`` (ingest/cli/main.py) calls ``run_worker``; ``python -m
 ingest.worker.service`` does the same from the environment alone.
@@ -27,10 +29,12 @@ from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry
 
+from ingest.db.maintenance import MaintenanceRunner
 from ingest.server import HttpServer
 from ingest.settings import DEFAULT_GROUP_ID, DEFAULT_METRICS_PORT, Settings
 from ingest.worker.consumer import DeadLetterProducer, IngestConsumer
 from ingest.worker.metrics import IngestMetrics, metrics_app
+from ingest.worker.silence import SilentRuns
 from ingest.worker.store import Store
 from ingest.worker.tiler import SeriesTiler
 
@@ -40,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 PARTITION_UPKEEP_INTERVAL_S = 3600.0
 QUEUE_GAUGES_INTERVAL_S = 15.0
+#: How often a worker looks at the TimescaleDB jobs (and runs those due that fail).
+MAINTENANCE_INTERVAL_S = 60.0
 
 
 async def _every(interval_s: float, stop: asyncio.Event, job: Callable[[], Awaitable[object]],
@@ -104,7 +110,12 @@ async def run_worker(
                 tg.create_task(_every(PARTITION_UPKEEP_INTERVAL_S, stop, store.maintain_dedup_keys,
                                       "dedup key upkeep"), name="dedup-keys")
                 tg.create_task(tiler.run(stop), name="tiles")
+                tg.create_task(SilentRuns(store, settings).run(stop), name="silent-runs")
+                maintenance = tg.create_task(_every(
+                    MAINTENANCE_INTERVAL_S, stop, MaintenanceRunner(dsn).tick,
+                    "TimescaleDB maintenance"), name="maintenance")
                 await stop.wait()
+                maintenance.cancel()  # a compression pass may take minutes: not worth waiting
                 logger.info("stopping: draining queued batches (deadline %.0f s)",
                             drain_timeout_s)
                 try:

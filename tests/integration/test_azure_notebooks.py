@@ -158,14 +158,14 @@ async def test_logging_api_notebook(read_pipeline: ReadPipeline, tmp_path: Path)
         assert all(len(values) == 1000 for values in table.values())
         assert table["expected"][0] == 0  # randrange(0, 1) at step 0
     assert shown["scale factor"] == {"scale factor": 2}
-    assert sorted(shown["files"]) == ["Hyperbolic Tangent", "logging-api/myfile.txt"]
+    assert sorted(shown["files"]) == ["Hyperbolic Tangent/step_0.png", "logging-api/myfile.txt"]
     assert sorted(shown["downloads"]) == [
-        "Downloading file Hyperbolic Tangent to files/Hyperbolic Tangent...",
+        "Downloading file Hyperbolic Tangent/step_0.png to files/step_0.png...",
         "Downloading file logging-api/myfile.txt to files/myfile.txt...",
     ]
     downloaded = (folder / "files" / "myfile.txt").read_text()
     assert downloaded == "This is an output file that will be uploaded.\n"
-    assert (folder / "files" / "Hyperbolic Tangent").read_bytes().startswith(b"\x89PNG")
+    assert (folder / "files" / "step_0.png").read_bytes().startswith(b"\x89PNG")
     assert shown["fetched"].id == run_id
 
 

@@ -51,7 +51,7 @@ async def test_demo_runs_the_product_example_and_everything_lands(stack: StackIn
     assert [r["value"] for r in alphas] == [0.0, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0]
     assert [(r["column_name"], r["n"]) for r in table] == [("alpha", 8), ("mse", 8)]
     assert sorted((f["name"], f["kind"]) for f in files) == sorted(
-        [("outputs/model.pkl", "FILE")] * 8 + [("mse vs alpha", "IMAGE")]
+        [("outputs/model.pkl", "FILE")] * 8 + [("mse vs alpha/step_0.png", "IMAGE")]
     )
     assert '"best_alpha"' in tags
 

@@ -224,20 +224,20 @@ async def test_files_images_and_outputs_land_with_their_bytes_behind_the_api(
     files = {
         "model.pkl": model.read_bytes(),
         "data/raw.bin": streamed,
-        "ROC": roc.read_bytes(),
+        "ROC/step_0.png": roc.read_bytes(),
         "outputs/metrics.json": b'{"mse": 3.1}',
         "outputs/sub/notes.txt": b"kept at completion\n",
         "outputs/late.txt": b"written late",
     }
     got = {a["name"]: a for a in arts}
-    assert sorted(got) == sorted([*files, "curve"])
+    assert sorted(got) == sorted([*files, "curve/step_0.png"])
     for name, data in files.items():
         assert (got[name]["sha256"], got[name]["size_bytes"]) == (sha256(data), len(data)), name
     assert {n: (a["kind"], a["content_type"]) for n, a in got.items()} == {
         "model.pkl": ("FILE", "application/octet-stream"),
         "data/raw.bin": ("FILE", "application/octet-stream"),
-        "ROC": ("IMAGE", "image/png"),
-        "curve": ("IMAGE", "image/png"),
+        "ROC/step_0.png": ("IMAGE", "image/png"),
+        "curve/step_0.png": ("IMAGE", "image/png"),
         "outputs/metrics.json": ("FILE", "application/json"),
         "outputs/sub/notes.txt": ("FILE", "text/plain"),
         "outputs/late.txt": ("FILE", "text/plain"),
@@ -247,7 +247,7 @@ async def test_files_images_and_outputs_land_with_their_bytes_behind_the_api(
         assert (sha256(data), len(data)) == (a["sha256"], a["size_bytes"])
         if a["name"] in files:
             assert data == files[a["name"]]
-    rendered = await blob(pipeline.api_url, got["curve"]["sha256"])
+    rendered = await blob(pipeline.api_url, got["curve/step_0.png"]["sha256"])
     assert rendered.startswith(b"\x89PNG\r\n\x1a\n")
     (status,) = await pipeline.rows("SELECT status FROM runstream.runs")
     assert status == {"status": "Completed"}

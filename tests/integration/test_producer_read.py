@@ -188,7 +188,7 @@ async def test_files_round_trip_through_download_file(
     expected = {
         "outputs/model v2.pkl": model,
         "raw#1.bin": b"streamed",
-        "ROC": png,
+        "ROC/step_0.png": png,
         "outputs/sub/metrics.json": b'{"mse": 3.1}',
     }
 

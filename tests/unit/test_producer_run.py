@@ -599,7 +599,7 @@ def test_files_images_and_outputs_are_staged_and_referenced(
     (outputs / "model.pkl").write_bytes(b"model")
     (outputs / "sub" / "notes.txt").write_bytes(b"notes")
     png = tmp_path / "roc.png"
-    png.write_bytes(b"\x89PNG fake")
+    png.write_bytes(b"\x89PNG\r\n\x1a\n fake")
 
     with Experiment(ws, "exp").start_logging(outputs_dir=outputs) as run:
         with (outputs / "model.pkl").open("rb") as stream:
@@ -615,20 +615,21 @@ def test_files_images_and_outputs_are_staged_and_referenced(
 
     artifacts = {a["name"]: a for a in of_kind(kafka.events(), "Artifact")}
     assert sorted(artifacts) == [
-        "ROC",
-        "curve",
+        "ROC/step_0.png",
+        "curve/step_0.png",
         "extra/data.bin",
         "outputs/model.pkl",
         "outputs/sub/notes.txt",
     ]
     assert artifacts["outputs/model.pkl"]["sha256"] == hashlib.sha256(b"model").hexdigest()
     assert artifacts["outputs/sub/notes.txt"]["size_bytes"] == 5
-    assert (artifacts["ROC"]["kind"], artifacts["ROC"]["content_type"]) == ("IMAGE", "image/png")
-    assert artifacts["curve"]["kind"] == "IMAGE"
+    roc = artifacts["ROC/step_0.png"]
+    assert (roc["kind"], roc["content_type"]) == ("IMAGE", "image/png")
+    assert artifacts["curve/step_0.png"]["kind"] == "IMAGE"
     assert artifacts["extra/data.bin"]["kind"] == "FILE"
     staged = {p.name for p in ws.blob_dir.iterdir()}
     assert {a["sha256"] for a in artifacts.values()} <= staged  # the API is unreachable
-    curve = (ws.blob_dir / artifacts["curve"]["sha256"]).read_bytes()
+    curve = (ws.blob_dir / artifacts["curve/step_0.png"]["sha256"]).read_bytes()
     assert curve.startswith(b"\x89PNG")
     statuses = [e["status"] for e in of_kind(kafka.events(), "Lifecycle")]
     assert statuses == ["NotStarted", "Running", "Finalizing", "Completed"]

@@ -62,6 +62,7 @@ from ingest.api.shapes import (
 )
 from ingest.db.reads import ReadStore, RunFilter, RunOrder
 from ingest.db.values import iso
+from producer._images import image_of
 
 __all__ = ["RUN_ID_PARAMETER", "RunRoutes", "safe_content_type", "serve_artifact"]
 
@@ -180,6 +181,10 @@ _FILES: Final = list_answer("files", {
     "created_at": _TIME,
     "metric": {"type": ["string", "null"], "description": "A typed metric's schema type "
                "(confusion_matrix, accuracy_table, residuals, predictions), else null."},
+    "image": {"type": ["string", "null"], "description": "For an IMAGE: the name it was "
+              "logged under (log_image stores step s of image n as n/step_s.ext), else null."},
+    "step": {"type": ["integer", "null"], "description": "For an IMAGE: its step (null for "
+             "an image stored before steps were kept), else null."},
 })
 _LOGS: Final = list_answer("lines", {
     "stream": {"type": "string"},
@@ -413,12 +418,14 @@ class RunRoutes:
     async def files(self, request: web.Request) -> web.StreamResponse:
         run_id = await self._existing_run(request)
         rows = await self._reads.files(run_id)
-        return json_ok({"files": [
-            {"name": r["name"], "kind": r["kind"], "sha256": r["sha256"],
-             "size_bytes": int(r["size_bytes"]), "content_type": r["content_type"],
-             "created_at": iso(r["created_at"]), "metric": r["metric"]}
-            for r in rows
-        ]})
+        files = []
+        for r in rows:
+            image, step = image_of(r["name"]) if r["kind"] == "IMAGE" else (None, None)
+            files.append({"name": r["name"], "kind": r["kind"], "sha256": r["sha256"],
+                          "size_bytes": int(r["size_bytes"]), "content_type": r["content_type"],
+                          "created_at": iso(r["created_at"]), "metric": r["metric"],
+                          "image": image, "step": step})
+        return json_ok({"files": files})
 
     async def file(self, request: web.Request) -> web.StreamResponse:
         run_id = await self._existing_run(request)

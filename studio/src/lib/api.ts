@@ -278,6 +278,10 @@ export interface RunFile {
   content_type: string;
   created_at: string;
   metric: string | null;
+  /** For an IMAGE: the name it was logged under (step s of image n is the file n/step_s.ext). */
+  image?: string | null;
+  /** For an IMAGE: its step; null for an image stored before steps were kept. */
+  step?: number | null;
 }
 
 export interface LogLine {

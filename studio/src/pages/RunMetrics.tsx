@@ -1,10 +1,12 @@
 // A run's metrics, charted the way the product page's table says: a series from repeated
 // log → line over step (or time), log_list → line over index, log_row/log_table → line with
-// the first column on x, single values and strings → a table, log_image → a gallery.
+// the first column on x, single values and strings → a table, log_image → each image with
+// its steps (a slider over them).
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { enc, filePath, getJSON, qs, type MetricsDoc, type RunDetails, type RunFile, type Value } from "../lib/api";
+import { enc, getJSON, qs, type MetricsDoc, type RunDetails, type RunFile, type Value } from "../lib/api";
+import { imageSeries } from "../lib/images";
 import { metricIndex, type IndexEntry } from "../lib/metricIndex";
-import { useAsync } from "../lib/hooks";
+import { useAsync, useInterval } from "../lib/hooks";
 import { formatValue, valueType } from "../lib/format";
 import { isTable, tableColumns } from "../lib/metrics";
 import { Card, Empty, ErrorBanner, Spinner, Table } from "../components/ui";
@@ -14,6 +16,7 @@ import { SeriesChart, type PointHub } from "../chart/SeriesChart";
 import { numeric } from "../lib/format";
 import { listLine, type Line } from "../chart/series";
 import { TypedMetricChart } from "../chart/TypedCharts";
+import { ImageSteps } from "./RunImages";
 
 /** Typed metrics drawn across the whole width (two plots, or a heatmap with its scores). */
 const WIDE = new Set(["confusion_matrix", "accuracy_table"]);
@@ -93,6 +96,10 @@ export function RunMetrics({ run, hub, liveNames, live }: { run: RunDetails; hub
     }, wait);
     return () => window.clearTimeout(t);
   }, [unknownLive, liveNames.size, index.loading]);
+  // Images logged while the run is live: the file list is re-read now and then.
+  useInterval(() => {
+    if (!files.loading) files.reload();
+  }, live ? 5000 : null);
   const wasLive = useRef(live);
   useEffect(() => {
     if (wasLive.current && !live) {
@@ -119,7 +126,8 @@ export function RunMetrics({ run, hub, liveNames, live }: { run: RunDetails; hub
   const typed = Object.entries(index.data.typed)
     .filter(([name]) => !needle || name.toLowerCase().includes(needle))
     .sort(([a, ta], [b, tb]) => Number(WIDE.has(tb.schema_type)) - Number(WIDE.has(ta.schema_type)) || a.localeCompare(b));
-  const images = (files.data?.files ?? []).filter((f) => f.kind === "IMAGE");
+  const images = imageSeries(files.data?.files ?? []).filter((s) => !needle || s.name.toLowerCase().includes(needle));
+  const imageSteps = images.reduce((n, s) => n + s.steps.length, 0);
   const total = entries.length + Object.keys(index.data.typed).length;
 
   if (total === 0 && images.length === 0 && typed.length === 0) {
@@ -200,16 +208,9 @@ export function RunMetrics({ run, hub, liveNames, live }: { run: RunDetails; hub
         </Card>
       )}
       {images.length > 0 && (
-        <Card title={`Images (${images.length})`}>
-          <div class="gallery">
-            {images.map((f) => (
-              <figure key={f.name} class="gallery-item">
-                <a href={filePath(run.run_id, f.name)} target="_blank" rel="noreferrer">
-                  <img src={filePath(run.run_id, f.name)} alt={f.name} loading="lazy" />
-                </a>
-                <figcaption class="mono" title={f.name}>{f.name}</figcaption>
-              </figure>
-            ))}
+        <Card title={`Images (${images.length}${imageSteps > images.length ? `, ${imageSteps} steps` : ""})`}>
+          <div class="image-grid">
+            {images.map((s) => <ImageSteps key={s.name} runId={run.run_id} series={s} />)}
           </div>
         </Card>
       )}
