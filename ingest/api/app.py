@@ -40,6 +40,7 @@ from ingest.api.http import (
     RouteSpec,
     error_middleware,
 )
+from ingest.api.maintenance import MaintenanceHealth
 from ingest.api.openapi import build_openapi
 from ingest.api.routes.blobs import BlobRoutes
 from ingest.api.routes.compute import ComputeRoutes, QueueGaugeRefresher
@@ -50,7 +51,12 @@ from ingest.api.routes.models import ModelRoutes
 from ingest.api.routes.registry import RegistryRoutes
 from ingest.api.routes.runs import RunRoutes
 from ingest.api.routes.studio import StudioRoutes
-from ingest.api.routes.system import DEFAULT_READINESS_TIMEOUT_S, ReadinessCheck, SystemRoutes
+from ingest.api.routes.system import (
+    DEFAULT_READINESS_TIMEOUT_S,
+    DegradedCheck,
+    ReadinessCheck,
+    SystemRoutes,
+)
 from ingest.db.jobs import JobStore
 from ingest.db.reads import DatabaseUnavailableError, ReadStore
 from ingest.server import DEFAULT_SHUTDOWN_TIMEOUT_S, HttpServer
@@ -121,15 +127,20 @@ def create_app(
     reads = ReadStore(dsn=db_dsn.value) if db_dsn else None
     jobs = JobStore(dsn=db_dsn.value) if db_dsn else None
     gauges = None
+    maintenance = None
     if reads is not None:
         checks.append(ReadinessCheck("database", reads.ping))
         gauges = QueueGaugeRefresher(reads=reads, registry=registry, jobs=jobs)
+        maintenance = MaintenanceHealth(reads=reads, registry=registry)
     system = SystemRoutes(
         registry=registry,
         readiness_checks=[*checks, *readiness_checks],
         readiness_timeout_s=readiness_timeout_s,
         openapi=openapi,
-        before_scrape=() if gauges is None else (gauges.refresh,),
+        before_scrape=() if gauges is None or maintenance is None
+        else (gauges.refresh, maintenance.refresh),
+        degraded_checks=() if maintenance is None
+        else (DegradedCheck("maintenance", maintenance.degraded),),
     )
     specs += system.specs()
     specs += BlobRoutes(store=blob_store, registry=registry).specs()

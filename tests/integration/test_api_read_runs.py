@@ -482,7 +482,8 @@ async def test_readyz_checks_the_database(
     http: aiohttp.ClientSession, api: ReadApi, tmp_path: Path
 ) -> None:
     ready = await get_json(http, f"{api.url}/readyz")
-    assert ready == {"status": "ready", "checks": {"blobs": "ok", "database": "ok"}}
+    assert ready == {"status": "ready",
+                     "checks": {"blobs": "ok", "database": "ok", "maintenance": "ok"}}
 
 
 async def test_database_gone_is_503_not_500(
@@ -503,7 +504,8 @@ async def test_database_gone_is_503_not_500(
             assert "retry" in (await r.json())["error"]["message"]
     async with http.get(f"{api.url}/readyz") as r:
         assert r.status == 503
-        assert (await r.json())["checks"] == {"blobs": "ok", "database": "failed"}
+        assert (await r.json())["checks"] == {"blobs": "ok", "database": "failed",
+                                              "maintenance": "unknown"}
     async with http.get(f"{api.url}/healthz") as r:
         assert r.status == 200
 
