@@ -118,10 +118,30 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.db.migrate import migrate
+    from ingest.db.maintenance import convert_to_timescaledb
+    from ingest.db.migrate import migrate, storage_after_migrate
 
-    applied = asyncio.run(migrate(_stack(settings).dsn))
+    dsn = _stack(settings).dsn
+    applied = asyncio.run(migrate(dsn))
     print(f"applied migrations: {', '.join(map(str, applied))}" if applied else "up to date")
+    storage = asyncio.run(storage_after_migrate(dsn))
+    if args.to_timescaledb:
+        if not storage.timescaledb:
+            print("runstream migrate: the timescaledb extension is not created in this "
+                  "database (install it on the server, preload it with "
+                  "shared_preload_libraries, CREATE EXTENSION timescaledb; `runstream up` "
+                  "does both for its own cluster), so there is nothing to convert to",
+                  file=sys.stderr)
+            return 1
+        moved = asyncio.run(convert_to_timescaledb(dsn))
+        if storage.tables == "hypertable":
+            print("metric chunks already are a TimescaleDB hypertable: nothing to convert")
+        else:
+            print(f"converted metric chunks to a TimescaleDB hypertable ({moved} rows moved), "
+                  "with its compression policy and the hourly aggregate")
+        return 0
+    if storage.mismatch:
+        print(f"runstream migrate: {storage.mismatch}", file=sys.stderr)
     return 0
 
 
@@ -334,11 +354,60 @@ def _print_status(status: dict[str, dict[str, object]], *, as_json: bool) -> Non
         )
         extra = ""
         if name == "postgres" and info.get("ok"):
-            ts = info.get("timescaledb")
-            extra = f"  (TimescaleDB {ts})" if ts else "  (plain PostgreSQL, no TimescaleDB)"
+            extra = _storage_line(info)
         if info.get("error"):
             extra += f"  {info['error']}"
         print(f"{mark} {name:<9} {endpoint}{extra}")
+        if name == "postgres" and info.get("ok"):
+            for line in _maintenance_lines(info):
+                print(f"{'':<15}{line}")
+
+
+def _storage_line(info: dict[str, object]) -> str:
+    """What the metric tables really are, beside the extension's version."""
+    ts, tables = info.get("timescaledb"), info.get("tables")
+    if tables is None:
+        return f"  (not migrated yet{f'; TimescaleDB {ts}' if ts else ''})"
+    if tables == "hypertable":
+        return f"  (TimescaleDB {ts}: metric chunks in a hypertable)"
+    if ts:
+        return f"  (plain PostgreSQL {tables}; TimescaleDB {ts} installed but NOT used)"
+    return f"  (plain PostgreSQL {tables}, no TimescaleDB)"
+
+
+def _maintenance_lines(info: dict[str, object]) -> list[str]:
+    """One line per TimescaleDB job: who runs it and how it fares; the conversion hint."""
+    lines = []
+    jobs = info.get("maintenance")
+    for job in jobs if isinstance(jobs, list) else []:
+        age = job.get("last_success_age_s")
+        last = "never" if age is None else f"{_short_age(age)} ago"
+        state = job.get("state")
+        if state == "ok":
+            said = "ok, run by the TimescaleDB scheduler"
+        elif state == "runstream":
+            said = ("DEGRADED: the TimescaleDB scheduler fails it "
+                    f"({job.get('scheduler_failures')} failures, {job.get('error')}); "
+                    "Runstream's workers run it")
+        else:
+            said = (f"FAILING: {job.get('scheduler_failures')} scheduler failures "
+                    f"({job.get('error') or 'overdue'})")
+            if job.get("runstream_error"):
+                said += f"; Runstream's run failed too: {job.get('runstream_error')}"
+        lines.append(f"{job.get('kind')} (job {job.get('job_id')}): {said}; "
+                     f"last success {last}")
+    if info.get("mismatch"):
+        lines.append(f"NOTE: {info['mismatch']}")
+    return lines
+
+
+def _short_age(seconds: object) -> str:
+    s = float(seconds) if isinstance(seconds, int | float) else 0.0
+    if s >= 86400:
+        return f"{s / 86400:.1f} d"
+    if s >= 3600:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 60:.0f} min" if s >= 60 else f"{s:.0f} s"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -402,10 +471,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="port of /metrics (default RUNSTREAM_METRICS_PORT or 8471; 0 picks a free one)",
     )
-    add(
+    migrate_cmd = add(
         "migrate",
         cmd_migrate,
-        "Apply the numbered SQL migrations to RUNSTREAM_DB (or the local stack's database).",
+        "Apply the numbered SQL migrations to RUNSTREAM_DB (or the local stack's database). "
+        "A database migrated as plain PostgreSQL stays so when TimescaleDB is installed "
+        "later (it says so and how to convert); --to-timescaledb converts it.",
+    )
+    migrate_cmd.add_argument(
+        "--to-timescaledb", action="store_true",
+        help="convert plain-PostgreSQL metric storage to TimescaleDB (a compressed "
+        "hypertable and the hourly aggregate) in one transaction: all or nothing, run it "
+        "again after an interruption; ingest waits on the table while it copies",
     )
     add(
         "demo",

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import asyncpg
 
+from ingest.db.maintenance import Storage, read_storage
 from ingest.stack.procs import StackError, port_open, progress
 
 __all__ = ["LocalPostgres", "PostgresStatus", "postgres_status"]
@@ -79,6 +80,8 @@ class PostgresStatus:
     ok: bool
     timescaledb: str | None
     error: str | None = None
+    #: What the metric tables really are and how the TimescaleDB jobs fare (issue 13).
+    storage: Storage | None = None
 
 
 async def postgres_status(dsn: str) -> PostgresStatus:
@@ -87,10 +90,8 @@ async def postgres_status(dsn: str) -> PostgresStatus:
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         return PostgresStatus(ok=False, timescaledb=None, error=f"{type(exc).__name__}: {exc}")
     try:
-        version = await conn.fetchval(
-            "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
-        )
-        return PostgresStatus(ok=True, timescaledb=version)
+        storage = await read_storage(conn)
+        return PostgresStatus(ok=True, timescaledb=storage.timescaledb, storage=storage)
     finally:
         await conn.close()
 

@@ -235,10 +235,14 @@ class Stack:
                 "dsn": redact_dsn(self.dsn),
                 "ok": pg.ok,
                 "timescaledb": pg.timescaledb,
-                "mode": ("timescaledb" if pg.timescaledb else "postgresql") if pg.ok else None,
+                "mode": None,
                 "managed": self.postgres is not None,
             },
         }
+        if pg.storage is not None:
+            # What the tables really are (not whether the extension is there), the
+            # TimescaleDB jobs and what is degraded: ingest/db/maintenance.py.
+            out["postgres"].update(pg.storage.as_json())
         if not kafka_ok and (failure := await security.diagnose(bootstrap)):
             out["kafka"]["error"] = str(failure)
         if pg.error:
