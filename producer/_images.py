@@ -1,12 +1,9 @@
-"""``log_image``'s helpers: what an image is, where each step of it is stored, and PNG
-encoding of arrays.
+"""``log_image``'s helpers: what an image is, and PNG encoding of arrays.
 
 Every call of ``run.log_image(name, …, step=…)`` stores one file, so a newer image of a
 name never replaces an older one: step ``s`` of image ``name`` is the artifact
-``<name>/step_<s><ext>`` (``loss_curve/step_3.png``), its extension that of the file given
-(``.png`` for a figure or an array). ``image_of`` reads that back (the API lists each
-image file with its image name and step; the studio shows them per step). A name already
-ending in the extension loses it (``"loss_curve.png"`` → ``loss_curve/step_0.png``).
+``<name>/step_<s><ext>`` (``schemas/image_names.py``: the API reads the name and step back
+from it), its extension that of the file given (``.png`` for a figure or an array).
 
 Arrays are encoded as PNG with ``zlib`` from the standard library: HxW (grayscale),
 HxWx1, HxWx3 (RGB) or HxWx4 (RGBA) of uint8 (or any integers in 0..255), bools (black
@@ -18,11 +15,12 @@ goes through ``numpy.asarray``.
 from __future__ import annotations
 
 import os
-import re
 import struct
 import zlib
 from pathlib import Path
 from typing import Any, Protocol
+
+from schemas.image_names import image_artifact_name, image_of
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -51,10 +49,6 @@ _CONTENT_TYPES = {
 }
 IMAGE_SUFFIXES = tuple(_CONTENT_TYPES)
 
-#: ``<image name>/step_<step><.ext>``; the name itself may hold '/'.
-_STORED = re.compile(r"(?P<image>.+)/step_(?P<step>-?[0-9]{1,19})\.[A-Za-z0-9]{1,5}")
-
-
 class ImageArray(Protocol):
     """A numpy array, or anything ``numpy.asarray`` reads (a CPU torch tensor, a PIL image)."""
 
@@ -65,25 +59,9 @@ class ImageArray(Protocol):
 MAX_SIDE = 16_384
 
 
-def image_artifact_name(name: str, step: int, suffix: str) -> str:
-    """The artifact that holds step ``step`` of image ``name`` (``suffix`` like ``.png``)."""
-    if name.lower().endswith(suffix.lower()) and len(name) > len(suffix):
-        name = name[: -len(suffix)]
-    return f"{name}/step_{step}{suffix}"
-
-
 def image_content_type(suffix: str) -> str:
     """The content type an image file with this extension is served with."""
     return _CONTENT_TYPES.get(suffix.lower(), "application/octet-stream")
-
-
-def image_of(artifact_name: str) -> tuple[str, int | None]:
-    """An image artifact's image name and step; ``(name, None)`` for an image stored
-    before steps were kept (one file per name, no ``/step_``)."""
-    match = _STORED.fullmatch(artifact_name)
-    if match is None:
-        return artifact_name, None
-    return match["image"], int(match["step"])
 
 
 def image_file_suffix(path: Path) -> str:

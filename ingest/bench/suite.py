@@ -154,6 +154,8 @@ class BenchConfig:
     agents: int = 2
     #: The dedup suite: keys stored before ingest is measured (``quick_read``: at most 1 M).
     dedup_keys: int = 100_000_000
+    #: The maintenance suite: old points to compress while ingest is measured.
+    maintenance_points: int = 50_000_000
 
     @property
     def worker_counts(self) -> tuple[int, ...]:
@@ -789,7 +791,7 @@ async def _overload_bench(
     }
 
 
-SUITES = ("write", "read", "faults", "jobs", "studio", "overload", "dedup")
+SUITES = ("write", "read", "faults", "jobs", "studio", "overload", "dedup", "maintenance")
 
 
 async def _read_suite(settings: Settings, dsn: str, config: BenchConfig,
@@ -836,6 +838,16 @@ async def _dedup_suite(settings: Settings, dsn: str, config: BenchConfig,
                                  quick=config.quick_read)
 
 
+async def _maintenance_suite(settings: Settings, dsn: str, config: BenchConfig,
+                             progress: Progress) -> dict[str, Any]:
+    from ingest.bench.maintenance import run_maintenance_bench
+
+    points = min(config.maintenance_points, 2_000_000) if config.quick_read else (
+        config.maintenance_points)
+    return await run_maintenance_bench(settings, dsn, progress, old_points=points,
+                                       batches=20 if config.quick_read else 100)
+
+
 Suite = Callable[[Settings, str, BenchConfig, Progress], Awaitable[dict[str, Any]]]
 #: Each suite: its runner and where its result goes (None: merged at the top level).
 _SUITE_RUNNERS: dict[str, tuple[Suite, str | None]] = {
@@ -846,6 +858,7 @@ _SUITE_RUNNERS: dict[str, tuple[Suite, str | None]] = {
     "studio": (_studio_suite, "studio"),
     "overload": (_overload_bench, "overload"),
     "dedup": (_dedup_suite, "dedup"),
+    "maintenance": (_maintenance_suite, "maintenance"),
 }
 
 
@@ -895,6 +908,8 @@ def format_report(result: dict[str, Any]) -> str:
         lines += _overload_lines(result["overload"])
     if "dedup" in result:
         lines += _dedup_lines(result["dedup"])
+    if "maintenance" in result:
+        lines += _maintenance_lines(result["maintenance"])
     if "faults" in result:
         f = result["faults"]
         lines.append(
@@ -982,6 +997,22 @@ def _log_call_lines(result: dict[str, Any]) -> list[str]:
 
 def _cpu_text(per_million: dict[str, float | None]) -> str:
     return ", ".join(f"{k} {v:.2f}" for k, v in per_million.items() if v is not None)
+
+
+def _maintenance_lines(m: dict[str, Any]) -> list[str]:
+    if "skipped" in m:
+        return [f"maintenance:           skipped: {m['skipped']}"]
+    b, d, a = m["before"], m["during"], m["after"]
+    return [
+        f"maintenance:           ingest {d['points_per_s']:,} points/s while a compression "
+        f"pass ran ({m['compression'].get('seconds', m['compression'].get('error'))} s, "
+        f"{m['chunks_compressed']} of {m['chunks']} chunks) vs {b['points_per_s']:,} before: "
+        f"{m['during_vs_before']}x; after {a['points_per_s']:,}",
+        f"                       slowest batch before/during/after {b['slowest_batch_s']}/"
+        f"{d['slowest_batch_s']}/{a['slowest_batch_s']} s; a late point every "
+        f"{m['late_every']} events; points stored {m['points_stored']:,} of "
+        f"{m['points_expected']:,} ({m['storage']})",
+    ]
 
 
 def _dedup_lines(d: dict[str, Any]) -> list[str]:

@@ -221,6 +221,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         jobs=args.jobs,
         agents=args.agents,
         dedup_keys=args.dedup_keys,
+        maintenance_points=args.maintenance_points,
     )
     suites = ("write", "read") if args.suite == "all" else (args.suite,)
     result = run_bench(settings, dsn=stack.dsn, config=config, progress=progress, suites=suites)
@@ -514,7 +515,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--overload-duration-s: spooled, dropped, committed, and the drain after logging), "
         "`dedup` (batch-write throughput with --dedup-keys dedup keys stored vs an empty "
         "store, and the layout before migration 0011; about 15 minutes and 20 GB of "
-        "temporary disk at 100 M keys; --quick-read: 1M keys). "
+        "temporary disk at 100 M keys; --quick-read: 1M keys), `maintenance` (TimescaleDB: "
+        "batch-write throughput before, during and after a compression pass over "
+        "--maintenance-points old points, with late points into the chunks compressed; "
+        "skipped on plain PostgreSQL; --quick-read: 2M points). "
         "`write` times run.log with Kafka up, down and with --shared-ranks ranks beside the "
         "workers, each beside a no-op loop, and attributes every call over 5 ms to our own "
         "threads or to the OS; --workers 1,2,3 runs its end-to-end once per worker count, "
@@ -524,14 +528,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--quick-read",
         action="store_true",
-        help="read, studio and dedup suites at a fraction of their sizes (a smoke test, not "
-        "figures)",
+        help="read, studio, dedup and maintenance suites at a fraction of their sizes (a "
+        "smoke test, not figures)",
     )
     bench.add_argument(
         "suite",
         nargs="?",
         default="all",
-        choices=("all", "write", "read", "faults", "jobs", "studio", "overload", "dedup"),
+        choices=("all", "write", "read", "faults", "jobs", "studio", "overload", "dedup",
+                 "maintenance"),
         help="what to measure (default all = write + read)",
     )
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -540,6 +545,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--dedup-keys", type=int, default=100_000_000,
         help="dedup suite: dedup keys stored before measuring (100,000,000)",
+    )
+    bench.add_argument(
+        "--maintenance-points", type=int, default=50_000_000,
+        help="maintenance suite: old points stored to compress (50,000,000)",
     )
     bench.add_argument("--duration-s", type=float, default=60.0, help="end-to-end run length (60)")
     bench.add_argument("--producers", type=int, default=2, help="training processes (2)")

@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 import asyncpg
+import pytest
 
 from tests.helpers import StackInfo
 
@@ -187,3 +188,30 @@ def test_bench_dedup_compares_a_loaded_store_with_an_empty_one_and_cleans_up(
         return [r["datname"] for r in rows]
 
     assert asyncio.run(scratch_left()) == []
+
+
+def test_bench_maintenance_measures_ingest_during_a_compression_pass(stack: StackInfo) -> None:
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "ingest.cli", "bench", "maintenance", "--json",
+            "--quick-read", "--maintenance-points", "300000",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    m = json.loads(result.stdout)["maintenance"]
+    if "skipped" in m:
+        assert m == {"skipped": "TimescaleDB is not available on this PostgreSQL"}
+        pytest.skip("TimescaleDB is not available on this PostgreSQL (the suite said so)")
+    assert m["storage"].startswith("timescaledb ")
+    assert m["old_points"] == 300_000
+    assert "error" not in m["compression"], m["compression"]
+    assert 1 <= m["chunks_compressed"] < m["chunks"]
+    for phase in ("before", "during", "after"):
+        assert m[phase]["batches"] >= 20
+        assert m[phase]["points_per_s"] > 0
+    assert m["during_vs_before"] > 0
+    assert m["points_stored"] == m["points_expected"]

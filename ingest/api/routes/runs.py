@@ -62,7 +62,7 @@ from ingest.api.shapes import (
 )
 from ingest.db.reads import ReadStore, RunFilter, RunOrder
 from ingest.db.values import iso
-from producer._images import image_of
+from schemas.image_names import image_of
 
 __all__ = ["RUN_ID_PARAMETER", "RunRoutes", "safe_content_type", "serve_artifact"]
 
