@@ -261,7 +261,9 @@ class Experiment:
         """Start an interactive run (NotStarted → Running) and return its handle.
 
         ``outputs_dir`` (relative to the current directory now) is uploaded as
-        ``outputs/...`` artifacts when the run completes; None disables that.
+        ``outputs/...`` artifacts when the run completes — every file in it then, also
+        ones an earlier script left; None, or ``RUNSTREAM_CAPTURE_OUTPUTS=0`` in the
+        environment, disables that.
         ``capture_output`` also records stdout/stderr lines until the run ends.
         """
         if display_name is not None:
@@ -670,7 +672,8 @@ class Run(RunHandle):
         launchers use to drive a run (``set_status``, ``log_output``, then ``complete``,
         ``fail`` or ``cancel``). ``attempt`` numbers the tries of a submitted run (0 first;
         a higher one starts its statuses afresh). ``outputs_dir`` is uploaded as
-        ``outputs/...`` on ``complete`` (rank 0 only). Training code uses
+        ``outputs/...`` on ``complete`` (rank 0 only; not with
+        ``RUNSTREAM_CAPTURE_OUTPUTS=0``). Training code uses
         ``Run.get_context()`` instead."""
         check_name(run_id, "run id")
         if status not in ("NotStarted", "Queued", "Preparing", "Running"):
@@ -772,6 +775,10 @@ class Run(RunHandle):
     ) -> Run:
         """Open a run handle as a new producer and emit its first lifecycle events."""
         properties = check_properties(properties)
+        # ./outputs belongs to the whole job: rank 0 of a top-level run uploads it once
+        # (none with RUNSTREAM_CAPTURE_OUTPUTS=0, read before anything is opened).
+        if parent is not None or rank != 0 or not _capture_outputs():
+            outputs_dir = None
         session = experiment._session
         stream = Stream(
             run_id=run_id,
@@ -790,8 +797,7 @@ class Run(RunHandle):
             display_name=display_name,
             compute_target=compute_target,
             properties=properties,
-            # ./outputs belongs to the whole job: rank 0 of a top-level run uploads it once.
-            outputs_dir=outputs_dir if parent is None and rank == 0 else None,
+            outputs_dir=outputs_dir,
             attempt=attempt,
         )
         run._start(statuses, capture_output)
@@ -890,6 +896,13 @@ class Run(RunHandle):
             statuses=("Running",),
             attempt=attempt,
         )
+
+
+def _capture_outputs() -> bool:
+    """``RUNSTREAM_CAPTURE_OUTPUTS`` (default on): whether a run opened now uploads its
+    ``outputs_dir`` when it completes; read as each run opens, so a malformed value fails
+    there, naming the variable."""
+    return EnvReader().flag("RUNSTREAM_CAPTURE_OUTPUTS", True)
 
 
 #: ``Run.get_context()`` handles by (run id, rank): one per process.

@@ -15,10 +15,10 @@ Completed, then Failed, then Canceled). ``NotResponding`` is not stored: the
 included) is older than the ``not_responding_after`` setting.
 
 Metadata of a run (display name, compute target, parent, properties) comes from its
-earliest Lifecycle event that carries any; the error text from its earliest Failed event
-(none if that event has none; among Failed events with the same earliest time, a text
-over none, then the greatest text), so it does not depend on arrival order or batching
-either.
+earliest Lifecycle event that carries any; the error text from its earliest Failed or
+Canceled event — a failure's traceback, or why it was canceled ("terminated by SIGTERM") —
+(none if that event has none; among such events with the same earliest time, a text over
+none, then the greatest text), so it does not depend on arrival order or batching either.
 
 Retries of a submitted run (schema v2 ``Lifecycle.attempt``): the merge is per attempt
 — the pair (attempt, first-seen timestamps) is still a semilattice, ordered by attempt
@@ -49,8 +49,12 @@ __all__ = [
     "reduce_runs",
 ]
 
+#: The statuses whose event carries the run's error text (a traceback, a cancel's reason).
+ENDS_WITH_ERROR = ("Failed", "Canceled")
+
+
 def _tied_error(a: str | None, b: str | None) -> str | None:
-    """The error kept from two earliest Failed events with the same time, whichever came
+    """The error kept from two earliest Failed/Canceled events of one time, whichever came
     first: a text over none, then the greater in code-point order — what ``greatest()``
     under the "C" collation keeps in ``store.SQL_MERGE_RUNS``."""
     if a is None or b is None:
@@ -91,6 +95,8 @@ class RunDelta:
     compute_target: str | None = None
     properties: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    #: When the event ``error`` came from happened (its earliest Failed or Canceled).
+    error_us: int | None = None
     #: The highest attempt among the batch's Lifecycle events; ``first_seen_us`` and
     #: ``error`` hold only that attempt's statuses (a retry starts them afresh).
     attempt: int = 0
@@ -113,15 +119,19 @@ class RunDelta:
             self.attempt = lc.attempt
             self.first_seen_us = {}
             self.error = None
+            self.error_us = None
         prev = self.first_seen_us.get(lc.status)
         if lc.attempt < self.attempt:
             pass  # a status of an earlier try: superseded
-        elif prev is None or ts < prev:
-            self.first_seen_us[lc.status] = ts
-            if lc.status == "Failed":
-                self.error = lc.error
-        elif ts == prev and lc.status == "Failed":
-            self.error = _tied_error(self.error, lc.error)
+        else:
+            if prev is None or ts < prev:
+                self.first_seen_us[lc.status] = ts
+            if lc.status in ENDS_WITH_ERROR:
+                if self.error_us is None or ts < self.error_us:
+                    self.error_us = ts
+                    self.error = lc.error
+                elif ts == self.error_us:
+                    self.error = _tied_error(self.error, lc.error)
         has_meta = (
             lc.display_name is not None
             or lc.compute_target is not None

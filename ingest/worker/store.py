@@ -164,9 +164,11 @@ ON CONFLICT (run_id) DO UPDATE SET
     attempt = greatest(r.attempt, excluded.attempt),
     error = CASE WHEN excluded.attempt > r.attempt THEN excluded.error
         WHEN excluded.attempt < r.attempt THEN r.error
-        WHEN excluded.failed_at < r.failed_at OR r.failed_at IS NULL
+        WHEN least(excluded.failed_at, excluded.canceled_at)
+                < least(r.failed_at, r.canceled_at)
+             OR least(r.failed_at, r.canceled_at) IS NULL
             THEN excluded.error
-        WHEN excluded.failed_at = r.failed_at
+        WHEN least(excluded.failed_at, excluded.canceled_at) = least(r.failed_at, r.canceled_at)
             THEN greatest(r.error COLLATE "C", excluded.error COLLATE "C")
         ELSE r.error END,
     not_started_at = CASE WHEN excluded.attempt > r.attempt THEN excluded.not_started_at

@@ -61,8 +61,8 @@ class History:
     name: str
     steps: list[Step]
     status: str
-    #: the run's error column: the text of its earliest Failed event (the view shows it
-    #: only while the status is Failed)
+    #: the run's error column: the text of its earliest Failed or Canceled event (the
+    #: view shows it only while the status is Failed or Canceled)
     error: str | None = None
     #: status → seconds after t0 of its first event; derived from steps when empty.
     times: dict[str, int] = field(default_factory=dict)
@@ -153,6 +153,28 @@ HAND_WRITTEN = [
         {"Running": 0, "Completed": 5, "Failed": 5},
     ),
     History(
+        "canceled by SIGTERM before a late Failed of another rank",
+        [
+            Step("Running", 0, meta=True),
+            Step("Canceled", 4, error="terminated by SIGTERM"),
+            Step("Failed", 6, rank=1, error="no heartbeat for 30 min"),
+        ],
+        "Canceled",
+        "terminated by SIGTERM",
+        {"Running": 0, "Canceled": 4, "Failed": 6},
+    ),
+    History(
+        "failed, then canceled with a reason",
+        [
+            Step("Running", 0, meta=True),
+            Step("Failed", 3, rank=1, error="boom"),
+            Step("Canceled", 5, error="KeyboardInterrupt (Ctrl-C)"),
+        ],
+        "Failed",
+        "boom",
+        {"Running": 0, "Failed": 3, "Canceled": 5},
+    ),
+    History(
         "still running",
         [
             Step("NotStarted", 0, meta=True),
@@ -174,7 +196,9 @@ def expected_by_the_rule(steps: Sequence[Step]) -> tuple[str, str | None, dict[s
             first[s.status] = min(first.get(s.status, s.at_s), s.at_s)
     ended = [(first[t], i, t) for i, t in enumerate(TERMINAL) if t in first]
     status = min(ended)[2] if ended else max(first, key=STATUS_RANK.__getitem__)
-    errors = [s.error for s in steps if s.status == "Failed" and s.at_s == first.get("Failed")]
+    with_error = [first[t] for t in ("Failed", "Canceled") if t in first]
+    errors = [s.error for s in steps
+              if s.status in ("Failed", "Canceled") and s.at_s == min(with_error)]
     texts = [e for e in errors if e is not None]
     return status, max(texts) if texts else None, first
 
@@ -194,7 +218,8 @@ def random_sequences(rng: random.Random, n: int) -> list[History]:
             for _ in range(rng.randint(2, 8))
         ]
         steps = [
-            s if s.status == "Failed" else Step(s.status, s.at_s, s.rank, None, s.meta)
+            s if s.status in ("Failed", "Canceled") else Step(s.status, s.at_s, s.rank, None,
+                                                              s.meta)
             for s in steps
         ]
         steps.append(Step("heartbeat", rng.randint(0, 9), rng.randrange(ranks)))
@@ -311,7 +336,8 @@ async def test_any_order_and_batching_of_lifecycle_events_gives_one_final_row(
             seq.status,
             expected_times,
         ), seq.name
-        assert first["error"] == (seq.error if seq.status == "Failed" else None), seq.name
+        assert first["error"] == (seq.error if seq.status in ("Failed", "Canceled") else None), (
+            seq.name)
         assert first["stored_error"] == seq.error, seq.name
         assert (first["display_name"], first["compute_target"], first["properties"]) == (
             "ridge",

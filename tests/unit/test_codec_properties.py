@@ -555,8 +555,8 @@ T0 = 1_700_000_000_000_000
 @st.composite
 def lifecycle_histories(draw: Draw) -> list[Event]:
     """Lifecycle events of one run from up to three producers (ranks), SDK-shaped: the first
-    events of a producer carry the run's metadata (the same on every rank), Failed may
-    carry an error, and times may collide; plus heartbeats."""
+    events of a producer carry the run's metadata (the same on every rank), Failed and
+    Canceled may carry an error, and times may collide; plus heartbeats."""
     rid = "exp_1700000000_0a1b2c3d"
     meta: Record = {
         "display_name": draw(st.none() | short_name),
@@ -570,8 +570,8 @@ def lifecycle_histories(draw: Draw) -> list[Event]:
         carries = draw(st.integers(0, len(statuses)))
         for i, status in enumerate(statuses):
             error = (
-                draw(st.none() | st.sampled_from(["boom", "oom", "b"]))
-                if status == "Failed"
+                draw(st.none() | st.sampled_from(["boom", "oom", "b", "terminated by SIGTERM"]))
+                if status in ("Failed", "Canceled")
                 else None
             )
             extra: Record = meta if i < carries else {}
@@ -620,14 +620,16 @@ def test_run_state_fold_is_the_same_for_every_arrival_order(
         assert status == min(
             ended, key=lambda s: (seen[s], ("Completed", "Failed", "Canceled").index(s))
         )
-    failed = [
+    # the error: of the earliest Failed or Canceled event (a traceback, a cancel's reason)
+    with_error = [seen[s] for s in ("Failed", "Canceled") if s in seen]
+    earliest = [
         e.payload.error
         for e in history
         if isinstance(e.payload, Lifecycle)
-        and e.payload.status == "Failed"
-        and e.ts_us == seen.get("Failed")
+        and e.payload.status in ("Failed", "Canceled")
+        and e.ts_us == min(with_error)
     ]
-    assert (error in failed) if failed else (error is None)
+    assert (error in earliest) if earliest else (error is None)
 
 
 def test_every_permutation_of_a_full_lifecycle_gives_one_run_state() -> None:
