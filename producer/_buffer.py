@@ -76,7 +76,23 @@ class Series:
             return None
         taken = SeriesPoints(self.name, self.steps, self.values, self.times, self.kinds, self.texts)
         self.steps, self.values, self.times, self.kinds, self.texts = [], [], [], None, []
-        return taken
+        _whole_points(taken)
+        return taken if taken.steps else None
+
+
+def _whole_points(points: SeriesPoints) -> None:
+    """Drop the last point if a ``log`` call was interrupted between its appends (Ctrl-C's
+    KeyboardInterrupt, or a signal handler's exception, lands between any two bytecodes):
+    the columns must stay aligned, and that call never returned."""
+    kinds = points.kinds
+    n = min(len(points.steps), len(points.times), len(points.values),
+            len(kinds) if kinds is not None else len(points.values))
+    if kinds is not None:
+        while n and kinds[:n].count(ord("s")) > len(points.texts):
+            n -= 1
+        del kinds[n:]
+        del points.texts[kinds.count(ord("s")):]
+    del points.steps[n:], points.times[n:], points.values[n:]
 
 
 @dataclass(frozen=True, slots=True)

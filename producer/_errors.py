@@ -5,7 +5,8 @@ Tree::
     ProducerError                  root of everything this package raises on purpose
     ├── ConfigError                a RUNSTREAM_* variable or argument is unusable (also ValueError)
     ├── RunClosedError             logging into a run handle after ``close()``
-    │   ├── RunEndedError          logging metrics or files into a run that ended
+    │   ├── RunEndedError          logging, tagging, uploading, child runs or ``fail`` on a
+    │   │                          run this handle ended; ``run_id``, ``status``
     │   └── ReadOnlyRunError       logging into a handle attached by id (``get_runs``, ``attach``)
     ├── ProducerTimeoutError       ``flush``/``close``/``wait_for_completion`` ran out of time
     │                              (also TimeoutError)
@@ -74,14 +75,19 @@ class RunClosedError(ProducerError):
 
 
 class RunEndedError(RunClosedError):
-    """The run ended (``complete``, ``fail``, ``cancel``): its metrics, files and status
-    are final. Tags, properties, display name and description can still change."""
+    """This handle ended the run (``complete``, ``fail``, ``cancel``, or the process's end:
+    Ctrl-C, SIGTERM): it takes no more metrics, files, tags, child runs or statuses.
 
-    def __init__(self, run_id: str, status: str) -> None:
+    Tags, properties, display name and description of an ended run are set through a
+    handle fetched by id — ``Run(run.experiment, run.id).tag(...)`` — on purpose, not by
+    a late call on the handle that ended it."""
+
+    def __init__(self, run_id: str, status: str, what: str = "logging") -> None:
         super().__init__(
             run_id,
-            f"run {run_id!r} has ended ({status}): its metrics and files are read-only; "
-            "tags, properties, display_name and description can still be set",
+            f"{what}: run {run_id!r} has ended ({status}); the handle that ended it takes "
+            "no more metrics, files, tags, child runs or statuses. To tag it or add "
+            f"properties now, fetch it: Run(run.experiment, {run_id!r}).tag(...)",
         )
         self.status = status
 

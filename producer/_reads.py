@@ -228,7 +228,8 @@ class RunReads:
         """The run's child runs, oldest first (``recursive``: grandchildren too, each
         after its parent). ``tags``/``properties``: a key, ``"key:value"``, a list of those
         or ``{key: value or None}`` that a child must carry; ``status``: one or several.
-        ``type`` must be None (Runstream runs have no type). Read-only handles."""
+        ``type`` must be None (Runstream runs have no type). Read-only handles. Children
+        this process started are listed at once, with the status it last gave them."""
         if type is not None:
             raise ValueError("type: Runstream runs have no type; leave it None")
         filtered = not (tags is None and properties is None and status is None)
@@ -236,6 +237,7 @@ class RunReads:
         parents = [self.id]
         while parents:
             parent = parents.pop(0)
+            self._session.wait_for_children(parent)  # the children this process started
             level = list(self._children_of(parent))
             if filtered:
                 matching = {

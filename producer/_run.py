@@ -11,13 +11,17 @@ are gap-free on the run's partition; child runs and other ranks have their own.
 
 Handles attached by id (``Run(experiment, id)``, ``Experiment.get_runs``) have no sender
 and a closed stream, so every logging call raises ``ReadOnlyRunError`` (``log`` through
-its existing closed-stream check, at no cost to the hot path). Once a run ended
-(``complete``/``fail``/``cancel``) its handle's stream is closed the same way and logging
-raises ``RunEndedError``. Metadata edits — ``tag``, ``remove_tags``, ``add_properties``,
-``display_name``/``description`` set — work on every handle: through the run's own stream
-while it is open (ordered with its other events), else through an edit stream the handle
-opens on first use (its own producer, so exactly-once and ordering hold as for any
-events). The read methods come from ``RunReads`` (``_reads.py``).
+its existing closed-stream check, at no cost to the hot path). Once a handle ended its
+run (``complete``/``fail``/``cancel``, or the process's end: ``_exit.py``) its stream is
+closed the same way: logging, tagging, uploading, child runs and ``fail`` raise
+``RunEndedError`` naming the run and its status. Metadata edits — ``tag``,
+``remove_tags``, ``add_properties``, ``display_name``/``description`` set — otherwise
+work on every handle: through the run's own stream while it is open (ordered with its
+other events), else (a handle fetched by id, or closed without ending the run) through an
+edit stream the handle opens on first use (its own producer, so exactly-once and
+ordering hold as for any events). Tagging a run after it ended is that explicit path:
+``Run(experiment, run_id).tag(...)``. The read methods come from ``RunReads``
+(``_reads.py``).
 
 A handle talks to its workspace only through its ``Session`` (``_session.py``). The public
 ``Run`` (``_workspace.py``) is this class plus the ways to get a handle (``child_run``,
@@ -48,6 +52,7 @@ from ._batch import event_dict, max_text_bytes
 from ._buffer import POINT_COST_BYTES, Buffer, PendingEvent, Series, Stream
 from ._capture import OutputCapture
 from ._errors import ReadOnlyRunError, RunClosedError, RunEndedError, SpoolError
+from ._exit import INTERRUPTED, TERMINATED, disown, own, terminated_by_signal
 from ._images import (
     ImageArray,
     encode_png,
@@ -144,6 +149,8 @@ class RunHandle(RunReads):
         self._lock = threading.Lock()
         #: The last status this handle sent or read (what a notebook shows, without I/O).
         self._known_status = known_status
+        #: The process that owns the run (``_exit.py``): it ends the run if it exits first.
+        self.owner_pid: int | None = None
         if sender is not None:
             session.track(self)
 
@@ -203,8 +210,9 @@ class RunHandle(RunReads):
 
     @property
     def display_name(self) -> str | None:
-        """The run's display name, as this handle knows it; settable, also after the run
-        ended (``get_details()`` reads the stored one)."""
+        """The run's display name, as this handle knows it; settable on any handle but the
+        one that ended the run, so also after it ended through ``Run(experiment, run_id)``
+        (``get_details()`` reads the stored one)."""
         return self._display_name
 
     @display_name.setter
@@ -217,8 +225,8 @@ class RunHandle(RunReads):
 
     @property
     def description(self) -> str | None:
-        """The run's description, as this handle knows it; settable, also after the run
-        ended (up to 8 KiB of UTF-8)."""
+        """The run's description, as this handle knows it; settable as ``display_name``
+        (up to 8 KiB of UTF-8)."""
         return self._description
 
     @description.setter
@@ -328,13 +336,14 @@ class RunHandle(RunReads):
 
     def tag(self, key: str, value: str | int | float | bool | None = None) -> None:
         """Tag the run with a key and an optional value (numbers and booleans are stored as
-        their ``str``, as Azure ML does). Works on any handle, also after the run ended."""
+        their ``str``, as Azure ML does). Works on any handle but the one that ended the
+        run (``RunEndedError``): tag an ended run through ``Run(experiment, run_id)``."""
         check_name(key, "tag key")
         self._edit("tag", key, tag_value(value))
 
     def remove_tags(self, tags: Iterable[str]) -> None:
         """Remove the tags with these keys (a list of keys, as in Azure ML); a key the run
-        does not carry is ignored. Works on any handle, also after the run ended."""
+        does not carry is ignored. Works on any handle but the one that ended the run."""
         if isinstance(tags, str):
             raise TypeError(f"remove_tags takes a list of keys, e.g. [{tags!r}]")
         keys = [check_name(key, "tag key") for key in tags]
@@ -344,7 +353,9 @@ class RunHandle(RunReads):
     def add_properties(self, properties: Mapping[str, str]) -> None:
         """Add properties: like tags, but immutable — a key keeps the first value it was
         given. Re-adding a known key with its value is a no-op; with another value it raises
-        ``ValueError``. Works on any handle, also after the run ended."""
+        ``ValueError``. Works on any handle but the one that ended the run (add
+        properties to an ended run through ``Run(experiment, run_id)``)."""
+        self._refuse_if_ended("add_properties")
         if not isinstance(properties, Mapping):
             raise TypeError(f"properties must be a dict, not {type(properties).__name__}")
         added = check_properties(properties)
@@ -529,7 +540,7 @@ class RunHandle(RunReads):
         content_type: str,
         metric: str | None = None,
     ) -> None:
-        sender = self._open_sender()
+        sender = self._open_sender(f"file {name!r}")
         try:
             if isinstance(source, str | os.PathLike):
                 path = Path(source)
@@ -558,16 +569,24 @@ class RunHandle(RunReads):
             sender.submit_blob(sha256)
             self._uploaded.add(name)
 
-    def _closed_error(self) -> RunClosedError:
+    def _closed_error(self, what: str = "logging") -> RunClosedError:
         if self._sender is None:
             return ReadOnlyRunError(self.id)
         if self._final_status is not None:
-            return RunEndedError(self.id, self._final_status)
+            return RunEndedError(self.id, self._final_status, what)
         return RunClosedError(self.id)
+
+    def _refuse_if_ended(self, what: str) -> None:
+        """A handle that ended its run takes nothing more (``RunEndedError``)."""
+        status = self._final_status
+        if status is not None:
+            raise RunEndedError(self.id, status, what)
 
     def _edit(self, target: str, key: str, value: str | None) -> None:
         """Send a metadata edit (schema v2 ``Tag.target``): through this handle's stream
-        while it is open, else through the edit stream (see the module docstring)."""
+        while it is open, else through the edit stream (see the module docstring); never
+        through a handle that ended the run."""
+        self._refuse_if_ended(f"{'tag' if target in ('tag', 'untag') else target} {key!r}")
         record = {"key": key, "value": value, "target": target}
         if self._sender is not None:
             try:
@@ -601,10 +620,10 @@ class RunHandle(RunReads):
                 )
             return self._editor
 
-    def _open_sender(self) -> Sender:
+    def _open_sender(self, what: str = "logging") -> Sender:
         """The sender, for a handle that may still log; raises otherwise."""
         if self._sender is None or self._stream.closed:
-            raise self._closed_error()
+            raise self._closed_error(what)
         return self._sender
 
     @property
@@ -660,7 +679,7 @@ class RunHandle(RunReads):
                 f"set_status takes one of {', '.join(_PROGRESS_STATUSES)}, not {status!r}; "
                 "end a run with complete(), fail() or cancel()"
             )
-        self._open_sender()
+        self._open_sender("set_status()")
         self._lifecycle(status)
 
     def _log_lines(self, stream_name: str, lines: list[str]) -> None:
@@ -707,7 +726,7 @@ class RunHandle(RunReads):
             if self._final_status is not None:
                 return False
             if self._stream.closed:
-                raise self._closed_error()
+                raise self._closed_error(status.lower())
             self._final_status = status
         self._stream.heartbeat = False
         if self._capture is not None:
@@ -717,8 +736,14 @@ class RunHandle(RunReads):
 
     def complete(self) -> None:
         """Mark the run Completed (after Finalizing and capturing ./outputs). From then on
-        its metrics and files are read-only (``RunEndedError``)."""
+        this handle takes nothing more (``RunEndedError``). Completing a run this handle
+        already completed does nothing; one it failed or canceled raises."""
+        self._complete(raises=True)
+
+    def _complete(self, *, raises: bool = False) -> None:
         if not self._finishing("Completed"):
+            if raises and self._final_status != "Completed":
+                raise self._closed_error("complete()")
             return
         self._lifecycle("Finalizing")
         self._capture_outputs()
@@ -726,13 +751,37 @@ class RunHandle(RunReads):
         self._ended()
 
     def _ended(self) -> None:
-        """After the terminal status is enqueued: refuse metrics and files from now on."""
+        """After the terminal status is enqueued: refuse everything from now on."""
         with self._buffer.lock:
             self._stream.closed = True
+        disown(self)
+
+    def own_until_exit(self) -> None:
+        """This process started the run for itself: end it if the process ends first
+        (``_exit.py``)."""
+        self.owner_pid = os.getpid()
+        own(self)
+
+    def end_with_process(self, status: str, error: str) -> None:
+        """The process is ending with the run open (``_exit.py``): Failed or Canceled with
+        ``error`` as the reason; nothing if the run ended meanwhile."""
+        with self._lock:
+            if self._final_status is not None or self._stream.closed:
+                return
+        if status == "Canceled":
+            self._cancel(error)
+        else:
+            self._fail(error)
 
     def fail(self, error: BaseException | str | None = None) -> None:
-        """Mark the run Failed, recording ``error`` (an exception's traceback or a message)."""
+        """Mark the run Failed, recording ``error`` (an exception's traceback or a message).
+        A run this handle already ended raises ``RunEndedError`` (its status stays)."""
+        self._fail(error, raises=True)
+
+    def _fail(self, error: BaseException | str | None, *, raises: bool = False) -> None:
         if not self._finishing("Failed"):
+            if raises:
+                raise self._closed_error("fail()")
             return
         text: str | None
         if isinstance(error, BaseException):
@@ -747,9 +796,12 @@ class RunHandle(RunReads):
         self._ended()
 
     def cancel(self) -> None:
-        """Mark the run Canceled."""
+        """Mark the run Canceled (nothing if this handle already ended it)."""
+        self._cancel(None)
+
+    def _cancel(self, reason: str | None) -> None:
         if self._finishing("Canceled"):
-            self._lifecycle("Canceled")
+            self._lifecycle("Canceled", error=reason)
             self._ended()
 
     def _capture_outputs(self) -> None:
@@ -777,7 +829,9 @@ class RunHandle(RunReads):
 
         Nothing is discarded: what is not delivered in time stays queued (other runs of
         the workspace are open) or is spooled for ``runstream sync`` (this was the last).
-        Does not change the run's status.
+        Does not change the run's status: a run closed without ``complete()`` is left to
+        its other producers, and is not ended when this process exits (with no producer
+        left, the worker fails it after ``fail_after_no_heartbeat``).
         """
         if self._editor is not None:
             self._editor.close(timeout_s)
@@ -786,6 +840,7 @@ class RunHandle(RunReads):
                 return
             self._released = True
             self._stream.closed = True
+        disown(self)  # closed without ending: its end is its other producers' (or the worker's)
         self._stream.heartbeat = False
         if self._capture is not None:
             self._capture.stop()
@@ -803,12 +858,15 @@ class RunHandle(RunReads):
     ) -> None:
         if self._stream.closed:
             return
+        # Never raising here (the run may have been ended meanwhile: by SIGTERM's handler).
         if exc is None:
-            self.complete()
+            self._complete()
         elif isinstance(exc, KeyboardInterrupt):
-            self.cancel()
+            self._cancel(INTERRUPTED)
+        elif isinstance(exc, SystemExit) and terminated_by_signal():
+            self._cancel(TERMINATED)  # a SIGTERM handler of the program's own exited
         else:
-            self.fail(exc)
+            self._fail(exc)
 
 
 #: What ``set_status`` reports (the terminal ones have their own methods).

@@ -74,6 +74,7 @@ from ._blobs import BlobUploader, stage
 from ._buffer import Buffer, PendingEvent, Stream
 from ._client import ApiClient
 from ._errors import KafkaUnavailableError, ProducerError, ProducerTimeoutError, SpoolError
+from ._exit import close_senders_with, end_owned_runs_at_exit
 from ._options import ProducerOptions
 from ._spool import SpoolWriter, claim
 from ._transport import KafkaTransport, deliver, transport_error
@@ -837,7 +838,13 @@ def forget_senders_after_fork() -> None:
 
 
 def close_all_at_exit() -> None:
-    """Close every open sender, each within its own ``close_timeout_s``."""
+    """End the runs this process owns that are still open (``_exit.py``: Failed, or
+    Canceled after Ctrl-C or SIGTERM), then close every open sender, each within its own
+    ``close_timeout_s``."""
+    try:
+        end_owned_runs_at_exit()
+    except Exception:
+        logger.exception("runstream: could not end the runs still open at exit")
     with _live_lock:
         senders = list(_live)
     for sender in senders:
@@ -845,3 +852,6 @@ def close_all_at_exit() -> None:
             sender.close(sender.options.close_timeout_s)
         except ProducerError as exc:
             logger.warning("runstream: %s", exc)
+
+
+close_senders_with(close_all_at_exit)

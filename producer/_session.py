@@ -26,7 +26,9 @@ pending events a bounded chance to reach Kafka (``flush_for_read``), and a read 
 this process wrote into waits (bounded by ``read_flush_timeout_s``) until the API reports
 every event each of its producers sent there as stored (``GET /v1/runs/{id}?producer=``:
 stored events ≥ the producer's next ``seq``; seqs are gap-free). ``has_unconfirmed``
-tells a handle whether that wait is needed.
+tells a handle whether that wait is needed. Listing a run's children first waits the same
+way for each child run this process started under it (``wait_for_children``), so a child
+just started — or just ended — is listed, with its status.
 
 A run handle uses ``name``, ``options``, ``codec``, ``api``, ``open_stream``, ``release``
 and ``flush_for_read``. The workspace itself also uses ``flush``, ``close`` and ``stats``,
@@ -103,6 +105,8 @@ class Session:
         self._streams: dict[str, list[Stream]] = {}
         #: Per producer id: events seen stored (a prefix of its seqs).
         self._confirmed: dict[str, int] = {}
+        #: Child runs this process started, per parent run.
+        self._children: dict[str, list[str]] = {}
         #: Writable run handles, rebound to new streams in a fork()ed child.
         self._handles: weakref.WeakSet[RunHandle] = weakref.WeakSet()
         _sessions.add(self)
@@ -158,6 +162,7 @@ class Session:
         self._open = set()
         self._streams = {}
         self._confirmed = {}
+        self._children = {}
         self._sent_status = {}
         self.own_runs = set()
         self._handles = weakref.WeakSet()
@@ -208,6 +213,27 @@ class Session:
             before = self._sent_status.get(run_id)
             if before is None or STATUS_RANK[status] >= STATUS_RANK[before]:
                 self._sent_status[run_id] = status
+
+    def started_child(self, parent_run_id: str, run_id: str) -> None:
+        """This process started child run ``run_id`` under ``parent_run_id``."""
+        with self._lock:
+            self._children.setdefault(parent_run_id, []).append(run_id)
+
+    def wait_for_children(self, parent_run_id: str) -> None:
+        """Before listing a run's children: wait (bounded by ``read_flush_timeout_s`` in
+        all) until every child run this process started under it is stored with every
+        event this process sent there (``run_details``), as a read of the run itself does."""
+        if self._offline():
+            return
+        with self._lock:
+            children = list(self._children.get(parent_run_id, ()))
+        deadline = time.monotonic() + self.options.read_flush_timeout_s
+        for child in children:
+            if time.monotonic() >= deadline:
+                return
+            if self.has_unconfirmed(child):
+                with suppress(NotFoundError):
+                    self.run_details(child)
 
     def has_unconfirmed(self, run_id: str) -> bool:
         """Whether this process sent events for ``run_id`` not yet seen stored."""

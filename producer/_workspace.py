@@ -282,6 +282,7 @@ class Experiment:
             outputs_dir=Path(outputs_dir).absolute() if outputs_dir is not None else None,
             statuses=("NotStarted", "Running"),
             capture_output=capture_output,
+            owned=True,
         )
 
     def submit(
@@ -465,7 +466,9 @@ class Run(RunHandle):
 
     Made by ``Experiment.start_logging``, ``Run.child_run`` or ``Run.get_context``. As a
     context manager, leaving the block completes the run and an exception fails it with
-    the error recorded (``KeyboardInterrupt`` cancels it). ``Run.attach``,
+    the error recorded (``KeyboardInterrupt`` cancels it, "KeyboardInterrupt (Ctrl-C)").
+    A run this process started and left open ends with the process: Failed at exit,
+    Canceled on Ctrl-C or SIGTERM (``_exit.py``). ``Run.attach``,
     ``Workspace.get_run`` and ``Experiment.get_runs`` give read-only handles on existing
     runs. Read methods (``get_metrics``, ``get_details``, ``wait_for_completion``…) work
     on every handle.
@@ -638,7 +641,7 @@ class Run(RunHandle):
         """Start a child run (own id; ``parent_run_id`` is this run; ``name`` its display name)."""
         if name is not None:
             check_name(name, "child run name")
-        self._open_sender()
+        self._open_sender("child_run()")
         return Run._open(
             self._experiment,
             self._experiment._new_run_id(),
@@ -650,6 +653,7 @@ class Run(RunHandle):
             properties={},
             outputs_dir=None,
             statuses=("NotStarted", "Running"),
+            owned=True,
         )
 
     @classmethod
@@ -772,8 +776,12 @@ class Run(RunHandle):
         statuses: tuple[str, ...],
         capture_output: bool = False,
         attempt: int = 0,
+        owned: bool = False,
     ) -> Run:
-        """Open a run handle as a new producer and emit its first lifecycle events."""
+        """Open a run handle as a new producer and emit its first lifecycle events.
+
+        ``owned``: this process started the run for itself (``start_logging``,
+        ``child_run``): it ends the run if the process ends first (``_exit.py``)."""
         properties = check_properties(properties)
         # ./outputs belongs to the whole job: rank 0 of a top-level run uploads it once
         # (none with RUNSTREAM_CAPTURE_OUTPUTS=0, read before anything is opened).
@@ -801,6 +809,10 @@ class Run(RunHandle):
             attempt=attempt,
         )
         run._start(statuses, capture_output)
+        if parent is not None:
+            session.started_child(parent.id, run_id)
+        if owned:
+            run.own_until_exit()
         return run
 
     @classmethod

@@ -58,7 +58,7 @@ class RunDetails(anywidget.AnyWidget):
     #: NotStarted, Queued, Preparing, Running, NotResponding, Finalizing, CancelRequested,
     #: Completed, Failed or Canceled.
     status = traitlets.Unicode("").tag(sync=True)
-    #: The run's error text (a Failed run's traceback), or "".
+    #: The run's error text (a Failed run's traceback, why a Canceled one was canceled), or "".
     error = traitlets.Unicode("").tag(sync=True)
     #: created_at, queued_at, started_at, ended_at (ISO 8601), status_times {status: time},
     #: duration_s (start to end; None while running), queued_s.

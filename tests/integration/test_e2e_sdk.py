@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from producer import Experiment, Run
+from producer import Experiment, Run, RunEndedError
 from tests.integration.helpers import run_id
 from tests.integration.pipelines import Pipeline, workspace
 from tests.reliability import Reliability, storage_backend
@@ -278,7 +278,8 @@ async def test_every_way_a_run_ends_gives_its_status(pipeline: Pipeline, tmp_pat
             ended[name] = run
         run = exp.start_logging(display_name="fail", outputs_dir=None)
         run.fail("CUDA out of memory")
-        run.complete()  # too late: the first ending sticks
+        with pytest.raises(RunEndedError, match=r"^complete\(\): run .* has ended \(Failed\)"):
+            run.complete()  # too late: ended is ended
         ended["fail"] = run
         run = exp.start_logging(display_name="open", compute_target="gpu", outputs_dir=None)
         ended["open"] = run
@@ -300,8 +301,10 @@ async def test_every_way_a_run_ends_gives_its_status(pipeline: Pipeline, tmp_pat
     assert error.startswith("Traceback (most recent call last):")
     assert error.rstrip().endswith("ValueError: loss diverged at step 7")
     assert by_name["fail"]["error"] == "CUDA out of memory"
-    assert {n: r["error"] for n, r in by_name.items() if "error" not in n and n != "fail"} == {
-        n: None for n in ("block-ok", "block-interrupt", "complete", "cancel", "open")}
+    assert by_name["block-interrupt"]["error"] == "KeyboardInterrupt (Ctrl-C)"
+    assert {n: r["error"] for n, r in by_name.items()
+            if n not in ("block-error", "fail", "block-interrupt")} == {
+        n: None for n in ("block-ok", "complete", "cancel", "open")}
     for name in ("block-ok", "complete"):
         r = by_name[name]
         assert r["started_at"] <= r["finalizing_at"] <= r["ended_at"], name

@@ -138,7 +138,8 @@ def test_an_exception_fails_the_run_with_its_traceback(
 
     with pytest.raises(ArithmeticError), Experiment(ws, "exp").start_logging() as run:
         train()
-    run.complete()  # terminal states stick: a late complete() changes nothing
+    with pytest.raises(RunEndedError, match=r"^complete\(\): .* has ended \(Failed\)"):
+        run.complete()  # ended is ended: a late complete() changes nothing
     run.flush(10.0)
 
     lifecycle = of_kind(kafka.events(), "Lifecycle")
@@ -151,7 +152,8 @@ def test_keyboard_interrupt_cancels(ws: MemoryWorkspace, kafka: MemoryKafka) -> 
     with pytest.raises(KeyboardInterrupt), Experiment(ws, "exp").start_logging() as run:
         raise KeyboardInterrupt
     run.flush(10.0)
-    assert [e["status"] for e in of_kind(kafka.events(), "Lifecycle")][-1] == "Canceled"
+    last = of_kind(kafka.events(), "Lifecycle")[-1]
+    assert (last["status"], last["error"]) == ("Canceled", "KeyboardInterrupt (Ctrl-C)")
 
 
 def test_child_runs_are_their_own_producers(ws: MemoryWorkspace, kafka: MemoryKafka) -> None:
@@ -253,28 +255,71 @@ def test_logging_after_close_raises_but_metadata_edits_still_travel(
     assert tags[0]["seq"] == 0
 
 
-def test_an_ended_run_refuses_metrics_and_files_but_takes_edits(
+def test_a_handle_that_ended_its_run_takes_nothing_more_but_a_fetched_one_edits(
     ws: MemoryWorkspace, kafka: MemoryKafka
 ) -> None:
     run = Experiment(ws, "exp").start_logging()
     run.log("loss", 0.5)
     run.complete()
-    for call in (lambda: run.log("loss", 0.25), lambda: run.log_list("l", [1]),
-                 lambda: run.upload_file("a.txt", io.BytesIO(b"x")), lambda: run.child_run()):
-        with pytest.raises(RunEndedError, match=r"has ended \(Completed\).*tags, properties"):
+    run.complete()  # completing a completed run again: nothing
+    calls: dict[str, Callable[[], object]] = {
+        "logging": lambda: run.log("loss", 0.25),
+        "logging ": lambda: run.log_list("l", [1]),
+        "file 'a.txt'": lambda: run.upload_file("a.txt", io.BytesIO(b"x")),
+        "child_run()": lambda: run.child_run(),
+        "fail()": lambda: run.fail("late"),
+        "tag 'best'": lambda: run.tag("best"),
+        "tag 'draft'": lambda: run.remove_tags(["draft"]),
+        "add_properties": lambda: run.add_properties({"dataset": "v2"}),
+        "display_name 'display_name'": lambda: setattr(run, "display_name", "baseline"),
+    }
+    for what, call in calls.items():
+        with pytest.raises(RunEndedError) as raised:
             call()
-    run.fail("late")  # ended already: ignored, as a second complete() is
-    run.tag("best")
-    run.remove_tags(["best"])
-    run.add_properties({"dataset": "v2"})
-    run.add_properties({"dataset": "v2"})  # the same value again: nothing sent
+        assert str(raised.value).startswith(f"{what.strip()}: run {run.id!r} has ended "
+                                            "(Completed)"), what
+        assert f"Run(run.experiment, {run.id!r}).tag(...)" in str(raised.value)
+        assert (raised.value.run_id, raised.value.status) == (run.id, "Completed")
+    run.cancel()  # canceling an ended run: nothing, as the API's cancel answers "none"
+    run.close(5.0)
+    events = kafka.events()
+    assert [e["payload"][0] for e in events if e["payload"][0] not in ("Lifecycle",)] == [
+        "MetricBatch"]
+    assert [e["payload"][1]["status"] for e in events if e["payload"][0] == "Lifecycle"] == [
+        "NotStarted", "Running", "Finalizing", "Completed"]
+
+
+def test_failing_or_canceling_ends_the_run_for_good(ws: MemoryWorkspace) -> None:
+    failed = Experiment(ws, "exp").start_logging()
+    failed.fail("boom")
+    with pytest.raises(RunEndedError, match=r"^complete\(\): run .* has ended \(Failed\)"):
+        failed.complete()
+    with pytest.raises(RunEndedError, match=r"^fail\(\): run .* has ended \(Failed\)"):
+        failed.fail("again")
+    canceled = Experiment(ws, "exp").start_logging()
+    canceled.cancel()
+    with pytest.raises(RunEndedError, match=r"has ended \(Canceled\)"):
+        canceled.log("x", 1.0)
+
+
+def test_edits_of_an_ended_run_go_through_a_handle_fetched_by_id(
+    ws: MemoryWorkspace, kafka: MemoryKafka
+) -> None:
+    run = Experiment(ws, "exp").start_logging()
+    run.complete()
+    fetched = Run._attached(ws, {"run_id": run.id, "experiment": "exp", "status": "Completed"})
+    fetched.tag("best")
+    fetched.remove_tags(["best"])
+    fetched.add_properties({"dataset": "v2"})
+    fetched.add_properties({"dataset": "v2"})  # the same value again: nothing sent
     with pytest.raises(ValueError, match="cannot change once set"):
-        run.add_properties({"dataset": "v3"})
-    run.display_name = "baseline"
-    run.description = "ridge, all features"
-    assert (run.display_name, run.description) == ("baseline", "ridge, all features")
+        fetched.add_properties({"dataset": "v3"})
+    fetched.display_name = "baseline"
+    fetched.description = "ridge, all features"
+    assert (fetched.display_name, fetched.description) == ("baseline", "ridge, all features")
     with pytest.raises(TypeError, match="list of keys"):
-        run.remove_tags("best")
+        fetched.remove_tags("best")
+    fetched.close(5.0)
     run.close(5.0)
     events = kafka.events()
     edits = [e for e in events if e["payload"][0] == "Tag"]
