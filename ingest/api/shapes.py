@@ -73,6 +73,7 @@ def run_details(row: asyncpg.Record, *, portal_url: str) -> dict[str, Any]:
         "dropped_events": int(row["dropped_events"]),
         "number": int(row["number"]),
         "portal_url": portal_url,
+        "logged_after_end": int(row["logged_after_end"]),
     }
 
 
@@ -200,7 +201,7 @@ SCHEMAS: Final[dict[str, dict[str, Any]]] = {
                 "type": "object",
                 "required": [
                     "status_times", "error", "properties", "children", "last_heartbeat_at",
-                    "dropped_events", "number", "portal_url",
+                    "dropped_events", "number", "portal_url", "logged_after_end",
                 ],
                 "properties": {
                     "status_times": {
@@ -210,7 +211,9 @@ SCHEMAS: Final[dict[str, dict[str, Any]]] = {
                         "properties": {status: _TIME for status in STATUS_COLUMNS},
                         "additionalProperties": False,
                     },
-                    "error": {**_NULLABLE_STRING, "description": "Error text of a Failed run."},
+                    "error": {**_NULLABLE_STRING, "description": "Error text of a Failed "
+                              "run, or why a Canceled one was canceled (\"terminated by "
+                              "SIGTERM\", \"KeyboardInterrupt (Ctrl-C)\")."},
                     "properties": {"type": "object", "additionalProperties": {"type": "string"}},
                     "children": {
                         "type": "array", "items": {"type": "string"},
@@ -225,6 +228,11 @@ SCHEMAS: Final[dict[str, dict[str, Any]]] = {
                         "description": "The run's place in its experiment, by creation (1 first).",
                     },
                     "portal_url": {"type": "string"},
+                    "logged_after_end": {
+                        **_COUNT, "description": "Metric points, list values and table "
+                        "cells logged (by their own time) after the run ended: late data of "
+                        "other ranks or processes, stored like the rest; 0 while it runs.",
+                    },
                     "producers": {
                         "type": "object",
                         "description": "Only with ?producer=ID: for each asked producer "

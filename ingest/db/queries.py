@@ -197,6 +197,21 @@ SQL_RUN_WORKSPACES: Final = """
 SELECT run_id, workspace FROM runstream_data.runs WHERE run_id = ANY($1::text[])
 """
 
+#: Values of run ``r`` logged after it ended — metric points, list values and table cells
+#: whose own time (the SDK's, at the call) is later than the run's end: late data of other
+#: ranks or processes, stored like any other and counted here (0 while the run is open).
+SQL_LOGGED_AFTER_END: Final = """(CASE WHEN r.ended_at IS NULL THEN 0 ELSE
+    coalesce((SELECT sum(CASE WHEN c.time_min > r.ended_at THEN c.n ELSE
+                 (SELECT count(*) FROM unnest(c.times) AS t(us)
+                  WHERE t.us > (extract(epoch FROM r.ended_at) * 1000000)::bigint) END)
+              FROM runstream_data.metric_chunks c
+              WHERE c.run_id = r.run_id AND c.time_max > r.ended_at), 0)
+    + coalesce((SELECT sum(l.n) FROM runstream_data.list_values l
+                WHERE l.run_id = r.run_id AND l.logged_at > r.ended_at), 0)
+    + coalesce((SELECT sum(t.n) FROM runstream_data.table_columns t
+                WHERE t.run_id = r.run_id AND t.logged_at > r.ended_at), 0)
+    END)::bigint"""
+
 SQL_RUN_DETAILS: Final = f"""
 SELECT {RUN_SUMMARY_COLUMNS},
        v.error, v.properties, v.last_heartbeat_at, v.dropped_events,
@@ -206,7 +221,8 @@ SELECT {RUN_SUMMARY_COLUMNS},
              ORDER BY c.created_at, c.run_id) AS children,
        (SELECT count(*) FROM runstream_data.runs n
         WHERE n.experiment = r.experiment AND n.workspace = r.workspace
-          AND (n.created_at, n.run_id) <= (r.created_at, r.run_id)) AS number
+          AND (n.created_at, n.run_id) <= (r.created_at, r.run_id)) AS number,
+       {SQL_LOGGED_AFTER_END} AS logged_after_end
 FROM runstream.runs v
 JOIN runstream_data.runs r ON r.run_id = v.run_id
 WHERE v.run_id = $1

@@ -125,6 +125,8 @@ export interface RunDetails extends RunSummary {
   dropped_events: number;
   number: number;
   portal_url: string;
+  /** Metric points, list values and table cells logged (by their own time) after the run ended. */
+  logged_after_end: number;
 }
 
 export interface RunPage {

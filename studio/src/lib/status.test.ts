@@ -8,6 +8,7 @@ const running: RunDetails = {
   started_at: "2026-12-02T10:00:01.000000+00:00", ended_at: null, tags: {}, description: null,
   status_times: { NotStarted: "2026-12-02T10:00:00.000000+00:00", Running: "2026-12-02T10:00:01.000000+00:00" },
   error: null, properties: {}, children: [], last_heartbeat_at: null, dropped_events: 0, number: 1, portal_url: "",
+  logged_after_end: 0,
 };
 
 describe("withStatus", () => {

@@ -181,7 +181,7 @@ export function RunPage({ runId }: { runId: string }) {
 
       {data.error && (
         <div class="banner banner-error run-error" role="alert">
-          <strong>{data.status === "Failed" ? "Failed" : "Error"}</strong>
+          <strong>{data.status === "Failed" || data.status === "Canceled" ? data.status : "Error"}</strong>
           <pre class="error-pre">{data.error}</pre>
         </div>
       )}
@@ -214,6 +214,7 @@ export function RunPage({ runId }: { runId: string }) {
               ["Child runs", data.children.length ? <a href={href.run(data.run_id, "children")}>{data.children.length}</a> : <span class="muted">none</span>],
               ["Last heartbeat", <Time iso={data.last_heartbeat_at} ago />],
               ...(data.dropped_events ? [["Dropped events", <span class="error-text">{data.dropped_events}</span>] as [string, preact.ComponentChildren]] : []),
+              ...(data.logged_after_end ? [["Logged after end", <span class="error-text" title="Values other ranks or processes logged after the run ended: stored and shown, but the run had already ended" data-logged-after-end={data.logged_after_end}>{data.logged_after_end.toLocaleString()}</span>] as [string, preact.ComponentChildren]] : []),
             ]}
           />
         </div>
