@@ -76,9 +76,28 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
-    stopped = _stack(settings).down()
+    stack = _stack(settings)
+    if args.purge and not args.yes:
+        paths = stack.data_paths()
+        if paths and not _confirm_purge(paths):
+            print("runstream down --purge: nothing stopped or removed", file=sys.stderr)
+            return 1
+    stopped = stack.down()
     print(f"stopped: {', '.join(stopped)}" if stopped else "nothing of ours was running")
+    if args.purge:
+        removed = stack.purge()
+        print("removed: " + ", ".join(map(str, removed)) if removed
+              else "no cluster data to remove")
     return 0
+
+
+def _confirm_purge(paths: Sequence[Path]) -> bool:
+    """Ask on stderr, read one line of stdin (a terminal or a pipe): y or yes goes on."""
+    listed = "".join(f"\n  {p}" for p in paths)
+    print(f"runstream down --purge stops the stack and removes its data for good:{listed}",
+          file=sys.stderr)
+    print("Remove them? [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -436,7 +455,16 @@ def build_parser() -> argparse.ArgumentParser:
         "Kafka jars with Maven and may install PostgreSQL 15 with apt-get.",
     )
     up.add_argument("--json", action="store_true", help="print the status as one JSON object")
-    add("down", cmd_down, "Stop everything `up` started under RUNSTREAM_HOME, and nothing else.")
+    down = add("down", cmd_down,
+               "Stop everything `up` started under RUNSTREAM_HOME, and nothing else.")
+    down.add_argument(
+        "--purge", action="store_true",
+        help="then remove the cluster's data for good, wherever it lives: PostgreSQL's "
+        "directory (as root /var/lib/runstream/<id>), the Kafka log, the API's blob store "
+        "and the logs (kept: the Kafka jars, the SDK's spool, the agent's directories); "
+        "asks first",
+    )
+    down.add_argument("--yes", action="store_true", help="with --purge: do not ask")
     status = add("status", cmd_status, "Show each component's endpoint and health.")
     status.add_argument(
         "--json", action="store_true", help="print one JSON object, a key per component"

@@ -6,7 +6,8 @@ Components, in start order: Kafka (KRaft), PostgreSQL, then the runstream servic
 so a script submitted to ``local`` runs out of the box (one at a time, as on one node;
 start more agents, or one with more ``--slots``, for more). ``up`` is idempotent: what
 runs is left alone, what is missing is started. ``down`` stops, in reverse order, exactly
-the processes recorded under ``<home>/stack`` and nothing else; the agent first: SIGTERM
+the processes recorded under ``<home>/stack`` and nothing else (``down --purge`` then
+removes the cluster's data: ``Stack.data_paths``); the agent first: SIGTERM
 (it takes no new runs), a second SIGTERM after ``AGENT_DRAIN_S`` if runs are still going
 (it cancels them: SIGTERM to their processes, SIGKILL after its grace period, status
 Canceled), SIGKILL as a last resort. A component whose endpoint is external
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sys
 import time
 import urllib.request
@@ -192,6 +194,42 @@ class Stack:
         if self.kafka.managed and self.kafka.stop():
             stopped.append("kafka")
         return stopped
+
+    def data_paths(self) -> list[Path]:
+        """What ``down --purge`` removes, those that exist: the stack's own PostgreSQL
+        directory (data and log; as root in ``/var/lib/runstream/<id>``, outside the
+        home), the local broker's Kafka log (``log.dirs``) and logs, the API's blob store
+        and the services' logs. Kept: the Kafka jars, the SDK's spool (events not yet
+        delivered) and the agent's working directories. External servers are not ours."""
+        paths: list[Path] = []
+        if self.postgres is not None:
+            paths.append(self.postgres.dir)
+        if self.kafka.managed:
+            paths += [self.kafka.dir / "data", self.kafka.dir / "logs",
+                      self.kafka.dir / "kafka.log"]
+        paths.append(self.home / "blobs")
+        paths += sorted((self.home / "stack").glob("*.log"))
+        return [p for p in paths if p.exists() or p.is_symlink()]
+
+    def purge(self) -> list[Path]:
+        """Remove ``data_paths()`` once ``down`` has stopped everything; refuses, removing
+        nothing, while one of the stack's processes still runs."""
+        running = [name for name, proc in (("agent", agent_process(self.home)),
+                                           *((s.name, s.process(self.home)) for s in SERVICES),
+                                           ("kafka", self.kafka.process))
+                   if proc.running()]
+        if self.postgres is not None and self.postgres.running():
+            running.append("postgres")
+        if running:
+            raise StackError(f"not purging: {', '.join(running)} still running")
+        removed = []
+        for path in self.data_paths():
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+        return removed
 
     def status(self) -> dict[str, Any]:
         out = asyncio.run(self._status())

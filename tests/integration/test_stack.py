@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -91,6 +93,26 @@ def test_status_json_reports_healthy_components(stack: StackInfo) -> None:
     assert status["api"]["ok"] is True
 
 
+def readme_status_sample() -> dict[str, dict[str, object]]:
+    """The README's sample of ``runstream status --json`` (Set up)."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    after = text[text.index("`runstream status --json` on the local stack"):]
+    start = after.index("```json\n") + len("```json\n")
+    sample: dict[str, dict[str, object]] = json.loads(after[start:after.index("```", start)])
+    return sample
+
+
+def test_the_readmes_status_sample_has_what_status_prints(stack: StackInfo) -> None:
+    result = runstream("status", "--json")
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    sample = readme_status_sample()
+    assert list(sample) == list(status) == sorted(status)
+    for component, info in status.items():
+        assert sorted(sample[component]) == sorted(set(info) - {"error"}), component
+        assert type(sample[component]["ok"]) is type(info["ok"]), component
+
+
 def test_up_again_is_a_no_op(stack: StackInfo) -> None:
     home = stack.settings.home / "stack"
     before = {p.name: p.read_text() for p in home.glob("*.pid")}
@@ -173,3 +195,67 @@ def test_up_then_down_leaves_no_process_of_ours(stack: StackInfo, up_private: Up
     # Nothing else was touched: the session's stack still answers.
     assert json.loads(runstream("status", "--json").stdout)["kafka"]["ok"] is True
     assert runstream("down", env=env).stdout.strip() == "nothing of ours was running"
+
+
+#: Logs a run with a file into the stack of the environment, and waits until it is stored.
+LOG_A_RUN = """
+from producer import Experiment, Workspace
+ws = Workspace.from_env()
+with Experiment(ws, "purged").start_logging(outputs_dir=None) as run:
+    run.log("loss", 0.5)
+    run.upload_file("model.bin", __import__("io").BytesIO(b"weights"))
+run.flush(30.0)  # the file's bytes are in the API's blob store
+assert run.get_file_names() == ["model.bin"], run.get_file_names()
+ws.close(30.0)
+"""
+
+
+def test_down_purge_asks_then_removes_the_cluster_data_wherever_it_lives(
+    stack: StackInfo, up_private: UpPrivate
+) -> None:
+    env, up = up_private()
+    assert up.returncode == 0, up.stderr
+    settings = Settings.from_env(env)
+    home = settings.home
+    logged = subprocess.run([sys.executable, "-c", LOG_A_RUN], env=env, capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert logged.returncode == 0, logged.stderr
+    pg = LocalPostgres(home=home, port=settings.pg_port)
+    kafka = home / "stack" / "kafka"
+    data = [pg.dir, kafka / "data", home / "blobs"]
+    assert all(p.is_dir() and any(p.iterdir()) for p in data), data
+    assert (pg.data / "PG_VERSION").is_file()
+    assert list(kafka.glob("libs-*"))
+
+    def down_purge(*args: str, answer: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ingest.cli", "down", "--purge", *args],
+                              input=answer, env=env, capture_output=True, text=True,
+                              timeout=300, check=False)
+
+    refused = down_purge(answer="n\n")
+    assert refused.returncode == 1
+    assert str(pg.dir) in refused.stderr  # what it would remove, wherever it is
+    assert str(kafka / "data") in refused.stderr
+    assert "nothing stopped or removed" in refused.stderr
+    assert pg.running()
+    assert all(p.is_dir() for p in data)
+
+    purged = down_purge(answer="y\n")
+    assert purged.returncode == 0, purged.stderr
+    assert "postgres" in purged.stdout
+    assert "kafka" in purged.stdout
+    assert not pg.running()
+    assert [p for p in data if p.exists()] == []
+    assert not list((home / "stack").glob("*.log"))
+    assert list(kafka.glob("libs-*")), "the Kafka jars are kept"
+    if os.geteuid() == 0:
+        assert pg.dir.is_relative_to("/var/lib/runstream")  # outside RUNSTREAM_HOME, gone
+    # Nothing else was touched: the session's stack still answers, with its data.
+    assert json.loads(runstream("status", "--json").stdout)["postgres"]["ok"] is True
+    shared = LocalPostgres(home=stack.settings.home, port=stack.settings.pg_port)
+    assert stack.settings.db_dsn is not None or (shared.data / "PG_VERSION").is_file()
+
+    again = down_purge("--yes", answer="")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == ["nothing of ours was running",
+                                         "no cluster data to remove"]
