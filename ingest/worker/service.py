@@ -13,7 +13,9 @@ latter drops the keys past the dedup horizon, migration 0011), the series tiler
 (``tiler.py``: the read path's summaries of big series, kept current as points arrive, off
 the commit path) and, on TimescaleDB, a look at the extension's background jobs every
 minute: a job its scheduler cannot run is run by the workers themselves, one at a time,
-on its own connection (``ingest/db/maintenance.py``; cancelled at shutdown).
+on its own connection (``ingest/db/maintenance.py``; cancelled at shutdown). And runs whose
+process went silent — killed without a word — are ended Failed after
+``fail_after_no_heartbeat`` (``silence.py``).
 
 ``runstream ingest`` (ingest/cli/main.py) calls ``run_worker``; ``python -m
 ingest.worker.service`` does the same from the environment alone.
