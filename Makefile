@@ -1,6 +1,9 @@
 # The two commands the README gives. Each works on a fresh machine by itself: it installs
-# what is missing (system packages, the Python package) and then runs runstream.
-PYTHON ?= python3
+# what is missing (system packages, then this project into its own virtualenv, never the
+# system's Python) and then runs runstream.
+# The project's virtualenv (`make VENV=…` for another); `.venv/bin/runstream` afterwards.
+VENV ?= .venv
+PYTHON = $(VENV)/bin/python
 RUNSTREAM = $(PYTHON) -m ingest.cli
 # Where a test session writes the figures its reliability tests counted (tests/reliability.py).
 RELIABILITY_JSON ?= $(or $(RUNSTREAM_HOME),$(HOME)/.runstream)/reliability/last.json
@@ -9,6 +12,7 @@ RELIABILITY_JSON ?= $(or $(RUNSTREAM_HOME),$(HOME)/.runstream)/reliability/last.
 
 setup:
 	bash deploy/prereqs.sh
+	bash deploy/venv.sh $(VENV)
 	$(PYTHON) -m pip install -q --disable-pip-version-check -e '.[dev]'
 
 ## The main job: start the local stack and run the product page's example (a Ridge alpha

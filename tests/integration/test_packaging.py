@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -44,17 +45,22 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return found
 
 
-def venv(path: Path, *, system_site_packages: bool) -> Path:
-    argv = [sys.executable, "-m", "venv", str(path)]
-    if system_site_packages:
-        argv.append("--system-site-packages")
-    made = run(argv, cwd=path.parent)
+def venv(path: Path, *, our_packages: bool) -> Path:
+    """A fresh virtualenv; with ``our_packages`` it also sees this interpreter's installed
+    packages (the server's dependencies), after its own. ``--system-site-packages`` would
+    give the base interpreter's instead when this one is itself a virtualenv (``make``'s
+    ``.venv``): the folders are named in a ``.pth`` file — plain path entries, so their
+    own ``.pth`` files (this checkout's editable install) are not run."""
+    made = run([sys.executable, "-m", "venv", str(path)], cwd=path.parent)
     assert made.returncode == 0, made.stderr
+    if our_packages:
+        (own,) = (path / "lib").glob("python*/site-packages")
+        (own / "_outer_packages.pth").write_text("".join(f"{p}\n" for p in site.getsitepackages()))
     return path / "bin"
 
 
 def test_the_plain_install_is_the_sdk_alone(wheel: Path, tmp_path: Path) -> None:
-    bin_dir = venv(tmp_path / "sdk", system_site_packages=False)
+    bin_dir = venv(tmp_path / "sdk", our_packages=False)
     installed = run([str(bin_dir / "pip"), "install", "-q", "--disable-pip-version-check",
                      str(wheel)], cwd=tmp_path)
     assert installed.returncode == 0, installed.stderr
@@ -93,7 +99,7 @@ def test_an_installed_wheel_runs_up_demo_and_down_outside_the_checkout(
 ) -> None:
     # The server's dependencies come from this interpreter's site-packages; runstream
     # itself only from the wheel installed into the venv.
-    bin_dir = venv(tmp_path / "server", system_site_packages=True)
+    bin_dir = venv(tmp_path / "server", our_packages=True)
     installed = run([str(bin_dir / "pip"), "install", "-q", "--no-deps",
                      "--disable-pip-version-check", str(wheel)], cwd=tmp_path)
     assert installed.returncode == 0, installed.stderr
