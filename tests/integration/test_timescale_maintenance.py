@@ -27,9 +27,17 @@ from ingest.bench.events import EventFactory, packed_series
 from ingest.bench.read import store_events
 from ingest.db.maintenance import MaintenanceRunner, read_storage
 from ingest.db.migrate import migrate
-from tests.helpers import DbFactory, unique
+from tests.helpers import DbFactory, StackInfo, TopicFactory, unique
 from tests.integration.api_reads import get_json, read_api
-from tests.integration.helpers import NewDb, enable_timescaledb, fetch, run_id, runstream, wait_for
+from tests.integration.helpers import (
+    NewDb,
+    WorkerFactory,
+    enable_timescaledb,
+    fetch,
+    run_id,
+    runstream,
+    wait_for,
+)
 
 DAY_US = 86_400_000_000
 HOUR_US = 3_600_000_000
@@ -258,6 +266,32 @@ async def test_a_job_the_scheduler_keeps_failing_is_reported_then_run_by_runstre
     table = runstream("status", env=cli_env(dsn)).stdout
     assert f"compression (job {job}): DEGRADED" in table
     assert "Runstream's workers run it" in table
+
+
+async def test_a_runstream_ingest_worker_runs_the_job_the_scheduler_fails_and_says_so(
+    ts_dsn: str, weak_owner: str, stack: StackInfo, topic_factory: TopicFactory,
+    worker_procs: WorkerFactory,
+) -> None:
+    dsn = ts_dsn
+    job = await job_id(dsn, "policy_compression")
+    await fail_in_the_scheduler(dsn, job, weak_owner, runs=2)
+    await store_events(dsn, old_and_new_points(run_id(), now_us()))
+    await compress_after_one_day(dsn, job)
+    topic = await topic_factory(partitions=1)
+    proc = worker_procs.start(bootstrap=stack.kafka_bootstrap, topic=topic, dsn=dsn,
+                              group=unique("maint-"))
+
+    async def ran() -> bool:
+        rows = await fetch(dsn, "SELECT total_runs, consecutive_failures "
+                                "FROM runstream_data.maintenance_runs WHERE job_id = $1", job)
+        return bool(rows) and rows[0]["total_runs"] >= 1
+
+    await wait_for(ran, timeout_s=120, what="the worker's run of the compression job")
+    assert await compressed_chunks(dsn) == [True, True, False]
+    assert proc.stop() == 0, proc.output()
+    lines = [line for line in proc.output().splitlines()
+             if f"job {job} (compression" in line and "keeps failing" in line]
+    assert len(lines) == 1, proc.output()[-3000:]
 
 
 async def test_a_job_the_scheduler_runs_is_left_to_it(ts_dsn: str) -> None:
