@@ -23,6 +23,17 @@ from tests.helpers import StackInfo
 COMPONENTS = {"producer", "broker", "worker", "postgres", "postgres_bench_db"}
 
 
+def run_bench(*args: str) -> dict[str, Any]:
+    """``runstream bench ARGS`` as a user runs it; its JSON report (it must exit 0)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "ingest.cli", "bench", *args],
+        capture_output=True, text=True, check=False, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
 def assert_stalls_attributed(loop: dict[str, Any]) -> None:
     """Every call over 5 ms is in exactly one class; the listed ones are the worst."""
     classes = (loop["stalls_ours"], loop["stalls_os"], loop["stalls_unattributed"])
@@ -49,19 +60,10 @@ def assert_drain_reported(run: dict[str, Any]) -> None:
 
 
 def test_bench_json_reports_every_figure_and_loses_nothing(stack: StackInfo) -> None:
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "ingest.cli", "bench", "all", "--json", "--quick-read",
-            "--duration-s", "6", "--latency-duration-s", "3", "--log-call-duration-s", "1",
-            "--latency-rate", "5000", "--workers", "1,2",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
+    report = run_bench(
+        "all", "--json", "--quick-read", "--duration-s", "6", "--latency-duration-s", "3",
+        "--log-call-duration-s", "1", "--latency-rate", "5000", "--workers", "1,2",
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout)
     for section in ("log_call", "log_call_noise_floor", "log_call_kafka_down", "log_call_shared"):
         assert report[section]["calls"] > 0
         assert (
@@ -126,18 +128,8 @@ def test_bench_json_reports_every_figure_and_loses_nothing(stack: StackInfo) -> 
 
 
 def test_bench_overload_reports_the_backlog_and_loses_nothing(stack: StackInfo) -> None:
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "ingest.cli", "bench", "overload", "--json",
-            "--capacity-duration-s", "4", "--overload-duration-s", "4",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    overload = json.loads(result.stdout)["overload"]
+    overload = run_bench("overload", "--json", "--capacity-duration-s", "4",
+                         "--overload-duration-s", "4")["overload"]
     assert overload["capacity_points_per_s"] > 0
     assert overload["target_points_per_s"] > 0
     for run in (overload["run"], overload["capacity_run"]):
@@ -152,18 +144,7 @@ def test_bench_overload_reports_the_backlog_and_loses_nothing(stack: StackInfo) 
 def test_bench_dedup_compares_a_loaded_store_with_an_empty_one_and_cleans_up(
     stack: StackInfo,
 ) -> None:
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "ingest.cli", "bench", "dedup", "--json", "--quick-read",
-            "--dedup-keys", "150000",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    dedup = json.loads(result.stdout)["dedup"]
+    dedup = run_bench("dedup", "--json", "--quick-read", "--dedup-keys", "150000")["dedup"]
     assert dedup["keys"] == 150_000
     load = dedup["load"]
     assert load["days"] >= 14
@@ -191,18 +172,8 @@ def test_bench_dedup_compares_a_loaded_store_with_an_empty_one_and_cleans_up(
 
 
 def test_bench_maintenance_measures_ingest_during_a_compression_pass(stack: StackInfo) -> None:
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "ingest.cli", "bench", "maintenance", "--json",
-            "--quick-read", "--maintenance-points", "300000",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    m = json.loads(result.stdout)["maintenance"]
+    m = run_bench("maintenance", "--json", "--quick-read",
+                  "--maintenance-points", "300000")["maintenance"]
     if "skipped" in m:
         assert m == {"skipped": "TimescaleDB is not available on this PostgreSQL"}
         pytest.skip("TimescaleDB is not available on this PostgreSQL (the suite said so)")
