@@ -244,25 +244,30 @@ class Follower:
         return status in TERMINAL_STATUSES
 
     def missed_statuses(self, status: str, times: object) -> list[str]:
-        """The statuses in ``times`` reached before ``status`` and not printed yet, oldest
-        first (NotStarted, the terminal ones and ``status`` itself left out)."""
+        """The statuses in ``times`` below ``status`` and not printed yet, in the order a
+        run passes them (NotStarted, the terminal ones and ``status`` itself left out).
+
+        Ordered by rank, not by time: the times come from different processes (the
+        submitting notebook stamps Queued, the agent Preparing), and an agent that picks a
+        run up within milliseconds can stamp Preparing before the notebook's Queued."""
         if not isinstance(times, dict):
             return []
-        reached = []
         # Never back: a status whose event was stored late (Queued after the agent's
         # Preparing) is not printed once a later one was.
         shown = max((STATUS_RANK.get(p, 0) for p in self.printed), default=-1)
+        below = STATUS_RANK.get(status, 0)
+        reached = []
         for name, when in times.items():
             at = parse_time(when)
+            rank = STATUS_RANK.get(name, 0)
             if at is None or name in self.printed or name == status:
                 continue
-            if STATUS_RANK.get(name, 0) <= shown:
+            if not shown < rank < below:
                 continue
             if name == "NotStarted" or name in TERMINAL_STATUSES:
                 continue
-            reached.append((at, name))
-        until = parse_time(times.get(status))
-        return [name for at, name in sorted(reached) if until is None or at <= until]
+            reached.append((rank, at, name))
+        return [name for _, _, name in sorted(reached)]
 
     def finish(self, details: dict[str, Any]) -> dict[str, Any]:
         error = details.get("error")

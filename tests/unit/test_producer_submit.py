@@ -624,3 +624,38 @@ def test_statuses_passed_before_the_stream_opened_are_shown_in_order(
     assert lines[3:10] == ["Status: Queued", "Status: Preparing", "Status: Running", "epoch 1",
                            "Status: Finalizing", "Status: Completed", ""]
     ws.close(1.0)
+
+
+def test_statuses_stamped_by_other_clocks_are_shown_in_the_order_a_run_passes_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The notebook stamps Queued after its POST; an agent that picks the run up at once
+    can stamp Preparing a few milliseconds earlier. Queued is still shown, first."""
+    run_id = "exp_1700000000_0a1b2c3e"
+    times = {"NotStarted": "2026-12-03T10:00:00.010+00:00",
+             "Queued": "2026-12-03T10:00:00.012+00:00",
+             "Preparing": "2026-12-03T10:00:00.005+00:00"}
+    ended = {**times, "Running": "2026-12-03T10:00:01+00:00",
+             "Finalizing": "2026-12-03T10:00:02+00:00",
+             "Completed": "2026-12-03T10:00:02.5+00:00"}
+
+    def event(name: str, data: dict[str, Any]) -> str:
+        return f"event: {name}\ndata: {json.dumps(data)}\n\n"
+
+    stream = (
+        event("status", {"run_id": run_id, "status": "Preparing", "status_times": times})
+        + event("status", {"run_id": run_id, "status": "Completed", "status_times": ended})
+    ).encode()
+    looks = iter(["Queued", "Queued"])
+    fake = FakeApi({
+        f"/v1/runs/{run_id}": lambda p: (200, run_details(run_id, next(looks, "Completed"))),
+        f"/v1/runs/{run_id}/events": lambda p: (200, stream, "text/event-stream"),
+    })
+    ws = FakeWorkspace(fake, home=tmp_path / "home")
+    run = ws.get_run(run_id)
+    capsys.readouterr()
+    run.wait_for_completion(show_output=True, timeout_s=20)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[3:9] == ["Status: Queued", "Status: Preparing", "Status: Running",
+                          "Status: Finalizing", "Status: Completed", ""]
+    ws.close(1.0)
