@@ -215,12 +215,12 @@ class EnvironmentCache:
         if sys.prefix == sys.base_prefix:
             return
         ours = [p for p in site.getsitepackages() if p.startswith(sys.prefix)]
+        # One import line per directory: site exec()s each line in its own function, where
+        # a comprehension would not see the names the line imported. addsitedir skips a
+        # directory already on sys.path.
+        lines = "".join(f"import site; site.addsitedir({p!r})\n" for p in ours)
         for target in (home / "lib").glob("python*/site-packages"):
-            line = (
-                "import site, sys; "
-                f"[site.addsitedir(p) for p in {ours!r} if p not in sys.path]\n"
-            )
-            (target / "_runstream_agent_site.pth").write_text(line)
+            (target / "_runstream_agent_site.pth").write_text(lines)
 
     async def _step(
         self, argv: Sequence[str], log: Callable[[str], None]
