@@ -23,6 +23,7 @@ from ._errors import (
     SpoolError,
     TransportError,
 )
+from ._history import MetricHistory
 from ._kafka_security import KafkaSecurity, KafkaSecurityError
 from ._model import Model
 from ._options import ProducerOptions
@@ -55,6 +56,7 @@ __all__ = [
     "KafkaSecurity",
     "KafkaSecurityError",
     "KafkaUnavailableError",
+    "MetricHistory",
     "Model",
     "MpiConfiguration",
     "NotFoundError",

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ._client import decode_non_finite, file_path, segment
 from ._errors import ApiError, RunFailedError
 from ._follow import wait_for_completion
+from ._history import MetricHistory, check_history_args, read_history
 from ._session import Session
 from ._typed_metrics import artifact_location, parse_typed_metric
 from ._validate import check_artifact_name, check_name
@@ -40,8 +41,8 @@ STD_LOG = "user_logs/std_log.txt"
 
 
 class RunReads:
-    """``get_metrics``, ``get_file_names``, ``download_file``, ``get_status``,
-    ``get_details``, ``get_portal_url`` and ``wait_for_completion``."""
+    """``get_metrics``, ``get_metric_history``, ``get_file_names``, ``download_file``,
+    ``get_status``, ``get_details``, ``get_portal_url`` and ``wait_for_completion``."""
 
     _session: Session
     #: Set once the API has answered for this run (see the module docstring).
@@ -140,6 +141,37 @@ class RunReads:
             return parse_typed_metric(body.getvalue(), f"typed metric {name!r}")
         except ValueError as exc:
             raise ApiError(200, str(exc), what=f"GET {path}", retriable=False) from None
+
+    def get_metric_history(
+        self,
+        name: str,
+        *,
+        max_points: int | None = None,
+        step_min: int | None = None,
+        step_max: int | None = None,
+        rank: int | None = None,
+    ) -> MetricHistory:
+        """One series with its steps: a ``MetricHistory`` of equal-length lists ``step``,
+        ``value``, ``time`` (aware UTC datetimes) and ``rank``, in (step, rank, time)
+        order, every rank's points included (``rank=``: one rank's). ``to_dict()`` gives
+        ``{"step": [...], "value": [...], "time": [...], "rank": [...]}``,
+        ``to_dataframe()`` a pandas DataFrame (pandas is optional).
+
+        ``max_points=None``: every point, read in pages of at most 100,000 (windows of
+        steps, as the API answers). ``max_points=N`` (1..100,000): as
+        ``GET /v1/runs/{id}/metrics/{name}?max_points=N`` answers — the points when at
+        most N match, else at most N buckets by step range (``downsampled``; each bucket's
+        highest step, last value and latest time, with ``step_min``, ``count``, ``min`` and
+        ``max``). ``step_min``/``step_max`` narrow the steps. Sees every point this
+        process logged before the call; ``NotFoundError`` when the run has no series
+        ``name`` (``log_list``/``log_row`` names are not series)."""
+        check_name(name, "metric name")
+        lo, hi = check_history_args(max_points, rank, step_min, step_max)
+        self._before_read()
+        return read_history(
+            self._session.api, self._path(f"/metrics/{segment(name)}"), self.id, name,
+            max_points=max_points, rank=rank, lo=lo, hi=hi,
+        )
 
     def get_file_names(self) -> list[str]:
         """Names of the run's files and images (``outputs/...`` included), as uploaded."""
