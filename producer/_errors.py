@@ -6,7 +6,8 @@ Tree::
     ├── ConfigError                a RUNSTREAM_* variable or argument is unusable (also ValueError)
     ├── RunClosedError             logging into a run handle after ``close()``
     │   ├── RunEndedError          logging, tagging, uploading, child runs or ``fail`` on a
-    │   │                          run this handle ended; ``run_id``, ``status``
+    │   │                          run this handle ended, or ``Run.resume`` of an ended
+    │   │                          run; ``run_id``, ``status``
     │   └── ReadOnlyRunError       logging into a handle attached by id (``get_runs``, ``attach``)
     ├── ProducerTimeoutError       ``flush``/``close``/``wait_for_completion`` ran out of time
     │                              (also TimeoutError)
@@ -82,10 +83,13 @@ class RunEndedError(RunClosedError):
     handle fetched by id — ``Run(run.experiment, run.id).tag(...)`` — on purpose, not by
     a late call on the handle that ended it."""
 
-    def __init__(self, run_id: str, status: str, what: str = "logging") -> None:
+    def __init__(
+        self, run_id: str, status: str, what: str = "logging", *, message: str | None = None
+    ) -> None:
         super().__init__(
             run_id,
-            f"{what}: run {run_id!r} has ended ({status}); the handle that ended it takes "
+            message
+            or f"{what}: run {run_id!r} has ended ({status}); the handle that ended it takes "
             "no more metrics, files, tags, child runs or statuses. To tag it or add "
             f"properties now, fetch it: Run(run.experiment, {run_id!r}).tag(...)",
         )
@@ -100,7 +104,8 @@ class ReadOnlyRunError(RunClosedError):
             run_id,
             f"run {run_id!r} was attached by id for reading and accepts no metrics or "
             "files (tags, properties, display_name and description can be set); log "
-            "through the handle that started it, or Run.get_context() with RUNSTREAM_RUN_ID",
+            "through the handle that started it, or reopen the run for logging in this "
+            f"process while it is still active: Run.resume(workspace, {run_id!r})",
         )
 
 

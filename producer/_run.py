@@ -25,7 +25,7 @@ ordering hold as for any events). Tagging a run after it ended is that explicit 
 
 A handle talks to its workspace only through its ``Session`` (``_session.py``). The public
 ``Run`` (``_workspace.py``) is this class plus the ways to get a handle (``child_run``,
-``attach``, ``get_context`` and the factories behind ``Experiment.start_logging`` and
+``attach``, ``get_context``, ``resume`` and the factories behind ``Experiment.start_logging`` and
 ``get_runs``), which live beside ``Workspace`` and ``Experiment`` because those three
 construct each other.
 """
@@ -185,6 +185,19 @@ class RunHandle(RunReads):
         self._lock = threading.Lock()
         self._capture = None  # the parent's capture thread did not survive the fork
         self._editor = None
+
+    def continue_steps(
+        self, next_steps: Mapping[str, int], image_steps: Mapping[str, int]
+    ) -> None:
+        """``Run.resume``: ``log`` and ``log_image`` without ``step=`` go on from these
+        steps (one past each series' and image's highest stored step) instead of 0."""
+        with self._buffer.lock:
+            for name, step in next_steps.items():
+                series = self._series.setdefault(name, Series(name))
+                series.next_step = max(series.next_step, step)
+        with self._lock:
+            for name, step in image_steps.items():
+                self._image_steps[name] = max(self._image_steps.get(name, 0), step)
 
     # ---- identity --------------------------------------------------------------------
 

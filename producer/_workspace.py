@@ -3,7 +3,8 @@
 They construct each other: a workspace gets a run by id (``get_run``), an experiment starts,
 submits and lists runs (``start_logging``, ``submit``, ``get_runs``; the HTTP of
 submitting is ``_submit``), a run starts children (``child_run``),
-finds its experiment when attached by id (``Run.attach``) and builds its workspace from
+finds its experiment when attached by id (``Run.attach``) or reopened for logging
+(``Run.resume``, the reads behind it in ``_resume``) and builds its workspace from
 the environment (``Run.get_context()``). So they share this module, the top of the SDK's
 import graph: what a run handle does once open is ``_run.RunHandle``, what it needs from
 its workspace is ``_session.Session``, and reading runs back is ``_reads``.
@@ -41,6 +42,7 @@ from ._kafka_security import KafkaSecurity
 from ._model import Model, _only_files
 from ._options import ProducerOptions
 from ._reads import runs_query
+from ._resume import resume_point
 from ._run import RunHandle
 from ._sender import ProducerStats
 from ._session import DEFAULT_FLUSH_TIMEOUT_S, Session, TransportFactory
@@ -464,7 +466,8 @@ class Experiment:
 class Run(RunHandle):
     """One run of an experiment, as seen by this process (one rank).
 
-    Made by ``Experiment.start_logging``, ``Run.child_run`` or ``Run.get_context``. As a
+    Made by ``Experiment.start_logging``, ``Run.child_run`` or ``Run.get_context``; a run
+    still active is reopened for logging from another process by ``Run.resume``. As a
     context manager, leaving the block completes the run and an exception fails it with
     the error recorded (``KeyboardInterrupt`` cancels it, "KeyboardInterrupt (Ctrl-C)").
     A run this process started and left open ends with the process: Failed at exit,
@@ -711,6 +714,84 @@ class Run(RunHandle):
         know it (yet: a run appears when the worker commits its first event)."""
         check_name(run_id, "run id")
         return cls._attached(workspace, workspace._session.run_details(run_id))
+
+    @classmethod
+    def resume(
+        cls,
+        workspace_or_experiment: Workspace | Experiment,
+        run_id: str,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        capture_output: bool = False,
+        outputs_dir: str | os.PathLike[str] | None = "outputs",
+    ) -> Run:
+        """Reopen a run that is still active for logging from this process — one whose
+        process closed it (``run.close()``) to leave it to another, was killed, or is
+        still logging — as a new producer of its own, reporting Running.
+
+        Any status but Completed, Failed and Canceled can be resumed (those raise
+        ``RunEndedError`` naming the status; an unknown run ``NotFoundError``; an
+        ``Experiment`` given must be the run's). ``log`` and ``log_image`` without
+        ``step=`` go on after the highest step stored for each series and image when this
+        is called (all ranks; see ``_resume.py``); a series first logged now starts at
+        0. This process owns the run from now on, as ``start_logging``'s: it completes it
+        (``complete()``, or leaving a ``with`` block), and exiting without doing so fails
+        it (Ctrl-C, SIGTERM: Canceled; ``_exit.py``) — ``close()`` instead leaves it
+        active for yet another process. ``rank``/``world_size``: this process's place in
+        a distributed job (0 of 1). ``outputs_dir`` (relative to the current directory
+        now; None: none) is uploaded as ``outputs/...`` on ``complete()`` (rank 0 of a
+        top-level run; not with ``RUNSTREAM_CAPTURE_OUTPUTS=0``). ``capture_output``
+        records stdout/stderr lines until the run ends.
+        """
+        check_name(run_id, "run id")
+        if type(world_size) is not int or type(rank) is not int or world_size < 1 or not (
+                0 <= rank < world_size):
+            raise ValueError(f"rank {rank!r} is not in 0..{world_size - 1}")
+        if isinstance(workspace_or_experiment, Experiment):
+            workspace = workspace_or_experiment.workspace
+        elif isinstance(workspace_or_experiment, Workspace):
+            workspace = workspace_or_experiment
+        else:
+            raise TypeError("Run.resume takes a Workspace or an Experiment, not "
+                            f"{type(workspace_or_experiment).__name__}")
+        point = resume_point(workspace._session, run_id)
+        details = point.details
+        experiment_name = str(details.get("experiment"))
+        if isinstance(workspace_or_experiment, Experiment):
+            experiment = workspace_or_experiment
+            if experiment.name != experiment_name:
+                raise NotFoundError(
+                    404,
+                    f"run {run_id!r} is in experiment {experiment_name!r}, "
+                    f"not {experiment.name!r}",
+                    what="Run.resume()",
+                    retriable=False,
+                )
+        else:
+            experiment = Experiment(workspace, experiment_name)
+        parts = cls._attached_parts(workspace, details, experiment)
+        run = cls._open(
+            experiment,
+            run_id,
+            parent=parts["parent"],
+            rank=rank,
+            world_size=world_size,
+            display_name=None,  # the run keeps its own: only its first start sets them
+            compute_target=None,
+            properties={},
+            outputs_dir=Path(outputs_dir).absolute() if outputs_dir is not None else None,
+            statuses=("Running",),
+            capture_output=capture_output,
+            attempt=point.attempt,
+            owned=True,
+        )
+        run._display_name = parts["display_name"]
+        run._compute_target = parts["compute_target"]
+        run._properties = parts["properties"]
+        run._description = parts["description"]
+        run.continue_steps(point.next_steps, point.next_image_steps)
+        return run
 
     @classmethod
     def get_context(
