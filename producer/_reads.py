@@ -228,24 +228,28 @@ class RunReads:
         """The run's status now (``get_status()``)."""
         return self.get_status()
 
-    def get_tags(self) -> dict[str, str | None]:
-        """The run's tags as stored: ``{key: value}`` (None for a tag without a value)."""
-        tags: dict[str, str | None] = dict(self.get_details().get("tags") or {})
+    def get_tags(self) -> dict[str, str | int | float | bool | None]:
+        """The run's tags as stored: ``{key: value}``, each value of the type it was given
+        as — str, int, float or bool (text from SDKs before event schema v3) —, None for a
+        tag without a value."""
+        tags: dict[str, str | int | float | bool | None] = dict(
+            self.get_details().get("tags") or {})
         return tags
 
     @property
-    def tags(self) -> dict[str, str | None]:
+    def tags(self) -> dict[str, str | int | float | bool | None]:
         """The run's tags now (``get_tags()``)."""
         return self.get_tags()
 
-    def get_properties(self) -> dict[str, str]:
+    def get_properties(self) -> dict[str, str | int | float | bool]:
         """The run's properties: those it started with and those added since
-        (``add_properties``); each keeps its first value."""
-        properties: dict[str, str] = dict(self.get_details().get("properties") or {})
+        (``add_properties``); each keeps its first value, of the type it was given as."""
+        properties: dict[str, str | int | float | bool] = dict(
+            self.get_details().get("properties") or {})
         return properties
 
     @property
-    def properties(self) -> dict[str, str]:
+    def properties(self) -> dict[str, str | int | float | bool]:
         """The run's properties now (``get_properties()``)."""
         return self.get_properties()
 

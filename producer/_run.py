@@ -68,17 +68,21 @@ from ._validate import (
     INT64_MAX,
     KIND_FLOAT,
     MAX_ABS_STEP,
+    Scalar,
     Value,
     check_artifact_name,
     check_name,
     check_properties,
     check_step,
+    check_tag_value,
     metric_value,
     row_cells,
+    same_value,
     table_columns,
     tag_value,
     valid_text,
     values_list,
+    wire_text,
 )
 
 if TYPE_CHECKING:
@@ -111,7 +115,7 @@ class RunHandle(RunReads):
         world_size: int,
         display_name: str | None,
         compute_target: str | None,
-        properties: Mapping[str, str],
+        properties: Mapping[str, Scalar],
         outputs_dir: Path | None,
         known_status: str | None = None,
         description: str | None = None,
@@ -347,12 +351,17 @@ class RunHandle(RunReads):
         _check_description(description)
         self._enqueue("Table", {"name": name, "columns": table_columns(name, value)})
 
-    def tag(self, key: str, value: str | int | float | bool | None = None) -> None:
-        """Tag the run with a key and an optional value (numbers and booleans are stored as
-        their ``str``, as Azure ML does). Works on any handle but the one that ended the
-        run (``RunEndedError``): tag an ended run through ``Run(experiment, run_id)``."""
+    def tag(self, key: str, value: Value | None = None) -> None:
+        """Tag the run with a key and an optional value: a str, int, float or bool (numpy
+        and torch scalars too), stored and read back as that type (``get_tags()``), where
+        Azure ML keeps the ``str``. Works on any handle but the one that ended the run
+        (``RunEndedError``): tag an ended run through ``Run(experiment, run_id)``."""
         check_name(key, "tag key")
-        self._edit("tag", key, tag_value(value))
+        typed = check_tag_value(value)
+        if typed is None:
+            self._edit("tag", key, None)
+        else:
+            self._edit("tag", key, *wire_text(typed))
 
     def remove_tags(self, tags: Iterable[str]) -> None:
         """Remove the tags with these keys (a list of keys, as in Azure ML); a key the run
@@ -363,25 +372,24 @@ class RunHandle(RunReads):
         for key in keys:
             self._edit("untag", key, None)
 
-    def add_properties(self, properties: Mapping[str, str]) -> None:
+    def add_properties(self, properties: Mapping[str, Value]) -> None:
         """Add properties: like tags, but immutable — a key keeps the first value it was
-        given. Re-adding a known key with its value is a no-op; with another value it raises
-        ``ValueError``. Works on any handle but the one that ended the run (add
+        given. Values are str, int, float or bool, stored and read back as that type.
+        Re-adding a known key with its value (of its type) is a no-op; with another value
+        it raises ``ValueError``. Works on any handle but the one that ended the run (add
         properties to an ended run through ``Run(experiment, run_id)``)."""
         self._refuse_if_ended("add_properties")
-        if not isinstance(properties, Mapping):
-            raise TypeError(f"properties must be a dict, not {type(properties).__name__}")
         added = check_properties(properties)
         for key, value in added.items():
             known = self._properties.get(key)
-            if known is not None and known != value:
+            if known is not None and not same_value(known, value):
                 raise ValueError(
                     f"property {key!r} is already {known!r}: properties cannot change once "
                     "set (use a tag for a value that changes)"
                 )
         for key, value in added.items():
             if key not in self._properties:
-                self._edit("property", key, value)
+                self._edit("property", key, *wire_text(value))
                 self._properties[key] = value
 
     def log_image(
@@ -541,7 +549,7 @@ class RunHandle(RunReads):
         items = list(tags.items()) if isinstance(tags, Mapping) else [(k, None) for k in tags]
         for key, value in items:
             check_name(key, "tag key")
-            tag_value(value)
+            check_tag_value(value)
         for key, value in items:
             self.tag(key, value)
 
@@ -595,12 +603,12 @@ class RunHandle(RunReads):
         if status is not None:
             raise RunEndedError(self.id, status, what)
 
-    def _edit(self, target: str, key: str, value: str | None) -> None:
-        """Send a metadata edit (schema v2 ``Tag.target``): through this handle's stream
-        while it is open, else through the edit stream (see the module docstring); never
-        through a handle that ended the run."""
+    def _edit(self, target: str, key: str, value: str | None, value_type: str = "str") -> None:
+        """Send a metadata edit (schema v2 ``Tag.target``; v3 ``value_type``: what ``value``
+        is the text of): through this handle's stream while it is open, else through the
+        edit stream (see the module docstring); never through a handle that ended the run."""
         self._refuse_if_ended(f"{'tag' if target in ('tag', 'untag') else target} {key!r}")
-        record = {"key": key, "value": value, "target": target}
+        record = {"key": key, "value": value, "target": target, "value_type": value_type}
         if self._sender is not None:
             try:
                 self._enqueue("Tag", record)
@@ -715,12 +723,15 @@ class RunHandle(RunReads):
             "error": error,
             "properties": {},
             "attempt": self._attempt,
+            "property_types": {},
         }
         if metadata:
             record["parent_run_id"] = self._parent.id if self._parent is not None else None
             record["display_name"] = self._display_name
             record["compute_target"] = self._compute_target
-            record["properties"] = self._properties
+            texts = {key: wire_text(value) for key, value in self._properties.items()}
+            record["properties"] = {key: text for key, (text, _) in texts.items()}
+            record["property_types"] = {k: kind for k, (_, kind) in texts.items() if kind != "str"}
         self._enqueue("Lifecycle", record)
 
     def _start(self, statuses: tuple[str, ...], capture_output: bool) -> None:

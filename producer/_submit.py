@@ -43,7 +43,7 @@ from ._client import ApiClient, segment
 from ._errors import ApiError, BlobUploadError, NotFoundError, ReadOnlyRunError
 from ._runconfig import ScriptRunConfig
 from ._snapshot import Snapshot, SnapshotError, build_snapshot
-from ._validate import check_name, tag_value
+from ._validate import Scalar, check_name, check_tag_value
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class Submission:
     run_id: str
     target: str
     display_name: str | None
-    tags: list[tuple[str, str | None]]
+    tags: list[tuple[str, Scalar | None]]
     snapshot_sha256: str
     snapshot_bytes: int
     #: The server's answer: ``state`` ("queued"), ``position`` (1 = next), ``submitted_at``.
@@ -103,7 +103,7 @@ def _int_option(value: object, what: str, low: int, high: int) -> int:
     return value
 
 
-def _tags(tags: object) -> list[tuple[str, str | None]]:
+def _tags(tags: object) -> list[tuple[str, Scalar | None]]:
     """``tags`` as ``Experiment.submit`` takes them (Azure: ``{"tag": "value"}``; a list of
     keys tags without values), checked as ``run.set_tags`` checks them."""
     if tags is None:
@@ -114,7 +114,7 @@ def _tags(tags: object) -> list[tuple[str, str | None]]:
         items = [(key, None) for key in tags]
     else:
         raise TypeError(f"tags must be a dict of key -> value, not {type(tags).__name__}")
-    return [(check_name(key, "tag key"), tag_value(value)) for key, value in items]
+    return [(check_name(key, "tag key"), check_tag_value(value)) for key, value in items]
 
 
 def _script_problem(source: Path, script: str) -> str | None:

@@ -257,28 +257,78 @@ def table_columns(name: str, table: object) -> list[dict[str, Any]]:
 
 
 def tag_value(value: object) -> str | None:
+    """Text of a display name or description (None stays None)."""
     if value is None:
         return None
-    if isinstance(value, bool | int | float):
-        return str(value)
     if not isinstance(value, str):
-        raise TypeError(f"tag value must be a str (or None), not {type(value).__name__}")
-    return _short_text(value, "tag value", MAX_TAG_VALUE_BYTES)
+        raise TypeError(f"value must be a str (or None), not {type(value).__name__}")
+    return _short_text(value, "value", MAX_TAG_VALUE_BYTES)
 
 
-def check_properties(properties: Mapping[str, str]) -> dict[str, str]:
-    """A run's properties: at most ``MAX_PROPERTIES``, names as names, values bounded."""
+def hyper_value(value: object, what: str, max_bytes: int) -> Scalar:
+    """A tag or property value: a str, int, float or bool (numpy/torch scalars through
+    ``.item()``), kept as that type; its text (``wire_text``) at most ``max_bytes``."""
+    if value.__class__ is str:
+        typed: Scalar = value
+    else:
+        try:
+            typed = scalar(value, what)
+        except TypeError:
+            raise TypeError(
+                f"{what} must be a str, int, float or bool, not {type(value).__name__}"
+            ) from None
+    try:
+        text = wire_text(typed)[0]
+    except ValueError:  # an int past Python's 4300-digit limit of str()
+        raise ValueError(f"{what} is an int of over 4300 digits; upload it as a file") from None
+    _short_text(text, what, max_bytes)
+    return typed
+
+
+def wire_text(value: Scalar) -> tuple[str, str]:
+    """(text, type) of a tag or property value in an event (schema v3 ``ScalarType``).
+
+    The text is Python's ``str`` of the value (a float's shortest repr; ``True``/``False``),
+    which is what readers of schema v1/v2 store. Ints outside 64 bits, NaN and infinities
+    travel as text (type ``str``): JSON numbers in the store could not hold them as given.
+    """
+    if isinstance(value, bool):
+        return ("True" if value else "False"), "bool"
+    if isinstance(value, int):
+        return str(value), ("int" if INT64_MIN <= value <= INT64_MAX else "str")
+    if isinstance(value, float):
+        return repr(value), ("float" if math.isfinite(value) else "str")
+    return value, "str"
+
+
+def same_value(a: Scalar, b: Scalar) -> bool:
+    """Equal and of the same type (``1``, ``1.0`` and ``True`` are three values here)."""
+    return type(a) is type(b) and a == b
+
+
+def check_tag_value(value: object) -> Scalar | None:
+    """A tag's value: None (a tag without value) or a str, int, float or bool."""
+    if value is None:
+        return None
+    return hyper_value(value, "tag value", MAX_TAG_VALUE_BYTES)
+
+
+def check_properties(properties: Mapping[str, object]) -> dict[str, Scalar]:
+    """A run's properties: at most ``MAX_PROPERTIES``, names as names, values str, int,
+    float or bool (kept as given) of bounded text."""
+    if not isinstance(properties, Mapping):
+        raise TypeError(f"properties must be a dict, not {type(properties).__name__}")
     if len(properties) > MAX_PROPERTIES:
         raise ValueError(
             f"{len(properties)} properties, over the {MAX_PROPERTIES} limit; "
             "put the rest in tags (run.tag) or a file"
         )
-    for key, value in properties.items():
-        check_name(key, "property name")
-        if not isinstance(value, str):
-            raise TypeError(f"property {key!r} must be a str, not {type(value).__name__}")
-        _short_text(value, f"property {key!r}", MAX_PROPERTY_VALUE_BYTES)
-    return dict(properties)
+    return {
+        check_name(key, "property name"): hyper_value(
+            value, f"property {key!r}", MAX_PROPERTY_VALUE_BYTES
+        )
+        for key, value in properties.items()
+    }
 
 
 def _short_text(text: str, what: str, max_bytes: int) -> str:

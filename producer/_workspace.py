@@ -51,6 +51,7 @@ from ._transport import KafkaTransport
 from ._validate import (
     MAX_NAME_CHARS,
     MAX_RUN_EXPERIMENT_CHARS,
+    Value,
     check_experiment_name,
     check_name,
     check_properties,
@@ -258,9 +259,12 @@ class Experiment:
         compute_target: str | None = "local",
         capture_output: bool = False,
         outputs_dir: str | os.PathLike[str] | None = "outputs",
-        properties: Mapping[str, str] | None = None,
+        properties: Mapping[str, Value] | None = None,
     ) -> Run:
         """Start an interactive run (NotStarted → Running) and return its handle.
+
+        ``properties``: ``{key: value}`` of str, int, float or bool (hyper-parameters:
+        ``{"lr": 0.1, "epochs": 10}``), stored and read back as those types; immutable.
 
         ``outputs_dir`` (relative to the current directory now) is uploaded as
         ``outputs/...`` artifacts when the run completes — every file in it then, also
@@ -852,7 +856,7 @@ class Run(RunHandle):
         world_size: int,
         display_name: str | None,
         compute_target: str | None,
-        properties: Mapping[str, str],
+        properties: Mapping[str, object],
         outputs_dir: Path | None,
         statuses: tuple[str, ...],
         capture_output: bool = False,
@@ -863,7 +867,7 @@ class Run(RunHandle):
 
         ``owned``: this process started the run for itself (``start_logging``,
         ``child_run``): it ends the run if the process ends first (``_exit.py``)."""
-        properties = check_properties(properties)
+        checked = check_properties(properties)
         # ./outputs belongs to the whole job: rank 0 of a top-level run uploads it once
         # (none with RUNSTREAM_CAPTURE_OUTPUTS=0, read before anything is opened).
         if parent is not None or rank != 0 or not _capture_outputs():
@@ -885,7 +889,7 @@ class Run(RunHandle):
             world_size=world_size,
             display_name=display_name,
             compute_target=compute_target,
-            properties=properties,
+            properties=checked,
             outputs_dir=outputs_dir,
             attempt=attempt,
         )

@@ -126,6 +126,8 @@ _TIME: Final = {
     "description": "ISO 8601 in UTC, e.g. 2026-11-28T04:21:33.511565+00:00.",
 }
 _NULLABLE_STRING: Final = {"type": ["string", "null"]}
+#: A tag's or property's value: text, or the number or boolean it was given as.
+_SCALAR: Final = {"type": ["string", "number", "boolean"]}
 _COUNT: Final = {"type": "integer", "minimum": 0}
 _SECONDS: Final = {"type": ["number", "null"]}
 _VALUE: Final = {
@@ -169,8 +171,10 @@ SCHEMAS: Final[dict[str, dict[str, Any]]] = {
             "ended_at": _TIME,
             "tags": {
                 "type": "object",
-                "additionalProperties": _NULLABLE_STRING,
-                "description": "Tag → value (null for a tag without value).",
+                "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
+                "description": "Tag → value: text, or the number or boolean it was given "
+                "as (run.tag('epochs', 10) → 10; SDKs before event schema v3 sent text); "
+                "null for a tag without value.",
             },
             "description": {
                 **_NULLABLE_STRING,
@@ -214,7 +218,10 @@ SCHEMAS: Final[dict[str, dict[str, Any]]] = {
                     "error": {**_NULLABLE_STRING, "description": "Error text of a Failed "
                               "run, or why a Canceled one was canceled (\"terminated by "
                               "SIGTERM\", \"KeyboardInterrupt (Ctrl-C)\")."},
-                    "properties": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "properties": {
+                        "type": "object", "additionalProperties": _SCALAR,
+                        "description": "Property → value, typed as tags' values are.",
+                    },
                     "children": {
                         "type": "array", "items": {"type": "string"},
                         "description": "Child run ids, oldest first.",

@@ -95,10 +95,13 @@ class EventFactory:
     def lifecycle(self, status: str, *, parent_run_id: str | None = None,
                   display_name: str | None = None, compute_target: str | None = None,
                   error: str | None = None, properties: dict[str, str] | None = None,
+                  property_types: dict[str, str] | None = None,
                   **kw: Any) -> dict[str, Any]:
+        """``property_types``: schema v3, the type of each property that is not text."""
         return self.event("Lifecycle", {
             "status": status, "parent_run_id": parent_run_id, "display_name": display_name,
             "compute_target": compute_target, "error": error, "properties": properties or {},
+            "property_types": property_types or {},
         }, **kw)
 
     def list_value(self, name: str, values: Sequence[Any], **kw: Any) -> dict[str, Any]:
@@ -113,9 +116,11 @@ class EventFactory:
             {"name": k, "values": list(v)} for k, v in columns.items()]}, **kw)
 
     def tag(self, key: str, value: str | None = None, *, target: str = "tag",
-            **kw: Any) -> dict[str, Any]:
-        """A tag, or with ``target`` an edit: untag, property, display_name, description."""
-        return self.event("Tag", {"key": key, "value": value, "target": target}, **kw)
+            value_type: str = "str", **kw: Any) -> dict[str, Any]:
+        """A tag, or with ``target`` an edit: untag, property, display_name, description;
+        ``value_type`` (schema v3): what ``value`` is the text of (str, int, float, bool)."""
+        return self.event("Tag", {"key": key, "value": value, "target": target,
+                                  "value_type": value_type}, **kw)
 
     def artifact(self, name: str, sha256: str, size_bytes: int, *, kind: str = "FILE",
                  content_type: str = "application/octet-stream", metric: str | None = None,

@@ -87,17 +87,22 @@ RUNS_METRIC_COMPARE: Final = current_metric_value("v.run_id", "${0}") + " {op} $
 METRIC_OPS: Final = ("<=", ">=", "<", ">", "=")
 RUNS_CREATED_AFTER: Final = "v.created_at > ${}"
 RUNS_CREATED_BEFORE: Final = "v.created_at < ${}"
-#: Every (key, value) pair must match: value NULL means "has the key, any value".
+#: Every (key, value) pair must match: value NULL means "has the key, any value"; else
+#: a text value equals it, a number equals it read as a number, a boolean is it in any
+#: case (``runstream_data.value_matches``, migration 0016).
 RUNS_TAGS: Final = """NOT EXISTS (
     SELECT 1 FROM unnest(${}::text[], ${}::text[]) AS f(key, value)
     WHERE NOT EXISTS (
         SELECT 1 FROM runstream_data.tags t
         WHERE t.run_id = v.run_id AND t.key = f.key AND NOT t.removed
-          AND (f.value IS NULL OR t.value IS NOT DISTINCT FROM f.value)))"""
-#: Every (key, value) pair must match the run's properties: value NULL means "has the key".
+          AND (f.value IS NULL OR runstream_data.value_matches(
+                   coalesce(t.typed_value, to_jsonb(t.value)), f.value))))"""
+#: Every (key, value) pair must match the run's properties: value NULL means "has the key";
+#: values match as tags' do.
 RUNS_PROPERTIES: Final = """NOT EXISTS (
     SELECT 1 FROM unnest(${}::text[], ${}::text[]) AS f(key, value)
-    WHERE NOT (v.properties ? f.key AND (f.value IS NULL OR v.properties->>f.key = f.value)))"""
+    WHERE NOT (v.properties ? f.key AND (f.value IS NULL
+               OR runstream_data.value_matches(v.properties->f.key, f.value))))"""
 
 # Keyset pagination on (created_at, run_id).
 RUNS_AFTER_CREATED_DESC: Final = "(v.created_at, v.run_id) < (${}, ${})"

@@ -20,6 +20,12 @@ within these.
 NUL characters inside free text (string values, log lines, tag values, errors) cannot be
 stored in PostgreSQL ``text``; they are replaced with U+FFFD rather than losing the event.
 
+Typed tags and properties (schema v3 ``Tag.value_type``, ``Lifecycle.property_types``):
+the value travels as its Python ``str`` with a type beside it; ``typed_scalar`` reads it
+back as that int, float or bool (v1/v2 events, and text that is not what its type says —
+a producer's mistake — stay text), and ``scalar_json`` writes it as the JSON the store's
+``jsonb`` keeps and reads back as the same type.
+
 Metric series keep their packed little-endian arrays as they came off the wire (the
 store writes them with a byteswap, see ``pgcopy``); only min/max are computed here.
 """
@@ -27,6 +33,7 @@ store writes them with a byteswap, see ``pgcopy``); only min/max are computed he
 from __future__ import annotations
 
 import array
+import json
 import math
 import re
 import sys
@@ -53,6 +60,8 @@ __all__ = [
     "Tag",
     "Values",
     "decode_event",
+    "scalar_json",
+    "typed_scalar",
     "values_from_items",
 ]
 
@@ -136,14 +145,20 @@ class Artifact:
     metric: str | None = None
 
 
+#: A tag's or property's value: text, or (schema v3) the number or boolean it was given as.
+Scalar = str | int | float | bool
+
+
 @dataclass(frozen=True, slots=True)
 class Tag:
     """A tag or a metadata edit: ``target`` is tag, untag, property, display_name or
-    description (schema v2; v1 events are all tags)."""
+    description (schema v2; v1 events are all tags). ``value`` is the text; ``typed`` the
+    int, float or bool it is the text of (schema v3), None for text."""
 
     key: str
     value: str | None
     target: str = "tag"
+    typed: int | float | bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +168,8 @@ class Lifecycle:
     display_name: str | None
     compute_target: str | None
     error: str | None
-    properties: dict[str, str]
+    #: Text, or the int, float or bool a property was given as (schema v3).
+    properties: dict[str, Scalar]
     #: Which try of a submitted run (schema v2; 0 for v1 events and the first try).
     attempt: int = 0
 
@@ -337,6 +353,49 @@ def _tag_value(value: str | None) -> str | None:
     return _text(value)
 
 
+_INT_TEXT = re.compile(r"-?[0-9]{1,19}")
+_FLOAT_TEXT = re.compile(r"-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]{1,4})?")
+_BOOL_TEXT: Final = {"True": True, "true": True, "False": False, "false": False}
+
+
+def typed_scalar(text: str, value_type: str) -> Scalar:
+    """The value a schema v3 tag or property was given as: ``text`` read as ``value_type``
+    (str, int, float, bool). Text that is not one (or an int outside 64 bits, a float
+    that is not finite) stays text: it is stored, as a v2 reader would store it."""
+    if value_type == "int" and _INT_TEXT.fullmatch(text):
+        number = int(text)
+        if -(2**63) <= number < 2**63:
+            return number
+    elif value_type == "float" and len(text) <= 64 and _FLOAT_TEXT.fullmatch(text):
+        real = float(text)
+        if math.isfinite(real):
+            return real
+    elif value_type == "bool" and text in _BOOL_TEXT:
+        return _BOOL_TEXT[text]
+    return text
+
+
+def scalar_json(value: Scalar) -> str:
+    """JSON of a tag or property value that PostgreSQL's ``jsonb`` reads back as the same
+    type: a float always with a fraction (``jsonb`` keeps numbers as ``numeric`` and
+    writes ``1e+20`` back as ``100000000000000000000``, an int to any reader; ``.1f`` is a
+    float's exact decimal expansion, so it parses back to the same float)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return format(value, ".1f") if value.is_integer() else repr(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _typed(value: str | None, value_type: str) -> int | float | bool | None:
+    if value is None or value_type == "str":
+        return None
+    typed = typed_scalar(value, value_type)
+    return None if isinstance(typed, str) else typed
+
+
 def _payload(kind: str, raw: dict[str, Any]) -> Payload:
     if kind == "MetricBatch":
         return MetricBatch(tuple(_series(s, i) for i, s in enumerate(raw["series"])))
@@ -373,9 +432,12 @@ def _payload(kind: str, raw: dict[str, Any]) -> Payload:
         value = _tag_value(raw["value"])
         if value is None and target in _EDITS_NEEDING_VALUE:
             raise _invalid(f"a {target} edit needs a value")
-        return Tag(_name(raw["key"], "tag key"), value, target)
+        kept = target in ("tag", "property")
+        typed = _typed(value, raw.get("value_type", "str")) if kept else None
+        return Tag(_name(raw["key"], "tag key"), value, target, typed)
     if kind == "Lifecycle":
         parent = raw["parent_run_id"]
+        types = raw.get("property_types") or {}
         return Lifecycle(
             status=raw["status"],
             parent_run_id=None if parent is None else _name(parent, "parent_run_id", MAX_ID_CHARS),
@@ -383,7 +445,10 @@ def _payload(kind: str, raw: dict[str, Any]) -> Payload:
             compute_target=None if raw["compute_target"] is None
             else _name(raw["compute_target"], "compute_target", MAX_ID_CHARS),
             error=None if raw["error"] is None else _text(raw["error"]),
-            properties={_text(k): _text(v) for k, v in raw["properties"].items()},
+            properties={
+                _text(k): typed_scalar(_text(v), types.get(k, "str"))
+                for k, v in raw["properties"].items()
+            },
             attempt=_attempt(raw.get("attempt", 0)),
         )
     if kind == "LogLines":

@@ -38,7 +38,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ingest.worker.decode import Event, Heartbeat, Lifecycle
+from ingest.worker.decode import Event, Heartbeat, Lifecycle, Scalar, scalar_json
 
 __all__ = [
     "ProducerDelta",
@@ -93,7 +93,8 @@ class RunDelta:
     parent_run_id: str | None = None
     display_name: str | None = None
     compute_target: str | None = None
-    properties: dict[str, str] = field(default_factory=dict)
+    #: Text, or a number or boolean (schema v3): ``runs.properties`` keeps the type.
+    properties: dict[str, Scalar] = field(default_factory=dict)
     error: str | None = None
     #: When the event ``error`` came from happened (its earliest Failed or Canceled).
     error_us: int | None = None
@@ -102,7 +103,10 @@ class RunDelta:
     attempt: int = 0
 
     def properties_json(self) -> str:
-        return json.dumps(self.properties, sort_keys=True)
+        """The properties as a JSON object whose numbers read back as the type they were
+        given as (``scalar_json``)."""
+        items = sorted(self.properties.items())
+        return "{" + ", ".join(f"{json.dumps(k)}: {scalar_json(v)}" for k, v in items) + "}"
 
     def add(self, event: Event) -> None:
         ts = event.ts_us

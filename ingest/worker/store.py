@@ -7,10 +7,9 @@ The batch write protocol (one PostgreSQL transaction per consumed batch)::
        same events (a rebalance, a zombie) serialise on the key and exactly one wins.
        Keys live in daily partitions by the event's own time and are dropped past a
        horizon (migration 0011, ``SQL_DEDUP_EVENTS``).
-    2. write rows for the new events only: metric chunks (and their fine tiles,
-       ``chunk_tiles.py``) by binary COPY, other payloads by COPY/upsert; merge run
-       state, producers, tags and artifacts (order-independent merges, see status.py),
-       locking rows in run-id order.
+    2. write rows for the new events only: metric chunks by binary COPY, other payloads
+       by COPY/upsert; merge run state, producers, tags and artifacts (order-independent
+       merges, see status.py), locking rows in run-id order.
     3. INSERT dead letters ON CONFLICT DO NOTHING RETURNING; produce the new ones to the
        DLQ topic and wait for the broker's ack — still inside the transaction, so the
        offset never moves past a poison message whose DLQ record is not durable.
@@ -44,7 +43,6 @@ from ingest.db.notices import notify_changes
 from ingest.db.pool import Pool
 from ingest.db.runstatus import STATUS_COLUMNS
 from ingest.errors import StoreError
-from ingest.worker.chunk_tiles import chunk_tiles, packed_le
 from ingest.worker.decode import (
     Artifact,
     DeadLetter,
@@ -56,6 +54,7 @@ from ingest.worker.decode import (
     MetricBatch,
     TableBlock,
     Tag,
+    scalar_json,
 )
 from ingest.worker.status import (
     WriteStamp,
@@ -115,12 +114,6 @@ US_PER_DAY: Final = 86_400_000_000
 METRIC_CHUNK_COLUMNS: Final = (
     "run_id", "name", "rank", "producer_id", "seq", "series_idx", "n", "time_min",
     "time_max", "step_min", "step_max", "steps", "values", "times", "kinds", "texts",
-)
-#: Migration 0015: one row of level-6 tiles per chunk (``worker/chunk_tiles.py``).
-CHUNK_TILE_COLUMNS: Final = (
-    "run_id", "name", "producer_id", "seq", "series_idx", "rank", "time_min", "tiles", "ns",
-    "vmins", "vmaxs", "smins", "smaxs", "tmins", "tmaxs", "last_ts", "last_vs", "last_ks",
-    "last_xs",
 )
 LIST_COLUMNS: Final = (
     "run_id", "name", "rank", "producer_id", "seq", "logged_at", "n", "nums", "kinds", "texts",
@@ -221,25 +214,34 @@ ON CONFLICT (run_id, producer_id) DO UPDATE SET
     first_seen_at = least(p.first_seen_at, excluded.first_seen_at),
     last_seen_at = greatest(p.last_seen_at, excluded.last_seen_at)
 """
+#: ``typed_value``: the value as JSON when it was given as a number or boolean (0016).
 SQL_MERGE_TAGS: Final = """
-INSERT INTO runstream_data.tags AS t (run_id, key, value, set_at, producer_id, seq, removed)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
-                     $6::bigint[], $7::boolean[])
+INSERT INTO runstream_data.tags AS t (
+    run_id, key, value, set_at, producer_id, seq, removed, typed_value)
+SELECT u.run_id, u.key, u.value, u.set_at, u.producer_id, u.seq, u.removed,
+       u.typed_value::jsonb
+FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
+            $6::bigint[], $7::boolean[], $8::text[])
+     AS u(run_id, key, value, set_at, producer_id, seq, removed, typed_value)
 ORDER BY 1, 2
 ON CONFLICT (run_id, key) DO UPDATE SET
-    value = excluded.value, set_at = excluded.set_at,
+    value = excluded.value, typed_value = excluded.typed_value, set_at = excluded.set_at,
     producer_id = excluded.producer_id, seq = excluded.seq, removed = excluded.removed
 WHERE CASE WHEN t.producer_id = excluded.producer_id THEN excluded.seq > t.seq
      ELSE (excluded.set_at, excluded.producer_id) > (t.set_at, t.producer_id) END
 """
 #: Properties: the first write wins; display name and description: the newest (0009).
 SQL_MERGE_EDITS: Final = """
-INSERT INTO runstream_data.run_edits AS e (run_id, field, key, value, set_at, producer_id, seq)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-                     $6::text[], $7::bigint[])
+INSERT INTO runstream_data.run_edits AS e (
+    run_id, field, key, value, set_at, producer_id, seq, typed_value)
+SELECT u.run_id, u.field, u.key, u.value, u.set_at, u.producer_id, u.seq,
+       u.typed_value::jsonb
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+            $6::text[], $7::bigint[], $8::text[])
+     AS u(run_id, field, key, value, set_at, producer_id, seq, typed_value)
 ORDER BY 1, 2, 3
 ON CONFLICT (run_id, field, key) DO UPDATE SET
-    value = excluded.value, set_at = excluded.set_at,
+    value = excluded.value, typed_value = excluded.typed_value, set_at = excluded.set_at,
     producer_id = excluded.producer_id, seq = excluded.seq
 WHERE CASE WHEN e.field = 'property' THEN
          CASE WHEN e.producer_id = excluded.producer_id THEN excluded.seq < e.seq
@@ -364,41 +366,6 @@ def _metric_copy(events: Sequence[Event]) -> Iterator[bytes]:
     yield b"".join(parts)
 
 
-def _fine_tiles_copy(events: Sequence[Event]) -> bytes | None:
-    """The binary COPY stream of the batch's chunks' fine tiles (migration 0015), or None
-    when no chunk has any (see chunk_tiles.py for which do)."""
-    parts: list[bytes] = [pgcopy.COPY_HEADER]
-    head = pgcopy.row_header(len(CHUNK_TILE_COLUMNS))
-    null = pgcopy.field_null()
-    q, d = pgcopy.INT8_OID, pgcopy.FLOAT8_OID
-    for e in events:
-        if not isinstance(e.payload, MetricBatch):
-            continue
-        for idx, s in enumerate(e.payload.series):
-            t = chunk_tiles(s)
-            if t is None:
-                continue
-            parts += (
-                head, pgcopy.field_text(e.run_id), pgcopy.field_text(s.name),
-                pgcopy.field_text(e.producer_id), pgcopy.field_int8(e.seq),
-                pgcopy.field_int4(idx), pgcopy.field_int4(e.rank),
-                pgcopy.field_timestamptz_us(s.time_min_us),
-                *(pgcopy.field_packed_array(packed_le(column), q)
-                  for column in (t.tiles, t.ns)),
-                *(pgcopy.field_packed_array(packed_le(column), d)
-                  for column in (t.vmins, t.vmaxs)),
-                *(pgcopy.field_packed_array(packed_le(column), q)
-                  for column in (t.smins, t.smaxs, t.tmins, t.tmaxs, t.last_ts)),
-                pgcopy.field_packed_array(packed_le(t.last_vs), d),
-                pgcopy.field_bytea(t.last_ks),
-                null if t.last_xs is None else pgcopy.field_text_array(t.last_xs),
-            )
-    if len(parts) == 1:
-        return None
-    parts.append(pgcopy.COPY_TRAILER)
-    return b"".join(parts)
-
-
 def _columns(rows: Sequence[Sequence[Any]], n: int) -> list[list[Any]]:
     return [[row[i] for row in rows] for i in range(n)]
 
@@ -506,14 +473,6 @@ class Store(Pool):
             await conn.copy_to_table("metric_chunks", schema_name="runstream_data",
                                      source=source(), columns=METRIC_CHUNK_COLUMNS,
                                      format="binary")
-            fine = _fine_tiles_copy(new)
-            if fine is not None:
-                async def tiles() -> AsyncIterator[bytes]:
-                    yield fine
-
-                await conn.copy_to_table("metric_chunk_tiles", schema_name="runstream_data",
-                                         source=tiles(), columns=CHUNK_TILE_COLUMNS,
-                                         format="binary")
         lists, cells, logs = [], [], []
         tags: dict[tuple[str, str], tuple[WriteStamp, Event, Tag]] = {}
         edits: dict[tuple[str, str, str], tuple[WriteStamp, Event, Tag]] = {}
@@ -548,13 +507,14 @@ class Store(Pool):
                                                  columns=columns, records=records)
         if tags:
             rows = [(e.run_id, t.key, t.value, _ts(e.ts_us), e.producer_id, e.seq,
-                     t.target == "untag")
+                     t.target == "untag", _typed_json(t))
                     for _, e, t in (tags[k] for k in sorted(tags))]
-            await conn.execute(SQL_MERGE_TAGS, *_columns(rows, 7))
+            await conn.execute(SQL_MERGE_TAGS, *_columns(rows, 8))
         if edits:
-            edit_rows = [(k[0], k[1], k[2], t.value, _ts(e.ts_us), e.producer_id, e.seq)
+            edit_rows = [(k[0], k[1], k[2], t.value, _ts(e.ts_us), e.producer_id, e.seq,
+                          _typed_json(t))
                          for k, (_, e, t) in sorted(edits.items())]
-            await conn.execute(SQL_MERGE_EDITS, *_columns(edit_rows, 7))
+            await conn.execute(SQL_MERGE_EDITS, *_columns(edit_rows, 8))
         if artifacts:
             art_rows = [(e.run_id, a.name, a.kind, a.sha256, a.size_bytes, a.content_type, e.rank,
                      e.producer_id, e.seq, _ts(e.ts_us), a.metric)
@@ -587,6 +547,11 @@ class Store(Pool):
             # Inside the transaction: if the DLQ produce fails, the offsets do not move.
             await send_dead_letters(to_send)
         return len(to_send)
+
+
+def _typed_json(tag: Tag) -> str | None:
+    """A typed tag's or property's value as JSON (None: text, in ``value`` alone)."""
+    return None if tag.typed is None else scalar_json(tag.typed)
 
 
 def _keep_newest(acc: dict[Any, tuple[WriteStamp, Event, Any]], key: tuple[str, ...],

@@ -48,9 +48,9 @@ async def test_every_endpoint_answers_in_confluent_shapes(
     assert await registry_get(http, f"{base}/subjects?subjectPrefix=runstream.") == [
         EVENTS_SUBJECT]
     assert await registry_get(http, f"{base}/subjects?subjectPrefix=other") == []
-    assert await registry_get(http, f"{base}/subjects/{EVENTS_SUBJECT}/versions") == [1, 2]
-    for version, (number, schema_id) in {"1": (1, 1), "2": (2, 2), "latest": (2, 2),
-                                         "-1": (2, 2)}.items():
+    assert await registry_get(http, f"{base}/subjects/{EVENTS_SUBJECT}/versions") == [1, 2, 3]
+    for version, (number, schema_id) in {"1": (1, 1), "2": (2, 2), "3": (3, 3),
+                                         "latest": (3, 3), "-1": (3, 3)}.items():
         got = await registry_get(http, f"{base}/subjects/{EVENTS_SUBJECT}/versions/{version}")
         assert set(got) == {"subject", "version", "id", "schema"}
         assert (got["subject"], got["version"], got["id"]) == (EVENTS_SUBJECT, number, schema_id)
@@ -59,7 +59,7 @@ async def test_every_endpoint_answers_in_confluent_shapes(
             http, f"{base}/subjects/{EVENTS_SUBJECT}/versions/{version}/schema")
         assert raw == manifest_schema(number)
 
-    for schema_id in (1, 2):
+    for schema_id in (1, 2, 3):
         by_id = await registry_get(
             http, f"{base}/schemas/ids/{schema_id}?subject={EVENTS_SUBJECT}")
         assert set(by_id) == {"schema"}
@@ -177,6 +177,7 @@ async def test_confluent_deserializing_consumer_reads_the_sdk_s_events(
             run.log("note", "warm start")
             run.log_list("accuracies", [0.6, 2, True, "n/a"])
             run.tag("selected", "yes")
+            run.tag("epochs", 10)
         ws.flush(30.0)
         return run.id
 
@@ -204,7 +205,7 @@ async def test_confluent_deserializing_consumer_reads_the_sdk_s_events(
     payloads = [event["payload"] for _, event in records]
     lifecycles = [p for p in payloads if set(p) == {
         "status", "parent_run_id", "display_name", "compute_target", "error", "properties",
-        "attempt"}]
+        "attempt", "property_types"}]
     assert [p["status"] for p in lifecycles][-1] == "Completed"
     assert any(p["display_name"] == "avro" and p["compute_target"] == "cpu"
                for p in lifecycles)
@@ -217,4 +218,5 @@ async def test_confluent_deserializing_consumer_reads_the_sdk_s_events(
     assert (note["kinds"], note["texts"]) == (b"s", ["warm start"])
     (lst,) = [p for p in payloads if set(p) == {"name", "values"}]
     assert (lst["name"], lst["values"]) == ("accuracies", [0.6, 2, True, "n/a"])
-    assert {"key": "selected", "value": "yes", "target": "tag"} in payloads
+    assert {"key": "selected", "value": "yes", "target": "tag", "value_type": "str"} in payloads
+    assert {"key": "epochs", "value": "10", "target": "tag", "value_type": "int"} in payloads

@@ -133,8 +133,8 @@ async def test_every_call_arrives_exactly_as_logged(
     ]
     assert payloads(mine, "Table")[0]["columns"][1] == {"name": "sine", "values": [0.0, 0.479]}
     assert payloads(mine, "Tag") == [
-        {"key": "selected", "value": "yes", "target": "tag"},
-        {"key": "baseline", "value": None, "target": "tag"},
+        {"key": "selected", "value": "yes", "target": "tag", "value_type": "str"},
+        {"key": "baseline", "value": None, "target": "tag", "value_type": "str"},
     ]
     statuses = [p["status"] for p in payloads(mine, "Lifecycle")]
     assert statuses == ["NotStarted", "Running", "Finalizing", "Completed"]

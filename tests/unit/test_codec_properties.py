@@ -99,6 +99,15 @@ def any_name(limit: int) -> st.SearchStrategy[str]:
 
 
 scalars = st.one_of(st.booleans(), any_int64, floats, text)
+#: Schema v3 ``ScalarType`` and texts a tag or property value of a type may be (or not).
+value_types = st.sampled_from(["str", "int", "float", "bool"])
+typed_texts = st.one_of(
+    st.integers().map(str), floats.map(repr), st.booleans().map(str),
+    st.sampled_from(["true", "false", "TRUE", "1e999", "0x10", " 1", "1_000", "", "-0",
+                     "007", "1.", ".5", "1e5", "1e+5", "1e", "-.", "nan", "inf", "+1",
+                     "9223372036854775808", "-9223372036854775808", "1.5e-300", "\u0661",
+                     "1e12345", "1e-+5"]),
+)
 times_us = st.one_of(
     st.integers(MIN_TIME_US, MAX_TIME_US), st.sampled_from([MIN_TIME_US, 0, MAX_TIME_US])
 )
@@ -212,7 +221,9 @@ def payload(draw: Draw, kind: str, valid: bool) -> tuple[str, Record]:
             st.none() | text)
         if not valid:  # one byte over the limit
             value |= st.just("é" * (MAX_TAG_VALUE_BYTES // 2) + "a")
-        record = {"key": draw(name), "value": draw(value), "target": target}
+        value |= typed_texts  # schema v3: the text of a number or boolean, or not quite
+        record = {"key": draw(name), "value": draw(value), "target": target,
+                  "value_type": draw(value_types)}
     elif kind == "Lifecycle":
         record = {
             "status": draw(st.sampled_from(list(STATUS_COLUMNS))),
@@ -220,9 +231,13 @@ def payload(draw: Draw, kind: str, valid: bool) -> tuple[str, Record]:
             "display_name": draw(st.none() | text),
             "compute_target": draw(st.none() | ident),
             "error": draw(st.none() | text),
-            "properties": draw(st.dictionaries(text, text, max_size=3)),
+            "properties": draw(st.dictionaries(text, text | typed_texts, max_size=3)),
             "attempt": draw(st.integers(0, 1000) if valid else st.integers(0, 2**31 - 1)),
         }
+        # Schema v3: types of some properties, and of keys the event does not carry.
+        keys = [*record["properties"], *draw(st.lists(text, max_size=1))]
+        record["property_types"] = draw(st.dictionaries(
+            st.sampled_from(keys), value_types, max_size=len(keys))) if keys else {}
     elif kind == "LogLines":
         record = {"stream": draw(name), "lines": draw(st.lists(text, max_size=5))}
     elif kind == "Heartbeat":
@@ -452,6 +467,30 @@ def _clean(s: str) -> str:
     return s.replace("\x00", "\ufffd")
 
 
+def _typed_reference(text: str, value_type: str) -> Any:
+    """What a schema v3 value of ``value_type`` decodes to: an int (decimal digits, maybe a
+    minus, within 64 bits), a float (a decimal literal, as ``repr`` writes a finite float;
+    not nan/inf), a bool (True/true/False/false); any other text stays text."""
+    if value_type == "int":
+        if not (text.removeprefix("-").isascii() and text.removeprefix("-").isdigit()):
+            return text
+        number = int(text)
+        return number if INT64_MIN <= number <= INT64_MAX and len(text) < 21 else text
+    if value_type == "float":
+        mantissa, e, exponent = text.lower().partition("e")
+        digits = mantissa.removeprefix("-").replace(".", "", 1)
+        power = exponent[1:] if exponent[:1] in ("+", "-") else exponent
+        if not (digits.isascii() and digits.isdigit()) or len(text) > 64 or (
+            e and not (power.isascii() and power.isdigit())
+        ):
+            return text
+        real = float(text)
+        return real if math.isfinite(real) else text
+    if value_type == "bool":
+        return {"True": True, "true": True, "False": False, "false": False}.get(text, text)
+    return text
+
+
 def _check_payload(kind: str, raw: Record, got: Any) -> None:
     if kind == "MetricBatch":
         assert len(got.series) == len(raw["series"])
@@ -498,12 +537,18 @@ def _check_payload(kind: str, raw: Record, got: Any) -> None:
             None if raw["display_name"] is None else _clean(raw["display_name"]),
             raw["compute_target"],
             None if raw["error"] is None else _clean(raw["error"]),
-            {_clean(k): _clean(v) for k, v in raw["properties"].items()},
+            {_clean(k): _typed_reference(_clean(v), raw["property_types"].get(k, "str"))
+             for k, v in raw["properties"].items()},
             raw["attempt"],
         )
     elif kind == "Tag":
-        assert got == Tag(raw["key"], None if raw["value"] is None else _clean(raw["value"]),
-                          raw["target"])
+        value = None if raw["value"] is None else _clean(raw["value"])
+        typed = None
+        if value is not None and raw["target"] in ("tag", "property"):
+            read = _typed_reference(value, raw["value_type"])
+            typed = None if isinstance(read, str) else read
+        assert got == Tag(raw["key"], value, raw["target"], typed)
+        assert type(got.typed) is type(typed)
     elif kind == "LogLines":
         assert got == LogLines(raw["stream"], tuple(_clean(x) for x in raw["lines"]))
     elif kind == "Artifact":

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import json
 import math
 import os
 from typing import Any
 
+import fastavro
 import pytest
 
 from ingest.bench.events import EventFactory, packed_series
@@ -18,8 +21,9 @@ from ingest.worker.decode import (
     TableBlock,
     Tag,
     decode_event,
+    scalar_json,
 )
-from schemas.codec import Codec
+from schemas.codec import EVENTS_SUBJECT, HEADER, NAMESPACE, Codec, schema_versions
 
 CODEC = Codec()
 
@@ -221,3 +225,76 @@ def test_tag_values_over_8_kib_are_dead_lettered() -> None:
         assert out.payload.value == fits
     for over in ("v" * 8193, "€" * 2731):  # 8193 bytes each
         assert reason_for(CODEC.encode(f().tag("k", over))) == "invalid_value"
+
+
+# ---- typed tags and properties (schema v3) -------------------------------------------------
+
+
+def _encode_as(version: int, event: dict[str, Any]) -> bytes:
+    """``event`` as an SDK of schema ``version`` writes it (fields it lacks are not sent)."""
+    [old] = [v for v in schema_versions() if v.subject == EVENTS_SUBJECT and v.version == version]
+    kind, record = event["payload"]
+    buf = io.BytesIO()
+    buf.write(HEADER.pack(0, old.schema_id))
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(old.schema),
+                               {**event, "payload": (f"{NAMESPACE}.{kind}", record)})
+    return buf.getvalue()
+
+
+def test_typed_tags_decode_to_their_type_and_keep_their_text() -> None:
+    cases = [("10", "int", 10), ("0.1", "float", 0.1), ("1e+20", "float", 1e20),
+             ("True", "bool", True), ("false", "bool", False), ("-7", "int", -7)]
+    for text, value_type, typed in cases:
+        out = decode_event(CODEC, CODEC.encode(f().tag("k", text, value_type=value_type)))
+        assert out.payload == Tag("k", text, "tag", typed)
+        assert type(out.payload.typed) is type(typed)
+    prop = f().tag("lr", "0.1", target="property", value_type="float")
+    assert decode_event(CODEC, CODEC.encode(prop)).payload == Tag("lr", "0.1", "property", 0.1)
+
+
+def test_a_value_that_is_not_what_its_type_says_stays_text() -> None:
+    for text, value_type in [("ten", "int"), ("nan", "float"), ("inf", "float"), ("yes", "bool"),
+                             (str(2**63), "int"), ("1_0", "int"), (" 1", "float"), ("", "int")]:
+        out = decode_event(CODEC, CODEC.encode(f().tag("k", text, value_type=value_type)))
+        assert out.payload == Tag("k", text, "tag", None)
+    # A display name or description is text whatever the type says.
+    edit = f().tag("display_name", "3", target="display_name", value_type="int")
+    out = decode_event(CODEC, CODEC.encode(edit))
+    assert out.payload == Tag("display_name", "3", "display_name", None)
+
+
+def test_typed_properties_of_a_lifecycle_event() -> None:
+    ev = f().lifecycle("Running", properties={"lr": "0.1", "epochs": "10", "amp": "True",
+                                              "opt": "adam", "bad": "x"},
+                       property_types={"lr": "float", "epochs": "int", "amp": "bool",
+                                       "bad": "int", "absent": "int"})
+    out = decode_event(CODEC, CODEC.encode(ev))
+    assert isinstance(out.payload, Lifecycle)
+    assert out.payload.properties == {"lr": 0.1, "epochs": 10, "amp": True, "opt": "adam",
+                                      "bad": "x"}
+    assert [type(v) for v in out.payload.properties.values()] == [float, int, bool, str, str]
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_tags_and_properties_of_older_sdks_read_as_text(version: int) -> None:
+    """Schema v1/v2 events carry no types: "10" stays the string it always was."""
+    tag = f().tag("epochs", "10", value_type="int")
+    out = decode_event(CODEC, _encode_as(version, tag))
+    assert out.payload == Tag("epochs", "10", "tag", None)
+    ev = f().lifecycle("Running", properties={"lr": "0.1"}, property_types={"lr": "float"})
+    out = decode_event(CODEC, _encode_as(version, ev))
+    assert isinstance(out.payload, Lifecycle)
+    assert out.payload.properties == {"lr": "0.1"}
+
+
+def test_scalar_json_reads_back_as_the_same_type() -> None:
+    """PostgreSQL's jsonb keeps numbers as numeric: ``1e+20`` would come back as an int;
+    scalar_json writes every float with a fraction, exactly."""
+    for value in (0.1, 1e20, 1e300, -0.5, 5e-324, 1e-7, 3.0, 2**53 + 0.0, 10, -(2**63), True,
+                  False, "x\"é"):
+        text = scalar_json(value)
+        back = json.loads(text)
+        assert type(back) is type(value)
+        assert back == value
+    assert scalar_json(1e20) == "100000000000000000000.0"
+    assert scalar_json(True) == "true"

@@ -298,8 +298,8 @@ def test_create_children_by_count_and_by_tag_values(make_ws: Callable[..., FakeW
     parent.complete()
     parent.flush(10.0)
     tags = [e["payload"][1] for e in ws.kafka.events() if "key" in e["payload"][1]]
-    assert tags == [{"key": "fold", "value": "a", "target": "tag"},
-                    {"key": "fold", "value": "b", "target": "tag"}]
+    assert tags == [{"key": "fold", "value": "a", "target": "tag", "value_type": "str"},
+                    {"key": "fold", "value": "b", "target": "tag", "value_type": "str"}]
     with pytest.raises(ValueError, match="count= or tag_key="):
         parent.create_children()
 
@@ -329,9 +329,9 @@ def test_uploads_of_several_files_and_folders_and_several_tags(
     names = [e["payload"][1]["name"] for e in ws.kafka.events() if e["payload"][0] == "Artifact"]
     assert names == ["x/a.bin", "x/b.txt", "checkpoints/a.bin", "checkpoints/sub/b.txt"]
     tags = [e["payload"][1] for e in ws.kafka.events() if e["payload"][0] == "Tag"]
-    assert tags == [{"key": "lr", "value": "0.1", "target": "tag"},
-                    {"key": "best", "value": None, "target": "tag"},
-                    {"key": "baseline", "value": None, "target": "tag"}]
+    assert tags == [{"key": "lr", "value": "0.1", "target": "tag", "value_type": "float"},
+                    {"key": "best", "value": None, "target": "tag", "value_type": "str"},
+                    {"key": "baseline", "value": None, "target": "tag", "value_type": "str"}]
 
 
 def test_metrics_of_one_row_are_bare_as_in_azure(make_ws: Callable[..., FakeWorkspace]) -> None:

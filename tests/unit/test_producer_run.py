@@ -85,6 +85,9 @@ def test_every_call_becomes_its_event(ws: MemoryWorkspace, kafka: MemoryKafka) -
     run.log_table("Sine", {"angle": [0.0, 1.5], "sine": [0.0, 0.997]})
     run.tag("selected", "yes")
     run.tag("baseline")
+    run.tag("epochs", 10)
+    run.tag("lr", 0.1)
+    run.tag("amp", True)
     run.flush(10.0)
 
     events = kafka.events()
@@ -102,8 +105,11 @@ def test_every_call_becomes_its_event(ws: MemoryWorkspace, kafka: MemoryKafka) -
         }
     ]
     assert of_kind(events, "Tag") == [
-        {"key": "selected", "value": "yes", "target": "tag"},
-        {"key": "baseline", "value": None, "target": "tag"},
+        {"key": "selected", "value": "yes", "target": "tag", "value_type": "str"},
+        {"key": "baseline", "value": None, "target": "tag", "value_type": "str"},
+        {"key": "epochs", "value": "10", "target": "tag", "value_type": "int"},
+        {"key": "lr", "value": "0.1", "target": "tag", "value_type": "float"},
+        {"key": "amp", "value": "True", "target": "tag", "value_type": "bool"},
     ]
     assert {e["experiment"] for e in events} == {"exp"}
     assert {e["workspace"] for e in events} == {"default"}
@@ -249,7 +255,9 @@ def test_logging_after_close_raises_but_metadata_edits_still_travel(
     run.tag("x")  # through an edit stream: a producer of its own
     run.close(5.0)  # idempotent, and closes the edit stream
     tags = [e for e in kafka.events() if e["payload"][0] == "Tag"]
-    assert [t["payload"][1] for t in tags] == [{"key": "x", "value": None, "target": "tag"}]
+    assert [t["payload"][1] for t in tags] == [
+        {"key": "x", "value": None, "target": "tag", "value_type": "str"}
+    ]
     assert tags[0]["run_id"] == run.id
     assert tags[0]["producer_id"] != run.producer_id
     assert tags[0]["seq"] == 0
@@ -324,11 +332,13 @@ def test_edits_of_an_ended_run_go_through_a_handle_fetched_by_id(
     events = kafka.events()
     edits = [e for e in events if e["payload"][0] == "Tag"]
     assert [e["payload"][1] for e in edits] == [
-        {"key": "best", "value": None, "target": "tag"},
-        {"key": "best", "value": None, "target": "untag"},
-        {"key": "dataset", "value": "v2", "target": "property"},
-        {"key": "display_name", "value": "baseline", "target": "display_name"},
-        {"key": "description", "value": "ridge, all features", "target": "description"},
+        {"key": "best", "value": None, "target": "tag", "value_type": "str"},
+        {"key": "best", "value": None, "target": "untag", "value_type": "str"},
+        {"key": "dataset", "value": "v2", "target": "property", "value_type": "str"},
+        {"key": "display_name", "value": "baseline", "target": "display_name",
+         "value_type": "str"},
+        {"key": "description", "value": "ridge, all features", "target": "description",
+         "value_type": "str"},
     ]
     completed = next(e for e in events if e["payload"][0] == "Lifecycle"
                      and e["payload"][1]["status"] == "Completed")

@@ -12,6 +12,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from producer import Experiment
@@ -39,12 +40,15 @@ from producer._validate import (
     check_name,
     check_properties,
     check_step,
+    check_tag_value,
     metric_value,
     row_cells,
+    same_value,
     table_columns,
     tag_value,
     valid_text,
     values_list,
+    wire_text,
 )
 from schemas.codec import DEFAULT_MAX_MESSAGE_BYTES, Codec
 from tests.helpers import run_points
@@ -205,12 +209,38 @@ def test_tables() -> None:
         table_columns("t", [[1, 2]])
 
 
-def test_tag_values() -> None:
-    assert tag_value(None) is None
+def test_tag_values_keep_their_type() -> None:
+    assert check_tag_value(None) is None
+    assert check_tag_value("yes") == "yes"
+    for value in (0.5, 10, True, False, -(2**70)):
+        assert same_value(check_tag_value(value), value)  # type: ignore[arg-type]
+    assert same_value(check_tag_value(np.float64(0.5)), 0.5)  # type: ignore[arg-type]
+    assert same_value(check_tag_value(np.int64(3)), 3)  # type: ignore[arg-type]
+    assert same_value(check_tag_value(np.bool_(True)), True)  # type: ignore[arg-type]
+    for bad in (["no"], {"a": 1}, object(), b"x"):
+        with pytest.raises(TypeError, match="tag value must be a str, int, float or bool"):
+            check_tag_value(bad)
+    # Display names and descriptions stay text.
     assert tag_value("yes") == "yes"
-    assert tag_value(0.5) == "0.5"
-    with pytest.raises(TypeError):
-        tag_value(["no"])
+    with pytest.raises(TypeError, match="must be a str"):
+        tag_value(0.5)
+
+
+def test_wire_text_is_pythons_str_with_a_type() -> None:
+    assert wire_text("10") == ("10", "str")
+    assert wire_text(10) == ("10", "int")
+    assert wire_text(0.1) == ("0.1", "float")
+    assert wire_text(1e20) == ("1e+20", "float")
+    assert wire_text(True) == ("True", "bool")
+    assert wire_text(False) == ("False", "bool")
+    # What JSON numbers in the store cannot hold as given travels as text.
+    assert wire_text(2**63) == (str(2**63), "str")
+    assert wire_text(-(2**63)) == (str(-(2**63)), "int")
+    assert wire_text(math.nan) == ("nan", "str")
+    assert wire_text(-math.inf) == ("-inf", "str")
+    assert not same_value(1, 1.0)
+    assert not same_value(1, True)
+    assert same_value(0.5, 0.5)
 
 
 # ---- limits -------------------------------------------------------------------------------
@@ -220,11 +250,13 @@ def test_tag_values() -> None:
 
 
 def test_tag_values_up_to_8_kib_of_utf8() -> None:
-    assert tag_value("v" * MAX_TAG_VALUE_BYTES) == "v" * MAX_TAG_VALUE_BYTES
-    assert tag_value("€" * (MAX_TAG_VALUE_BYTES // 3)) == "€" * (MAX_TAG_VALUE_BYTES // 3)
+    assert check_tag_value("v" * MAX_TAG_VALUE_BYTES) == "v" * MAX_TAG_VALUE_BYTES
+    assert check_tag_value("€" * (MAX_TAG_VALUE_BYTES // 3)) == "€" * (MAX_TAG_VALUE_BYTES // 3)
     for over in ("v" * (MAX_TAG_VALUE_BYTES + 1), "€" * (MAX_TAG_VALUE_BYTES // 3 + 1)):
         with pytest.raises(ValueError, match=r"tag value is \d+ bytes.*8192-byte limit.*as a file"):
-            tag_value(over)
+            check_tag_value(over)
+    with pytest.raises(ValueError, match=r"tag value is an int of over 4300 digits"):
+        check_tag_value(10**5000)
 
 
 def test_properties_count_and_value_size() -> None:
@@ -236,8 +268,13 @@ def test_properties_count_and_value_size() -> None:
         check_properties({"p": "v" * (MAX_PROPERTY_VALUE_BYTES + 1)})
     with pytest.raises(ValueError, match="property name"):
         check_properties({"": "v"})
-    with pytest.raises(TypeError, match="must be a str"):
-        check_properties({"p": 1})  # type: ignore[dict-item]
+    typed = check_properties({"lr": 0.1, "epochs": 10, "amp": True, "opt": "adam"})
+    assert typed == {"lr": 0.1, "epochs": 10, "amp": True, "opt": "adam"}
+    assert [type(v) for v in typed.values()] == [float, int, bool, str]
+    with pytest.raises(TypeError, match="property 'p' must be a str, int, float or bool"):
+        check_properties({"p": [1]})
+    with pytest.raises(TypeError, match="properties must be a dict"):
+        check_properties([("p", 1)])  # type: ignore[arg-type]
 
 
 def test_list_length() -> None:

@@ -126,12 +126,15 @@ _RUN_LIST_PARAMETERS: Final[list[dict[str, Any]]] = [
     ),
     query_parameter(
         "tag", "Only runs with this tag: 'key' (any value) or 'key:value'; repeat to "
-        "require several.", _STRING, repeatable=True,
+        "require several. A value given as text must equal it; a number must equal it read "
+        "as a number (epochs:10 matches 10, 10.0 and the text \"10\"); a boolean matches "
+        "true/false in any case.", _STRING, repeatable=True,
     ),
     query_parameter("compute_target", "Only runs on this compute target.", _STRING),
     query_parameter(
         "property", "Only runs with this property: 'key' (any value) or 'key:value'; "
-        "repeat to require several.", _STRING, repeatable=True,
+        "repeat to require several. Values match as tag values do.", _STRING,
+        repeatable=True,
     ),
     query_parameter("parent_run_id", "Only children of this run.", _STRING),
     query_parameter(
