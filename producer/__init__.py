@@ -22,6 +22,7 @@ from ._errors import (
     RunFailedError,
     SpoolError,
     TransportError,
+    UnknownExperimentWarning,
 )
 from ._history import MetricHistory
 from ._kafka_security import KafkaSecurity, KafkaSecurityError
@@ -79,6 +80,7 @@ __all__ = [
     "SyncResult",
     "TensorflowConfiguration",
     "TransportError",
+    "UnknownExperimentWarning",
     "Workspace",
     "__version__",
     "extract_snapshot",

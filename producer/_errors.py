@@ -50,6 +50,7 @@ __all__ = [
     "RunFailedError",
     "SpoolError",
     "TransportError",
+    "UnknownExperimentWarning",
 ]
 
 
@@ -189,3 +190,8 @@ class ApiError(TransportError):
 class NotFoundError(ApiError):
     """404: the run, file or compute target does not exist, or the ingest worker has not
     committed it yet (a run becomes visible with its first event)."""
+
+
+class UnknownExperimentWarning(UserWarning):
+    """``Experiment.get_runs`` of an experiment no run was ever logged in (a typo?); the
+    answer is still empty, as it is in Azure ML."""

@@ -76,6 +76,7 @@ from ._validate import (
     check_step,
     check_tag_value,
     metric_value,
+    not_one_value,
     row_cells,
     same_value,
     table_columns,
@@ -291,7 +292,7 @@ class RunHandle(RunReads):
             text = None
             cost = POINT_COST_BYTES
         else:
-            kind, number, text = metric_value(value, self._max_text_bytes)
+            kind, number, text = self._metric_value("log", name, value)
             fast = False
             cost = POINT_COST_BYTES + (len(text) if text is not None else 0)
         if step is not None and (
@@ -327,6 +328,73 @@ class RunHandle(RunReads):
         check_name(name, "metric name")
         with self._buffer.lock:
             return self._series.setdefault(name, Series(name))
+
+    def _metric_value(self, call: str, name: str, value: object) -> tuple[int, float, str | None]:
+        """The slow path of one value: numbers of other types, ``.item()`` scalars (numpy,
+        torch, jax; a size-1 array), text; many values raise ``TypeError`` naming the call
+        that takes them (``log_list``, ``log_table``/``log_row``, ``log_metrics``)."""
+        try:
+            return metric_value(value, self._max_text_bytes)
+        except TypeError:
+            hint = not_one_value(call, name, value)
+            if hint is None:
+                raise
+            raise TypeError(hint) from None
+
+    def log_metrics(self, metrics: Mapping[str, Value], step: int | None = None) -> None:
+        """Log several metrics at one step: ``run.log_metrics({"loss": 0.31, "acc": 0.92},
+        step=100)`` is ``run.log`` of each name at that step, in one call — the points are
+        checked first (nothing is logged if one is wrong), then added under one lock with
+        one time, and leave in the same batch event as the rest of that moment's points.
+
+        Without ``step`` each name takes one past its own previous step (0 first), as
+        ``run.log`` does. Values as for ``run.log``: float, int, bool, str, or a scalar
+        with ``.item()`` (numpy, torch, jax)."""
+        t_us = time_ns() // 1000
+        if not isinstance(metrics, Mapping):
+            raise TypeError(
+                "log_metrics takes a dict of name -> value, e.g. run.log_metrics({'loss': "
+                f"0.3, 'acc': 0.9}}, step=10), not {type(metrics).__name__}"
+            )
+        if step is not None:
+            step = check_step(step)
+        points: list[tuple[str, int, float, str | None]] = []
+        cost = 0
+        for name, value in metrics.items():
+            check_name(name, "metric name")
+            if isinstance(value, float):
+                points.append((name, KIND_FLOAT, value, None))
+                cost += POINT_COST_BYTES
+            else:
+                kind, number, text = self._metric_value("log_metrics", name, value)
+                points.append((name, kind, number, text))
+                cost += POINT_COST_BYTES + (len(text) if text is not None else 0)
+        if not points:
+            return
+        series = [self._series.get(name) or self._new_series(name) for name, *_ in points]
+        buf = self._buffer
+        with buf.lock:
+            if self._stream.closed or buf.nbytes >= buf.max_bytes:
+                refused = True
+            else:
+                refused = False
+                for each, (_, kind, number, text) in zip(series, points, strict=True):
+                    at = each.next_step if step is None else step
+                    each.next_step = at + 1
+                    each.steps.append(at)
+                    each.times.append(t_us)
+                    if kind == KIND_FLOAT and each.kinds is None:
+                        each.values.append(number)
+                    else:
+                        each.add_other(kind, number, text)
+                buf.nbytes += cost
+                if buf.nbytes > buf.wake_bytes and not buf.woken:
+                    buf.woken = True
+                    buf.wake()
+        if refused:
+            if self._stream.closed:
+                raise self._closed_error()
+            buf.count_drop(self._stream, len(points))
 
     def log_list(self, name: str, value: Iterable[Value], description: str = "") -> None:
         """Log a list of values under one name (any iterable: a list, a generator…);

@@ -75,6 +75,8 @@ from ._buffer import Buffer, PendingEvent, Stream
 from ._client import ApiClient
 from ._errors import KafkaUnavailableError, ProducerError, ProducerTimeoutError, SpoolError
 from ._exit import close_senders_with, end_owned_runs_at_exit
+from ._kafka_logs import SENDER_THREAD, held_back
+from ._kafka_logs import install as install_kafka_log_folding
 from ._options import ProducerOptions
 from ._spool import SpoolWriter, claim
 from ._transport import KafkaTransport, deliver, transport_error
@@ -232,8 +234,9 @@ class Sender:
             if self._closed:
                 raise ProducerError("this workspace's sender is closed")
             ready = threading.Event()
+            install_kafka_log_folding()  # aiokafka's lines on this thread: see _kafka_logs
             self._thread = threading.Thread(
-                target=self._thread_main, args=(ready,), name="runstream-sender", daemon=True
+                target=self._thread_main, args=(ready,), name=SENDER_THREAD, daemon=True
             )
             self._thread.start()
         interval = self.options.gil_switch_interval_s
@@ -547,9 +550,10 @@ class Sender:
         if not self._warned_offline:
             self._warned_offline = True
             logger.warning(
-                "runstream cannot reach Kafka (%s); events are spooled under %s and sent when "
-                "it is back (or by `runstream sync`)",
+                "runstream cannot reach Kafka (%s%s); events are spooled under %s and sent "
+                "when it is back (or by `runstream sync`)",
                 self._last_error,
+                held_back(),
                 self.spool_dir,
             )
         self._set_mode(Mode.OFFLINE)
@@ -572,7 +576,8 @@ class Sender:
                 if await self._replay_own():
                     backoff_s = 0.5
                     if self._warned_offline:
-                        logger.info("runstream reached Kafka again; the spool is replayed")
+                        logger.info("runstream reached Kafka again; the spool is replayed%s",
+                                    held_back())
                         self._warned_offline = False
                 else:
                     # Start over with a fresh producer (new idempotence state): one that
@@ -794,9 +799,10 @@ class Sender:
             if self._spool_pending:
                 logger.warning(
                     "%d runstream events were not delivered before close; they are kept under "
-                    "%s and sent by `runstream sync`",
+                    "%s and sent by `runstream sync`%s",
                     self._spool_pending,
                     self.spool_dir,
+                    held_back(),
                 )
         finally:
             self._halt.set()

@@ -155,6 +155,11 @@ class Session:
         with self._lock:
             self._handles.add(handle)
 
+    def logged_in(self, experiment: str) -> bool:
+        """Whether a run handle of this process logs into a run of ``experiment``."""
+        with self._lock:
+            return any(h.experiment.name == experiment for h in self._handles)
+
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
         handles = [h for h in self._handles if h.writable_in_child()]

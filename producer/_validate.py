@@ -180,6 +180,55 @@ def metric_value(value: object, max_text_bytes: int) -> tuple[int, float, str | 
     return KIND_STR, math.nan, v
 
 
+def not_one_value(call: str, name: object, value: object) -> str | None:
+    """What to call instead when ``run.log``/``run.log_metrics`` is given many values (a
+    list, tuple, array or dict) for ``name``; None if ``value`` is not such a thing. Only
+    reached once ``scalar`` refused the value (a size-1 array is one value)."""
+    head = (
+        f"run.log_metrics takes one value per name, and {name!r} is"
+        if call == "log_metrics"
+        else f"run.log({name!r}, …) takes one value, not"
+    )
+    ndim = getattr(value, "ndim", None)
+    shape = getattr(value, "shape", None)
+    if isinstance(ndim, int) and isinstance(shape, tuple | list):
+        what = type(value).__name__
+        article = "an" if what[:1].lower() in "aeiou" or what == "ndarray" else "a"
+        kind = f"{article} {what} of shape {tuple(shape)}"
+        dims = ndim
+    elif isinstance(value, list | tuple | range):
+        dims = 2 if value and isinstance(value[0], list | tuple) else 1
+        kind = f"a {type(value).__name__} of {len(value)} {'rows' if dims == 2 else 'values'}"
+    elif isinstance(value, Mapping):
+        if any(isinstance(v, list | tuple) or hasattr(v, "ndim") for v in value.values()):
+            return (
+                f"{head} a dict of lists; log a table with "
+                f"run.log_table({name!r}, {{column: [values…]}})"
+            )
+        if call == "log_metrics":
+            return f"{head} a dict; give each of its values a name of its own, e.g. {name}.key"
+        return (
+            f"{head} a dict; log several metrics at one step with "
+            "run.log_metrics({name: value, …}, step=…)"
+        )
+    else:
+        return None
+    if dims <= 1:
+        return (
+            f"{head} {kind}; log a list of values with run.log_list({name!r}, values), "
+            "or one value per step with run.log"
+        )
+    if dims == 2:
+        return (
+            f"{head} {kind}; log a table with run.log_table({name!r}, {{column: [values…]}}) "
+            f"or one row at a time with run.log_row({name!r}, column=value, …)"
+        )
+    return (
+        f"{head} {kind}; an image (HxWx3 or HxWx4) goes to run.log_image({name!r}, array), "
+        "other arrays to a file (run.upload_file)"
+    )
+
+
 def check_step(step: object) -> int:
     if isinstance(step, bool) or not isinstance(step, numbers.Integral):
         raise TypeError(f"step must be an int, not {type(step).__name__}")

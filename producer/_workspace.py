@@ -19,6 +19,7 @@ constructor.
 from __future__ import annotations
 
 import builtins
+import difflib
 import itertools
 import logging
 import os
@@ -27,6 +28,7 @@ import secrets
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -37,7 +39,7 @@ from ._client import ApiClient, segment
 from ._config import find_config, read_config
 from ._display import DOCS_URL, html_table, link
 from ._env import EnvReader, default_home
-from ._errors import ApiError, ConfigError, NotFoundError
+from ._errors import ApiError, ConfigError, NotFoundError, UnknownExperimentWarning
 from ._kafka_security import KafkaSecurity
 from ._model import Model, _only_files
 from ._options import ProducerOptions
@@ -452,8 +454,38 @@ class Experiment:
 
     def _runs(self, params: builtins.list[tuple[str, str]]) -> Iterator[Run]:
         self._session.flush_for_read()
+        found = False
         for summary in self._session.api.pages("/v1/runs", params, "runs"):
+            found = True
             yield Run._attached(self.workspace, summary, self)
+        if not found:
+            self._warn_if_unknown()
+
+    def _warn_if_unknown(self) -> None:
+        """After an empty ``get_runs``: an ``UnknownExperimentWarning`` if no run of this
+        experiment was ever stored (nor is being logged by this process) — likely a typo —,
+        naming the workspace's experiments of a name like it."""
+        if self._session.logged_in(self.name):
+            return
+        try:
+            known = [e.name for e in Experiment.list(self.workspace)]
+        except ApiError:
+            return  # the list was read a moment ago; no second failure for a hint
+        if self.name in known:
+            return
+        near = difflib.get_close_matches(self.name, known, n=3, cutoff=0.6)
+        if near:
+            hint = f"; did you mean {' or '.join(repr(n) for n in near)}?"
+        elif known:
+            hint = f"; check the name (it has {len(known)} other experiments)"
+        else:
+            hint = "; it has no experiments yet"
+        warnings.warn(
+            f"no run of experiment {self.name!r} exists in workspace {self.workspace.name!r}: "
+            f"get_runs() is empty{hint}",
+            UnknownExperimentWarning,
+            stacklevel=3,
+        )
 
     def _new_run_id(self) -> str:
         """Azure-style ``{experiment}_{unix seconds}_{8 hex}``, at most 255 characters."""

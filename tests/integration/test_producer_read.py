@@ -35,6 +35,7 @@ from producer import (
     ProducerTimeoutError,
     ReadOnlyRunError,
     Run,
+    UnknownExperimentWarning,
     Workspace,
 )
 from tests.helpers import unique
@@ -292,7 +293,12 @@ async def test_unknown_runs_and_targets_and_bad_tokens(api_url: str, tmp_path: P
     with pytest.raises(NotFoundError):
         await call(ws().compute_target, "nowhere")
     assert await call(ws().compute_targets) == []
-    assert await call(lambda: list(Experiment(ws(), "empty").get_runs())) == []
+
+    def no_runs() -> list[Run]:
+        with pytest.warns(UnknownExperimentWarning, match="no run of experiment 'empty'"):
+            return list(Experiment(ws(), "empty").get_runs())
+
+    assert await call(no_runs) == []
     with pytest.raises(ApiError) as forbidden:
         await call(ws(token="wrong").compute_targets)  # noqa: S106
     assert forbidden.value.status == 403
