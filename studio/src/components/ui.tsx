@@ -1,7 +1,7 @@
 import type { ComponentChildren, JSX } from "preact";
 import { useState } from "preact/hooks";
 import { ApiError, TERMINAL } from "../lib/api";
-import { formatTime, formatAgo } from "../lib/format";
+import { formatTime, formatAgo, formatScalar, scalarType, type Scalar } from "../lib/format";
 import { href } from "../lib/router";
 
 export const STATUS_CLASS: Record<string, string> = {
@@ -141,19 +141,30 @@ export function CopyId({ value }: { value: string }) {
   );
 }
 
-export function Tags({ tags }: { tags: Record<string, string | null> }) {
+/** Tags (or a model's properties): key, and the value — a number or boolean marked as such. */
+export function Tags({ tags }: { tags: Record<string, Scalar | null> }) {
   const entries = Object.entries(tags);
   if (entries.length === 0) return <span class="muted">—</span>;
   return (
     <span class="tags">
-      {entries.map(([k, v]) => (
-        <span class="tag" key={k} title={v === null ? k : `${k}: ${v}`}>
-          {k}
-          {v !== null && v !== "" && <span class="tag-value">{v}</span>}
-        </span>
-      ))}
+      {entries.map(([k, v]) => {
+        const text = formatScalar(v);
+        const type = scalarType(v);
+        return (
+          <span class="tag" key={k} title={v === null ? k : `${k}: ${text}${type ? ` (${type})` : ""}`}>
+            {k}
+            {text !== "" && <span class={type ? `tag-value typed ${type}` : "tag-value"}>{text}</span>}
+          </span>
+        );
+      })}
     </span>
   );
+}
+
+/** A property's (or tag's) value: text as is; a number or boolean in its own colour. */
+export function ScalarValue({ value }: { value: Scalar | null }) {
+  const type = scalarType(value);
+  return <span class={type ? `mono wrap typed ${type}` : "mono wrap"} title={type ?? "text"}>{formatScalar(value)}</span>;
 }
 
 export function Tabs({ tabs, active, onSelect }: {

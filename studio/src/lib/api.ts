@@ -2,6 +2,7 @@
 // request (credentials: "same-origin"); a 401 means "no or expired cookie" and shows the
 // token form (see auth.ts).
 import { signalUnauthorized } from "./auth";
+import type { Scalar } from "./format";
 
 export class ApiError extends Error {
   constructor(
@@ -112,14 +113,15 @@ export interface RunSummary {
   queued_at: string | null;
   started_at: string | null;
   ended_at: string | null;
-  tags: Record<string, string | null>;
+  /** Text, or the number or boolean a tag was given as; null for a tag without value. */
+  tags: Record<string, Scalar | null>;
   description: string | null;
 }
 
 export interface RunDetails extends RunSummary {
   status_times: Record<string, string | null>;
   error: string | null;
-  properties: Record<string, string>;
+  properties: Record<string, Scalar>;
   children: string[];
   last_heartbeat_at: string | null;
   dropped_events: number;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { formatDuration, formatNumber, formatValue, isSpelledString, numeric, valueType } from "./format";
+import { formatDuration, formatNumber, formatScalar, formatValue, isSpelledString, numeric, scalarType, valueType } from "./format";
 import { match } from "./router";
 import { kindOf, summarize, tableColumns } from "./metrics";
 import { fromMetricsDoc } from "./metricIndex";
@@ -61,5 +61,23 @@ describe("routes", () => {
     expect(match("/compute/gpu")).toEqual({ page: "target", target: "gpu" });
     expect(match("/models/m")).toEqual({ page: "model", name: "m" });
     expect(match("/nope")).toEqual({ page: "notfound" });
+  });
+});
+
+describe("tag and property values", () => {
+  // Typed since event schema v3: numbers and booleans as given, text as text, exactly.
+  it("writes numbers exactly, booleans as true/false and text as itself", () => {
+    expect(formatScalar(0.0003)).toBe("0.0003");
+    expect(formatScalar(10)).toBe("10");
+    expect(formatScalar(1e-7)).toBe("1e-7");
+    expect(formatScalar(true)).toBe("true");
+    expect(formatScalar(false)).toBe("false");
+    expect(formatScalar("NaN")).toBe("NaN");
+    expect(formatScalar("10")).toBe("10");
+    expect(formatScalar(null)).toBe("");
+    expect(scalarType(0.1)).toBe("number");
+    expect(scalarType(false)).toBe("boolean");
+    expect(scalarType("0.1")).toBeNull();
+    expect(scalarType(null)).toBeNull();
   });
 });

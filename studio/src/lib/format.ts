@@ -128,6 +128,26 @@ export function numeric(v: Value | undefined): number | null {
   return null;
 }
 
+/** A tag's or property's value: text, or the number or boolean it was given as. */
+export type Scalar = string | number | boolean;
+
+/**
+ * A tag's or property's value as text, exactly (a hyper-parameter such as 0.0003 is not
+ * rounded): a number as JavaScript writes it, a boolean as true/false, text as itself —
+ * "NaN" too (tags have no escapes: a non-finite float is stored as the text "nan").
+ */
+export function formatScalar(v: Scalar | null | undefined): string {
+  if (v === null || v === undefined) return "";
+  if (typeof v === "boolean") return v ? "true" : "false";
+  return String(v);
+}
+
+/** "number" or "boolean" for a value given typed, null for text (or no value). */
+export function scalarType(v: Scalar | null | undefined): "number" | "boolean" | null {
+  if (typeof v === "number") return "number";
+  return typeof v === "boolean" ? "boolean" : null;
+}
+
 export function plural(n: number, one: string, many = `${one}s`): string {
   return `${n.toLocaleString("en-US")} ${n === 1 ? one : many}`;
 }

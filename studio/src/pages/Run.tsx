@@ -6,7 +6,7 @@ import { useAsync, useEventSource, useNow, useTitle } from "../lib/hooks";
 import { withStatus, type StatusEvent } from "../lib/status";
 import { formatDuration, formatTime, runDuration } from "../lib/format";
 import { href, setQuery, useLocation } from "../lib/router";
-import { CopyId, Empty, Id, ErrorBanner, KeyValues, LiveDot, Spinner, StatusPill, Tabs, Tags, Time } from "../components/ui";
+import { CopyId, Empty, Id, ErrorBanner, KeyValues, LiveDot, ScalarValue, Spinner, StatusPill, Tabs, Tags, Time } from "../components/ui";
 import { PointHub } from "../chart/SeriesChart";
 import { RunMetrics } from "./RunMetrics";
 import { RunOutputs } from "./RunOutputs";
@@ -225,7 +225,7 @@ export function RunPage({ runId }: { runId: string }) {
         {properties.length > 0 && (
           <details class="props">
             <summary>Properties ({properties.length})</summary>
-            <KeyValues items={properties.map(([k, v]) => [<span class="mono">{k}</span>, <span class="mono wrap">{v}</span>])} />
+            <KeyValues items={properties.map(([k, v]) => [<span class="mono">{k}</span>, <ScalarValue value={v} />])} />
           </details>
         )}
       </section>
