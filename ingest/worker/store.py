@@ -7,9 +7,10 @@ The batch write protocol (one PostgreSQL transaction per consumed batch)::
        same events (a rebalance, a zombie) serialise on the key and exactly one wins.
        Keys live in daily partitions by the event's own time and are dropped past a
        horizon (migration 0011, ``SQL_DEDUP_EVENTS``).
-    2. write rows for the new events only: metric chunks by binary COPY, other payloads
-       by COPY/upsert; merge run state, producers, tags and artifacts (order-independent
-       merges, see status.py), locking rows in run-id order.
+    2. write rows for the new events only: metric chunks (and their fine tiles,
+       ``chunk_tiles.py``) by binary COPY, other payloads by COPY/upsert; merge run
+       state, producers, tags and artifacts (order-independent merges, see status.py),
+       locking rows in run-id order.
     3. INSERT dead letters ON CONFLICT DO NOTHING RETURNING; produce the new ones to the
        DLQ topic and wait for the broker's ack — still inside the transaction, so the
        offset never moves past a poison message whose DLQ record is not durable.
@@ -43,6 +44,7 @@ from ingest.db.notices import notify_changes
 from ingest.db.pool import Pool
 from ingest.db.runstatus import STATUS_COLUMNS
 from ingest.errors import StoreError
+from ingest.worker.chunk_tiles import chunk_tiles, packed_le
 from ingest.worker.decode import (
     Artifact,
     DeadLetter,
@@ -114,6 +116,12 @@ US_PER_DAY: Final = 86_400_000_000
 METRIC_CHUNK_COLUMNS: Final = (
     "run_id", "name", "rank", "producer_id", "seq", "series_idx", "n", "time_min",
     "time_max", "step_min", "step_max", "steps", "values", "times", "kinds", "texts",
+)
+#: Migration 0015: one row of level-6 tiles per chunk (``worker/chunk_tiles.py``).
+CHUNK_TILE_COLUMNS: Final = (
+    "run_id", "name", "producer_id", "seq", "series_idx", "rank", "time_min", "tiles", "ns",
+    "vmins", "vmaxs", "smins", "smaxs", "tmins", "tmaxs", "last_ts", "last_vs", "last_ks",
+    "last_xs",
 )
 LIST_COLUMNS: Final = (
     "run_id", "name", "rank", "producer_id", "seq", "logged_at", "n", "nums", "kinds", "texts",
@@ -366,6 +374,41 @@ def _metric_copy(events: Sequence[Event]) -> Iterator[bytes]:
     yield b"".join(parts)
 
 
+def _fine_tiles_copy(events: Sequence[Event]) -> bytes | None:
+    """The binary COPY stream of the batch's chunks' fine tiles (migration 0015), or None
+    when no chunk has any (see chunk_tiles.py for which do)."""
+    parts: list[bytes] = [pgcopy.COPY_HEADER]
+    head = pgcopy.row_header(len(CHUNK_TILE_COLUMNS))
+    null = pgcopy.field_null()
+    q, d = pgcopy.INT8_OID, pgcopy.FLOAT8_OID
+    for e in events:
+        if not isinstance(e.payload, MetricBatch):
+            continue
+        for idx, s in enumerate(e.payload.series):
+            t = chunk_tiles(s)
+            if t is None:
+                continue
+            parts += (
+                head, pgcopy.field_text(e.run_id), pgcopy.field_text(s.name),
+                pgcopy.field_text(e.producer_id), pgcopy.field_int8(e.seq),
+                pgcopy.field_int4(idx), pgcopy.field_int4(e.rank),
+                pgcopy.field_timestamptz_us(s.time_min_us),
+                *(pgcopy.field_packed_array(packed_le(column), q)
+                  for column in (t.tiles, t.ns)),
+                *(pgcopy.field_packed_array(packed_le(column), d)
+                  for column in (t.vmins, t.vmaxs)),
+                *(pgcopy.field_packed_array(packed_le(column), q)
+                  for column in (t.smins, t.smaxs, t.tmins, t.tmaxs, t.last_ts)),
+                pgcopy.field_packed_array(packed_le(t.last_vs), d),
+                pgcopy.field_bytea(t.last_ks),
+                null if t.last_xs is None else pgcopy.field_text_array(t.last_xs),
+            )
+    if len(parts) == 1:
+        return None
+    parts.append(pgcopy.COPY_TRAILER)
+    return b"".join(parts)
+
+
 def _columns(rows: Sequence[Sequence[Any]], n: int) -> list[list[Any]]:
     return [[row[i] for row in rows] for i in range(n)]
 
@@ -473,6 +516,14 @@ class Store(Pool):
             await conn.copy_to_table("metric_chunks", schema_name="runstream_data",
                                      source=source(), columns=METRIC_CHUNK_COLUMNS,
                                      format="binary")
+            fine = _fine_tiles_copy(new)
+            if fine is not None:
+                async def tiles() -> AsyncIterator[bytes]:
+                    yield fine
+
+                await conn.copy_to_table("metric_chunk_tiles", schema_name="runstream_data",
+                                         source=tiles(), columns=CHUNK_TILE_COLUMNS,
+                                         format="binary")
         lists, cells, logs = [], [], []
         tags: dict[tuple[str, str], tuple[WriteStamp, Event, Tag]] = {}
         edits: dict[tuple[str, str, str], tuple[WriteStamp, Event, Tag]] = {}
