@@ -93,6 +93,16 @@ FROM runstream_data.metric_tiles WHERE run_id = $1 ORDER BY name, level, rank, t
 """
 
 
+COUNTS_SQL = """
+SELECT s.run_id, s.name, (s.tiled_points, s.min_level_tiles) AS kept,
+       ((SELECT sum(m.n) FROM runstream_data.metric_tiled_chunks m
+         WHERE m.run_id = s.run_id AND m.name = s.name),
+        (SELECT count(*) FROM runstream_data.metric_tiles t
+         WHERE t.run_id = s.run_id AND t.name = s.name AND t.level = s.min_level)) AS counted
+FROM runstream_data.metric_tile_series s WHERE s.run_id = ANY($1::text[])
+"""
+
+
 def comparable(rows: list[asyncpg.Record]) -> list[tuple[Any, ...]]:
     """Rows as tuples, NaN made comparable (NaN != NaN in Python)."""
     return [tuple("NaN" if isinstance(v, float) and math.isnan(v) else v for v in r)
@@ -137,6 +147,10 @@ async def test_fine_tiles_give_the_tiles_the_points_give(new_db: NewDb, backend:
             "SELECT name, min_level FROM runstream_data.metric_tile_series WHERE run_id = $1",
             fine)}
         assert levels["thinning"] > 6
+        # The counts the level check keeps are the counts.
+        kept = await conn.fetch(COUNTS_SQL, [fine, raw])
+        assert len(kept) == 2 * len(names)
+        assert [tuple(r) for r in kept if r["kept"] != r["counted"]] == []
         assert levels["dense"] == 6
     finally:
         await conn.close()
