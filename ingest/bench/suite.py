@@ -1012,7 +1012,14 @@ def _maintenance_lines(m: dict[str, Any]) -> list[str]:
         f"{d['slowest_batch_s']}/{a['slowest_batch_s']} s; a late point every "
         f"{m['late_every']} events; points stored {m['points_stored']:,} of "
         f"{m['points_expected']:,} ({m['storage']})",
-    ]
+    ] + ([] if not m.get("late") else [
+        f"                       batches with late points during the pass: "
+        f"{m['late']['during_vs_before']}x, slowest {m['late']['during_slowest_batch_s']} s "
+        f"(before {m['late']['before_slowest_batch_s']} s); chunks at the pass: "
+        f"{m['chunks_at_pass']['uncompressed']} never compressed, "
+        f"{m['chunks_at_pass']['partial']} partial; load average "
+        f"{m['load_average']['start'][0]}-{m['load_average']['end_of_pass'][0]}",
+    ])
 
 
 def _dedup_lines(d: dict[str, Any]) -> list[str]:

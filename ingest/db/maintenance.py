@@ -22,6 +22,17 @@ schedule, from a connection of its own (never the batch writer's) with a short
 ``lock_timeout`` so that it never queues ahead of ingest for a chunk's lock, and by one
 worker at a time (``pg_try_advisory_lock``: the others skip). When the scheduler succeeds
 again Runstream leaves the job to it. Each change is logged once per worker process.
+
+Compression never blocks ingest, whoever runs the policy (migration 0017): TimescaleDB's
+first compression of a chunk holds an ExclusiveLock on it for the whole pass (a batch
+with a late point for that chunk would wait seconds), while recompressing a chunk that
+is already compressed and has taken rows since ("partial") goes segment by segment under
+a ShareUpdateExclusiveLock that inserts do not wait for. So the batch write compresses
+each metric chunk in the transaction that creates it, with that batch's rows only
+(``runstream_data.compress_new_metric_chunks``), later rows go to the chunk's
+uncompressed part, and every pass of the policy is such a recompression; the policy's
+REINDEX after it (a ShareLock) is turned off. Chunks made before 0017 keep their first,
+blocking compression. ``convert_to_timescaledb`` compresses every chunk it makes.
 """
 
 from __future__ import annotations
@@ -148,6 +159,13 @@ ON CONFLICT (job_id) DO UPDATE SET
     last_runner = $6
 """
 SQL_CONVERT: Final = "SELECT runstream_data.convert_metric_chunks_to_hypertable()"
+#: Migration 0017, after a conversion in its transaction: the chunks it made compressed (so
+#: that no pass of the policy ever compresses one for the first time) and the policy's
+#: REINDEX off.
+SQL_CONVERTED_COMPRESSION: Final = """
+SELECT runstream_data.compress_new_metric_chunks(),
+       runstream_data.tune_metric_compression_policy()
+"""
 
 
 def _age(value: Any) -> float | None:
@@ -347,8 +365,9 @@ async def read_storage(conn: Conn) -> Storage:
 
 
 async def convert_to_timescaledb(dsn: str) -> int:
-    """``runstream migrate --to-timescaledb``: metric chunks into a hypertable, in one
-    transaction (migration 0013); the rows moved (0: already TimescaleDB storage)."""
+    """``runstream migrate --to-timescaledb``: metric chunks into a hypertable, each chunk
+    compressed, in one transaction (migrations 0013 and 0017); the rows moved (0: already
+    TimescaleDB storage)."""
     from ingest.db.migrate import MIGRATION_LOCK_ID, SQL_MIGRATION_LOCK, SQL_MIGRATION_UNLOCK
 
     conn = await asyncpg.connect(dsn)
@@ -357,6 +376,7 @@ async def convert_to_timescaledb(dsn: str) -> int:
         try:
             async with conn.transaction():
                 moved: int = await conn.fetchval(SQL_CONVERT)
+                await conn.execute(SQL_CONVERTED_COMPRESSION)
             return moved
         finally:
             await conn.execute(SQL_MIGRATION_UNLOCK, MIGRATION_LOCK_ID)

@@ -8,7 +8,8 @@ The batch write protocol (one PostgreSQL transaction per consumed batch)::
        Keys live in daily partitions by the event's own time and are dropped past a
        horizon (migration 0011, ``SQL_DEDUP_EVENTS``).
     2. write rows for the new events only: metric chunks (and their fine tiles,
-       ``chunk_tiles.py``) by binary COPY, other payloads by COPY/upsert; merge run
+       ``chunk_tiles.py``) by binary COPY — on TimescaleDB a chunk the COPY created is
+       compressed at once (migration 0017) —, other payloads by COPY/upsert; merge run
        state, producers, tags and artifacts (order-independent merges, see status.py),
        locking rows in run-id order.
     3. INSERT dead letters ON CONFLICT DO NOTHING RETURNING; produce the new ones to the
@@ -110,6 +111,8 @@ ORDER BY 2, 1
 ON CONFLICT (event_id, day) DO NOTHING
 RETURNING event_id::text
 """
+#: TimescaleDB: compress the metric chunks this transaction created (migration 0017).
+SQL_COMPRESS_NEW_CHUNKS: Final = "SELECT runstream_data.compress_new_metric_chunks()"
 #: Dedup key upkeep (migration 0011): partitions ahead created, days past the horizon dropped.
 SQL_MAINTAIN_DEDUP_KEYS: Final = "SELECT * FROM runstream_data.maintain_dedup_keys()"
 US_PER_DAY: Final = 86_400_000_000
@@ -418,6 +421,9 @@ class Store(Pool):
 
     #: The dedup step of the batch write (a benchmark swaps in the layout before 0011).
     dedup_statement: str = SQL_DEDUP_EVENTS
+    #: Run after the metric COPY: compress the chunks it created (a benchmark swaps in
+    #: ``SELECT 0``, the behaviour before 0017).
+    new_chunks_statement: str = SQL_COMPRESS_NEW_CHUNKS
 
     def __repr__(self) -> str:  # never the DSN: it may carry a password
         return "Store()"
@@ -516,6 +522,9 @@ class Store(Pool):
             await conn.copy_to_table("metric_chunks", schema_name="runstream_data",
                                      source=source(), columns=METRIC_CHUNK_COLUMNS,
                                      format="binary")
+            # A chunk this COPY created is compressed now, with this batch's rows only, so
+            # that compressing it later never blocks a batch (migration 0017).
+            await conn.fetchval(self.new_chunks_statement)
             fine = _fine_tiles_copy(new)
             if fine is not None:
                 async def tiles() -> AsyncIterator[bytes]:

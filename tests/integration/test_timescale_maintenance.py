@@ -91,10 +91,45 @@ async def pause_policies(dsn: str) -> None:
                        "WHERE hypertable_schema = 'runstream_data'")
 
 
+async def chunk_states(dsn: str) -> list[str]:
+    """Per metric chunk, oldest first: ``uncompressed`` (never compressed), ``partial``
+    (compressed, with rows taken since: a pass of the policy recompresses it) or
+    ``compressed`` (every row in its compressed part)."""
+    rows = await fetch(dsn, "SELECT c.status FROM _timescaledb_catalog.chunk c "
+                            "JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id "
+                            "JOIN _timescaledb_catalog.dimension_slice s ON s.id = ("
+                            "  SELECT cc.dimension_slice_id FROM _timescaledb_catalog"
+                            "  .chunk_constraint cc WHERE cc.chunk_id = c.id"
+                            "  AND cc.dimension_slice_id IS NOT NULL LIMIT 1) "
+                            "WHERE h.table_name = 'metric_chunks' AND NOT c.dropped "
+                            "ORDER BY s.range_start")
+    return ["uncompressed" if not r["status"] & 1 else
+            "partial" if r["status"] & 8 else "compressed" for r in rows]
+
+
+async def chunks_and_parts(dsn: str) -> list[tuple[str, str]]:
+    """Per metric chunk that is compressed, oldest first: its table and its compressed
+    part's table."""
+    rows = await fetch(dsn, "SELECT format('%I.%I', i.chunk_schema, i.chunk_name) AS chunk, "
+                            "format('%I.%I', z.schema_name, z.table_name) AS part "
+                            "FROM timescaledb_information.chunks i "
+                            "JOIN _timescaledb_catalog.chunk c "
+                            "  ON (c.schema_name, c.table_name) = (i.chunk_schema, i.chunk_name) "
+                            "JOIN _timescaledb_catalog.chunk z ON z.id = c.compressed_chunk_id "
+                            "WHERE i.hypertable_name = 'metric_chunks' ORDER BY i.range_start")
+    return [(r["chunk"], r["part"]) for r in rows]
+
+
+async def relation_locks(dsn: str, pid: int) -> set[tuple[str, str, bool]]:
+    """(relation, mode, granted) of the relation locks backend ``pid`` holds or awaits."""
+    rows = await fetch(dsn, "SELECT relation::regclass::text AS rel, mode, granted FROM pg_locks "
+                            "WHERE pid = $1 AND locktype = 'relation'", pid)
+    return {(r["rel"], r["mode"], bool(r["granted"])) for r in rows}
+
+
 async def compressed_chunks(dsn: str) -> list[bool]:
-    rows = await fetch(dsn, "SELECT is_compressed FROM timescaledb_information.chunks "
-                            "WHERE hypertable_name = 'metric_chunks' ORDER BY range_start")
-    return [bool(r["is_compressed"]) for r in rows]
+    """Per metric chunk, oldest first: every row compressed (no pass left to make)."""
+    return [state == "compressed" for state in await chunk_states(dsn)]
 
 
 def cli_env(dsn: str) -> dict[str, str]:
@@ -144,16 +179,24 @@ async def fail_in_the_scheduler(dsn: str, job: int, role: str, runs: int) -> Non
 
 
 def old_and_new_points(rid: str, base: int, name: str = "loss") -> list[dict[str, Any]]:
-    """A series of 300 points: steps 0-99 20 days before ``base``, 100-199 10 days before
-    (chunks to compress), 200-299 at ``base``; step i has the value i / 2, one a second."""
+    """A series of 300 points in six events of 50: steps 0-99 20 days before ``base``,
+    100-199 10 days before (chunks to compress), 200-299 at ``base``; step i has the value
+    i / 2, one a second."""
     f = EventFactory(rid)
     events = []
-    for day, first in ((20, 0), (10, 100), (0, 200)):
-        times = [base - day * DAY_US + i * 1_000_000 for i in range(100)]
-        values: list[float] = [float(first + i) * 0.5 for i in range(100)]
-        events.append(f.metrics(packed_series(name, values, steps=range(first, first + 100),
+    for day, first in ((20, 0), (20, 50), (10, 100), (10, 150), (0, 200), (0, 250)):
+        times = [base - day * DAY_US + (first % 100 + i) * 1_000_000 for i in range(50)]
+        values: list[float] = [float(first + i) * 0.5 for i in range(50)]
+        events.append(f.metrics(packed_series(name, values, steps=range(first, first + 50),
                                               times_us=times)))
     return events
+
+
+async def store_in_partial_chunks(dsn: str, events: list[dict[str, Any]]) -> None:
+    """Store ``events`` one batch each, as they come: the batch that creates a chunk
+    compresses it with its own points (migration 0017), the next ones leave it partial —
+    old chunks with rows for the compression policy to compress."""
+    await store_events(dsn, events, batch=1)
 
 
 # -- plain PostgreSQL (runs everywhere) ------------------------------------------------------
@@ -200,9 +243,9 @@ async def test_a_job_the_scheduler_keeps_failing_is_reported_then_run_by_runstre
     dsn = ts_dsn
     job = await job_id(dsn, "policy_compression")
     await fail_in_the_scheduler(dsn, job, weak_owner, runs=2)
-    await store_events(dsn, old_and_new_points(run_id(), now_us()))
+    await store_in_partial_chunks(dsn, old_and_new_points(run_id(), now_us()))
     await compress_after_one_day(dsn, job)
-    assert not any(await compressed_chunks(dsn))
+    assert await chunk_states(dsn) == ["partial"] * 3
 
     # Reported: status (table and JSON), /readyz (degraded, still 200), /metrics.
     storage = await storage_of(dsn)
@@ -275,7 +318,7 @@ async def test_a_runstream_ingest_worker_runs_the_job_the_scheduler_fails_and_sa
     dsn = ts_dsn
     job = await job_id(dsn, "policy_compression")
     await fail_in_the_scheduler(dsn, job, weak_owner, runs=2)
-    await store_events(dsn, old_and_new_points(run_id(), now_us()))
+    await store_in_partial_chunks(dsn, old_and_new_points(run_id(), now_us()))
     await compress_after_one_day(dsn, job)
     topic = await topic_factory(partitions=1)
     proc = worker_procs.start(bootstrap=stack.kafka_bootstrap, topic=topic, dsn=dsn,
@@ -296,7 +339,7 @@ async def test_a_runstream_ingest_worker_runs_the_job_the_scheduler_fails_and_sa
 
 async def test_a_job_the_scheduler_runs_is_left_to_it(ts_dsn: str) -> None:
     dsn = ts_dsn
-    await store_events(dsn, old_and_new_points(run_id(), now_us()))
+    await store_in_partial_chunks(dsn, old_and_new_points(run_id(), now_us()))
     job = await job_id(dsn, "policy_compression")
     await compress_after_one_day(dsn, job)
     await execute(dsn, "SELECT alter_job($1, next_start => now())", job)
@@ -329,7 +372,7 @@ async def test_compressed_chunks_read_the_same_and_take_late_points_exactly_once
     rid = run_id()
     base = now_us()
     events = old_and_new_points(rid, base)
-    await store_events(dsn, events)
+    await store_in_partial_chunks(dsn, events)
     async with read_api(dsn, tmp_path / "blobs") as api, aiohttp.ClientSession() as http:
 
         async def reads() -> tuple[Any, Any, Any]:
@@ -366,8 +409,7 @@ async def test_compressed_chunks_read_the_same_and_take_late_points_exactly_once
         # The policy recompresses what the late points left partly uncompressed.
         assert await partly_compressed_chunks(dsn) >= 1
         await execute(dsn, f"CALL run_job({job})")
-        assert await compressed_chunks(dsn) == [True, True, False]
-        assert await partly_compressed_chunks(dsn) == 0
+        assert await chunk_states(dsn) == ["compressed", "compressed", "partial"]
         assert (await reads())[0]["metrics"]["loss"] == expected
 
 
@@ -433,3 +475,75 @@ async def test_migrate_keeps_a_plain_database_plain_until_told_then_converts_it(
     again = runstream("migrate", "--to-timescaledb", env=cli_env(dsn))
     assert again.returncode == 0
     assert "already" in again.stdout
+
+
+async def test_a_late_point_into_a_chunk_being_compressed_commits_while_the_pass_runs(
+    ts_dsn: str, tmp_path: Path
+) -> None:
+    """Compression never blocks ingest (migration 0017): every chunk is compressed by the
+    batch that creates it, so a pass of the policy only ever recompresses, and a batch
+    with a late, out-of-order point for the very chunk the pass is in commits at once.
+    The pass is held inside the oldest chunk for as long as the test needs: it has taken
+    that chunk's lock and waits for the chunk's compressed part, which the test holds."""
+    dsn = ts_dsn
+    await pause_policies(dsn)
+    rid = run_id()
+    base = now_us()
+    events = old_and_new_points(rid, base)
+    await store_in_partial_chunks(dsn, events)
+    assert await chunk_states(dsn) == ["partial"] * 3  # none left to compress a first time
+    job = await job_id(dsn, "policy_compression")
+    await compress_after_one_day(dsn, job)
+    oldest, oldest_part = (await chunks_and_parts(dsn))[0]
+
+    holder = await asyncpg.connect(dsn)
+    runner = await asyncpg.connect(dsn)
+    try:
+        hold = holder.transaction()
+        await hold.start()
+        await holder.execute(f"LOCK TABLE {oldest_part} IN SHARE UPDATE EXCLUSIVE MODE")
+        runner_pid = await runner.fetchval("SELECT pg_backend_pid()")
+        compression = asyncio.create_task(runner.execute(f"CALL run_job({job})"))
+
+        async def inside_the_oldest_chunk() -> bool:
+            locks = await relation_locks(dsn, runner_pid)
+            return ((oldest, "ShareUpdateExclusiveLock", True) in locks
+                    and (oldest_part, "ShareUpdateExclusiveLock", False) in locks)
+
+        await wait_for(inside_the_oldest_chunk, timeout_s=120,
+                       what="the compression pass inside the oldest chunk")
+        # Late points for that chunk, out of order: step 60 before step 10, each half a
+        # second after the point already at its step.
+        late = EventFactory(rid).metrics(packed_series(
+            "loss", [-1.0, -2.0], steps=[60, 10],
+            times_us=[base - 20 * DAY_US + 60_500_000, base - 20 * DAY_US + 10_500_000]))
+        try:  # a guard against hanging, not a measure of speed: the pass cannot move on
+            await asyncio.wait_for(store_events(dsn, [late]), timeout=120)
+        except TimeoutError:
+            pytest.fail("the batch waited for the compression of its chunk")
+        # Committed while the pass is still in the chunk, and readable at once.
+        assert not compression.done()
+        assert await inside_the_oldest_chunk()
+        (n,) = await fetch(dsn, "SELECT count(*) AS n FROM runstream.metric_points "
+                                "WHERE run_id = $1 AND value < 0", rid)
+        assert n["n"] == 2
+        await hold.rollback()
+        await compression
+    finally:
+        await holder.close()
+        await runner.close()
+    assert (await chunk_states(dsn))[1:] == ["compressed", "partial"]
+
+    expected = [float(i) * 0.5 for i in range(300)]
+    expected.insert(61, -1.0)
+    expected.insert(11, -2.0)
+    async with read_api(dsn, tmp_path / "blobs") as api, aiohttp.ClientSession() as http:
+        whole = await get_json(http, f"{api.url}/v1/runs/{rid}/metrics")
+        assert whole["metrics"]["loss"] == expected
+        await store_events(dsn, [late, *events])  # replayed with everything: stored once
+        await execute(dsn, f"CALL run_job({job})")
+        assert await chunk_states(dsn) == ["compressed", "compressed", "partial"]
+        whole = await get_json(http, f"{api.url}/v1/runs/{rid}/metrics")
+        assert whole["metrics"]["loss"] == expected
+    (n,) = await fetch(dsn, "SELECT count(*) AS n FROM runstream.metric_points")
+    assert n["n"] == 302
