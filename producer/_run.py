@@ -345,7 +345,9 @@ class RunHandle(RunReads):
         """Log several metrics at one step: ``run.log_metrics({"loss": 0.31, "acc": 0.92},
         step=100)`` is ``run.log`` of each name at that step, in one call — the points are
         checked first (nothing is logged if one is wrong), then added under one lock with
-        one time, and leave in the same batch event as the rest of that moment's points.
+        one time (all or none, if the buffer is full), and leave in the same batch event as
+        the rest of that moment's points (split only where a batch passes the size of one
+        message).
 
         Without ``step`` each name takes one past its own previous step (0 first), as
         ``run.log`` does. Values as for ``run.log``: float, int, bool, str, or a scalar
