@@ -469,6 +469,10 @@ async def test_migrate_keeps_a_plain_database_plain_until_told_then_converts_it(
     assert (storage.tables, storage.mode, storage.backend) == ("hypertable", "timescaledb",
                                                                "timescaledb")
     assert {j.kind for j in storage.jobs} >= {"compression", "aggregate_refresh"}
+    assert await chunk_states(dsn) == ["compressed"]  # no first compression left to make
+    (config,) = await fetch(dsn, "SELECT config FROM timescaledb_information.jobs "
+                                 "WHERE proc_name = 'policy_compression'")
+    assert json.loads(config["config"])["reindex"] is False
     assert await fetch(dsn, points) == before
     await store_events(dsn, events)  # the worker writes on; the first two are duplicates
     assert len(await fetch(dsn, points)) == 300
@@ -493,6 +497,9 @@ async def test_a_late_point_into_a_chunk_being_compressed_commits_while_the_pass
     await store_in_partial_chunks(dsn, events)
     assert await chunk_states(dsn) == ["partial"] * 3  # none left to compress a first time
     job = await job_id(dsn, "policy_compression")
+    (config,) = await fetch(dsn, "SELECT config FROM timescaledb_information.jobs "
+                                 "WHERE job_id = $1", job)
+    assert json.loads(config["config"])["reindex"] is False  # no ShareLock after a pass
     await compress_after_one_day(dsn, job)
     oldest, oldest_part = (await chunks_and_parts(dsn))[0]
 
