@@ -364,6 +364,51 @@ async def test_a_job_the_scheduler_runs_is_left_to_it(ts_dsn: str) -> None:
     assert row["n"] == 0
 
 
+async def test_a_job_whose_scheduler_record_is_healthy_is_left_to_it(ts_dsn: str) -> None:
+    """The same decision where the scheduler cannot run (as on this project's machines):
+    the record a working scheduler leaves — its last run a success, moments ago, the next
+    one due later — written into the extension's own job statistics, the table its
+    ``job_stats`` view reads. Runstream then reports the job ok and runs nothing; with the
+    record of a failed run instead, it takes the job over."""
+    dsn = ts_dsn
+    job = await job_id(dsn, "policy_compression")
+    # The real scheduler must not write over the record meanwhile: its next start is later.
+    await execute(dsn, "SELECT alter_job($1, next_start => now() + interval '1 day')", job)
+
+    async def record(success: bool) -> None:
+        await execute(dsn, """
+            INSERT INTO _timescaledb_internal.bgw_job_stat AS s
+                (job_id, last_start, last_finish, next_start, last_successful_finish,
+                 last_run_success, total_runs, total_duration, total_duration_failures,
+                 total_successes, total_failures, total_crashes, consecutive_failures,
+                 consecutive_crashes, flags)
+            VALUES ($1, now() - interval '10 s', now() - interval '9 s', now() + interval '1 day',
+                    CASE WHEN $2 THEN now() - interval '9 s' ELSE '-infinity' END, $2, 1,
+                    interval '1 s', interval '0', CASE WHEN $2 THEN 1 ELSE 0 END,
+                    CASE WHEN $2 THEN 0 ELSE 1 END, 0, CASE WHEN $2 THEN 0 ELSE 1 END, 0, 0)
+            ON CONFLICT (job_id) DO UPDATE SET
+                last_start = excluded.last_start, last_finish = excluded.last_finish,
+                next_start = excluded.next_start,
+                last_successful_finish = excluded.last_successful_finish,
+                last_run_success = excluded.last_run_success,
+                consecutive_failures = excluded.consecutive_failures""", job, success)
+
+    await record(success=True)
+    (seen,) = [j for j in (await storage_of(dsn)).jobs if j.job_id == job]
+    assert (seen.scheduler_last_status, seen.state()) == ("Success", "ok")
+    assert [r for r in await MaintenanceRunner(dsn, min_failures=1).tick()
+            if r.job_id == job] == []
+    (row,) = await fetch(dsn, "SELECT count(*) AS n FROM runstream_data.maintenance_runs "
+                              "WHERE job_id = $1", job)
+    assert row["n"] == 0  # (the other jobs fail here for real: Runstream runs those)
+
+    await record(success=False)
+    (seen,) = [j for j in (await storage_of(dsn)).jobs if j.job_id == job]
+    assert seen.scheduler_last_status == "Failed"
+    assert [r.job_id for r in await MaintenanceRunner(dsn, min_failures=1).tick()
+            if r.job_id == job] == [job]
+
+
 async def test_compressed_chunks_read_the_same_and_take_late_points_exactly_once(
     ts_dsn: str, tmp_path: Path
 ) -> None:
