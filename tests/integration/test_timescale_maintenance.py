@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -483,6 +484,45 @@ async def test_the_hourly_aggregate_holds_the_right_sums_after_a_refresh(ts_dsn:
     assert got == want
 
 
+async def interrupt_a_conversion(dsn: str) -> None:
+    """Start ``runstream migrate --to-timescaledb`` and kill its session once it waits for
+    the extension's job table — after the copy, to add the compression policy — which the
+    test holds locked meanwhile."""
+    holder = await asyncpg.connect(dsn)
+    plain = await holder.fetchval("SELECT 'runstream_data.metric_chunks'::regclass::oid")
+    proc: asyncio.subprocess.Process | None = None
+    try:
+        async with holder.transaction():
+            await holder.execute(
+                "LOCK TABLE _timescaledb_config.bgw_job IN SHARE ROW EXCLUSIVE MODE")
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "ingest.cli", "migrate", "--to-timescaledb",
+                env=cli_env(dsn), stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE)
+            waiting: list[int] = []
+
+            async def blocked() -> bool:
+                waiting[:] = [r["pid"] for r in await fetch(dsn, """
+                    SELECT l.pid FROM pg_locks l
+                    WHERE NOT l.granted
+                      AND l.relation = '_timescaledb_config.bgw_job'::regclass""")]
+                return bool(waiting)
+
+            await wait_for(blocked, timeout_s=120, what="the conversion to reach the policy")
+            # By then it has renamed (and copied and dropped) the plain table.
+            held = await fetch(dsn, "SELECT mode FROM pg_locks WHERE pid = $1 AND granted "
+                                    "AND relation = $2", waiting[0], plain)
+            assert "AccessExclusiveLock" in {r["mode"] for r in held}
+            await execute(dsn, "SELECT pg_terminate_backend($1)", waiting[0])
+            _, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+            assert proc.returncode != 0, err
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await holder.close()
+
+
 async def test_migrate_keeps_a_plain_database_plain_until_told_then_converts_it(
     db_factory: DbFactory,
 ) -> None:
@@ -506,6 +546,12 @@ async def test_migrate_keeps_a_plain_database_plain_until_told_then_converts_it(
     assert "TimescaleDB" in (status["mismatch"] or "")
     points = "SELECT run_id, name, step, value, time FROM runstream.metric_points ORDER BY step"
     before = await fetch(dsn, points)
+
+    # Interrupted after copying the chunks (its session killed while it waits to add the
+    # compression policy, held up by the test): nothing changed; it is simply run again.
+    await interrupt_a_conversion(dsn)
+    assert (await storage_of(dsn)).tables == "partitions"
+    assert await fetch(dsn, points) == before
 
     result = runstream("migrate", "--to-timescaledb", env=cli_env(dsn))
     assert result.returncode == 0, result.stderr
