@@ -31,7 +31,7 @@ from math import isfinite, nan
 from operator import lt
 from typing import Final
 
-from ingest.worker.decode import Series
+from ingest.worker.decode import Series, native_array
 
 __all__ = ["LEVEL", "MIN_POINTS", "MIN_POINTS_PER_TILE", "ChunkTiles", "chunk_tiles", "packed_le"]
 
@@ -68,14 +68,6 @@ class ChunkTiles:
     last_xs: list[str | None] | None
 
 
-def _unpacked(packed_le: bytes, code: str) -> list[int] | list[float]:
-    values = array(code)
-    values.frombytes(packed_le)
-    if _BIG_ENDIAN:
-        values.byteswap()
-    return values.tolist()
-
-
 def packed_le(values: array[int] | array[float]) -> bytes:
     """An array's items as packed little-endian bytes (what ``pgcopy`` takes)."""
     if _BIG_ENDIAN:
@@ -90,19 +82,16 @@ def chunk_tiles(series: Series) -> ChunkTiles | None:
     first, last = series.step_min, series.step_max
     if n < MIN_POINTS or ((last >> LEVEL) - (first >> LEVEL) + 1) * MIN_POINTS_PER_TILE > n:
         return None
-    steps: list[int] = _unpacked(series.steps, "q")  # type: ignore[assignment]
-    if len(steps) != n or steps[0] != first or steps[-1] != last:
-        return None
+    # The decoder checked the arrays' lengths and took step_min/step_max from the steps.
+    steps: list[int] = native_array(series.steps, "q").tolist()
     consecutive = last - first == n - 1
     if consecutive:
         if steps != list(range(first, last + 1)):
             return None  # a repeated step (and a gap to match)
     elif not all(map(lt, steps, islice(steps, 1, None))):
         return None
-    values: list[float] = _unpacked(series.values, "d")  # type: ignore[assignment]
-    times: list[int] = _unpacked(series.times, "q")  # type: ignore[assignment]
-    if len(values) != n or len(times) != n:
-        return None
+    values: list[float] = native_array(series.values, "d").tolist()
+    times: list[int] = native_array(series.times, "q").tolist()
     all_finite = isfinite(sum(values))  # a NaN or an infinity makes the sum one
     times_ordered = sorted(times) == times  # one C pass when they are
     kinds, texts = series.kinds, series.texts

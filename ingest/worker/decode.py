@@ -247,7 +247,8 @@ def _time(us: int, what: str) -> int:
     return us
 
 
-def _native(packed: bytes, typecode: str) -> array.array[Any]:
+def native_array(packed: bytes, typecode: str) -> array.array[Any]:
+    """A packed little-endian wire array in this host's order."""
     out = array.array(typecode)
     out.frombytes(packed)
     if not _LITTLE:
@@ -284,8 +285,8 @@ def _series(raw: dict[str, Any], idx: int) -> Series:
         raise _invalid(f"series {name!r}: texts without kinds")
     if n == 0:
         return Series(name, 0, b"", b"", b"", None, None, 0, 0, 0, 0)
-    step_arr = _native(steps, "q")
-    time_arr = _native(times, "q")
+    step_arr = native_array(steps, "q")
+    time_arr = native_array(times, "q")
     tmin, tmax = min(time_arr), max(time_arr)
     _time(tmin, f"series {name!r} time")
     _time(tmax, f"series {name!r} time")
