@@ -27,7 +27,8 @@ from tests.integration.pipelines import Pipeline
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 #: One script, many endings (argv[1]); it prints "run <id>" once its run is stored-bound
-#: (flushed to Kafka), then does what the mode says.
+#: (flushed to Kafka), then does what the mode says (the loops print "ticking" once
+#: 1,000 ticks were logged).
 SCRIPT = textwrap.dedent("""
     import os
     import signal
@@ -58,6 +59,8 @@ SCRIPT = textwrap.dedent("""
             run.log("tick", float(step))
             step += 1
             if step % 1000 == 0:
+                if step == 1000:
+                    print("ticking", flush=True)  # some ticks were logged before any signal
                 time.sleep(0.001)
 
     if mode.endswith("_with"):
@@ -182,6 +185,9 @@ async def test_sigterm_cancels_the_runs_and_still_terminates_the_process(
     target = unique("t-")
     proc = start(pipeline, tmp_path / mode, mode, target)
     rid = await started_run(proc)
+    # Not before it logged: the signal must find ticks to keep (it printed "run" and may
+    # not have logged one yet).
+    assert (await asyncio.to_thread(proc.stdout.readline)).strip() == "ticking"  # type: ignore[union-attr]
     proc.send_signal(signal.SIGTERM)
     code, _, err = await finished(proc)
     assert code == -signal.SIGTERM, (code, err)  # terminated by the signal, as without us
