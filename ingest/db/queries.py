@@ -363,6 +363,28 @@ FROM runstream_data.metric_chunks c
 WHERE c.run_id = $1 AND c.name = $2 AND ($3::integer IS NULL OR c.rank = $3)
   AND c.step_max >= $4 AND c.step_min <= $5
 """
+#: SQL_SERIES_STATS of one series name ($2) in each of the runs $1 (all ranks), in one
+#: statement: one row per run with chunks in [$3, $4] (a run without is absent).
+SQL_MANY_SERIES_STATS: Final = """
+SELECT c.run_id, count(*) AS chunks, count(DISTINCT c.rank) AS ranks,
+       coalesce(sum(CASE WHEN c.step_min >= $3 AND c.step_max <= $4 THEN c.n
+                         ELSE (SELECT count(*) FROM unnest(c.steps) AS s
+                               WHERE s BETWEEN $3 AND $4) END), 0)::bigint AS points,
+       min(c.step_min) AS step_min, max(c.step_max) AS step_max,
+       coalesce(sum(c.n) FILTER (WHERE m.run_id IS NULL), 0)::bigint AS untiled_points,
+       (SELECT s.min_level FROM runstream_data.metric_tile_series s
+        WHERE s.run_id = c.run_id AND s.name = $2) AS min_level,
+       coalesce((SELECT min(m2.time_min) FROM runstream_data.metric_tiled_chunks m2
+                 WHERE m2.run_id = c.run_id AND m2.name = $2)
+                < (SELECT min(c2.time_min) FROM runstream_data.metric_chunks c2
+                   WHERE c2.run_id = c.run_id AND c2.name = $2), false) AS stale_tiles
+FROM runstream_data.metric_chunks c
+LEFT JOIN runstream_data.metric_tiled_chunks m
+       ON m.run_id = c.run_id AND m.name = c.name AND m.producer_id = c.producer_id
+      AND m.seq = c.seq AND m.series_idx = c.series_idx
+WHERE c.run_id = ANY($1::text[]) AND c.name = $2 AND c.step_max >= $3 AND c.step_min <= $4
+GROUP BY c.run_id
+"""
 SQL_SERIES_POINTS: Final = """
 SELECT p.s AS step, p.v AS value, p.k AS kind, p.x AS text, p.rank, p.t AS time_us
 FROM (

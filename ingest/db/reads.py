@@ -316,11 +316,15 @@ class ReadStore(Pool):
     ) -> SeriesStats:
         rows = await self.fetch(q.SQL_SERIES_STATS, run_id, name, rank, lo, hi)
         (row,) = rows  # an aggregate without GROUP BY yields exactly one row
-        return SeriesStats(
-            chunks=row["chunks"], points=row["points"], step_min=row["step_min"],
-            step_max=row["step_max"], untiled_points=row["untiled_points"],
-            min_level=row["min_level"], ranks=row["ranks"], stale_tiles=row["stale_tiles"],
-        )
+        return _series_stats(row)
+
+    async def many_series_stats(
+        self, run_ids: Sequence[str], name: str, lo: int, hi: int
+    ) -> dict[str, SeriesStats]:
+        """``series_stats`` (all ranks) of the series ``name`` of each of ``run_ids``, in
+        one statement; a run without points of it in [lo, hi] is absent."""
+        rows = await self.fetch(q.SQL_MANY_SERIES_STATS, list(run_ids), name, lo, hi)
+        return {str(row["run_id"]): _series_stats(row) for row in rows}
 
     async def series_points(
         self, run_id: str, name: str, rank: int | None, lo: int, hi: int, limit: int
@@ -404,3 +408,11 @@ def _conditions(where: RunFilter, args: list[Any]) -> list[str]:
             raise ValueError(f"not a comparison: {op!r}")
         add(q.RUNS_METRIC_COMPARE.replace("{op}", op), name, bound)
     return out
+
+
+def _series_stats(row: asyncpg.Record) -> SeriesStats:
+    return SeriesStats(
+        chunks=row["chunks"], points=row["points"], step_min=row["step_min"],
+        step_max=row["step_max"], untiled_points=row["untiled_points"],
+        min_level=row["min_level"], ranks=row["ranks"], stale_tiles=row["stale_tiles"],
+    )

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from ingest.bench.events import EventFactory, packed_series
 from ingest.bench.read import store_events
+from ingest.db.reads import ReadStore
 from ingest.db.series import plan_buckets
 from tests.integration.api_reads import (
     ReadApi,
@@ -351,6 +352,41 @@ async def test_one_series_of_many_runs_in_one_request(
                      ("?name=loss&run_id=x&step_min=5&step_max=1", "step_min"),
                      ("?name=loss&run_id=x&format=csv", "'format'")):
         assert why in await error_message(http, f"{api.url}/v1/series{bad}", 400)
+
+
+async def test_the_stats_of_many_series_read_at_once_are_each_series_own(dsn: str) -> None:
+    """``/v1/series`` reads every run's series stats in one statement: for runs untiled,
+    tiled, tiled and then grown, of two ranks, and without the series, and for whole and
+    partial step ranges, they are what the single-series read says."""
+    ids = [run_id() for _ in range(5)]
+    events = []
+    for i, rid in enumerate(ids):
+        f, rank1 = EventFactory(rid), EventFactory(rid, rank=1)
+        events.append(f.lifecycle("Running"))
+        if i == 4:
+            events.append(f.metrics(packed_series("other", [1.0], steps=[0])))
+            continue
+        events += [f.metrics(packed_series("loss", [s / 7 for s in range(s0, s0 + 1000)],
+                                           steps=range(s0, s0 + 1000)))
+                   for s0 in range(0, 3000 + 1000 * i, 1000)]
+        if i == 3:
+            events.append(rank1.metrics(packed_series("loss", [0.5] * 300, steps=range(300))))
+    await store_events(dsn, events)
+    for rid in ids[1:4]:
+        await fetch(dsn, "SELECT runstream_data.tile_metric_series($1, 'loss')", rid)
+    grown = EventFactory(ids[2])
+    await store_events(dsn, [grown.metrics(packed_series("loss", [2.0] * 500,
+                                                         steps=range(4000, 4500)))])
+    async with ReadStore(dsn=dsn) as reads:
+        for lo, hi in ((-(2**63), 2**63 - 1), (500, 2499), (4100, 10**6), (10**6, 2 * 10**6)):
+            many = await reads.many_series_stats([*ids, "exp_1_nope"], "loss", lo, hi)
+            for rid in ids:
+                own = await reads.series_stats(rid, "loss", None, lo, hi)
+                assert many.get(rid) == (own if own.chunks else None), (rid, lo, hi)
+            assert "exp_1_nope" not in many
+        whole = await reads.many_series_stats(ids, "loss", -(2**63), 2**63 - 1)
+    assert [whole[r].untiled_points for r in ids[:4]] == [3000, 0, 500, 0]
+    assert whole[ids[3]].ranks == 2
 
 
 async def test_bucket_columns_written_by_postgresql_read_as_the_objects(
