@@ -19,7 +19,10 @@ time slices or the event loop with the server it measures). All return plain dic
    hide its backlog), over 100 runs with tags and children: p50/p99/max, errors.
 
 Studio scale (issue 12, item 6 and 3); the data is stored as the worker stores it, its
-series' tiles kept by the worker's tiler (``store_events(..., tile=True)``):
+series' tiles kept by the worker's tiler (``store_events(..., tile=True)``). 4 and 5 store
+in seconds what a deployment gathers over days, so before measuring they run the
+``VACUUM ANALYZE`` that autovacuum would run soon after such a load (``settle``): they
+measure the steady state, not a race with autovacuum over the rows just written.
 
 4. ``bench_runs_list``: an experiment of ``runs`` runs (10,000), each logging ``metrics``
    series (20) of ``points`` points; ``GET /v1/runs?experiment=…&metric=…`` with all of
@@ -54,6 +57,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
+import asyncpg
 
 from ingest.bench.events import EventFactory, packed_series
 from ingest.worker.decode import DeadLetter, decode_event
@@ -106,6 +110,15 @@ async def store_events(dsn: str, events: Sequence[dict[str, Any]], *, batch: int
                 await tiler.tile_due()
         if tile:  # and once the runs have gone quiet, their summaries
             await tiler.settle()
+
+
+async def settle(dsn: str) -> None:
+    """``VACUUM ANALYZE`` the database, as autovacuum does some time after a bulk load."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("VACUUM ANALYZE")
+    finally:
+        await conn.close()
 
 
 def _run_id(experiment: str) -> str:
@@ -357,6 +370,7 @@ async def bench_runs_list(*, dsn: str, api_url: str, runs: int = 10_000, metrics
     started = time.perf_counter()
     experiment, names = await store_runs_list(dsn, runs=runs, metrics=metrics, points=points)
     load_s = time.perf_counter() - started
+    await settle(dsn)
     measured = await measure_runs_list(api_url=api_url, experiment=experiment, names=names,
                                        requests=requests, token=token)
     return {"runs": runs, "metrics": metrics, "points_per_series": points,
@@ -423,6 +437,7 @@ async def bench_many_series(*, dsn: str, api_url: str, runs: int = 100, points: 
     started = time.perf_counter()
     ids = await store_many_series(dsn, runs=runs, points=points)
     load_s = time.perf_counter() - started
+    await settle(dsn)
     measured = await measure_many_series(api_url=api_url, run_ids=ids, max_points=max_points,
                                          requests=requests, token=token)
     return {"runs": runs, "points_per_run": points, "load_s": round(load_s, 1), **measured}

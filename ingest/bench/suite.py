@@ -145,6 +145,9 @@ class BenchConfig:
     capacity_duration_s: float = 20.0
     overload_duration_s: float = 60.0
     overload_factor: float = 1.5
+    #: The overload suite with every process on every core (else the pipeline on one half
+    #: of the CPUs, the producers on the other).
+    overload_shared_cores: bool = False
     #: How long a producer's close may take (it may replay a spooled backlog).
     close_timeout_s: float = 600.0
     #: The read suite at a tenth of its sizes (smoke tests, not figures).
@@ -304,6 +307,56 @@ def _pin(pids: Sequence[int], cpus: list[int] | None) -> None:
     for pid in pids:
         with contextlib.suppress(psutil.Error):
             psutil.Process(pid).cpu_affinity(cpus)
+
+
+def _split_cpus() -> tuple[list[int], list[int]] | None:
+    """The machine's CPUs in two halves: (the pipeline's, the producers'); None with one."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    half = len(cpus) // 2
+    return cpus[:half], cpus[half:]
+
+
+@contextlib.contextmanager
+def _confined(env: _Env, conn_pid: int, cpus: list[int] | None,
+              workers: Sequence[psutil.Process]) -> Iterator[dict[str, Any]]:
+    """Pin the pipeline — the broker, the PostgreSQL server (the postmaster, so backends
+    forked meanwhile too, and every child) and ``workers`` — to ``cpus`` for the block,
+    and give the broker and the server back the CPUs they had afterwards."""
+    if cpus is None:
+        yield {"pipeline_cpus": None}
+        return
+    _, kafka_port = env.settings.kafka_bootstrap.split(",")[0].rsplit(":", 1)
+    servers: list[psutil.Process] = []
+    broker = _listener(int(kafka_port))
+    if broker is not None:
+        servers.append(broker)
+    with contextlib.suppress(psutil.Error):
+        postmaster = psutil.Process(conn_pid).parent()
+        if postmaster is not None and postmaster.name().startswith("postgres"):
+            servers.append(postmaster)
+    before: dict[int, list[int]] = {}
+    for p in servers:
+        with contextlib.suppress(psutil.Error):
+            before[p.pid] = p.cpu_affinity()
+    def family() -> list[psutil.Process]:
+        out = list(servers)
+        for p in servers:
+            with contextlib.suppress(psutil.Error):
+                out += p.children(recursive=True)
+        return out
+    try:
+        _pin([p.pid for p in (*family(), *workers)], cpus)
+        yield {"pipeline_cpus": cpus, "pinned": sorted(p.name() for p in servers)}
+    finally:
+        for p in family():
+            with contextlib.suppress(psutil.Error):
+                root = p if p.pid in before else p.parent()
+                while root is not None and root.pid not in before:
+                    root = root.parent()
+                if root is not None:
+                    p.cpu_affinity(before[root.pid])
 
 
 @contextlib.contextmanager
@@ -484,9 +537,11 @@ async def _pipeline(
     partitions: int,
     close_timeout_s: float,
     progress: Progress,
+    producer_cpus: list[int] | None = None,
 ) -> dict[str, Any]:
     """``producers`` training processes, each logging into a run of its own (on distinct
-    partitions while there are), at ``rate`` points/s in total (0: flat out)."""
+    partitions while there are), at ``rate`` points/s in total (0: flat out); pinned to
+    ``producer_cpus`` if given."""
     run_ids = _spread_run_ids(producers, partitions)
     spec = {"duration_s": duration_s, "rate": rate / producers if rate else 0, "series": series,
             "close_timeout_s": close_timeout_s}
@@ -494,6 +549,7 @@ async def _pipeline(
     cpu_before = probe.sample()
     started = time.monotonic()
     procs = [_producer(env.producer_env(run_id, 0, 1), spec) for run_id in run_ids]
+    _pin([p.pid for p in procs], producer_cpus)
     ps = [psutil.Process(p.pid) for p in procs]
     samples: list[tuple[float, float, int]] = []  # (since start, wall clock, committed)
     worker_rss = producer_rss = 0
@@ -745,18 +801,29 @@ async def _write_bench(
 async def _overload_bench(
     settings: Settings, dsn: str, config: BenchConfig, progress: Progress
 ) -> dict[str, Any]:
-    """Capacity first (a flat-out e2e), then producers at ``overload_factor`` x it."""
+    """Capacity first (a flat-out e2e), then producers at ``overload_factor`` x it.
+
+    Unless ``overload_shared_cores``, the pipeline (broker, PostgreSQL, workers) runs on
+    one half of the CPUs and the producers on the other, as training processes run on
+    machines of their own: sharing every core, producers take the CPU the pipeline would
+    store with, and cannot log faster than it stores."""
+    split = None if config.overload_shared_cores else _split_cpus()
+    pipeline_cpus, producer_cpus = split if split else (None, None)
     async with _scratch(settings, dsn, config, "runstream-bench-overload-") as (env, conn, _):
         workers = config.worker_counts[0]
-        with _workers(env, workers) as procs:
+        own = int(await conn.fetchval("SELECT pg_backend_pid()"))
+        with _workers(env, workers) as procs, _confined(env, own, pipeline_cpus,
+                                                        procs) as placement:
             await asyncio.sleep(3.0)  # group join and partition assignment
             progress(f"overload: capacity first, {config.producers} producers flat out for "
-                     f"{config.capacity_duration_s:g}s, {workers} worker(s)…")
+                     f"{config.capacity_duration_s:g}s, {workers} worker(s)"
+                     + (f"; pipeline on CPUs {pipeline_cpus}, producers on {producer_cpus}"
+                        if split else "") + "…")
             cap = await _pipeline(
                 env, conn, procs, producers=config.producers,
                 duration_s=config.capacity_duration_s, rate=0, series=config.series,
                 partitions=config.partitions, close_timeout_s=config.close_timeout_s,
-                progress=progress)
+                progress=progress, producer_cpus=producer_cpus)
             capacity = cap["sustained_points_per_s"]
             target = capacity * config.overload_factor
             progress(f"overload: {target:,.0f} points/s ({config.overload_factor:g}x "
@@ -765,11 +832,12 @@ async def _overload_bench(
                 env, conn, procs, producers=config.producers,
                 duration_s=config.overload_duration_s, rate=target, series=config.series,
                 partitions=config.partitions, close_timeout_s=config.close_timeout_s,
-                progress=progress)
+                progress=progress, producer_cpus=producer_cpus)
     after = over["after_logging"]
     return {
         "workers": workers,
         "producers": config.producers,
+        "placement": {**placement, "producer_cpus": producer_cpus},
         "capacity_points_per_s": capacity,
         "capacity_run": cap,
         "target_points_per_s": round(target),

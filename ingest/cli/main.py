@@ -235,6 +235,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         capacity_duration_s=args.capacity_duration_s,
         overload_duration_s=args.overload_duration_s,
         overload_factor=args.overload_factor,
+        overload_shared_cores=args.overload_shared_cores,
         close_timeout_s=args.close_timeout_s,
         quick_read=args.quick_read,
         jobs=args.jobs,
@@ -540,7 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
         "`studio` (in headless Chromium: a 10M-point series' chart and 100 runs overlaid, from "
         "the first request to the first draw; --quick-read: 1M points), `overload` (the "
         "pipeline's capacity, then producers at --overload-factor x it for "
-        "--overload-duration-s: spooled, dropped, committed, and the drain after logging), "
+        "--overload-duration-s: spooled, dropped, committed, and the drain after logging; "
+        "the broker, PostgreSQL and the workers on half of the CPUs, the producers on the "
+        "other half, unless --overload-shared-cores), "
         "`dedup` (batch-write throughput with --dedup-keys dedup keys stored vs an empty "
         "store, and the layout before migration 0011; about 15 minutes and 20 GB of "
         "temporary disk at 100 M keys; --quick-read: 1M keys), `maintenance` (TimescaleDB: "
@@ -619,6 +622,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--overload-factor", type=float, default=1.5,
         help="overload: the producers' rate, times capacity (1.5; flat out if they cannot)",
+    )
+    bench.add_argument(
+        "--overload-shared-cores", action="store_true",
+        help="overload: every process on every core (by default the pipeline runs on one "
+             "half of the CPUs and the producers on the other, while measured)",
     )
     bench.add_argument(
         "--close-timeout-s", type=float, default=600.0,
