@@ -302,11 +302,16 @@ def _two_cores() -> list[int] | None:
 
 
 def _pin(pids: Sequence[int], cpus: list[int] | None) -> None:
+    """Pin every thread of each process (an affinity set on a process id binds only its
+    main thread: the broker's JVM threads and any thread already started would not
+    follow); threads started later inherit it from the thread that starts them."""
     if cpus is None:
         return
     for pid in pids:
         with contextlib.suppress(psutil.Error):
-            psutil.Process(pid).cpu_affinity(cpus)
+            for thread in psutil.Process(pid).threads():
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(thread.id, cpus)
 
 
 def _split_cpus() -> tuple[list[int], list[int]] | None:
@@ -356,7 +361,7 @@ def _confined(env: _Env, conn_pid: int, cpus: list[int] | None,
                 while root is not None and root.pid not in before:
                     root = root.parent()
                 if root is not None:
-                    p.cpu_affinity(before[root.pid])
+                    _pin([p.pid], before[root.pid])
 
 
 @contextlib.contextmanager
