@@ -34,6 +34,12 @@ stall and at most ``sample_every`` ordinary calls (microseconds each), so over i
   waiting for a CPU: the OS's doing, but one that only a process with threads of ours
   can suffer (the no-op loop has none).
 
+Every call of 5 µs (the p99.9 target) to 5 ms ends its window the same way and is
+counted in ``slow_calls`` by what the window says (``_Timing.classify_slow``): whether
+the main thread left the CPU in it (the schedstat's count of times it was put on one),
+and if it was off for most of the call, whether our other threads, the run queue or a
+sleep took that time. They are what sets the p99.9.
+
 ``sample_every`` 0 turns the sampling off (to check that it does not move the
 percentiles); stalls are then counted as ``stalls_unattributed``.
 
@@ -57,6 +63,9 @@ from typing import Any
 
 CHUNK = 1000
 STALL_NS = 5_000_000
+#: Calls at least this slow (the p99.9 target), and not stalls, are classified by what the
+#: main thread did over their window (``_Timing.classify_slow``).
+SLOW_NS = 5_000
 #: Exact histogram up to this (ns); longer calls are kept one by one.
 EXACT_NS = 1_000_000
 #: Calls between two CPU-time samples (rounded to whole steps of ``series`` calls).
@@ -98,7 +107,8 @@ def _noop(name: str, value: float, step: int | None = None) -> None:
 
 
 class _Schedstat:
-    """The main thread's run-queue wait in ns (0 where /proc does not say)."""
+    """The main thread's run-queue wait in ns and the number of times it was put on a CPU
+    (``/proc/thread-self/schedstat``; zeros where /proc does not say)."""
 
     def __init__(self) -> None:
         try:
@@ -106,13 +116,18 @@ class _Schedstat:
         except OSError:
             self.fd = None
 
-    def wait_ns(self) -> int:
+    def read(self) -> tuple[int, int]:
         if self.fd is None:
-            return 0
+            return 0, 0
         try:
-            return int(os.pread(self.fd, 64, 0).split()[1])
+            fields = os.pread(self.fd, 64, 0).split()
+            return int(fields[1]), int(fields[2])
         except (OSError, IndexError, ValueError):
-            return 0
+            return 0, 0
+
+
+#: What a slow call's window says (``_Timing.classify_slow``).
+SLOW_CAUSES = ("on_cpu", "on_cpu_after_switch", "our_threads", "preempted", "blocked")
 
 
 @dataclass
@@ -124,6 +139,33 @@ class _Timing:
     stalls: list[dict[str, Any]] = field(default_factory=list)
     windows: int = 0
     has_schedstat: bool = True
+    slow: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SLOW_CAUSES, 0))
+
+    def classify_slow(self, call_ns: int, wall: int, main: int, proc: int, runq: int,
+                      slices: int) -> None:
+        """Count one slow call (``SLOW_NS`` to ``STALL_NS``) by its window's deltas (ns; the
+        window: at most ``sample_every`` calls ending with it). ``slices``: times the main
+        thread was put back on a CPU in the window (0: it never left one).
+
+        - ``on_cpu``: it never left the CPU — the time went to the call's own code, or to
+          the CPU running it slowly (cold caches, interrupts, a busy sibling);
+        - ``on_cpu_after_switch``: it left the CPU in the window but was off it for less
+          than half the call — mostly ran, likely with caches another process had cooled;
+        - else it was off the CPU for most of the call, and while off: ``our_threads`` ran
+          for at least half that time (the GIL, our locks), or it waited ``preempted`` in
+          the run queue for at least half, or it slept (``blocked``: the GIL or a lock held
+          by one of our threads that was itself descheduled, or I/O)."""
+        off = max(0, wall - main)  # the main thread's time off the CPU in the window
+        others = max(0, proc - main)
+        if not slices or off * 2 < call_ns:
+            cause = "on_cpu" if not slices else "on_cpu_after_switch"
+        elif others * 2 >= off:
+            cause = "our_threads"
+        elif runq * 2 >= off:
+            cause = "preempted"
+        else:
+            cause = "blocked"
+        self.slow[cause] += 1
 
     def attribute(self, call_ns: int, wall: int, main: int, proc: int, runq: int) -> None:
         """Classify one stalled call from its window's wall, main-thread, process and
@@ -173,6 +215,7 @@ class _Timing:
             "stalls_os_blocked": sum(s["cause"] == "os" and s["blocked"] for s in self.stalls),
             "stalls": sorted(self.stalls, key=lambda s: -s["call_ms"])[:STALL_DETAILS],
             "sample_windows": self.windows,
+            "slow_calls": dict(self.slow),
             "hist": compress(counts),
         }
 
@@ -189,11 +232,11 @@ def _timed_loop(
     clock, thread_ns, process_ns = time.perf_counter_ns, time.thread_time_ns, time.process_time_ns
     sched = _Schedstat()
     timing.has_schedstat = sched.fd is not None
-    runq = sched.wait_ns
+    runq = sched.read
     end = time.perf_counter() + duration_s
     points = step = 0
     value = 0.5
-    w_wall, w_main, w_proc, w_runq = clock(), thread_ns(), process_ns(), runq()
+    w_wall, w_main, w_proc, (w_runq, w_slices) = clock(), thread_ns(), process_ns(), runq()
     while (calls <= 0 and time.perf_counter() < end) or (calls > 0 and points < calls):
         for _ in range(steps):
             for name in names:
@@ -202,17 +245,25 @@ def _timed_loop(
                 dt = clock() - t0
                 if dt < EXACT_NS:
                     hist[dt] += 1
+                    if dt < SLOW_NS or not every:
+                        continue
                 else:
                     long_calls.append(dt)
-                    if dt > STALL_NS:  # the window ends right after this call
-                        wall, main, proc, rq = clock(), thread_ns(), process_ns(), runq()
-                        timing.attribute(dt, (wall - w_wall) if every else 0, main - w_main,
-                                         proc - w_proc, rq - w_runq)
-                        w_wall, w_main, w_proc, w_runq = clock(), thread_ns(), process_ns(), runq()
+                # A slow call or a stall: its window ends right after it.
+                wall, main, proc, (rq, slices) = clock(), thread_ns(), process_ns(), runq()
+                if dt > STALL_NS:
+                    timing.attribute(dt, (wall - w_wall) if every else 0, main - w_main,
+                                     proc - w_proc, rq - w_runq)
+                elif every:
+                    timing.classify_slow(dt, wall - w_wall, main - w_main, proc - w_proc,
+                                         rq - w_runq, slices - w_slices)
+                w_wall, w_main, w_proc, (w_runq, w_slices) = (
+                    clock(), thread_ns(), process_ns(), runq())
             step += 1
             value = value * 0.999 + 0.001
             if every and step % every == 0:
-                w_wall, w_main, w_proc, w_runq = clock(), thread_ns(), process_ns(), runq()
+                w_wall, w_main, w_proc, (w_runq, w_slices) = (
+                    clock(), thread_ns(), process_ns(), runq())
                 timing.windows += 1
         points += steps * series
     return points
