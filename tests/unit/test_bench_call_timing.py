@@ -50,9 +50,11 @@ def test_calls_that_spin_count_as_on_the_cpu_and_calls_that_sleep_as_off_it() ->
     slow = report["slow_calls"]
     assert spins
     assert sleeps
-    # A sleeping thread always leaves the CPU; one that spins only when the OS takes it.
-    assert slow["on_cpu"] <= spins
+    # The machine adds slow calls of its own to any class, so these are lower bounds.
+    # A spinning thread leaves the CPU only when the OS takes it (then it waits runnable);
+    # a sleeping one always leaves it, for most of the call.
     assert sum(slow.values()) + stalls >= spins + sleeps
+    assert slow["on_cpu"] + slow["on_cpu_after_switch"] + slow["preempted"] + stalls >= spins
     off_cpu = slow["on_cpu_after_switch"] + slow["our_threads"] + slow["preempted"] \
         + slow["blocked"]
     assert off_cpu + stalls >= sleeps
