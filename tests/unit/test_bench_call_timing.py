@@ -1,6 +1,7 @@
 """The log-call bench's classification of slow calls (``ingest/bench/producer_job.py``):
 by synthetic windows, and on this process's own main thread with calls that spin on the
-CPU and calls that sleep."""
+CPU. (Not with calls that sleep: on this project's VMs a 50 µs ``time.sleep`` sometimes
+returns after ~1 ms without the thread ever leaving the CPU, its CPU clock running.)"""
 
 from __future__ import annotations
 
@@ -27,20 +28,17 @@ def test_a_slow_call_is_classified_by_its_window(window: tuple[int, ...], cause:
     assert timing.slow == {k: int(k == cause) for k in SLOW_CAUSES}
 
 
-def test_calls_that_spin_count_as_on_the_cpu_and_calls_that_sleep_as_off_it() -> None:
-    spins = sleeps = 0
+def test_every_slow_call_is_classified_and_spinning_ones_are_never_off_cpu_by_our_threads(
+) -> None:
+    spins = 0
 
     def log(name: str, value: float, step: int | None = None) -> None:
-        nonlocal spins, sleeps
-        if step is not None and step % 50 == 7:
-            if name == "a":
-                spins += 1
-                until = time.perf_counter_ns() + 20 * US
-                while time.perf_counter_ns() < until:
-                    pass
-            else:
-                sleeps += 1
-                time.sleep(50e-6)
+        nonlocal spins
+        if step is not None and step % 50 == 7 and name == "a":
+            spins += 1
+            until = time.perf_counter_ns() + 20 * US
+            while time.perf_counter_ns() < until:
+                pass
 
     timing = _Timing()
     _timed_loop(log, names=["a", "b"], duration_s=0, calls=20_000, sample_every=64,
@@ -49,12 +47,8 @@ def test_calls_that_spin_count_as_on_the_cpu_and_calls_that_sleep_as_off_it() ->
     stalls = report["calls_over_5ms"]
     slow = report["slow_calls"]
     assert spins
-    assert sleeps
-    # The machine adds slow calls of its own to any class, so these are lower bounds.
-    # A spinning thread leaves the CPU only when the OS takes it (then it waits runnable);
-    # a sleeping one always leaves it, for most of the call.
-    assert sum(slow.values()) + stalls >= spins + sleeps
+    # The machine adds slow calls of its own to any class, so these are lower bounds. A
+    # spinning thread leaves the CPU only when the OS takes it (it then waits runnable),
+    # and this process has no other thread to wait for.
+    assert sum(slow.values()) + stalls >= spins
     assert slow["on_cpu"] + slow["on_cpu_after_switch"] + slow["preempted"] + stalls >= spins
-    off_cpu = slow["on_cpu_after_switch"] + slow["our_threads"] + slow["preempted"] \
-        + slow["blocked"]
-    assert off_cpu + stalls >= sleeps
