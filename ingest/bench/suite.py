@@ -236,6 +236,7 @@ def _log_section(logs: Sequence[dict[str, Any]], noop: dict[str, Any]) -> dict[s
         "p50": section["p50_us"] <= TARGET_P50_US,
     }
     section["noop"] = _calls(noop)
+    section["machine_steal_s"] = noop.get("machine_steal_s")
     return section
 
 
@@ -687,16 +688,32 @@ def _timed_spec(config: BenchConfig, **more: Any) -> dict[str, Any]:
     }
 
 
+def _steal_s() -> float:
+    """CPU time the hypervisor gave to others while this machine's CPUs wanted it (the
+    ``steal`` column of /proc/stat, all CPUs), in seconds; 0 where it is not reported."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _side_by_side(env: _Env, spec: dict[str, Any], *, ranks: int = 1,
                   cpus: list[int] | None = None, **over: str
                   ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """``ranks`` timed logging loops of one run and the no-op loop, started together."""
+    """``ranks`` timed logging loops of one run and the no-op loop, started together; the
+    no-op's report carries the machine's steal time over the whole scenario."""
     run_id = _run_id()
+    steal = _steal_s()
     noop = _producer(env.producer_env(_run_id(), 0, 1), {**spec, "noop": True})
     logs = [_producer(env.producer_env(run_id, r, ranks, **over), spec) for r in range(ranks)]
     _pin([p.pid for p in (noop, *logs)], cpus)
     timeout = float(spec["close_timeout_s"]) + 600
-    return [_report(p, timeout) for p in logs], _report(noop, timeout)
+    reports = [_report(p, timeout) for p in logs]
+    noop_report = _report(noop, timeout)
+    noop_report["machine_steal_s"] = round(_steal_s() - steal, 3)
+    return reports, noop_report
 
 
 async def _log_call_scenarios(env: _Env, conn: asyncpg.Connection, config: BenchConfig,
