@@ -340,40 +340,20 @@ SQL_SERIES_EXISTS: Final = """
 SELECT EXISTS (SELECT 1 FROM runstream_data.metric_chunks c
                WHERE c.run_id = $1 AND c.name = $2)
 """
-# Points in [$4, $5] (chunks partly inside are counted point by point), the step range
-# of the chunks involved, how many points are not yet summarised in tiles, and whether
-# the tiles hold chunks since deleted.
+# Per run of $1 (rank $3, NULL: all), the series $2's points in [$4, $5] (chunks partly
+# inside are counted point by point), the step range of the chunks involved, how many
+# points are not yet summarised in tiles, and whether the tiles hold chunks since deleted:
+# one row per run with chunks in range (a run without is absent).
 SQL_SERIES_STATS: Final = """
-SELECT count(*) AS chunks, count(DISTINCT c.rank) AS ranks,
+SELECT c.run_id, count(*) AS chunks, count(DISTINCT c.rank) AS ranks,
        coalesce(sum(CASE WHEN c.step_min >= $4 AND c.step_max <= $5 THEN c.n
                          ELSE (SELECT count(*) FROM unnest(c.steps) AS s
                                WHERE s BETWEEN $4 AND $5) END), 0)::bigint AS points,
        min(c.step_min) AS step_min, max(c.step_max) AS step_max,
-       coalesce(sum(c.n) FILTER (WHERE (c.producer_id, c.seq, c.series_idx) NOT IN (
-           SELECT m.producer_id, m.seq, m.series_idx FROM runstream_data.metric_tiled_chunks m
-           WHERE m.run_id = $1 AND m.name = $2)), 0)::bigint AS untiled_points,
-       (SELECT s.min_level FROM runstream_data.metric_tile_series s
-        WHERE s.run_id = $1 AND s.name = $2) AS min_level,
-       -- tiles holding chunks that are gone (retention drops the oldest): rebuild first
-       coalesce((SELECT min(m.time_min) FROM runstream_data.metric_tiled_chunks m
-                 WHERE m.run_id = $1 AND m.name = $2)
-                < (SELECT min(c2.time_min) FROM runstream_data.metric_chunks c2
-                   WHERE c2.run_id = $1 AND c2.name = $2), false) AS stale_tiles
-FROM runstream_data.metric_chunks c
-WHERE c.run_id = $1 AND c.name = $2 AND ($3::integer IS NULL OR c.rank = $3)
-  AND c.step_max >= $4 AND c.step_min <= $5
-"""
-#: SQL_SERIES_STATS of one series name ($2) in each of the runs $1 (all ranks), in one
-#: statement: one row per run with chunks in [$3, $4] (a run without is absent).
-SQL_MANY_SERIES_STATS: Final = """
-SELECT c.run_id, count(*) AS chunks, count(DISTINCT c.rank) AS ranks,
-       coalesce(sum(CASE WHEN c.step_min >= $3 AND c.step_max <= $4 THEN c.n
-                         ELSE (SELECT count(*) FROM unnest(c.steps) AS s
-                               WHERE s BETWEEN $3 AND $4) END), 0)::bigint AS points,
-       min(c.step_min) AS step_min, max(c.step_max) AS step_max,
        coalesce(sum(c.n) FILTER (WHERE m.run_id IS NULL), 0)::bigint AS untiled_points,
        (SELECT s.min_level FROM runstream_data.metric_tile_series s
         WHERE s.run_id = c.run_id AND s.name = $2) AS min_level,
+       -- tiles holding chunks that are gone (retention drops the oldest): rebuild first
        coalesce((SELECT min(m2.time_min) FROM runstream_data.metric_tiled_chunks m2
                  WHERE m2.run_id = c.run_id AND m2.name = $2)
                 < (SELECT min(c2.time_min) FROM runstream_data.metric_chunks c2
@@ -382,7 +362,8 @@ FROM runstream_data.metric_chunks c
 LEFT JOIN runstream_data.metric_tiled_chunks m
        ON m.run_id = c.run_id AND m.name = c.name AND m.producer_id = c.producer_id
       AND m.seq = c.seq AND m.series_idx = c.series_idx
-WHERE c.run_id = ANY($1::text[]) AND c.name = $2 AND c.step_max >= $3 AND c.step_min <= $4
+WHERE c.run_id = ANY($1::text[]) AND c.name = $2 AND ($3::integer IS NULL OR c.rank = $3)
+  AND c.step_max >= $4 AND c.step_min <= $5
 GROUP BY c.run_id
 """
 SQL_SERIES_POINTS: Final = """

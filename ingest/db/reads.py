@@ -109,6 +109,11 @@ class SeriesStats:
     stale_tiles: bool
 
 
+#: The stats of a series with no chunk in the range asked (or none at all).
+NO_CHUNKS: Final = SeriesStats(chunks=0, points=0, step_min=None, step_max=None,
+                               untiled_points=0, min_level=None, ranks=0, stale_tiles=False)
+
+
 class ReadStore(Pool):
     """The read queries, on a pool of their own (``ingest/db/pool.py``)."""
 
@@ -314,17 +319,23 @@ class ReadStore(Pool):
     async def series_stats(
         self, run_id: str, name: str, rank: int | None, lo: int, hi: int
     ) -> SeriesStats:
-        rows = await self.fetch(q.SQL_SERIES_STATS, run_id, name, rank, lo, hi)
-        (row,) = rows  # an aggregate without GROUP BY yields exactly one row
-        return _series_stats(row)
+        stats = await self.many_series_stats([run_id], name, lo, hi, rank=rank)
+        return stats.get(run_id, NO_CHUNKS)
 
     async def many_series_stats(
-        self, run_ids: Sequence[str], name: str, lo: int, hi: int
+        self, run_ids: Sequence[str], name: str, lo: int, hi: int, *, rank: int | None = None
     ) -> dict[str, SeriesStats]:
-        """``series_stats`` (all ranks) of the series ``name`` of each of ``run_ids``, in
-        one statement; a run without points of it in [lo, hi] is absent."""
-        rows = await self.fetch(q.SQL_MANY_SERIES_STATS, list(run_ids), name, lo, hi)
-        return {str(row["run_id"]): _series_stats(row) for row in rows}
+        """``series_stats`` of the series ``name`` of each of ``run_ids``, in one
+        statement; a run without chunks of it in [lo, hi] is absent."""
+        rows = await self.fetch(q.SQL_SERIES_STATS, list(run_ids), name, rank, lo, hi)
+        return {
+            str(row["run_id"]): SeriesStats(
+                chunks=row["chunks"], points=row["points"], step_min=row["step_min"],
+                step_max=row["step_max"], untiled_points=row["untiled_points"],
+                min_level=row["min_level"], ranks=row["ranks"],
+                stale_tiles=row["stale_tiles"])
+            for row in rows
+        }
 
     async def series_points(
         self, run_id: str, name: str, rank: int | None, lo: int, hi: int, limit: int
@@ -409,10 +420,3 @@ def _conditions(where: RunFilter, args: list[Any]) -> list[str]:
         add(q.RUNS_METRIC_COMPARE.replace("{op}", op), name, bound)
     return out
 
-
-def _series_stats(row: asyncpg.Record) -> SeriesStats:
-    return SeriesStats(
-        chunks=row["chunks"], points=row["points"], step_min=row["step_min"],
-        step_max=row["step_max"], untiled_points=row["untiled_points"],
-        min_level=row["min_level"], ranks=row["ranks"], stale_tiles=row["stale_tiles"],
-    )
