@@ -102,6 +102,13 @@ def compress(counts: dict[int, int]) -> list[list[int]]:
     return [[k, out[k]] for k in sorted(out)]
 
 
+def worst_and_ours(stalls: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """The ``n`` longest stalls and up to ``n`` more classed ours (the ones to explain),
+    longest first."""
+    ordered = sorted(stalls, key=lambda s: -s["call_ms"])
+    return ordered[:n] + [s for s in ordered[n:] if s["cause"] == "ours"][:n]
+
+
 def _noop(name: str, value: float, step: int | None = None) -> None:
     """Stands in for run.log to measure the loop and timer alone (the machine's noise)."""
 
@@ -213,7 +220,7 @@ class _Timing:
             "stalls_os": causes.count("os"),
             "stalls_unattributed": causes.count("unattributed"),
             "stalls_os_blocked": sum(s["cause"] == "os" and s["blocked"] for s in self.stalls),
-            "stalls": sorted(self.stalls, key=lambda s: -s["call_ms"])[:STALL_DETAILS],
+            "stalls": worst_and_ours(self.stalls, STALL_DETAILS),
             "sample_windows": self.windows,
             "slow_calls": dict(self.slow),
             "hist": compress(counts),

@@ -73,7 +73,7 @@ from aiokafka.partitioner import murmur2
 
 from ingest.bench.baseline import copy_baseline
 from ingest.bench.faults import run_fault_bench
-from ingest.bench.producer_job import SLOW_CAUSES, percentile_from_counts
+from ingest.bench.producer_job import SLOW_CAUSES, percentile_from_counts, worst_and_ours
 from ingest.bench.read import run_read_bench
 from ingest.bench.scratch import scratch_database, scratch_topic, timescaledb_version
 from ingest.settings import Settings
@@ -223,7 +223,7 @@ def _calls(reports: dict[str, Any] | Sequence[dict[str, Any]]) -> dict[str, Any]
         "calls_over_5ms_per_10m_calls": _per_10m(over, calls),
         "stalls_ours_per_10m_calls": _per_10m(ours, calls),
         "stalls_os_per_10m_calls": _per_10m(os_, calls),
-        "stalls": stalls[:STALL_DETAILS],
+        "stalls": worst_and_ours(stalls, STALL_DETAILS),
     }
 
 

@@ -6,10 +6,11 @@ returns after ~1 ms without the thread ever leaving the CPU, its CPU clock runni
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
-from ingest.bench.producer_job import SLOW_CAUSES, _timed_loop, _Timing
+from ingest.bench.producer_job import SLOW_CAUSES, _timed_loop, _Timing, worst_and_ours
 
 US = 1000
 
@@ -52,3 +53,14 @@ def test_every_slow_call_is_classified_and_spinning_ones_are_never_off_cpu_by_ou
     # and this process has no other thread to wait for.
     assert sum(slow.values()) + stalls >= spins
     assert slow["on_cpu"] + slow["on_cpu_after_switch"] + slow["preempted"] + stalls >= spins
+
+
+def test_the_report_lists_the_longest_stalls_and_every_one_classed_ours() -> None:
+    stalls: list[dict[str, Any]] = [{"call_ms": 100.0 - i, "cause": "os"} for i in range(30)]
+    stalls += [{"call_ms": 5.5, "cause": "ours"}, {"call_ms": 99.5, "cause": "ours"}]
+    listed = worst_and_ours(stalls, 10)
+    longest = sorted((float(s["call_ms"]) for s in stalls), reverse=True)[:10]
+    assert [s["call_ms"] for s in listed[:10]] == longest
+    assert [s for s in listed if s["cause"] == "ours"] == [
+        {"call_ms": 99.5, "cause": "ours"}, {"call_ms": 5.5, "cause": "ours"}]
+    assert len(listed) == 11
