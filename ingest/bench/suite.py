@@ -723,7 +723,10 @@ async def _log_call_scenarios(env: _Env, conn: asyncpg.Connection, config: Bench
     what = f"{config.log_calls:,} calls" if config.log_calls else f"{config.log_call_duration_s:g}s"
     progress(f"log call latency ({what}, Kafka up), a no-op loop beside it…")
     logs, noop = await asyncio.to_thread(_side_by_side, env, spec)
-    result["log_call"] = _log_section(logs, noop)
+    result["log_call"] = {
+        **_log_section(logs, noop), "dropped_events": sum(r["dropped_events"] for r in logs),
+        "producer_counters": _producer_counters(logs),
+    }
     result["log_call_noise_floor"] = result["log_call"]["noop"]
     progress(f"log call latency ({what}, Kafka unreachable), a no-op loop beside it…")
     with _closed_port() as port:
@@ -1093,6 +1096,11 @@ def _log_call_lines(result: dict[str, Any]) -> list[str]:
                 "  calls of 5 µs-5 ms:  " + ", ".join(f"{k} {v:,}" for k, v in slow.items())
                 + f"; on CPU {section['slow_on_cpu_per_in_call_s']} per second in calls "
                 f"(no-op: {noop.get('slow_on_cpu_per_in_call_s')})")
+        if section.get("dropped_events"):
+            counters = section.get("producer_counters", {})
+            lines.append(f"  DROPPED:             {section['dropped_events']:,} points (the "
+                         f"sender fell behind; {counters.get('events_spooled', 0):,} events "
+                         "spooled)")
         missed = [k for k, ok in section["meets_targets"].items() if not ok]
         if missed:
             lines.append(f"  misses targets:      {', '.join(missed)} (0 stalls of ours per "

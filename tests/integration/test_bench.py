@@ -74,7 +74,9 @@ def test_bench_json_reports_every_figure_and_loses_nothing(stack: StackInfo) -> 
             assert_stalls_attributed(loop)
         assert set(report[section]["meets_targets"]) == {"stalls_ours", "p999", "p50"}
     assert report["log_call_noise_floor"] == report["log_call"]["noop"]
-    assert "dropped_events" in report["log_call_kafka_down"]  # reported, not judged
+    for section in ("log_call", "log_call_kafka_down", "log_call_shared"):
+        assert "dropped_events" in report[section]  # reported, not judged
+        assert set(report[section]["producer_counters"]) >= {"events_spooled", "events_dropped"}
     shared = report["log_call_shared"]
     assert (shared["ranks"], shared["workers"]) == (3, 1)
     assert len(shared["cores"]) >= 1
