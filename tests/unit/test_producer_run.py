@@ -526,12 +526,12 @@ def test_a_pass_does_not_pause_while_the_sender_is_behind(
         ws.close(5.0)
 
 
-def test_a_log_call_yields_to_a_sender_behind_instead_of_dropping(
+def test_a_log_call_yields_to_a_sender_far_behind_instead_of_dropping(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The sender does not drain (stalled): past an eighth of the buffer's bound every log
-    # call yields once (the CPU and the GIL) so a sender starved of them gets to run;
-    # below it none does, and nothing is dropped until the bound itself.
+    # The sender does not drain (stalled): past half the buffer's bound every log call
+    # yields once (the CPU and the GIL) so a sender starved of them gets to run; below
+    # it none does, and nothing is dropped until the bound itself.
     async def stalled(self: Sender) -> None:
         return None
 
@@ -553,9 +553,8 @@ def test_a_log_call_yields_to_a_sender_behind_instead_of_dropping(
             run.log("x", float(i))
         assert run.dropped_events == 0
         assert yields, "no log call yielded"
-        assert buffer.yield_bytes == bound // 8
-        assert min(yields) > bound // 8
-        assert len(yields) == n - (bound // 8) // POINT_COST_BYTES
+        assert min(yields) > bound // 2
+        assert len(yields) == n - (bound // 2) // POINT_COST_BYTES
         monkeypatch.undo()
         run.flush(10.0)
         points = run_points(kafka.events(), run.id)["x"]
