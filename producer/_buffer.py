@@ -154,10 +154,6 @@ class Buffer:
         self.nbytes = 0
         #: Past this many bytes the sender is woken early instead of waiting for linger.
         self.wake_bytes = max(max_bytes // 16, 1)
-        #: Past this many bytes (the sender far behind) a logging call yields the CPU and
-        #: the GIL once (``os.sched_yield``) so the sender gets to drain before the buffer
-        #: is full and points are dropped.
-        self.yield_bytes = max_bytes // 2
         self.woken = False
         self.wake = wake
         self.streams: list[Stream] = []

@@ -33,8 +33,7 @@ from producer import (
     Workspace,
     sync,
 )
-from producer import _run as run_module
-from producer._buffer import POINT_COST_BYTES, Stream
+from producer._buffer import Stream
 from producer._client import ApiClient
 from producer._sender import Sender
 from producer._spool import list_segments, parse
@@ -522,43 +521,6 @@ def test_a_pass_does_not_pause_while_the_sender_is_behind(
         assert len(of_kind(kafka.events(), "MetricBatch")) + ws.stats().events_spooled >= 10
         assert pauses == []
         assert run.dropped_events == 0
-    finally:
-        ws.close(5.0)
-
-
-def test_a_log_call_yields_to_a_sender_far_behind_instead_of_dropping(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The sender does not drain (stalled): past half the buffer's bound every log call
-    # yields once (the CPU and the GIL) so a sender starved of them gets to run; below
-    # it none does, and nothing is dropped until the bound itself.
-    async def stalled(self: Sender) -> None:
-        return None
-
-    kafka = MemoryKafka()
-    bound = 1 << 20
-    ws = MemoryWorkspace(
-        kafka, home=tmp_path / "home", api_url=UNREACHABLE_API,
-        options=options(buffer_max_bytes=bound),
-    )
-    try:
-        run = Experiment(ws, "exp").start_logging()
-        run.flush(10.0)
-        buffer = run._buffer
-        yields: list[int] = []
-        monkeypatch.setattr(run_module, "sched_yield", lambda: yields.append(buffer.nbytes))
-        monkeypatch.setattr(Sender, "_pump", stalled)
-        n = bound // POINT_COST_BYTES
-        for i in range(n):
-            run.log("x", float(i))
-        assert run.dropped_events == 0
-        assert yields, "no log call yielded"
-        assert min(yields) > bound // 2
-        assert len(yields) == n - (bound // 2) // POINT_COST_BYTES
-        monkeypatch.undo()
-        run.flush(10.0)
-        points = run_points(kafka.events(), run.id)["x"]
-        assert points == [(i, float(i)) for i in range(n)]
     finally:
         ws.close(5.0)
 
