@@ -96,8 +96,6 @@ MAX_BACKOFF_S = 5.0
 #: 2 cores (``runstream bench write``'s ``log_call_shared``), log calls over 5 ms while
 #: the sender ran for most of them went from 6-13 per 30 M calls (1 ms switch interval,
 #: no pause; four runs) to 0-2 (2 ms and this pause; six runs); README, Performance.
-#: Not taken while the sender is behind (``_behind``): then draining the buffer before it
-#: fills comes first.
 PASS_PAUSE_S = 0.0002
 #: Past ``1/SPILL_FRACTION`` of the buffer's bound, events of a pass go to the spool instead
 #: of waiting on Kafka: the buffer keeps draining, so logging faster than Kafka takes it
@@ -390,7 +388,7 @@ class Sender:
                     ts = now_us()
                     max_bytes = self.options.batch_max_bytes - envelope_bytes(stream)
                     for i, record in enumerate(metric_batches(series, max_bytes=max_bytes)):
-                        if i and not self._behind():
+                        if i:
                             await self._pause_between_batches()
                         await self._emit(stream, "MetricBatch", record, new_event_id(), ts)
                 for event in events:

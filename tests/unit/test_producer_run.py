@@ -494,37 +494,6 @@ def test_a_pass_leaves_the_cpu_between_its_metric_batches(
         ws.close(5.0)
 
 
-def test_a_pass_does_not_pause_while_the_sender_is_behind(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Logging outruns the sender: draining the buffer before it fills (and drops) comes
-    # before the training loop's latency.
-    pauses: list[str] = []
-
-    async def counted(self: Sender) -> None:
-        pauses.append(threading.current_thread().name)
-
-    monkeypatch.setattr(Sender, "_pause_between_batches", counted)
-    monkeypatch.setattr(Sender, "_behind", lambda self: True)
-    kafka = MemoryKafka()
-    ws = MemoryWorkspace(
-        kafka,
-        home=tmp_path / "home",
-        api_url=UNREACHABLE_API,
-        options=options(linger_ms=600_000, batch_max_bytes=16 << 10),
-    )
-    try:
-        run = Experiment(ws, "exp").start_logging()
-        for i in range(20_000):
-            run.log("x", float(i))
-        run.flush(10.0)
-        assert len(of_kind(kafka.events(), "MetricBatch")) + ws.stats().events_spooled >= 10
-        assert pauses == []
-        assert run.dropped_events == 0
-    finally:
-        ws.close(5.0)
-
-
 def test_a_spool_past_its_budget_drops_and_counts(
     make_workspace: Callable[..., MemoryWorkspace], kafka: MemoryKafka
 ) -> None:
