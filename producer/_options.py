@@ -18,20 +18,15 @@ class ProducerOptions:
 
     #: Kafka batch compression: "zstd" or "lz4". zstd is the default: aiokafka compresses
     #: lz4 at level 9, about 3x slower than zstd at level 3 on metric columns (6.4 vs
-    #: 2.2 ms per 240 KB here) for a worse ratio (52% vs 28%). Both release the GIL while
-    #: they compress, but on a machine whose cores are busy that CPU is the training
-    #: loop's too.
+    #: 2.2 ms per 240 KB here) for a worse ratio (52% vs 28%), and that CPU is taken
+    #: from the training thread while the sender holds the GIL.
     compression: str = "zstd"
     #: The interpreter's GIL switch interval while a sender runs (``sys.setswitchinterval``,
     #: only ever lowered; None leaves it alone). Python's 5 ms default lets the sender
     #: thread hold the GIL for 5 ms while the training loop waits for it, and makes the
-    #: sender wait as long to get it back, so it falls behind a fast loop. 2 ms, with the
-    #: sender's pause between batches, gave the fewest log calls over 5 ms spent while the
-    #: sender ran (3 ranks, the worker, Kafka and PostgreSQL on 2 cores: 0-2 per 30 M
-    #: calls in six runs, against 6-13 in four at 1 ms, which forces twice as many
-    #: switches); one process logging flat out logs within the noise of 1 ms (README,
-    #: Performance). The setting is process-wide and not restored.
-    gil_switch_interval_s: float | None = 0.002
+    #: sender wait as long to get it back, so it falls behind a fast loop; at 1 ms both
+    #: waits are a fifth. The setting is process-wide and not restored.
+    gil_switch_interval_s: float | None = 0.001
     #: Bound of the in-memory buffer between training threads and the sender.
     buffer_max_bytes: int = 64 << 20
     #: Largest encoded event (Kafka message value); bigger single calls raise ValueError.

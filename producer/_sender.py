@@ -86,17 +86,14 @@ logger = logging.getLogger(__name__)
 #: Reconnect attempts back off 0.5 s, 1 s, … up to this; cheap (one TCP connect), and it
 #: bounds how long delivery lags behind a broker that came back.
 MAX_BACKOFF_S = 5.0
-#: A real (not zero) sleep between metric batches of one pass. Without it a pass runs
-#: from the first batch to the last without leaving the CPU (each batch is about a
-#: millisecond of packing and encoding; many thousand points each), and on a machine whose
-#: cores are all busy the training loop can wait in the run queue behind it, or (with a
-#: long switch interval) for the GIL. Sleeping briefly in the selector hands both the GIL
-#: and the CPU over after every batch, at the price of the sleep and of waiting up to a
-#: switch interval for the GIL back. With 3 ranks, the worker, Kafka and PostgreSQL on
-#: 2 cores (``runstream bench write``'s ``log_call_shared``), log calls over 5 ms while
-#: the sender ran for most of them went from 6-13 per 30 M calls (1 ms switch interval,
-#: no pause; four runs) to 0-2 (2 ms and this pause; six runs); README, Performance.
-PASS_PAUSE_S = 0.0002
+#: A real (not zero) sleep between metric batches of one pass when the switch interval is
+#: above ``GIL_HANDOFF_MAX_INTERVAL_S`` (``gil_switch_interval_s=None`` and a long one
+#: set by the program). A thread that only runs Python code keeps the GIL until another
+#: thread forces a switch, so a long pass would stall a CPU-bound training loop for that
+#: long; blocking briefly in the selector hands the GIL over after each batch (about a
+#: millisecond of work) — at the price of waiting up to an interval to get it back.
+GIL_HANDOFF_S = 0.0002
+GIL_HANDOFF_MAX_INTERVAL_S = 0.001
 #: Past ``1/SPILL_FRACTION`` of the buffer's bound, events of a pass go to the spool instead
 #: of waiting on Kafka: the buffer keeps draining, so logging faster than Kafka takes it
 #: fills the disk (within its budget), not the floor. The spool drains at Kafka's speed.
@@ -382,22 +379,19 @@ class Sender:
             self._sync_spool(max_age_s=1.0)
 
     async def _pump(self) -> None:
+        handoff = sys.getswitchinterval() > GIL_HANDOFF_MAX_INTERVAL_S
         async with self._pump_lock:
             for stream, series, events in self.buffer.drain():
                 if series:
                     ts = now_us()
                     max_bytes = self.options.batch_max_bytes - envelope_bytes(stream)
                     for i, record in enumerate(metric_batches(series, max_bytes=max_bytes)):
-                        if i:
-                            await self._pause_between_batches()
+                        if i and handoff:
+                            await asyncio.sleep(GIL_HANDOFF_S)
                         await self._emit(stream, "MetricBatch", record, new_event_id(), ts)
                 for event in events:
                     await self._emit(stream, event.kind, event.record, event.event_id, event.ts_us)
         self._changed.set()
-
-    async def _pause_between_batches(self) -> None:
-        """Leave the CPU and the GIL for ``PASS_PAUSE_S`` (see there)."""
-        await asyncio.sleep(PASS_PAUSE_S)
 
     async def _emit(
         self,

@@ -13,7 +13,6 @@ import io
 import logging
 import math
 import sys
-import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -452,44 +451,6 @@ def test_logging_faster_than_kafka_takes_spills_to_disk_and_drops_nothing(
         seqs = sorted({e["seq"] for e in events if e["producer_id"] == run.producer_id})
         assert seqs == list(range(len(seqs)))
         assert list_segments(ws.spool_dir) == []
-    finally:
-        ws.close(5.0)
-
-
-def test_a_pass_leaves_the_cpu_between_its_metric_batches(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # One pass (the flush's) over points that make many batches: the sender pauses
-    # after every batch but the last, so a training loop queued behind it gets the CPU
-    # and the GIL within a batch's work, not a whole pass's.
-    pauses: list[str] = []
-    pause = Sender._pause_between_batches
-
-    async def counted(self: Sender) -> None:
-        pauses.append(threading.current_thread().name)
-        await pause(self)
-
-    monkeypatch.setattr(Sender, "_pause_between_batches", counted)
-    kafka = MemoryKafka()
-    ws = MemoryWorkspace(
-        kafka,
-        home=tmp_path / "home",
-        api_url=UNREACHABLE_API,
-        options=options(linger_ms=600_000, batch_max_bytes=16 << 10),
-    )
-    try:
-        run = Experiment(ws, "exp").start_logging()
-        run.flush(10.0)
-        assert pauses == []  # the run's start: no metric batches, no pause
-        for i in range(20_000):
-            run.log("x", float(i))
-        run.flush(10.0)
-        batches = of_kind(kafka.events(), "MetricBatch")
-        assert len(batches) >= 10
-        assert len(pauses) == len(batches) - 1
-        assert set(pauses) == {"runstream-sender"}
-        points = run_points(kafka.events(), run.id)["x"]
-        assert points == [(i, float(i)) for i in range(20_000)]
     finally:
         ws.close(5.0)
 
