@@ -235,6 +235,9 @@ def _log_section(logs: Sequence[dict[str, Any]], noop: dict[str, Any]) -> dict[s
         "p999": section["p999_us"] <= TARGET_P999_US,
         "p50": section["p50_us"] <= TARGET_P50_US,
     }
+    section["dropped_events"] = sum(r["dropped_events"] for r in logs)
+    # where the events went (the spool, or dropped: refused by a full buffer or spool)
+    section["producer_counters"] = _producer_counters(logs)
     section["noop"] = _calls(noop)
     section["machine_steal_s"] = noop.get("machine_steal_s")
     return section
@@ -723,10 +726,7 @@ async def _log_call_scenarios(env: _Env, conn: asyncpg.Connection, config: Bench
     what = f"{config.log_calls:,} calls" if config.log_calls else f"{config.log_call_duration_s:g}s"
     progress(f"log call latency ({what}, Kafka up), a no-op loop beside it…")
     logs, noop = await asyncio.to_thread(_side_by_side, env, spec)
-    result["log_call"] = {
-        **_log_section(logs, noop), "dropped_events": sum(r["dropped_events"] for r in logs),
-        "producer_counters": _producer_counters(logs),
-    }
+    result["log_call"] = _log_section(logs, noop)
     result["log_call_noise_floor"] = result["log_call"]["noop"]
     progress(f"log call latency ({what}, Kafka unreachable), a no-op loop beside it…")
     with _closed_port() as port:
@@ -734,9 +734,7 @@ async def _log_call_scenarios(env: _Env, conn: asyncpg.Connection, config: Bench
             _side_by_side, env, {**spec, "close_timeout_s": 5},
             RUNSTREAM_KAFKA=f"127.0.0.1:{port}")
     result["log_call_kafka_down"] = {
-        **_log_section(logs, noop), "dropped_events": sum(r["dropped_events"] for r in logs),
-        # where the events went (the spool, or dropped: refused by a full buffer or spool)
-        "producer_counters": _producer_counters(logs),
+        **_log_section(logs, noop),
         "logged_points_per_s": round(sum(r["points"] / r["logging_s"] for r in logs)),
         "last_errors": sorted({str(r["producer_stats"]["last_error"]) for r in logs
                                if r.get("producer_stats")}),
@@ -756,8 +754,6 @@ async def _log_call_scenarios(env: _Env, conn: asyncpg.Connection, config: Bench
         "ranks": config.shared_ranks,
         "workers": workers,
         "cores": cpus or sorted(os.sched_getaffinity(0)),
-        "dropped_events": sum(r["dropped_events"] for r in logs),
-        "producer_counters": _producer_counters(logs),
         "drain_s": round(drain_s, 2),
     }
     return result

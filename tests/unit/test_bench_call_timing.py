@@ -55,7 +55,7 @@ def test_every_slow_call_is_classified_and_spinning_ones_are_never_off_cpu_by_ou
     assert slow["on_cpu"] + slow["on_cpu_after_switch"] + slow["preempted"] + stalls >= spins
 
 
-def test_the_report_lists_the_longest_stalls_and_every_one_classed_ours() -> None:
+def test_the_report_lists_the_longest_stalls_and_those_classed_ours() -> None:
     stalls: list[dict[str, Any]] = [{"call_ms": 100.0 - i, "cause": "os"} for i in range(30)]
     stalls += [{"call_ms": 5.5, "cause": "ours"}, {"call_ms": 99.5, "cause": "ours"}]
     listed = worst_and_ours(stalls, 10)
