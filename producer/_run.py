@@ -40,6 +40,7 @@ import traceback
 import uuid
 from collections.abc import Iterable, Mapping
 from io import BytesIO
+from os import sched_yield
 from pathlib import Path
 from time import time_ns
 from types import TracebackType
@@ -301,6 +302,7 @@ class RunHandle(RunReads):
             step = check_step(step)
         series = self._series.get(name) or self._new_series(name)
         buf = self._buffer
+        refused: bool | None  # None: logged, and the sender is far behind
         with buf.lock:
             if self._stream.closed or buf.nbytes >= buf.max_bytes:
                 refused = True
@@ -316,10 +318,15 @@ class RunHandle(RunReads):
                 else:
                     series.add_other(kind, number, text)
                 buf.nbytes += cost
-                if buf.nbytes > buf.wake_bytes and not buf.woken:
-                    buf.woken = True
-                    buf.wake()
-        if refused:
+                if buf.nbytes > buf.wake_bytes:
+                    if not buf.woken:
+                        buf.woken = True
+                        buf.wake()
+                    elif buf.nbytes > buf.yield_bytes:
+                        refused = None  # logged; the sender is far behind: let it run
+        if refused is None:
+            sched_yield()
+        elif refused:
             if self._stream.closed:
                 raise self._closed_error()
             buf.count_drop(self._stream)
@@ -390,10 +397,15 @@ class RunHandle(RunReads):
                     else:
                         each.add_other(kind, number, text)
                 buf.nbytes += cost
-                if buf.nbytes > buf.wake_bytes and not buf.woken:
-                    buf.woken = True
-                    buf.wake()
-        if refused:
+                if buf.nbytes > buf.wake_bytes:
+                    if not buf.woken:
+                        buf.woken = True
+                        buf.wake()
+                    elif buf.nbytes > buf.yield_bytes:
+                        refused = None  # logged; the sender is far behind: let it run
+        if refused is None:
+            sched_yield()
+        elif refused:
             if self._stream.closed:
                 raise self._closed_error()
             buf.count_drop(self._stream, len(points))

@@ -32,7 +32,8 @@ from producer import (
     Workspace,
     sync,
 )
-from producer._buffer import Stream
+from producer import _run as run_module
+from producer._buffer import POINT_COST_BYTES, Stream
 from producer._client import ApiClient
 from producer._sender import Sender
 from producer._spool import list_segments, parse
@@ -451,6 +452,44 @@ def test_logging_faster_than_kafka_takes_spills_to_disk_and_drops_nothing(
         seqs = sorted({e["seq"] for e in events if e["producer_id"] == run.producer_id})
         assert seqs == list(range(len(seqs)))
         assert list_segments(ws.spool_dir) == []
+    finally:
+        ws.close(5.0)
+
+
+def test_a_log_call_yields_to_a_sender_behind_instead_of_dropping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sender does not drain (stalled): past an eighth of the buffer's bound every log
+    # call yields once (the CPU and the GIL) so a sender starved of them gets to run;
+    # below it none does, and nothing is dropped until the bound itself.
+    async def stalled(self: Sender) -> None:
+        return None
+
+    kafka = MemoryKafka()
+    bound = 1 << 20
+    ws = MemoryWorkspace(
+        kafka, home=tmp_path / "home", api_url=UNREACHABLE_API,
+        options=options(buffer_max_bytes=bound),
+    )
+    try:
+        run = Experiment(ws, "exp").start_logging()
+        run.flush(10.0)
+        buffer = run._buffer
+        yields: list[int] = []
+        monkeypatch.setattr(run_module, "sched_yield", lambda: yields.append(buffer.nbytes))
+        monkeypatch.setattr(Sender, "_pump", stalled)
+        n = bound // POINT_COST_BYTES
+        for i in range(n):
+            run.log("x", float(i))
+        assert run.dropped_events == 0
+        assert yields, "no log call yielded"
+        assert buffer.yield_bytes == bound // 8
+        assert min(yields) > bound // 8
+        assert len(yields) == n - (bound // 8) // POINT_COST_BYTES
+        monkeypatch.undo()
+        run.flush(10.0)
+        points = run_points(kafka.events(), run.id)["x"]
+        assert points == [(i, float(i)) for i in range(n)]
     finally:
         ws.close(5.0)
 
