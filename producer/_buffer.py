@@ -11,6 +11,17 @@ packed arrays with a single C call per column instead of a Python loop per point
 ``kinds`` stays ``None`` while a series only ever saw floats (the common case and the
 fast path); the first non-float back-fills it.
 
+Those lists are reused, not replaced: a series alternates between two sets of column
+lists, the one its calls fill and the one the sender is emptying (``SeriesPoints.recycle``
+clears it in slices of ``RECYCLE_ITEMS`` and hands it back). Lists that live as long as
+their series reach the garbage collector's oldest generation after a pass or two, so the
+frequent young collections (which the sender's own allocations trigger) never walk the
+millions of buffered items, and freeing a pass's points never holds the GIL for longer
+than one slice. With new lists per pass, a young collection walked lists that had grown
+to millions of items while the sender waited (up to 15 ms with the GIL held, seen from a
+``gc.callbacks`` hook in the log-call bench), and those were most of the log calls over
+5 ms spent while our own threads ran.
+
 The bound is an estimate of the Python memory held (``POINT_COST_BYTES`` per point,
 ``len(text)`` for strings, the encoded size for other events). A full buffer never
 blocks: the call drops the item, counts it on its stream and warns once. Lifecycle
@@ -19,6 +30,7 @@ events are exempt so a run's final status is never the thing that gets dropped.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections import deque
@@ -32,6 +44,9 @@ logger = logging.getLogger(__name__)
 
 #: Python memory per buffered point: a float object, two ints and three list slots.
 POINT_COST_BYTES = 112
+#: Items a recycled column frees per step (``del`` of a slice, one C call holding the
+#: GIL): about half a millisecond here; between steps the interpreter may switch threads.
+RECYCLE_ITEMS = 1 << 16
 
 
 @dataclass(slots=True)
@@ -45,12 +60,28 @@ class SeriesPoints:
     times: list[int]
     kinds: bytearray | None
     texts: list[str]
+    #: The series these columns came from: ``recycle`` hands them back to it.
+    owner: Series | None = None
+
+    def recycle(self) -> None:
+        """Empty the three columns (``RECYCLE_ITEMS`` at a time) and give them back to
+        the series as its next set, once the sender has packed them. Only the sender
+        thread calls this, after the pass that took them; ``take`` is its only reader."""
+        owner = self.owner
+        if owner is None:
+            return
+        self.owner = None
+        columns = (self.steps, self.values, self.times)
+        for column in columns:
+            while column:
+                del column[-RECYCLE_ITEMS:]
+        owner.spare = columns
 
 
 class Series:
     """Columns of one metric name being filled by ``Run.log``."""
 
-    __slots__ = ("kinds", "name", "next_step", "steps", "texts", "times", "values")
+    __slots__ = ("kinds", "name", "next_step", "spare", "steps", "texts", "times", "values")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -60,6 +91,15 @@ class Series:
         self.times: list[int] = []
         self.kinds: bytearray | None = None
         self.texts: list[str] = []
+        #: Emptied columns (steps, values, times) for the next take; the sender gives the
+        #: taken ones back (``SeriesPoints.recycle``), so after this set no new lists.
+        self.spare: tuple[list[int], list[float], list[int]] | None = ([], [], [])
+        if gc.isenabled():
+            # Both sets are empty now: moving them (and whatever else is young) to the
+            # oldest generation costs a collection of the young generations — well under
+            # a millisecond, once per metric name — and spares the sender's young
+            # collections the millions of items these lists may hold before they age.
+            gc.collect(1)
 
     def add_other(self, kind: int, number: float, text: str | None) -> None:
         """Append a value that is not a plain float (caller holds the lock, steps/times done)."""
@@ -74,8 +114,12 @@ class Series:
     def take(self) -> SeriesPoints | None:
         if not self.steps:
             return None
-        taken = SeriesPoints(self.name, self.steps, self.values, self.times, self.kinds, self.texts)
-        self.steps, self.values, self.times, self.kinds, self.texts = [], [], [], None, []
+        taken = SeriesPoints(
+            self.name, self.steps, self.values, self.times, self.kinds, self.texts, self
+        )
+        spare, self.spare = self.spare, None
+        self.steps, self.values, self.times = spare if spare is not None else ([], [], [])
+        self.kinds, self.texts = None, []
         _whole_points(taken)
         return taken if taken.steps else None
 

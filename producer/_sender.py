@@ -389,6 +389,8 @@ class Sender:
                         if i and handoff:
                             await asyncio.sleep(GIL_HANDOFF_S)
                         await self._emit(stream, "MetricBatch", record, new_event_id(), ts)
+                    for points in series:
+                        points.recycle()
                 for event in events:
                     await self._emit(stream, event.kind, event.record, event.event_id, event.ts_us)
         self._changed.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import uuid
 from array import array
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from producer import _buffer as buffer_module
 from producer._batch import event_dict, metric_batches
 from producer._buffer import Series, SeriesPoints, Stream
 from producer._validate import metric_value
@@ -162,3 +164,59 @@ def test_explicit_steps_are_kept_as_given() -> None:
 
 def test_empty_input_makes_no_batch() -> None:
     assert list(metric_batches([], max_bytes=4096)) == []
+
+
+def in_oldest_generation(obj: object) -> bool:
+    return any(o is obj for o in gc.get_objects(generation=2))
+
+
+def test_a_series_reuses_two_sets_of_columns_that_the_collector_has_aged() -> None:
+    # The lists a series fills are its own for life: a take hands the filled set to the
+    # sender and puts the emptied one back, so the young collections the sender's own
+    # allocations trigger never walk millions of buffered items.
+    series = Series("x")
+    first = (series.steps, series.values, series.times)
+    assert series.spare is not None
+    second = series.spare
+    for columns in (first, second):
+        assert all(in_oldest_generation(column) for column in columns)
+    sets = []
+    for round_ in range(4):
+        for i in range(1000):
+            series.steps.append(round_ * 1000 + i)
+            series.times.append(i)
+            series.values.append(float(i))
+        taken = series.take()
+        assert taken is not None
+        sets.append(tuple(id(c) for c in (taken.steps, taken.values, taken.times)))
+        records = list(metric_batches([taken], max_bytes=1 << 20))
+        points = unpack_series(encode_all(records)[0]["series"][0])
+        assert points == [(round_ * 1000 + i, float(i), i) for i in range(1000)]
+        taken.recycle()
+        assert taken.steps == taken.values == taken.times == []
+        taken.recycle()  # idempotent: the set is handed back once
+    assert sets[0] == sets[2] == tuple(id(c) for c in first)
+    assert sets[1] == sets[3] == tuple(id(c) for c in second)
+
+
+def test_recycle_empties_long_columns_in_bounded_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(buffer_module, "RECYCLE_ITEMS", 7)
+    taken = fill("x", [float(i) for i in range(100)])
+    owner = taken.owner
+    assert owner is not None
+    assert owner.spare is None  # the spare set is in use
+    taken.recycle()
+    assert owner.spare == ([], [], [])
+    assert taken.owner is None
+
+
+def test_a_set_not_handed_back_is_replaced_by_new_lists() -> None:
+    # A pass that failed half-way never recycles: the next take still has columns.
+    series = Series("x")
+    for step in range(3):
+        series.steps.append(step)
+        series.times.append(step)
+        series.values.append(float(step))
+        taken = series.take()  # never recycled
+        assert taken is not None
+        assert (taken.steps, taken.values, taken.times) == ([step], [float(step)], [step])
