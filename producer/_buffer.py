@@ -13,12 +13,12 @@ fast path); the first non-float back-fills it.
 
 Those lists are reused, not replaced: a series alternates between two sets of column
 lists, the one its calls fill and the one the sender is emptying (``SeriesPoints.recycle``
-clears it in slices of ``RECYCLE_ITEMS`` and hands it back). Lists that live as long as
-their series reach the garbage collector's oldest generation after a pass or two, so the
-frequent young collections (which the sender's own allocations trigger) never walk the
-millions of buffered items, and freeing a pass's points never holds the GIL for longer
-than one slice. With new lists per pass, a young collection walked lists that had grown
-to millions of items while the sender waited (up to 15 ms with the GIL held, seen from a
+clears it in slices of ``RECYCLE_ITEMS`` and hands it back). Both sets are moved to the
+garbage collector's oldest generation when the series is made (``age_new_series``), so
+the frequent young collections (which the sender's own allocations trigger) never walk
+the buffered items, and freeing a pass's points never holds the GIL for longer than one
+slice. With new lists per pass, a young collection walked lists that had grown to
+millions of items while the sender waited (up to 15 ms with the GIL held, seen from a
 ``gc.callbacks`` hook in the log-call bench), and those were most of the log calls over
 5 ms spent while our own threads ran.
 
@@ -94,12 +94,6 @@ class Series:
         #: Emptied columns (steps, values, times) for the next take; the sender gives the
         #: taken ones back (``SeriesPoints.recycle``), so after this set no new lists.
         self.spare: tuple[list[int], list[float], list[int]] | None = ([], [], [])
-        if gc.isenabled():
-            # Both sets are empty now: moving them (and whatever else is young) to the
-            # oldest generation costs a collection of the young generations — well under
-            # a millisecond, once per metric name — and spares the sender's young
-            # collections the millions of items these lists may hold before they age.
-            gc.collect(1)
 
     def add_other(self, kind: int, number: float, text: str | None) -> None:
         """Append a value that is not a plain float (caller holds the lock, steps/times done)."""
@@ -122,6 +116,18 @@ class Series:
         self.kinds, self.texts = None, []
         _whole_points(taken)
         return taken if taken.steps else None
+
+
+def age_new_series() -> None:
+    """Move the column lists of series just made (both sets, still empty) to the garbage
+    collector's oldest generation: one collection of the young generations (well under a
+    millisecond unless the program holds big young containers of its own; once per
+    metric name) spares the sender's young collections the millions of items these lists
+    may hold before they would have aged. Call it without the buffer's lock: a
+    collection may run finalizers, and a finalizer may log. Nothing when the program
+    turned the collector off."""
+    if gc.isenabled():
+        gc.collect(1)
 
 
 def _whole_points(points: SeriesPoints) -> None:

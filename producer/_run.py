@@ -50,7 +50,7 @@ from schemas.codec import MessageTooLargeError
 from schemas.event_ids import new_event_id
 
 from ._batch import event_dict, max_text_bytes
-from ._buffer import POINT_COST_BYTES, Buffer, PendingEvent, Series, Stream
+from ._buffer import POINT_COST_BYTES, Buffer, PendingEvent, Series, Stream, age_new_series
 from ._capture import OutputCapture
 from ._errors import ReadOnlyRunError, RunClosedError, RunEndedError, SpoolError
 from ._exit import INTERRUPTED, TERMINATED, disown, own, terminated_by_signal
@@ -180,6 +180,7 @@ class RunHandle(RunReads):
         for name, series in old.series.items():
             fresh = stream.series[name] = Series(name)
             fresh.next_step = series.next_step
+        age_new_series()
         return stream
 
     def bind(self, stream: Stream, sender: Sender) -> None:
@@ -201,6 +202,7 @@ class RunHandle(RunReads):
             for name, step in next_steps.items():
                 series = self._series.setdefault(name, Series(name))
                 series.next_step = max(series.next_step, step)
+        age_new_series()
         with self._lock:
             for name, step in image_steps.items():
                 self._image_steps[name] = max(self._image_steps.get(name, 0), step)
@@ -333,8 +335,10 @@ class RunHandle(RunReads):
 
     def _new_series(self, name: str) -> Series:
         check_name(name, "metric name")
+        fresh = Series(name)
+        age_new_series()
         with self._buffer.lock:
-            return self._series.setdefault(name, Series(name))
+            return self._series.setdefault(name, fresh)
 
     def _metric_value(self, call: str, name: str, value: object) -> tuple[int, float, str | None]:
         """The slow path of one value: numbers of other types, ``.item()`` scalars (numpy,

@@ -12,7 +12,7 @@ import pytest
 
 from producer import _buffer as buffer_module
 from producer._batch import event_dict, metric_batches
-from producer._buffer import Series, SeriesPoints, Stream
+from producer._buffer import Series, SeriesPoints, Stream, age_new_series
 from producer._validate import metric_value
 from schemas.codec import Codec
 from tests.helpers import unpack_series
@@ -175,6 +175,7 @@ def test_a_series_reuses_two_sets_of_columns_that_the_collector_has_aged() -> No
     # sender and puts the emptied one back, so the young collections the sender's own
     # allocations trigger never walk millions of buffered items.
     series = Series("x")
+    age_new_series()  # what Run.log does for a new name, outside the buffer's lock
     first = (series.steps, series.values, series.times)
     assert series.spare is not None
     second = series.spare

@@ -8,6 +8,7 @@ Integration tests (tests/integration/test_producer_*.py) cover the real broker.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import io
 import logging
@@ -814,3 +815,22 @@ def test_numpy_scalars_are_plain_values_on_the_wire(
         "flag": [(0, True)],
     }
     assert of_kind(events, "ListValue") == [{"name": "arr", "values": [0, 1, 2]}]
+
+
+def test_a_new_metric_name_ages_its_columns_outside_the_buffers_lock(
+    ws: MemoryWorkspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A collection may run finalizers, and a finalizer may log: the first log of a name
+    # collects the young generations without holding the buffer's lock.
+    run = Experiment(ws, "exp").start_logging()
+    held: list[bool] = []
+
+    def collect(generation: int = 2) -> int:
+        held.append(run._buffer.lock.locked())
+        return 0
+
+    monkeypatch.setattr(gc, "collect", collect)
+    run.log("a", 1.0)
+    run.log("a", 2.0)  # not a new name: no collection
+    run.log_metrics({"b": 1.0, "c": 2.0})
+    assert held == [False, False, False]
