@@ -80,7 +80,7 @@ def _series_record(
 
 def _fit(pts: SeriesPoints, start: int, text_start: int, room: int) -> tuple[int, int, int]:
     """How far from ``start`` fits in ``room`` bytes: (stop, text_stop, bytes used)."""
-    n = len(pts.steps)
+    n = pts.n
     if not pts.texts:
         stop = min(n, start + max(room, 0) // POINT_BYTES)
         return stop, text_start, (stop - start) * POINT_BYTES
@@ -107,7 +107,7 @@ def metric_batches(series: list[SeriesPoints], *, max_bytes: int) -> Iterator[di
     for pts in series:
         overhead = SERIES_OVERHEAD_BYTES + len(pts.name.encode())
         start = text_start = 0
-        while start < len(pts.steps):
+        while start < pts.n:
             stop, text_stop, used = _fit(pts, start, text_start, max_bytes - size - overhead)
             if stop == start:
                 if not batch:

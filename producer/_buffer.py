@@ -11,16 +11,19 @@ packed arrays with a single C call per column instead of a Python loop per point
 ``kinds`` stays ``None`` while a series only ever saw floats (the common case and the
 fast path); the first non-float back-fills it.
 
-Those lists are reused, not replaced: a series alternates between two sets of column
-lists, the one its calls fill and the one the sender is emptying (``SeriesPoints.recycle``
-clears it in slices of ``RECYCLE_ITEMS`` and hands it back). Both sets are moved to the
-garbage collector's oldest generation when the series is made (``age_new_series``), so
-the frequent young collections (which the sender's own allocations trigger) never walk
-the buffered items, and freeing a pass's points never holds the GIL for longer than one
-slice. With new lists per pass, a young collection walked lists that had grown to
-millions of items while the sender waited (up to 15 ms with the GIL held, seen from a
-``gc.callbacks`` hook in the log-call bench), and those were most of the log calls over
-5 ms spent while our own threads ran.
+Those lists are written by slot and reused, not appended to and replaced: a call writes
+slot ``n`` of each column and counts it; a series alternates between two sets of
+columns, the one its calls fill and the one the sender is packing, which it hands back
+afterwards with its objects still in it (``SeriesPoints.recycle``). Both sets are moved
+to the garbage collector's oldest generation by the sender's first pass after the series
+is made (``age_new_series``). So, with new lists per pass as before:
+
+- the young collections the sender's allocations trigger walked lists that had grown to
+  millions of items while the sender waited (up to 15 ms with the GIL held, seen from a
+  ``gc.callbacks`` hook in the log-call bench): most log calls over 5 ms classed ours;
+- a pass's points were freed at once, emptying whole allocator arenas that went back to
+  the OS, so the next pass faulted fresh pages in as it filled: about 330 k minor page
+  faults per 10 M calls, and most log calls between 5 us and 5 ms (the p99.9) here.
 
 The bound is an estimate of the Python memory held (``POINT_COST_BYTES`` per point,
 ``len(text)`` for strings, the encoded size for other events). A full buffer never
@@ -36,22 +39,33 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 from ._errors import RunClosedError
+from ._validate import KIND_FLOAT
 
 logger = logging.getLogger(__name__)
 
 #: Python memory per buffered point: a float object, two ints and three list slots.
 POINT_COST_BYTES = 112
-#: Items a recycled column frees per step (``del`` of a slice, one C call holding the
-#: GIL): about half a millisecond here; between steps the interpreter may switch threads.
+#: Slots a series' columns start with, and the least they grow by.
+MIN_CAPACITY = 1024
+#: The most slots one ``Series.grow`` adds to each column.
+GROW_MAX_SLOTS = 1 << 16
+#: A set of columns handed back with more slots than this, and more than four times the
+#: points its last pass held, is cut to twice those points (the rest freed, a slice at a
+#: time): a burst does not keep its objects allocated for good.
+KEEP_CAPACITY = 1 << 16
+#: Slots freed per step when a set is cut (``del`` of a slice, one C call holding the
+#: GIL: about half a millisecond here); between steps the interpreter may switch threads.
 RECYCLE_ITEMS = 1 << 16
 
 
 @dataclass(slots=True)
 class SeriesPoints:
-    """Points of one series taken out of the buffer; lists are owned by the taker."""
+    """Points of one series taken out of the buffer: the first ``n`` slots of each
+    column (slots past ``n`` are left over from earlier passes); owned by the taker."""
 
     name: str
     steps: list[int]
@@ -60,89 +74,149 @@ class SeriesPoints:
     times: list[int]
     kinds: bytearray | None
     texts: list[str]
+    n: int
     #: The series these columns came from: ``recycle`` hands them back to it.
     owner: Series | None = None
 
     def recycle(self) -> None:
-        """Empty the three columns (``RECYCLE_ITEMS`` at a time) and give them back to
-        the series as its next set, once the sender has packed them. Only the sender
-        thread calls this, after the pass that took them; ``take`` is its only reader."""
+        """Give the columns back to their series as its next set, once the sender has
+        packed them (only the sender thread calls this; ``take`` is its only reader).
+        Their objects stay until the next pass overwrites them one by one, so the
+        allocator reuses each freed block at once instead of returning whole arenas to
+        the OS and faulting fresh pages in as the next pass fills (a page fault every
+        ~50 points, the main source of log calls over 5 us here); a set far larger than
+        its last pass is cut first (``KEEP_CAPACITY``)."""
         owner = self.owner
         if owner is None:
             return
         self.owner = None
         columns = (self.steps, self.values, self.times)
-        for column in columns:
-            while column:
-                del column[-RECYCLE_ITEMS:]
+        keep = 2 * max(self.n, MIN_CAPACITY)
+        if len(self.steps) > max(KEEP_CAPACITY, 2 * keep):
+            for column in columns:
+                while len(column) > keep:
+                    del column[max(keep, len(column) - RECYCLE_ITEMS):]
         owner.spare = columns
 
 
 class Series:
-    """Columns of one metric name being filled by ``Run.log``."""
+    """Columns of one metric name being filled by ``Run.log``.
 
-    __slots__ = ("kinds", "name", "next_step", "spare", "steps", "texts", "times", "values")
+    A call writes slot ``n`` of each column, then counts the point (``n += 1``): a call
+    cut short (Ctrl-C's KeyboardInterrupt lands between any two bytecodes) left slots
+    that were never counted and that the next call overwrites, so the columns stay
+    aligned without a check. ``grow`` (every column to the same length, before any write)
+    keeps ``cap`` slots free in each."""
+
+    __slots__ = ("cap", "kinds", "n", "name", "next_step", "spare", "steps", "texts", "times",
+                 "values")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.next_step = 0
-        self.steps: list[int] = []
-        self.values: list[float] = []
-        self.times: list[int] = []
+        self.n = 0
+        self.steps: list[int] = [0] * MIN_CAPACITY
+        self.values: list[float] = [0.0] * MIN_CAPACITY
+        self.times: list[int] = [0] * MIN_CAPACITY
+        #: Slots of each column (their common length): ``n < cap`` before a write.
+        self.cap = MIN_CAPACITY
         self.kinds: bytearray | None = None
         self.texts: list[str] = []
-        #: Emptied columns (steps, values, times) for the next take; the sender gives the
-        #: taken ones back (``SeriesPoints.recycle``), so after this set no new lists.
-        self.spare: tuple[list[int], list[float], list[int]] | None = ([], [], [])
+        #: The other set of columns (steps, values, times), for the next take; the sender
+        #: gives the taken ones back (``SeriesPoints.recycle``), so after these two sets
+        #: no new lists.
+        self.spare: tuple[list[int], list[float], list[int]] | None = (
+            [0] * MIN_CAPACITY, [0.0] * MIN_CAPACITY, [0] * MIN_CAPACITY)
+        global _young_series
+        _young_series = True
 
-    def add_other(self, kind: int, number: float, text: str | None) -> None:
-        """Append a value that is not a plain float (caller holds the lock, steps/times done)."""
+    def grow(self) -> None:
+        """More slots in every column (caller holds the lock; ``n == cap``): twice as many,
+        by ``GROW_MAX_SLOTS`` at most, so one call never fills more than a millisecond or
+        two of fresh memory (the first pass of a fast series grows it a few times; later
+        passes reuse the slots)."""
+        target = self.cap + min(max(self.cap, MIN_CAPACITY), GROW_MAX_SLOTS)
+        for column in (self.steps, self.values, self.times):
+            if len(column) < target:
+                column.extend(repeat(0, target - len(column)))  # placeholders, never read
+        self.cap = target
+
+    def write(self, step: int, t_us: int, kind: int, number: float, text: str | None) -> None:
+        """Add one point (caller holds the lock). ``RunHandle.log`` inlines this for its
+        float fast path; keep the two the same."""
+        n = self.n
+        if n >= self.cap:
+            self.grow()
+        self.steps[n] = step
+        self.times[n] = t_us
+        if kind == KIND_FLOAT and self.kinds is None:
+            self.values[n] = number
+        else:
+            self.add_other(n, kind, number, text)
+        self.n = n + 1
+
+    def add_other(self, n: int, kind: int, number: float, text: str | None) -> None:
+        """Write slot ``n`` of a value that is not a plain float (caller holds the lock;
+        steps and times written, ``n`` counted after)."""
         kinds = self.kinds
         if kinds is None:
-            kinds = self.kinds = bytearray(b"f") * len(self.values)
+            kinds = self.kinds = bytearray(b"f") * n
+        elif len(kinds) > n:  # a call cut short after its kind (and maybe its text)
+            del kinds[n:]
+            del self.texts[kinds.count(ord("s")):]
         kinds.append(kind)
-        self.values.append(number)
+        self.values[n] = number
         if text is not None:
             self.texts.append(text)
 
     def take(self) -> SeriesPoints | None:
-        if not self.steps:
+        n = self.n
+        if not n:
             return None
         taken = SeriesPoints(
-            self.name, self.steps, self.values, self.times, self.kinds, self.texts, self
+            self.name, self.steps, self.values, self.times, self.kinds, self.texts, n, self
         )
         spare, self.spare = self.spare, None
-        self.steps, self.values, self.times = spare if spare is not None else ([], [], [])
+        if spare is None:  # the last taken set was not handed back (its pass failed)
+            spare = ([0] * MIN_CAPACITY, [0.0] * MIN_CAPACITY, [0] * MIN_CAPACITY)
+        self.steps, self.values, self.times = spare
+        self.cap = min(len(column) for column in spare)
+        self.n = 0
         self.kinds, self.texts = None, []
-        _whole_points(taken)
-        return taken if taken.steps else None
+        _whole_texts(taken)
+        return taken
+
+
+#: Set when a series is made: the sender's next pass ages its columns (``age_new_series``).
+_young_series = False
 
 
 def age_new_series() -> None:
-    """Move the column lists of series just made (both sets, still empty) to the garbage
-    collector's oldest generation: one collection of the young generations (well under a
-    millisecond unless the program holds big young containers of its own; once per
-    metric name) spares the sender's young collections the millions of items these lists
-    may hold before they would have aged. Call it without the buffer's lock: a
-    collection may run finalizers, and a finalizer may log. Nothing when the program
-    turned the collector off."""
-    if gc.isenabled():
-        gc.collect(1)
+    """Move the column lists of series made since the last call (both sets) to the
+    garbage collector's oldest generation: one collection of the young generations (well
+    under a millisecond unless the program holds big young containers of its own; once
+    per pass that follows a new metric name) spares the sender's young collections the
+    millions of slots these lists may hold before they would have aged. The sender calls
+    it at the start of a pass, outside the buffer's lock (a collection may run finalizers,
+    and one may log). Never from a training thread: a collection runs weakref callbacks
+    and finalizers there, and a signal handler's exception raised inside one of them
+    (SIGTERM's ``sys.exit``, Ctrl-C's KeyboardInterrupt) is printed and ignored, so the
+    program would go on instead of stopping. Nothing when the collector is off."""
+    global _young_series
+    if _young_series:
+        _young_series = False
+        if gc.isenabled():
+            gc.collect(1)
 
 
-def _whole_points(points: SeriesPoints) -> None:
-    """Drop the last point if a ``log`` call was interrupted between its appends (Ctrl-C's
-    KeyboardInterrupt, or a signal handler's exception, lands between any two bytecodes):
-    the columns must stay aligned, and that call never returned."""
+def _whole_texts(points: SeriesPoints) -> None:
+    """Kinds and texts of the ``n`` counted points only: a call cut short after its kind
+    or its text (then never counted) left them behind."""
     kinds = points.kinds
-    n = min(len(points.steps), len(points.times), len(points.values),
-            len(kinds) if kinds is not None else len(points.values))
-    if kinds is not None:
-        while n and kinds[:n].count(ord("s")) > len(points.texts):
-            n -= 1
-        del kinds[n:]
-        del points.texts[kinds.count(ord("s")):]
-    del points.steps[n:], points.times[n:], points.values[n:]
+    if kinds is None:
+        return
+    del kinds[points.n:]
+    del points.texts[kinds.count(ord("s")):]
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import math
 import uuid
 from array import array
@@ -13,7 +14,7 @@ import pytest
 from producer import _buffer as buffer_module
 from producer._batch import event_dict, metric_batches
 from producer._buffer import Series, SeriesPoints, Stream, age_new_series
-from producer._validate import metric_value
+from producer._validate import KIND_FLOAT, metric_value
 from schemas.codec import Codec
 from tests.helpers import unpack_series
 
@@ -31,13 +32,10 @@ def fill(name: str, values: list[Any], steps: list[int] | None = None) -> Series
     """What Run.log leaves in a Series for these values (same fast/slow paths)."""
     series = Series(name)
     for i, value in enumerate(values):
-        series.steps.append(steps[i] if steps is not None else i)
-        series.times.append(1_700_000_000_000_000_000 + i * 1000)  # ns
-        if type(value) is float and series.kinds is None:
-            series.values.append(value)
-        else:
-            kind, number, text = metric_value(value, 1 << 20)
-            series.add_other(kind, number, text)
+        kind, number, text = (KIND_FLOAT, value, None) if type(value) is float else (
+            metric_value(value, 1 << 20))
+        series.write(steps[i] if steps is not None else i,
+                     1_700_000_000_000_000_000 + i * 1000, kind, number, text)
     taken = series.take()
     assert taken is not None
     return taken
@@ -172,8 +170,9 @@ def in_oldest_generation(obj: object) -> bool:
 
 def test_a_series_reuses_two_sets_of_columns_that_the_collector_has_aged() -> None:
     # The lists a series fills are its own for life: a take hands the filled set to the
-    # sender and puts the emptied one back, so the young collections the sender's own
-    # allocations trigger never walk millions of buffered items.
+    # sender and puts the other one back, so the young collections the sender's own
+    # allocations trigger never walk millions of buffered items, and the objects of a
+    # pass are overwritten one by one by the next instead of freed all at once.
     series = Series("x")
     age_new_series()  # what Run.log does for a new name, outside the buffer's lock
     first = (series.steps, series.values, series.times)
@@ -182,42 +181,71 @@ def test_a_series_reuses_two_sets_of_columns_that_the_collector_has_aged() -> No
     for columns in (first, second):
         assert all(in_oldest_generation(column) for column in columns)
     sets = []
-    for round_ in range(4):
-        for i in range(1000):
-            series.steps.append(round_ * 1000 + i)
-            series.times.append(i)
-            series.values.append(float(i))
+    for round_, count in enumerate([5000, 10, 3000, 7]):
+        for i in range(count):
+            series.write(round_ * 10_000 + i, i, KIND_FLOAT, float(i), None)
         taken = series.take()
         assert taken is not None
+        assert taken.n == count
         sets.append(tuple(id(c) for c in (taken.steps, taken.values, taken.times)))
         records = list(metric_batches([taken], max_bytes=1 << 20))
         points = unpack_series(encode_all(records)[0]["series"][0])
-        assert points == [(round_ * 1000 + i, float(i), i) for i in range(1000)]
+        assert points == [(round_ * 10_000 + i, float(i), i) for i in range(count)]
         taken.recycle()
-        assert taken.steps == taken.values == taken.times == []
         taken.recycle()  # idempotent: the set is handed back once
     assert sets[0] == sets[2] == tuple(id(c) for c in first)
     assert sets[1] == sets[3] == tuple(id(c) for c in second)
+    assert series.take() is None
 
 
-def test_recycle_empties_long_columns_in_bounded_slices(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(buffer_module, "RECYCLE_ITEMS", 7)
-    taken = fill("x", [float(i) for i in range(100)])
-    owner = taken.owner
-    assert owner is not None
-    assert owner.spare is None  # the spare set is in use
-    taken.recycle()
-    assert owner.spare == ([], [], [])
-    assert taken.owner is None
+def test_a_set_far_larger_than_its_last_pass_is_cut_when_handed_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(buffer_module, "KEEP_CAPACITY", 4096)
+    monkeypatch.setattr(buffer_module, "RECYCLE_ITEMS", 1000)
+    series = Series("x")
+    for i in range(20_000):  # a burst: the columns grow to 32768 slots
+        series.write(i, i, KIND_FLOAT, 1.0, None)
+    burst = series.take()
+    assert burst is not None
+    assert len(burst.steps) == 32768
+    burst.recycle()
+    series.write(0, 0, KIND_FLOAT, 1.0, None)
+    small = series.take()  # the other set, 1024 slots: kept as it is
+    assert small is not None
+    small.recycle()
+    assert len(small.steps) == 1024
+    for i in range(3000):
+        series.write(i, i, KIND_FLOAT, 1.0, None)
+    again = series.take()  # the burst's set: 3000 points are under a quarter of it
+    assert again is not None
+    assert again.steps is burst.steps
+    again.recycle()
+    assert len(again.steps) == len(again.values) == len(again.times) == 6000
 
 
 def test_a_set_not_handed_back_is_replaced_by_new_lists() -> None:
     # A pass that failed half-way never recycles: the next take still has columns.
     series = Series("x")
     for step in range(3):
-        series.steps.append(step)
-        series.times.append(step)
-        series.values.append(float(step))
+        series.write(step, step, KIND_FLOAT, float(step), None)
         taken = series.take()  # never recycled
         assert taken is not None
-        assert (taken.steps, taken.values, taken.times) == ([step], [float(step)], [step])
+        assert taken.n == 1
+        assert (taken.steps[0], taken.values[0], taken.times[0]) == (step, float(step), step)
+
+
+def test_columns_grow_by_doubling_then_by_a_bounded_step() -> None:
+    series = Series("x")
+    caps = []
+    for i in range(300_000):
+        series.write(i, i, KIND_FLOAT, 0.5, None)
+        if series.cap not in caps:
+            caps.append(series.cap)
+    assert caps[:7] == [1024, 2048, 4096, 8192, 16384, 32768, 65536]
+    assert all(b - a == buffer_module.GROW_MAX_SLOTS for a, b in itertools.pairwise(caps[6:]))
+    assert len(series.steps) == len(series.values) == len(series.times) == series.cap
+    taken = series.take()
+    assert taken is not None
+    assert taken.n == 300_000
+    assert taken.steps[:taken.n] == list(range(300_000))

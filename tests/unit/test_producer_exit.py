@@ -95,29 +95,54 @@ def test_ctrl_c_inside_a_with_block_cancels_with_the_reason(
     assert of_kind(kafka.events(), "MetricBatch")
 
 
-@pytest.mark.parametrize("cut", range(1, 6))
+@pytest.mark.parametrize("cut", range(7))
 def test_a_log_call_cut_short_leaves_whole_points(cut: int) -> None:
-    """Ctrl-C lands between the appends of one ``log`` call: the point it was adding is
-    left out, every column stays aligned."""
+    """Ctrl-C lands between the steps of one ``log`` call (``Series.write``): the point
+    it was adding is left out until it is counted, every column stays aligned, and the
+    next call takes its slots."""
     series = Series("x")
     for step, (kind, value, text) in enumerate([(ord("f"), 1.0, None), (ord("s"), 0.0, "a"),
                                                  (ord("f"), 2.0, None)]):
-        series.steps.append(step)
-        series.times.append(step)
-        series.add_other(kind, value, text)
-    appends: list[Callable[[], None]] = [
-        lambda: series.steps.append(9), lambda: series.times.append(9),
+        series.write(step, step, kind, value, text)
+    n = series.n
+
+    def count() -> None:
+        series.n = n + 1
+
+    steps: list[Callable[[], None]] = [
+        series.grow, lambda: series.steps.__setitem__(n, 9),
+        lambda: series.times.__setitem__(n, 9),
         lambda: series.kinds.append(ord("s")),  # type: ignore[union-attr]
-        lambda: series.values.append(0.0), lambda: series.texts.append("cut")]
-    for append in appends[:cut]:
-        append()
+        lambda: series.values.__setitem__(n, 0.0), lambda: series.texts.append("cut"), count]
+    for done in steps[:cut]:
+        done()
     taken = series.take()
     assert taken is not None
-    n = 4 if cut >= 5 else 3
-    assert (len(taken.steps), len(taken.times), len(taken.values)) == (n, n, n)
-    assert taken.kinds is not None
-    assert len(taken.kinds) == n
-    assert taken.texts == (["a", "cut"] if n == 4 else ["a"])
+    assert taken.n == 3
+    assert len(taken.steps) == len(taken.times) == len(taken.values)
+    assert taken.kinds == bytearray(b"fsf")
+    assert taken.texts == ["a"]
+    taken.recycle()
+    series.write(5, 5, ord("s"), 0.0, "b")  # a cut call's leftovers are gone from the next set
+    again = series.take()
+    assert again is not None
+    assert (again.n, again.kinds, again.texts) == (1, bytearray(b"s"), ["b"])
+
+
+def test_a_cut_call_is_overwritten_by_the_next_one() -> None:
+    series = Series("x")
+    series.write(0, 0, ord("f"), 1.0, None)
+    # A text call cut after its kind and its text, before it counted:
+    series.steps[1], series.times[1], series.values[1] = 99, 99, 0.0
+    series.kinds = bytearray(b"fs")
+    series.texts.append("stale")
+    series.write(1, 1, ord("s"), 0.0, "kept")
+    series.write(2, 2, ord("f"), 3.0, None)
+    taken = series.take()
+    assert taken is not None
+    assert (taken.n, taken.steps[:3], taken.times[:3]) == (3, [0, 1, 2], [0, 1, 2])
+    assert taken.kinds == bytearray(b"fsf")
+    assert taken.texts == ["kept"]
 
 
 def test_the_worker_says_how_long_a_run_was_silent() -> None:
