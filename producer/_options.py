@@ -18,8 +18,9 @@ class ProducerOptions:
 
     #: Kafka batch compression: "zstd" or "lz4". zstd is the default: aiokafka compresses
     #: lz4 at level 9, about 3x slower than zstd at level 3 on metric columns (6.4 vs
-    #: 2.2 ms per 240 KB here) for a worse ratio (52% vs 28%), and that CPU is taken
-    #: from the training thread while the sender holds the GIL.
+    #: 2.2 ms per 240 KB here) for a worse ratio (52% vs 28%). Both release the GIL while
+    #: they compress, but on a machine whose cores are busy that CPU is the training
+    #: loop's too.
     compression: str = "zstd"
     #: The interpreter's GIL switch interval while a sender runs (``sys.setswitchinterval``,
     #: only ever lowered; None leaves it alone). Python's 5 ms default lets the sender

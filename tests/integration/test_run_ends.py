@@ -122,7 +122,14 @@ async def started_run(proc: subprocess.Popen[str]) -> str:
 
 
 async def finished(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
-    out, err = await asyncio.to_thread(proc.communicate, timeout=90)
+    try:
+        out, err = await asyncio.to_thread(proc.communicate, timeout=90)
+    except subprocess.TimeoutExpired:
+        # A script that did not end: kill it (it would go on logging after the test) and
+        # show what it printed, which says where the signal went.
+        proc.kill()
+        out, err = proc.communicate(timeout=30)
+        pytest.fail(f"the script did not end within 90 s of the signal\n{out}\n{err[-4000:]}")
     return proc.returncode, out, err
 
 
