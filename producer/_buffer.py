@@ -49,8 +49,9 @@ logger = logging.getLogger(__name__)
 
 #: Python memory per buffered point: a float object, two ints and three list slots.
 POINT_COST_BYTES = 112
-#: Slots a series' columns start with, and the least they grow by.
-MIN_CAPACITY = 1024
+#: Slots a series' columns start with, and the least they grow by: small, so a program
+#: logging thousands of names once in a while keeps ~3 KB per name (two sets of three).
+MIN_CAPACITY = 64
 #: The most slots one ``Series.grow`` adds to each column.
 GROW_MAX_SLOTS = 1 << 16
 #: A set of columns handed back with more slots than this, and more than four times the

@@ -211,10 +211,10 @@ def test_a_set_far_larger_than_its_last_pass_is_cut_when_handed_back(
     assert len(burst.steps) == 32768
     burst.recycle()
     series.write(0, 0, KIND_FLOAT, 1.0, None)
-    small = series.take()  # the other set, 1024 slots: kept as it is
+    small = series.take()  # the other set, MIN_CAPACITY slots: kept as it is
     assert small is not None
     small.recycle()
-    assert len(small.steps) == 1024
+    assert len(small.steps) == buffer_module.MIN_CAPACITY
     for i in range(3000):
         series.write(i, i, KIND_FLOAT, 1.0, None)
     again = series.take()  # the burst's set: 3000 points are under a quarter of it
@@ -242,8 +242,10 @@ def test_columns_grow_by_doubling_then_by_a_bounded_step() -> None:
         series.write(i, i, KIND_FLOAT, 0.5, None)
         if series.cap not in caps:
             caps.append(series.cap)
-    assert caps[:7] == [1024, 2048, 4096, 8192, 16384, 32768, 65536]
-    assert all(b - a == buffer_module.GROW_MAX_SLOTS for a, b in itertools.pairwise(caps[6:]))
+    doubling = list(itertools.takewhile(lambda c: c <= 65536, caps))
+    assert doubling == [64 << i for i in range(11)]  # 64 ... 65536
+    assert all(b - a == buffer_module.GROW_MAX_SLOTS for a, b in itertools.pairwise(caps[10:]))
+    assert len(caps) > 12
     assert len(series.steps) == len(series.values) == len(series.times) == series.cap
     taken = series.take()
     assert taken is not None
