@@ -282,7 +282,7 @@ class Buffer:
         #: Past this many bytes (the sender more than two passes behind) a logging call
         #: yields the CPU and the GIL once (``os.sched_yield``), so a sender starved of
         #: them drains before the buffer is full and points are dropped. A flat-out loop
-        #: beside a no-op loop on 2 cores (``runstream bench write``) dropped 6.0-6.6 M of
+        #: beside a no-op loop on 2 cores (``runstream bench write``) dropped 4.7-6.6 M of
         #: 10 M points with Kafka up without it; with it, none (README, Performance).
         self.yield_bytes = max(max_bytes // 8, 1)
         self.woken = False
