@@ -6,24 +6,26 @@ a high-water mark) and does all the expensive work — batching, encoding, sendi
 spooling — outside it.
 
 Metric points are stored columnar from the start: one ``Series`` per (run handle, name)
-keeps plain lists of steps, values and times, so the sender turns a whole series into
-packed arrays with a single C call per column instead of a Python loop per point.
-``kinds`` stays ``None`` while a series only ever saw floats (the common case and the
-fast path); the first non-float back-fills it.
+keeps typed arrays (``array.array``: int64 steps, float64 values, int64 times), so the
+sender turns a run of points into the schema's packed little-endian columns with one
+copy per column (``_batch.column_bytes``) and no Python work per point. ``kinds`` stays
+``None`` while a series only ever saw floats (the common case and the fast path); the
+first non-float back-fills it.
 
-Those lists are written by slot and reused, not appended to and replaced: a call writes
-slot ``n`` of each column and counts it; a series alternates between two sets of
-columns, the one its calls fill and the one the sender is packing, which it hands back
-afterwards with its objects still in it (``SeriesPoints.recycle``). Both sets are moved
-to the garbage collector's oldest generation by the sender's first pass after the series
-is made (``age_new_series``). So, with new lists per pass as before:
+The arrays hold machine numbers, not Python objects, which is what keeps the sender off
+the training loop's back (measured in ``runstream bench write``, README, Performance):
 
-- the young collections the sender's allocations trigger walked lists that had grown to
-  millions of items while the sender waited (up to 15 ms with the GIL held, seen from a
-  ``gc.callbacks`` hook in the log-call bench): most log calls over 5 ms classed ours;
-- a pass's points were freed at once, emptying whole allocator arenas that went back to
-  the OS, so the next pass faulted fresh pages in as it filled: about 330 k minor page
-  faults per 10 M calls, and most log calls between 5 us and 5 ms (the p99.9) here.
+- packing a pass took ~75 ns of the sender's GIL time per point from lists (``struct``
+  over every item); from arrays it is a ``memcpy``;
+- the garbage collector never walks them (an array is not a container), where a young
+  collection that the sender's allocations triggered walked lists grown to millions of
+  items while it held the GIL (4-15 ms);
+- a buffered point keeps no object alive, so a pass's points are not freed at once (which
+  emptied whole allocator arenas, and the next pass faulted fresh pages in).
+
+A call writes slot ``n`` of each array and counts it; a series alternates between two
+sets of arrays, the one its calls fill and the one the sender is packing, which it hands
+back afterwards (``SeriesPoints.recycle``), so a steady series allocates nothing.
 
 The bound is an estimate of the Python memory held (``POINT_COST_BYTES`` per point,
 ``len(text)`` for strings, the encoded size for other events). A full buffer never
@@ -33,13 +35,12 @@ events are exempt so a run's final status is never the thing that gets dropped.
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
+from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import repeat
 from typing import Any
 
 from ._errors import RunClosedError
@@ -47,46 +48,47 @@ from ._validate import KIND_FLOAT
 
 logger = logging.getLogger(__name__)
 
-#: Python memory per buffered point: a float object, two ints and three list slots.
-POINT_COST_BYTES = 112
-#: Slots a series' columns start with, and the least they grow by: small, so a program
+#: Memory per buffered point: its step, value and time in the arrays of one set.
+POINT_COST_BYTES = 24
+#: Slots a series' arrays start with, and the least they grow by: small, so a program
 #: logging thousands of names once in a while keeps ~3 KB per name (two sets of three).
 MIN_CAPACITY = 64
-#: The most slots one ``Series.grow`` adds to each column.
+#: The most slots one ``Series.grow`` adds to each array.
 GROW_MAX_SLOTS = 1 << 16
-#: A set of columns handed back with more slots than this, and more than four times the
-#: points its last pass held, is cut to twice those points (the rest freed, a slice at a
-#: time): a burst does not keep its objects allocated for good.
+#: A set handed back with more slots than this, and more than four times the points its
+#: last pass held, is cut to twice those points: a burst does not keep its memory for good.
 KEEP_CAPACITY = 1 << 16
-#: Slots freed per step when a set is cut (``del`` of a slice, one C call holding the
-#: GIL: about half a millisecond here); between steps the interpreter may switch threads.
-RECYCLE_ITEMS = 1 << 16
+
+Columns = tuple["array[int]", "array[float]", "array[int]"]  # steps, values, times
+
+
+def new_columns(slots: int = MIN_CAPACITY) -> Columns:
+    """One set of zeroed arrays: steps, values, times."""
+    zeros = bytes(8 * slots)
+    return array("q", zeros), array("d", zeros), array("q", zeros)
 
 
 @dataclass(slots=True)
 class SeriesPoints:
     """Points of one series taken out of the buffer: the first ``n`` slots of each
-    column (slots past ``n`` are left over from earlier passes); owned by the taker."""
+    array (slots past ``n`` are left over from earlier passes); owned by the taker."""
 
     name: str
-    steps: list[int]
-    values: list[float]
+    steps: array[int]  # "q"
+    values: array[float]  # "d"
     #: Microseconds since the epoch of each call.
-    times: list[int]
+    times: array[int]  # "q"
     kinds: bytearray | None
     texts: list[str]
     n: int
-    #: The series these columns came from: ``recycle`` hands them back to it.
+    #: The series these arrays came from: ``recycle`` hands them back to it.
     owner: Series | None = None
 
     def recycle(self) -> None:
-        """Give the columns back to their series as its next set, once the sender has
-        packed them (only the sender thread calls this; ``take`` is its only reader).
-        Their objects stay until the next pass overwrites them one by one, so the
-        allocator reuses each freed block at once instead of returning whole arenas to
-        the OS and faulting fresh pages in as the next pass fills (a page fault every
-        ~50 points, the main source of log calls over 5 us here); a set far larger than
-        its last pass is cut first (``KEEP_CAPACITY``)."""
+        """Give the arrays back to their series as its next set, once the sender has
+        packed them (only the sender thread calls this; ``take`` is its only reader), so a
+        steady series allocates nothing; a set far larger than its last pass is cut first
+        (``KEEP_CAPACITY``)."""
         owner = self.owner
         if owner is None:
             return
@@ -95,18 +97,17 @@ class SeriesPoints:
         keep = 2 * max(self.n, MIN_CAPACITY)
         if len(self.steps) > max(KEEP_CAPACITY, 2 * keep):
             for column in columns:
-                while len(column) > keep:
-                    del column[max(keep, len(column) - RECYCLE_ITEMS):]
+                del column[keep:]
         owner.spare = columns
 
 
 class Series:
-    """Columns of one metric name being filled by ``Run.log``.
+    """Arrays of one metric name being filled by ``Run.log``.
 
-    A call writes slot ``n`` of each column, then counts the point (``n += 1``): a call
+    A call writes slot ``n`` of each array, then counts the point (``n += 1``): a call
     cut short (Ctrl-C's KeyboardInterrupt lands between any two bytecodes) left slots
-    that were never counted and that the next call overwrites, so the columns stay
-    aligned without a check. ``grow`` (every column to the same length, before any write)
+    that were never counted and that the next call overwrites, so the arrays stay
+    aligned without a check. ``grow`` (every array to the same length, before any write)
     keeps ``cap`` slots free in each."""
 
     __slots__ = ("cap", "kinds", "n", "name", "next_step", "spare", "steps", "texts", "times",
@@ -116,30 +117,22 @@ class Series:
         self.name = name
         self.next_step = 0
         self.n = 0
-        self.steps: list[int] = [0] * MIN_CAPACITY
-        self.values: list[float] = [0.0] * MIN_CAPACITY
-        self.times: list[int] = [0] * MIN_CAPACITY
-        #: Slots of each column (their common length): ``n < cap`` before a write.
+        self.steps, self.values, self.times = new_columns()
+        #: Slots of each array (their common length): ``n < cap`` before a write.
         self.cap = MIN_CAPACITY
         self.kinds: bytearray | None = None
         self.texts: list[str] = []
-        #: The other set of columns (steps, values, times), for the next take; the sender
-        #: gives the taken ones back (``SeriesPoints.recycle``), so after these two sets
-        #: no new lists.
-        self.spare: tuple[list[int], list[float], list[int]] | None = (
-            [0] * MIN_CAPACITY, [0.0] * MIN_CAPACITY, [0] * MIN_CAPACITY)
-        global _young_series
-        _young_series = True
+        #: The other set of arrays, for the next take; the sender gives the taken ones back
+        #: (``SeriesPoints.recycle``), so after these two sets no new arrays.
+        self.spare: Columns | None = new_columns()
 
     def grow(self) -> None:
-        """More slots in every column (caller holds the lock; ``n == cap``): twice as many,
-        by ``GROW_MAX_SLOTS`` at most, so one call never fills more than a millisecond or
-        two of fresh memory (the first pass of a fast series grows it a few times; later
-        passes reuse the slots)."""
+        """More slots in every array (caller holds the lock; ``n == cap``): twice as many,
+        by ``GROW_MAX_SLOTS`` at most (one ``realloc`` and a zero fill of up to 512 KB)."""
         target = self.cap + min(max(self.cap, MIN_CAPACITY), GROW_MAX_SLOTS)
         for column in (self.steps, self.values, self.times):
             if len(column) < target:
-                column.extend(repeat(0, target - len(column)))  # placeholders, never read
+                column.frombytes(bytes(8 * (target - len(column))))
         self.cap = target
 
     def write(self, step: int, t_us: int, kind: int, number: float, text: str | None) -> None:
@@ -179,35 +172,13 @@ class Series:
         )
         spare, self.spare = self.spare, None
         if spare is None:  # the last taken set was not handed back (its pass failed)
-            spare = ([0] * MIN_CAPACITY, [0.0] * MIN_CAPACITY, [0] * MIN_CAPACITY)
+            spare = new_columns()
         self.steps, self.values, self.times = spare
         self.cap = min(len(column) for column in spare)
         self.n = 0
         self.kinds, self.texts = None, []
         _whole_texts(taken)
         return taken
-
-
-#: Set when a series is made: the sender's next pass ages its columns (``age_new_series``).
-_young_series = False
-
-
-def age_new_series() -> None:
-    """Move the column lists of series made since the last call (both sets) to the
-    garbage collector's oldest generation: one collection of the young generations (well
-    under a millisecond unless the program holds big young containers of its own; once
-    per pass that follows a new metric name) spares the sender's young collections the
-    millions of slots these lists may hold before they would have aged. The sender calls
-    it at the start of a pass, outside the buffer's lock (a collection may run finalizers,
-    and one may log). Never from a training thread: a collection runs weakref callbacks
-    and finalizers there, and a signal handler's exception raised inside one of them
-    (SIGTERM's ``sys.exit``, Ctrl-C's KeyboardInterrupt) is printed and ignored, so the
-    program would go on instead of stopping. Nothing when the collector is off."""
-    global _young_series
-    if _young_series:
-        _young_series = False
-        if gc.isenabled():
-            gc.collect(1)
 
 
 def _whole_texts(points: SeriesPoints) -> None:

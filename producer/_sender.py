@@ -71,7 +71,7 @@ from schemas.event_ids import new_event_id
 
 from ._batch import envelope_bytes, event_dict, metric_batches
 from ._blobs import BlobUploader, stage
-from ._buffer import Buffer, PendingEvent, Stream, age_new_series
+from ._buffer import Buffer, PendingEvent, Stream
 from ._client import ApiClient
 from ._errors import KafkaUnavailableError, ProducerError, ProducerTimeoutError, SpoolError
 from ._exit import close_senders_with, end_owned_runs_at_exit
@@ -381,7 +381,6 @@ class Sender:
     async def _pump(self) -> None:
         handoff = sys.getswitchinterval() > GIL_HANDOFF_MAX_INTERVAL_S
         async with self._pump_lock:
-            age_new_series()
             for stream, series, events in self.buffer.drain():
                 if series:
                     ts = now_us()
