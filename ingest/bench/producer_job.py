@@ -40,6 +40,13 @@ the main thread left the CPU in it (the schedstat's count of times it was put on
 and if it was off for most of the call, whether our other threads, the run queue or a
 sleep took that time. They are what sets the p99.9.
 
+Garbage collections are recorded as they run (``gc.callbacks``: generation, the thread
+that ran it, start and end): each stall carries the collection time inside it
+(``gc_ms``, and whether the main thread ran it, triggered by an allocation of its own,
+or another of our threads, holding the GIL), and the report counts collections by
+generation, with the longest. A collection in the main thread inside a stalled call is
+still classed ours (the main thread ran), one in another thread too (it held the GIL).
+
 ``sample_every`` 0 turns the sampling off (to check that it does not move the
 percentiles); stalls are then counted as ``stalls_unattributed``.
 
@@ -52,10 +59,12 @@ machine's (its ``stalls_ours`` should stay 0, a check of the method).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import resource
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -133,6 +142,53 @@ class _Schedstat:
             return 0, 0
 
 
+class _Collections:
+    """Every garbage collection while the loop runs (``gc.callbacks``): per generation a
+    count and the longest, and the recent ones (start and end in ``perf_counter_ns``,
+    generation, main thread or not) for the stalls to look up."""
+
+    KEEP = 64
+
+    def __init__(self) -> None:
+        self.main = threading.get_ident()
+        self.started: dict[int, int] = {}  # thread → start of its running collection
+        self.recent: list[tuple[int, int, int, bool]] = []
+        self.count = [0, 0, 0]
+        self.max_ns = [0, 0, 0]
+        self.main_count = [0, 0, 0]
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        now, thread = time.perf_counter_ns(), threading.get_ident()
+        if phase == "start":
+            self.started[thread] = now
+            return
+        began = self.started.pop(thread, now)
+        gen = info.get("generation", 2)
+        self.count[gen] += 1
+        self.max_ns[gen] = max(self.max_ns[gen], now - began)
+        self.main_count[gen] += thread == self.main
+        self.recent.append((began, now, gen, thread == self.main))
+        if len(self.recent) > 2 * self.KEEP:
+            del self.recent[:self.KEEP]
+
+    def inside(self, start: int, end: int) -> dict[str, Any]:
+        """Collection time from ``start`` to ``end`` (ns): total ms, the deepest generation
+        and whether the main thread ran it."""
+        total, gen, main = 0, -1, False
+        for began, ended, g, in_main in self.recent:
+            overlap = min(end, ended) - max(start, began)
+            if overlap > 0:
+                total += overlap
+                if g > gen:
+                    gen, main = g, in_main
+        return {"gc_ms": round(total / 1e6, 3), "gc_generation": gen if total else None,
+                "gc_in_main_thread": main if total else None}
+
+    def report(self) -> dict[str, Any]:
+        return {"count": self.count, "in_main_thread": self.main_count,
+                "max_ms": [round(ns / 1e6, 3) for ns in self.max_ns]}
+
+
 #: What a slow call's window says (``_Timing.classify_slow``).
 SLOW_CAUSES = ("on_cpu", "on_cpu_after_switch", "our_threads", "preempted", "blocked")
 
@@ -147,6 +203,7 @@ class _Timing:
     windows: int = 0
     has_schedstat: bool = True
     slow: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SLOW_CAUSES, 0))
+    collections: _Collections | None = None
 
     def classify_slow(self, call_ns: int, wall: int, main: int, proc: int, runq: int,
                       slices: int) -> None:
@@ -174,9 +231,11 @@ class _Timing:
             cause = "blocked"
         self.slow[cause] += 1
 
-    def attribute(self, call_ns: int, wall: int, main: int, proc: int, runq: int) -> None:
+    def attribute(self, call_ns: int, wall: int, main: int, proc: int, runq: int,
+                  call_start: int = 0) -> None:
         """Classify one stalled call from its window's wall, main-thread, process and
-        run-queue deltas (ns); ``wall`` is 0 when the loop does not sample (unattributed)."""
+        run-queue deltas (ns); ``wall`` is 0 when the loop does not sample (unattributed).
+        ``call_start`` (``perf_counter_ns``) finds the collections inside the call."""
         others = max(0, proc - main)
         # Outside the stalled call the loop ran ordinary calls: count all of that time as
         # the main thread's, so what is left of its CPU time was spent inside the call.
@@ -200,6 +259,8 @@ class _Timing:
             # holder was not running either, or on I/O), rather than waiting for a CPU.
             "blocked": bool(self.has_schedstat and (off - runq) * 2 >= off),
         })
+        if self.collections is not None:
+            self.stalls[-1].update(self.collections.inside(call_start, call_start + call_ns))
 
     def report(self) -> dict[str, Any]:
         counts = {i: n for i, n in enumerate(self.hist) if n}
@@ -223,6 +284,7 @@ class _Timing:
             "stalls": worst_and_ours(self.stalls, STALL_DETAILS),
             "sample_windows": self.windows,
             "slow_calls": dict(self.slow),
+            **({"collections": self.collections.report()} if self.collections else {}),
             "hist": compress(counts),
         }
 
@@ -260,7 +322,7 @@ def _timed_loop(
                 wall, main, proc, (rq, slices) = clock(), thread_ns(), process_ns(), runq()
                 if dt > STALL_NS:
                     timing.attribute(dt, (wall - w_wall) if every else 0, main - w_main,
-                                     proc - w_proc, rq - w_runq)
+                                     proc - w_proc, rq - w_runq, t0)
                 elif every:
                     timing.classify_slow(dt, wall - w_wall, main - w_main, proc - w_proc,
                                          rq - w_runq, slices - w_slices)
@@ -315,9 +377,14 @@ def main(spec_json: str) -> int:
     timing = _Timing() if spec.get("time_calls") else None
     started = time.perf_counter()
     if timing is not None:
-        points = _timed_loop(log, names=names, duration_s=duration_s, calls=calls,
-                             sample_every=int(spec.get("sample_every", SAMPLE_EVERY)),
-                             timing=timing)
+        timing.collections = _Collections()
+        gc.callbacks.append(timing.collections)
+        try:
+            points = _timed_loop(log, names=names, duration_s=duration_s, calls=calls,
+                                 sample_every=int(spec.get("sample_every", SAMPLE_EVERY)),
+                                 timing=timing)
+        finally:
+            gc.callbacks.remove(timing.collections)
     else:
         points = _loop(log, names=names, duration_s=duration_s, calls=calls,
                        rate=float(spec.get("rate", 0)))

@@ -202,7 +202,8 @@ def _calls(reports: dict[str, Any] | Sequence[dict[str, Any]]) -> dict[str, Any]
     over = sum(r["calls_over_5ms"] for r in many)
     ours = sum(r.get("stalls_ours", 0) for r in many)
     os_ = sum(r.get("stalls_os", 0) for r in many)
-    stalls = sorted((s for r in many for s in r.get("stalls", [])), key=lambda s: -s["call_ms"])
+    all_stalls = [s for r in many for s in r.get("stalls", [])]
+    stalls = sorted(all_stalls, key=lambda s: -s["call_ms"])
     slow = {k: sum(r.get("slow_calls", {}).get(k, 0) for r in many) for k in SLOW_CAUSES}
     in_call_s = sum(v * n for r in many for v, n in r.get("hist", [])) / 1e9
     return {
@@ -223,7 +224,25 @@ def _calls(reports: dict[str, Any] | Sequence[dict[str, Any]]) -> dict[str, Any]
         "calls_over_5ms_per_10m_calls": _per_10m(over, calls),
         "stalls_ours_per_10m_calls": _per_10m(ours, calls),
         "stalls_os_per_10m_calls": _per_10m(os_, calls),
+        # Stalls classed ours that a garbage collection took most of (in the main thread,
+        # or in another of ours holding the GIL), and the collections in the loops.
+        "stalls_ours_in_gc": sum(
+            s["cause"] == "ours" and s.get("gc_ms", 0) * 2 >= s["call_ms"] for s in all_stalls),
+        "collections": _collections(many),
         "stalls": worst_and_ours(stalls, STALL_DETAILS),
+    }
+
+
+def _collections(reports: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Garbage collections in the timed loops by generation: counts, how many the main
+    thread ran, the longest (ms)."""
+    each = [r["collections"] for r in reports if r.get("collections")]
+    if not each:
+        return None
+    return {
+        "count": [sum(c["count"][g] for c in each) for g in range(3)],
+        "in_main_thread": [sum(c["in_main_thread"][g] for c in each) for g in range(3)],
+        "max_ms": [max(c["max_ms"][g] for c in each) for g in range(3)],
     }
 
 
@@ -1068,10 +1087,16 @@ def _call_line(label: str, c: dict[str, Any]) -> str:
     return (
         f"{label:<22} p50 {c['p50_us']:.2f} µs  p99 {c['p99_us']:.2f} µs  "
         f"p99.9 {c['p999_us']:.2f} µs  max {c['max_us'] / 1000:.1f} ms  "
-        f"{c['calls_over_5ms']} of {c['calls']:,} calls over 5 ms (ours {c['stalls_ours']}, "
+        f"{c['calls_over_5ms']} of {c['calls']:,} calls over 5 ms (ours {c['stalls_ours']}"
+        f"{_in_gc(c)}, "
         f"OS {c['stalls_os']} of which blocked {c['stalls_os_blocked']}; "
         f"per 10M calls: {c['stalls_ours_per_10m_calls']:g} ours)"
     )
+
+
+def _in_gc(c: dict[str, Any]) -> str:
+    n = c.get("stalls_ours_in_gc")
+    return f" — {n} of them mostly a garbage collection" if n else ""
 
 
 def _log_call_lines(result: dict[str, Any]) -> list[str]:

@@ -5,12 +5,20 @@ returns after ~1 ms without the thread ever leaving the CPU, its CPU clock runni
 
 from __future__ import annotations
 
+import gc
+import threading
 import time
 from typing import Any
 
 import pytest
 
-from ingest.bench.producer_job import SLOW_CAUSES, _timed_loop, _Timing, worst_and_ours
+from ingest.bench.producer_job import (
+    SLOW_CAUSES,
+    _Collections,
+    _timed_loop,
+    _Timing,
+    worst_and_ours,
+)
 
 US = 1000
 
@@ -64,3 +72,33 @@ def test_the_report_lists_the_longest_stalls_and_those_classed_ours() -> None:
     assert [s for s in listed if s["cause"] == "ours"] == [
         {"call_ms": 99.5, "cause": "ours"}, {"call_ms": 5.5, "cause": "ours"}]
     assert len(listed) == 11
+
+
+def test_collections_are_recorded_with_their_thread_and_found_inside_a_call() -> None:
+    # Real collections, one in the main thread and one in another: the stall lookup finds
+    # each by time, with its generation and the thread that ran it.
+    seen = _Collections()
+    gc.callbacks.append(seen)
+    try:
+        t0 = time.perf_counter_ns()
+        gc.collect(2)
+        t1 = time.perf_counter_ns()
+        other = threading.Thread(target=gc.collect, args=(1,))
+        other.start()
+        other.join()
+        t2 = time.perf_counter_ns()
+    finally:
+        gc.callbacks.remove(seen)
+    assert seen.count[2] >= 1
+    assert seen.main_count[2] >= 1
+    assert seen.count[1] >= 1
+    assert seen.main_count[1] < seen.count[1]
+    in_main = seen.inside(t0, t1)
+    assert in_main["gc_generation"] == 2
+    assert in_main["gc_in_main_thread"] is True
+    assert in_main["gc_ms"] > 0
+    elsewhere = seen.inside(t1, t2)
+    assert elsewhere["gc_generation"] == 1
+    assert elsewhere["gc_in_main_thread"] is False
+    assert seen.inside(t2 + 1, t2 + 2) == {
+        "gc_ms": 0.0, "gc_generation": None, "gc_in_main_thread": None}
