@@ -1,6 +1,6 @@
 """The bounded hand-off between training threads and the sender thread.
 
-Training threads append under one lock and return; the sender thread swaps the
+Training threads add under one lock and return; the sender thread swaps the
 contents out under the same lock every ``linger_ms`` (or earlier, once the buffer passes
 a high-water mark) and does all the expensive work — batching, encoding, sending,
 spooling — outside it.
@@ -17,7 +17,7 @@ the training loop's back (measured in ``runstream bench write``, README, Perform
 
 - packing a pass took ~75 ns of the sender's GIL time per point from lists (``struct``
   over every item); from arrays it is a ``memcpy``;
-- the garbage collector never walks them (an array is not a container), where a young
+- a collection has no items of theirs to walk (it visits an array's type only), where a young
   collection that the sender's allocations triggered walked lists grown to millions of
   items while it held the GIL (4-15 ms);
 - a buffered point keeps no object alive, so a pass's points are not freed at once (which
