@@ -27,7 +27,7 @@ A call writes slot ``n`` of each array and counts it; a series alternates betwee
 sets of arrays, the one its calls fill and the one the sender is packing, which it hands
 back afterwards (``SeriesPoints.recycle``), so a steady series allocates nothing.
 
-The bound is an estimate of the Python memory held (``POINT_COST_BYTES`` per point,
+The bound is an estimate of the memory held (``POINT_COST_BYTES`` per point,
 ``len(text)`` for strings, the encoded size for other events). A full buffer never
 blocks: the call drops the item, counts it on its stream and warns once. Lifecycle
 events are exempt so a run's final status is never the thing that gets dropped.
@@ -62,9 +62,9 @@ KEEP_CAPACITY = 1 << 16
 Columns = tuple["array[int]", "array[float]", "array[int]"]  # steps, values, times
 
 
-def new_columns(slots: int = MIN_CAPACITY) -> Columns:
-    """One set of zeroed arrays: steps, values, times."""
-    zeros = bytes(8 * slots)
+def new_columns() -> Columns:
+    """One set of ``MIN_CAPACITY`` zeroed arrays: steps, values, times."""
+    zeros = bytes(8 * MIN_CAPACITY)
     return array("q", zeros), array("d", zeros), array("q", zeros)
 
 
