@@ -266,3 +266,34 @@ def test_columns_are_little_endian_slices_on_either_host(
     assert column_bytes(values, 0, 5) == struct.pack("<5d", -0.0, math.inf, 1.5, math.pi, 2.0)
     assert column_bytes(steps, 2, 2) == b""
     steps.extend([1, 2])  # no buffer export is left behind: the array can still grow
+
+
+def test_default_batches_fill_a_message_and_never_pass_its_limit() -> None:
+    """The default batch is the whole default message (1 MiB): the sender's estimate is an
+    upper bound, so a batch packed to it — floats, and text at its widest — still encodes."""
+    from producer._batch import envelope_bytes, max_text_bytes
+    from producer._options import DEFAULT_BATCH_MAX_BYTES, ProducerOptions
+
+    options = ProducerOptions()
+    assert options.batch_max_bytes == DEFAULT_BATCH_MAX_BYTES == options.max_message_bytes
+    codec = Codec(max_message_bytes=options.max_message_bytes)
+    max_bytes = options.batch_max_bytes - envelope_bytes(STREAM)
+    widest = "é" * (max_text_bytes(STREAM, options.batch_max_bytes) // 2)
+    series = [fill("loss", [float(i) for i in range(100_000)]),
+              fill("note", ["a", widest, "b"])]
+    sizes = []
+    for seq, record in enumerate(metric_batches(series, max_bytes=max_bytes)):
+        event = event_dict(STREAM, seq=seq, event_id=str(uuid.uuid4()), ts_us=1,
+                           kind="MetricBatch", record=record)
+        sizes.append(len(codec.encode(event)))  # raises past max_message_bytes
+    assert len(sizes) >= 3, sizes
+    assert max(sizes) > options.max_message_bytes * 0.9, sizes
+
+
+def test_the_default_batch_is_cut_to_a_smaller_message_limit() -> None:
+    from producer._options import ProducerOptions
+
+    assert ProducerOptions(max_message_bytes=300_000).batch_max_bytes == 300_000
+    assert ProducerOptions(batch_max_bytes=65_536).batch_max_bytes == 65_536
+    with pytest.raises(ValueError, match="batch_max_bytes"):
+        ProducerOptions(max_message_bytes=300_000, batch_max_bytes=400_000)
