@@ -55,7 +55,9 @@ percentiles); stalls are then counted as ``stalls_unattributed``.
 With ``noop`` a do-nothing function stands in for ``run.log`` and no run is opened (no
 SDK thread at all): the same loop and attribution measure what this machine alone does to
 a loop like this one — run side by side with the logging process, its stalls are the
-machine's (its ``stalls_ours`` should stay 0, a check of the method).
+machine's (its ``stalls_ours`` should stay 0, a check of the method). With ``spin_ns``
+as well, the stand-in busy-waits so that its call lasts about that long (``_spinner``):
+the bench sets it to the log call's p50, making the no-op a control of the same length.
 """
 
 from __future__ import annotations
@@ -122,6 +124,37 @@ def worst_and_ours(stalls: list[dict[str, Any]], n: int) -> list[dict[str, Any]]
 
 def _noop(name: str, value: float, step: int | None = None) -> None:
     """Stands in for run.log to measure the loop and timer alone (the machine's noise)."""
+
+
+#: Calls timed to learn what the control's own call and clock reads cost.
+SPIN_PROBE_CALLS = 20_000
+
+
+def _spinner(target_ns: int) -> tuple[Callable[..., None], int]:
+    """A stand-in for ``run.log`` that runs no code of ours but lasts about ``target_ns``
+    as the loop times it — a busy wait on the clock, less what a call of the bare wait
+    costs here (its median over ``SPIN_PROBE_CALLS``) — and that wait (ns).
+
+    Interrupts, the hypervisor and preemption land in a call in proportion to its length:
+    beside a log call of 0.9 µs, a no-op of 0.1 µs shows a fraction of what the machine
+    does to it, and a control as long as the log call shows all of it."""
+    clock = time.perf_counter_ns
+
+    def spin_for(ns: int) -> Callable[..., None]:
+        def spin(name: str, value: float, step: int | None = None) -> None:
+            end = clock() + ns
+            while clock() < end:
+                pass
+        return spin
+
+    probe, took = spin_for(0), []
+    for _ in range(SPIN_PROBE_CALLS):
+        t0 = clock()
+        probe("x", 0.0, step=0)
+        took.append(clock() - t0)
+    took.sort()
+    wait_ns = max(0, target_ns - took[len(took) // 2])
+    return spin_for(wait_ns), wait_ns
 
 
 class _Schedstat:
@@ -376,6 +409,9 @@ def main(spec_json: str) -> int:
 
         run = Run.get_context()
     log: Callable[..., None] = _noop if run is None else run.log
+    spin_ns = int(spec.get("spin_ns", 0))
+    if noop and spin_ns > 0:
+        log, spin_ns = _spinner(spin_ns)
     timing = _Timing() if spec.get("time_calls") else None
     started = time.perf_counter()
     if timing is not None:
@@ -418,6 +454,7 @@ def main(spec_json: str) -> int:
         "timed_calls": 0,
         "calls_over_5ms": 0,
         "call_ns": {"p50": 0.0, "p99": 0.0, "p999": 0.0, "max": 0.0},
+        **({"spin_ns": spin_ns} if noop else {}),
     }
     if timing is not None:
         report.update(timing.report())

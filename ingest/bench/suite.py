@@ -5,8 +5,11 @@ afterwards; with TimescaleDB when the stack's database has it):
 
 1. ``log_call`` — one training process calls ``run.log`` in a loop, each call timed, while
    a second process runs the same loop around a no-op (``noop``; no SDK in it) at the same
-   time. Every call over 5 ms is attributed (``producer_job.py``): to Runstream
-   (``stalls_ours``: the call's time went to our own code or threads — GIL, our locks) or
+   time, its call a busy wait as long as the log call's p50 (measured first by a short
+   loop alone, ``CONTROL_CALLS`` calls): a control of the same length, which interrupts,
+   the hypervisor and preemption hit as often as they hit the log call (``vs_control``
+   compares the two). Every call over 5 ms is attributed (``producer_job.py``): to
+   Runstream (``stalls_ours``: the call's time went to our own code or threads — GIL, our locks) or
    to the OS (``stalls_os``: the process was descheduled and something else ran; of those,
    ``stalls_os_blocked`` slept rather than waited for a CPU — on the GIL or a lock whose
    holder, one of our threads, was descheduled, or on I/O). The no-op's stalls are all
@@ -88,6 +91,8 @@ WARMUP_S = 5.0
 TARGET_STALLS_OURS_PER_10M = 0
 TARGET_P999_US = 5.0
 TARGET_P50_US = 1.0
+#: Timed calls of the short loop alone whose p50 sets the control's length.
+CONTROL_CALLS = 300_000
 #: The worst stalls a log-call section lists one by one.
 STALL_DETAILS = 10
 
@@ -257,7 +262,21 @@ def _log_section(logs: Sequence[dict[str, Any]], noop: dict[str, Any]) -> dict[s
     section["dropped_events"] = sum(r["dropped_events"] for r in logs)
     # where the events went (the spool, or dropped: refused by a full buffer or spool)
     section["producer_counters"] = _producer_counters(logs)
-    section["noop"] = _calls(noop)
+    control = section["noop"] = _calls(noop)
+    control["spin_ns"] = noop.get("spin_ns", 0)
+    slow, calls = section["slow_calls"], section["calls"]
+    # The same length of call, the same machine, the same moment, no code of ours: what
+    # is left between the two is ours. Slow calls (5 µs-5 ms) set the p99.9.
+    section["vs_control"] = {
+        "p999_ratio": (round(section["p999_us"] / control["p999_us"], 2)
+                       if control["p999_us"] else None),
+        "slow_calls_per_10m_calls": _per_10m(sum(slow.values()), calls),
+        "control_slow_calls_per_10m_calls": _per_10m(
+            sum(control["slow_calls"].values()), control["calls"]),
+        # slowed while our other threads ran, or asleep on the GIL or a lock
+        "slow_calls_our_threads_per_10m_calls": _per_10m(
+            slow["our_threads"] + slow["blocked"], calls),
+    }
     section["machine_steal_s"] = noop.get("machine_steal_s")
     return section
 
@@ -721,14 +740,23 @@ def _steal_s() -> float:
         return 0.0
 
 
+def _log_call_p50_ns(env: _Env, spec: dict[str, Any]) -> int:
+    """The log call's p50 (ns) over ``CONTROL_CALLS`` timed calls of one process alone."""
+    proc = _producer(env.producer_env(_run_id(), 0, 1),
+                     {**spec, "calls": CONTROL_CALLS, "sample_every": 0})
+    return int(_report(proc, float(spec["close_timeout_s"]) + 600)["call_ns"]["p50"])
+
+
 def _side_by_side(env: _Env, spec: dict[str, Any], *, ranks: int = 1,
-                  cpus: list[int] | None = None, **over: str
+                  cpus: list[int] | None = None, control_ns: int = 0, **over: str
                   ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """``ranks`` timed logging loops of one run and the no-op loop, started together; the
-    no-op's report carries the machine's steal time over the whole scenario."""
+    """``ranks`` timed logging loops of one run and the no-op loop (its call a busy wait of
+    ``control_ns``), started together; the no-op's report carries the machine's steal time
+    over the whole scenario."""
     run_id = _run_id()
     steal = _steal_s()
-    noop = _producer(env.producer_env(_run_id(), 0, 1), {**spec, "noop": True})
+    noop = _producer(env.producer_env(_run_id(), 0, 1),
+                     {**spec, "noop": True, "spin_ns": control_ns})
     logs = [_producer(env.producer_env(run_id, r, ranks, **over), spec) for r in range(ranks)]
     _pin([p.pid for p in (noop, *logs)], cpus)
     timeout = float(spec["close_timeout_s"]) + 600
@@ -743,14 +771,17 @@ async def _log_call_scenarios(env: _Env, conn: asyncpg.Connection, config: Bench
     result: dict[str, Any] = {}
     spec = _timed_spec(config)
     what = f"{config.log_calls:,} calls" if config.log_calls else f"{config.log_call_duration_s:g}s"
-    progress(f"log call latency ({what}, Kafka up), a no-op loop beside it…")
-    logs, noop = await asyncio.to_thread(_side_by_side, env, spec)
+    progress(f"log call p50 alone ({CONTROL_CALLS:,} calls), for the control's length…")
+    control_ns = await asyncio.to_thread(_log_call_p50_ns, env, spec)
+    result["log_call_control_ns"] = control_ns
+    progress(f"log call latency ({what}, Kafka up), a control loop beside it…")
+    logs, noop = await asyncio.to_thread(_side_by_side, env, spec, control_ns=control_ns)
     result["log_call"] = _log_section(logs, noop)
     result["log_call_noise_floor"] = result["log_call"]["noop"]
-    progress(f"log call latency ({what}, Kafka unreachable), a no-op loop beside it…")
+    progress(f"log call latency ({what}, Kafka unreachable), a control loop beside it…")
     with _closed_port() as port:
         logs, noop = await asyncio.to_thread(
-            _side_by_side, env, {**spec, "close_timeout_s": 5},
+            _side_by_side, env, {**spec, "close_timeout_s": 5}, control_ns=control_ns,
             RUNSTREAM_KAFKA=f"127.0.0.1:{port}")
     result["log_call_kafka_down"] = {
         **_log_section(logs, noop),
@@ -761,12 +792,13 @@ async def _log_call_scenarios(env: _Env, conn: asyncpg.Connection, config: Bench
     cpus = _two_cores()
     workers = config.worker_counts[0]
     progress(f"log call latency ({what}, {config.shared_ranks} ranks + {workers} worker(s) "
-             f"and a no-op loop on {len(cpus) if cpus else os.cpu_count()} cores)…")
+             f"and a control loop on {len(cpus) if cpus else os.cpu_count()} cores)…")
     with _workers(env, workers) as procs:
         _pin([p.pid for p in procs], cpus)
         await asyncio.sleep(3.0)  # group join and partition assignment
         logs, noop = await asyncio.to_thread(_side_by_side, env, spec,
-                                             ranks=config.shared_ranks, cpus=cpus)
+                                             ranks=config.shared_ranks, cpus=cpus,
+                                             control_ns=control_ns)
         _, drain_s, _ = await _drain(env, conn, procs)
     result["log_call_shared"] = {
         **_log_section(logs, noop),
@@ -1110,13 +1142,22 @@ def _log_call_lines(result: dict[str, Any]) -> list[str]:
         if key == "log_call_shared":
             label = f"run.log ({section['ranks']} ranks):"
         lines.append(_call_line(label, section))
-        lines.append(_call_line("  no-op beside it:", section["noop"]))
-        slow, noop = section.get("slow_calls"), section["noop"]
+        noop = section["noop"]
+        spin = noop.get("spin_ns")
+        lines.append(_call_line(
+            f"  control ({spin / 1000:.2f} µs):" if spin else "  no-op beside it:", noop))
+        slow, versus = section.get("slow_calls"), section.get("vs_control")
         if slow:
             lines.append(
                 "  calls of 5 µs-5 ms:  " + ", ".join(f"{k} {v:,}" for k, v in slow.items())
                 + f"; on CPU {section['slow_on_cpu_per_in_call_s']} per second in calls "
-                f"(no-op: {noop.get('slow_on_cpu_per_in_call_s')})")
+                f"(control: {noop.get('slow_on_cpu_per_in_call_s')})")
+        if versus:
+            lines.append(
+                f"  per 10 M calls:      {versus['slow_calls_per_10m_calls']:,} slow "
+                f"({versus['slow_calls_our_threads_per_10m_calls']:,} while our threads ran "
+                f"or held the GIL), the control {versus['control_slow_calls_per_10m_calls']:,}; "
+                f"p99.9 {versus['p999_ratio']}x the control's")
         if section.get("dropped_events"):
             counters = section.get("producer_counters", {})
             lines.append(f"  DROPPED:             {section['dropped_events']:,} points (the "

@@ -74,6 +74,15 @@ def test_bench_json_reports_every_figure_and_loses_nothing(stack: StackInfo) -> 
             assert_stalls_attributed(loop)
         assert set(report[section]["meets_targets"]) == {"stalls_ours", "p999", "p50"}
     assert report["log_call_noise_floor"] == report["log_call"]["noop"]
+    # The control beside each scenario: a call as long as the log call's p50, no SDK.
+    assert report["log_call_control_ns"] > 0
+    for section in ("log_call", "log_call_kafka_down", "log_call_shared"):
+        control, versus = report[section]["noop"], report[section]["vs_control"]
+        assert 0 <= control["spin_ns"] <= report["log_call_control_ns"]
+        assert control["stalls_ours"] == 0  # no thread of ours in it
+        assert versus["slow_calls_per_10m_calls"] >= versus[
+            "slow_calls_our_threads_per_10m_calls"] >= 0
+        assert versus["control_slow_calls_per_10m_calls"] >= 0
     for section in ("log_call", "log_call_kafka_down", "log_call_shared"):
         assert "dropped_events" in report[section]  # reported, not judged
         assert set(report[section]["producer_counters"]) >= {"events_spooled", "events_dropped"}

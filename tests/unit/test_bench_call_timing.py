@@ -15,6 +15,7 @@ import pytest
 from ingest.bench.producer_job import (
     SLOW_CAUSES,
     _Collections,
+    _spinner,
     _timed_loop,
     _Timing,
     worst_and_ours,
@@ -102,3 +103,15 @@ def test_collections_are_recorded_with_their_thread_and_found_inside_a_call() ->
     assert elsewhere["gc_in_main_thread"] is False
     assert seen.inside(t2 + 1, t2 + 2) == {
         "gc_ms": 0.0, "gc_generation": None, "gc_in_main_thread": None}
+
+
+def test_the_control_call_waits_its_length_less_what_a_bare_call_costs() -> None:
+    spin, wait_ns = _spinner(200_000)
+    assert 0 < wait_ns <= 200_000  # the bare call's measured cost taken off, never more
+    took = []
+    for _ in range(50):
+        t0 = time.perf_counter_ns()
+        spin("loss", 0.5, step=1)
+        took.append(time.perf_counter_ns() - t0)
+    assert min(took) >= wait_ns  # a busy wait on a monotonic clock ends no earlier
+    assert _spinner(0)[1] == 0
