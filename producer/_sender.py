@@ -454,19 +454,26 @@ class Sender:
         (logging outruns Kafka) or the wait reaches ``send_block_s``, the send is given up
         and the message spilled — the replay, which waits up to ``send_block_s``, drains
         the spool at Kafka's speed and tells a broker that is down.
+
+        The send is awaited in place, not as a task: the usual one only appends to
+        aiokafka's batch and returns without a turn of the event loop. Each turn lets the
+        GIL go (its ``epoll_wait``), and taking it back from a training loop that is
+        running stalls the log call in progress (README, Performance). A wait is cut
+        every ``SEND_POLL_S`` to check the buffer, and the send tried again: aiokafka
+        awaits only before it appends, so a send cut short queued nothing.
         """
-        send = asyncio.ensure_future(self._transport.send(message.key, message.data))
         deadline = time.monotonic() + self.options.send_block_s
         while True:
             left = deadline - time.monotonic()
-            done, _ = await asyncio.wait({send}, timeout=min(SEND_POLL_S, max(left, 0.0)))
-            if done:
-                return send.result()
+            scope = asyncio.timeout(min(SEND_POLL_S, max(left, 0.0)))
+            try:
+                async with scope:
+                    return await self._transport.send(message.key, message.data)
+            except TimeoutError:
+                if not scope.expired():
+                    raise
             if left <= 0 or self._behind():
-                break
-        send.cancel()  # aiokafka awaits only before it appends, so nothing was queued
-        await asyncio.wait({send})
-        return None if send.cancelled() else send.result()
+                return None
 
     def _on_ack(self, token: int, fut: asyncio.Future[Any]) -> None:
         if fut.cancelled():
