@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +228,21 @@ async def test_sigterm_chains_to_the_programs_own_handler(
                                    ("Canceled", "terminated by SIGTERM"))
 
 
+@pytest.fixture
+def ctrl_c_reaches_the_scripts() -> Iterator[None]:
+    """A script started from a terminal gets Ctrl-C as KeyboardInterrupt. One started under
+    a shell's background job (``cmd &`` without job control, as a CI runner may start the
+    whole suite) inherits SIGINT *ignored*, and Python then installs no KeyboardInterrupt
+    handler: the signal would do nothing. A script inherits this process's disposition at
+    exec (a handler becomes the default there), so an ignored SIGINT is undone here."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("ctrl_c_reaches_the_scripts")
 @pytest.mark.parametrize("mode", ["loop", "loop_with"])
 async def test_ctrl_c_cancels_the_runs_inside_or_outside_with(
     pipeline: Pipeline, tmp_path: Path, mode: str
