@@ -12,10 +12,11 @@ With ``time_calls`` every call is timed with ``perf_counter_ns`` (the timer's ow
 about 0.1 µs, is included) into a histogram, and every call over 5 ms (a stall) is
 attributed. Every ``sample_every`` calls (about; a whole step of ``series`` calls at a
 time) the loop reads the main thread's CPU time, the process's CPU time and the main
-thread's run-queue wait (``/proc/thread-self/schedstat``) — outside the timed calls, so a
-window costs about 2.5 µs once, not per call — and right after a stalled call it reads
-them again. The window from the last sample to the end of the stalled call holds that one
-stall and at most ``sample_every`` ordinary calls (microseconds each), so over it:
+thread's run-queue wait (``/proc/thread-self/schedstat``) and its page faults and context
+switches (``getrusage(RUSAGE_THREAD)``) — outside the timed calls, so a window costs about
+3 µs once, not per call — and right after a stalled call it reads them again. The
+window from the last sample to the end of the stalled call holds that one stall and at
+most ``sample_every`` ordinary calls (microseconds each), so over it:
 
 - ``main`` = the main thread's CPU time inside the call (its CPU time over the window
   minus the window's time outside the call, all of which is counted as running: an upper
@@ -33,6 +34,14 @@ stall and at most ``sample_every`` ordinary calls (microseconds each), so over i
   held by one of our threads that the OS had descheduled, or on I/O — rather than
   waiting for a CPU: the OS's doing, but one that only a process with threads of ours
   can suffer (the no-op loop has none).
+
+Each stall also records when it started (``start_ns``) and the main thread's page faults,
+context switches and user and system CPU time over its window. "The main thread ran" is
+what the kernel charged to it: on a virtual machine, a pause of the whole machine that
+the hypervisor does not report as steal time is charged to whichever thread was on the
+CPU (measured here: 5 to 33 ms "on the CPU", in user mode, with no fault or switch, in the
+control loop as in the log loop). The bench matches such stalls with the control's
+(``suite._paused_with_control``).
 
 Every call of 5 µs (the p99.9 target) to 5 ms ends its window the same way and is
 counted in ``slow_calls`` by what the window says (``_Timing.classify_slow``): whether
@@ -177,6 +186,18 @@ class _Schedstat:
             return 0, 0
 
 
+def _thread_usage() -> tuple[int, int, int, int, int]:
+    """The main thread's page faults (minor and major), voluntary and involuntary context
+    switches, user and system CPU time (µs, sampled by the kernel's tick) so far
+    (``getrusage(RUSAGE_THREAD)``; zeros where the OS has no such call)."""
+    try:
+        use = resource.getrusage(resource.RUSAGE_THREAD)
+    except (AttributeError, OSError):
+        return 0, 0, 0, 0, 0
+    return (use.ru_minflt + use.ru_majflt, use.ru_nvcsw, use.ru_nivcsw,
+            round(use.ru_utime * 1e6), round(use.ru_stime * 1e6))
+
+
 class _Collections:
     """Every garbage collection while the loop runs (``gc.callbacks``): per generation a
     count and the longest, and the recent ones (start and end in ``perf_counter_ns``,
@@ -267,10 +288,15 @@ class _Timing:
         self.slow[cause] += 1
 
     def attribute(self, call_ns: int, wall: int, main: int, proc: int, runq: int,
-                  call_start: int = 0) -> None:
+                  call_start: int = 0, usage: tuple[int, ...] = (0, 0, 0, 0, 0)) -> None:
         """Classify one stalled call from its window's wall, main-thread, process and
         run-queue deltas (ns); ``wall`` is 0 when the loop does not sample (unattributed).
-        ``call_start`` (``perf_counter_ns``) finds the collections inside the call."""
+        ``call_start`` (``perf_counter_ns``) finds the collections inside the call;
+        ``usage`` is the window's ``_thread_usage`` delta (faults, voluntary and
+        involuntary switches), recorded with it: a stall whose main thread ran without a
+        page fault or a switch spent that CPU time in the call's own code or, on a kernel
+        that charges interrupt time to whichever thread was running (no
+        ``CONFIG_IRQ_TIME_ACCOUNTING``), in the interrupts that came while it ran."""
         others = max(0, proc - main)
         # Outside the stalled call the loop ran ordinary calls: count all of that time as
         # the main thread's, so what is left of its CPU time was spent inside the call.
@@ -283,6 +309,9 @@ class _Timing:
         else:
             cause = "os"
         self.stalls.append({
+            # perf_counter_ns is CLOCK_MONOTONIC here: one clock for every process of the
+            # machine, so the bench can line this stall up with the control's.
+            "start_ns": call_start,
             "call_ms": round(call_ns / 1e6, 3),
             "window_ms": round(wall / 1e6, 3),
             "main_cpu_in_call_ms": round(main_in_call / 1e6, 3),
@@ -293,6 +322,11 @@ class _Timing:
             # Off the CPU mostly without being runnable: blocked (on the GIL or a lock whose
             # holder was not running either, or on I/O), rather than waiting for a CPU.
             "blocked": bool(self.has_schedstat and (off - runq) * 2 >= off),
+            "main_page_faults": usage[0],
+            "main_voluntary_switches": usage[1],
+            "main_involuntary_switches": usage[2],
+            "main_user_ms": round(usage[3] / 1e3, 3),
+            "main_system_ms": round(usage[4] / 1e3, 3),
         })
         if self.collections is not None:
             self.stalls[-1].update(self.collections.inside(call_start, call_start + call_ns))
@@ -317,6 +351,16 @@ class _Timing:
             "stalls_unattributed": causes.count("unattributed"),
             "stalls_os_blocked": sum(s["cause"] == "os" and s["blocked"] for s in self.stalls),
             "stalls": worst_and_ours(self.stalls, STALL_DETAILS),
+            # Every stall as [start, end (perf_counter_ns), cause, whether the main thread
+            # was on the CPU for most of it, and whether it did so without a page fault or
+            # a sleep]: the bench matches the loops' stalls with the control's beside them
+            # (``suite._paused_with_control``) and counts the quiet ones of each.
+            "stall_spans": [
+                [st["start_ns"], st["start_ns"] + round(st["call_ms"] * 1e6), st["cause"],
+                 st["main_cpu_in_call_ms"] >= st["off_cpu_ms"],
+                 st["main_cpu_in_call_ms"] >= st["off_cpu_ms"]
+                 and not st["main_page_faults"] and not st["main_voluntary_switches"]]
+                for st in self.stalls],
             "sample_windows": self.windows,
             "slow_calls": dict(self.slow),
             **({"collections": self.collections.report()} if self.collections else {}),
@@ -337,10 +381,12 @@ def _timed_loop(
     sched = _Schedstat()
     timing.has_schedstat = sched.fd is not None
     runq = sched.read
+    usage = _thread_usage
     end = time.perf_counter() + duration_s
     points = step = 0
     value = 0.5
     w_wall, w_main, w_proc, (w_runq, w_slices) = clock(), thread_ns(), process_ns(), runq()
+    w_use = usage()
     while (calls <= 0 and time.perf_counter() < end) or (calls > 0 and points < calls):
         for _ in range(steps):
             for name in names:
@@ -356,18 +402,22 @@ def _timed_loop(
                 # A slow call or a stall: its window ends right after it.
                 wall, main, proc, (rq, slices) = clock(), thread_ns(), process_ns(), runq()
                 if dt > STALL_NS:
+                    use = usage()
                     timing.attribute(dt, (wall - w_wall) if every else 0, main - w_main,
-                                     proc - w_proc, rq - w_runq, t0)
+                                     proc - w_proc, rq - w_runq, t0,
+                                     tuple(a - b for a, b in zip(use, w_use, strict=True)))
                 elif every:
                     timing.classify_slow(dt, wall - w_wall, main - w_main, proc - w_proc,
                                          rq - w_runq, slices - w_slices)
                 w_wall, w_main, w_proc, (w_runq, w_slices) = (
                     clock(), thread_ns(), process_ns(), runq())
+                w_use = usage()
             step += 1
             value = value * 0.999 + 0.001
             if every and step % every == 0:
                 w_wall, w_main, w_proc, (w_runq, w_slices) = (
                     clock(), thread_ns(), process_ns(), runq())
+                w_use = usage()
                 timing.windows += 1
         points += steps * series
     return points

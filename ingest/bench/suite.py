@@ -13,7 +13,11 @@ afterwards; with TimescaleDB when the stack's database has it):
    to the OS (``stalls_os``: the process was descheduled and something else ran; of those,
    ``stalls_os_blocked`` slept rather than waited for a CPU — on the GIL or a lock whose
    holder, one of our threads, was descheduled, or on I/O). The no-op's stalls are all
-   the machine's. ``log_call_noise_floor`` is that no-op's figures
+   the machine's. A stall classed ours because the main thread was charged the CPU time
+   is the machine's after all when the control was charged CPU time for the same moment
+   without getting on (``_paused_with_control``: the virtual machine paused, and the
+   hypervisor did not report it as steal time); it counts in ``stalls_os`` and
+   ``stalls_paused_with_control``. ``log_call_noise_floor`` is that no-op's figures
    (as before). Each loop runs ``log_call_duration_s``, or ``log_calls`` calls.
 2. ``log_call_kafka_down`` — the same with Kafka unreachable (a closed port): events go
    to the spool, and no call may stall the loop.
@@ -219,6 +223,11 @@ def _calls(reports: dict[str, Any] | Sequence[dict[str, Any]]) -> dict[str, Any]
         "stalls_os": os_,
         "stalls_unattributed": sum(r.get("stalls_unattributed", 0) for r in many),
         "stalls_os_blocked": sum(r.get("stalls_os_blocked", 0) for r in many),
+        "stalls_paused_with_control": sum(r.get("stalls_paused_with_control", 0) for r in many),
+        # Stalls the main thread was charged for, on the CPU without a page fault or a
+        # sleep (whatever their class): what a pause of the machine looks like from inside.
+        "stalls_on_cpu_quiet": sum(
+            bool(span[4:5] and span[4]) for r in many for span in r.get("stall_spans", [])),
         # Calls of 5 µs to 5 ms (what decides the p99.9), by what their window says, and
         # the on-CPU ones per second spent inside calls: the rate at which something the
         # thread cannot see (interrupts, the hypervisor) slows whatever runs — compare
@@ -251,8 +260,42 @@ def _collections(reports: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
+def _paused_with_control(logs: Sequence[dict[str, Any]], noop: dict[str, Any]) -> int:
+    """Reclass, in the loops' reports, each stall classed ours because the main thread was
+    on the CPU for most of it, when the control beside it had a stall of its own on the
+    CPU covering at least half of it: the control runs no code of ours and was charged
+    the CPU time of that moment too, so neither thread ran — the virtual machine was
+    paused (a pause the hypervisor does not report as steal time is charged to whichever
+    thread was on the CPU). Such a stall becomes ``os`` with ``paused_with_control``;
+    returns how many were."""
+    control = [(span[0], span[1]) for span in noop.get("stall_spans", []) if span[3]]
+    moved = 0
+    for report in logs:
+        paused: set[int] = set()
+        for span in report.get("stall_spans", []):
+            start, end, cause, ran = span[:4]
+            if cause != "ours" or not ran:
+                continue
+            overlap = max((min(end, b) - max(start, a) for a, b in control), default=0)
+            if overlap * 2 >= end - start:
+                paused.add(start)
+                span[2] = "os"
+        if not paused:
+            continue
+        report["stalls_ours"] -= len(paused)
+        report["stalls_os"] += len(paused)
+        report["stalls_paused_with_control"] = len(paused)
+        for stall in report.get("stalls", []):
+            if stall.get("start_ns") in paused:
+                stall["cause"] = "os"
+                stall["paused_with_control"] = True
+        moved += len(paused)
+    return moved
+
+
 def _log_section(logs: Sequence[dict[str, Any]], noop: dict[str, Any]) -> dict[str, Any]:
     """A log-call scenario: the logging loop(s), their targets, the no-op run beside them."""
+    _paused_with_control(logs, noop)
     section = _calls(logs)
     section["meets_targets"] = {
         "stalls_ours": section["stalls_ours_per_10m_calls"] <= TARGET_STALLS_OURS_PER_10M,
@@ -276,6 +319,12 @@ def _log_section(logs: Sequence[dict[str, Any]], noop: dict[str, Any]) -> dict[s
         # slowed while our other threads ran, or asleep on the GIL or a lock
         "slow_calls_our_threads_per_10m_calls": _per_10m(
             slow["our_threads"] + slow["blocked"], calls),
+        # Stalls on the CPU without a fault or a sleep: the control's are the machine's
+        # (pauses of the virtual machine charged as CPU time); the log loops' beside them,
+        # matched with the control's or not, come at about the same rate.
+        "stalls_on_cpu_quiet_per_10m_calls": _per_10m(section["stalls_on_cpu_quiet"], calls),
+        "control_stalls_on_cpu_quiet_per_10m_calls": _per_10m(
+            control["stalls_on_cpu_quiet"], control["calls"]),
     }
     section["machine_steal_s"] = noop.get("machine_steal_s")
     return section
@@ -1121,9 +1170,15 @@ def _call_line(label: str, c: dict[str, Any]) -> str:
         f"p99.9 {c['p999_us']:.2f} µs  max {c['max_us'] / 1000:.1f} ms  "
         f"{c['calls_over_5ms']} of {c['calls']:,} calls over 5 ms (ours {c['stalls_ours']}"
         f"{_in_gc(c)}, "
-        f"OS {c['stalls_os']} of which blocked {c['stalls_os_blocked']}; "
+        f"OS {c['stalls_os']} of which blocked {c['stalls_os_blocked']}"
+        f"{_paused(c)}; "
         f"per 10M calls: {c['stalls_ours_per_10m_calls']:g} ours)"
     )
+
+
+def _paused(c: dict[str, Any]) -> str:
+    n = c.get("stalls_paused_with_control")
+    return f", paused with the control {n}" if n else ""
 
 
 def _in_gc(c: dict[str, Any]) -> str:
@@ -1157,7 +1212,9 @@ def _log_call_lines(result: dict[str, Any]) -> list[str]:
                 f"  per 10 M calls:      {versus['slow_calls_per_10m_calls']:,} slow "
                 f"({versus['slow_calls_our_threads_per_10m_calls']:,} while our threads ran "
                 f"or held the GIL), the control {versus['control_slow_calls_per_10m_calls']:,}; "
-                f"p99.9 {versus['p999_ratio']}x the control's")
+                f"p99.9 {versus['p999_ratio']}x the control's; stalls on the CPU without a "
+                f"fault or a sleep {versus['stalls_on_cpu_quiet_per_10m_calls']:g}, the "
+                f"control {versus['control_stalls_on_cpu_quiet_per_10m_calls']:g}")
         if section.get("dropped_events"):
             counters = section.get("producer_counters", {})
             lines.append(f"  DROPPED:             {section['dropped_events']:,} points (the "

@@ -553,7 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
         "`write` times run.log with Kafka up, down and with --shared-ranks ranks beside the "
         "workers, each beside a control loop whose call lasts as long as the log call's p50 "
         "and runs no code of ours, and attributes every call over 5 ms to our own threads or "
-        "to the OS; --workers 1,2,3 runs its end-to-end once per worker count, "
+        "to the OS (a pause of the whole machine that the control suffered at the same "
+        "moment counts as the OS's); --workers 1,2,3 runs its end-to-end once per worker count, "
         "with CPU seconds per million points of producers, broker, workers and PostgreSQL. "
         "`all` = write + read (about 5 minutes). Prints a report, or JSON with --json.",
     )

@@ -20,6 +20,7 @@ from ingest.bench.producer_job import (
     _Timing,
     worst_and_ours,
 )
+from ingest.bench.suite import _calls, _paused_with_control
 
 US = 1000
 
@@ -115,3 +116,81 @@ def test_the_control_call_waits_its_length_less_what_a_bare_call_costs() -> None
         took.append(time.perf_counter_ns() - t0)
     assert min(took) >= wait_ns  # a busy wait on a monotonic clock ends no earlier
     assert _spinner(0)[1] == 0
+
+
+def test_a_stall_records_when_it_started_and_what_the_main_thread_did_in_it() -> None:
+    touched = 0
+
+    def log(name: str, value: float, step: int | None = None) -> None:
+        nonlocal touched
+        if step == 500 and name == "a":
+            # fresh pages written (faults), then 6 ms on the CPU: one stall, ours
+            touched = len(bytearray(32 << 20))
+            until = time.perf_counter_ns() + 6_000 * US
+            while time.perf_counter_ns() < until:
+                pass
+
+    timing = _Timing()
+    before = time.perf_counter_ns()
+    _timed_loop(log, names=["a", "b"], duration_s=0, calls=2_000, sample_every=64,
+                timing=timing)
+    after = time.perf_counter_ns()
+    report = timing.report()
+    assert touched
+    mine = [s for s in report["stalls"] if s["main_cpu_in_call_ms"] >= 3.0]
+    assert len(mine) == 1, report["stalls"]
+    stall = mine[0]
+    assert stall["cause"] == "ours"
+    assert before < stall["start_ns"] < after
+    assert stall["main_page_faults"] > 0
+    assert stall["main_user_ms"] + stall["main_system_ms"] > 0
+    assert stall["main_voluntary_switches"] >= 0
+    assert stall["main_involuntary_switches"] >= 0
+    # one span per stall, in the order they happened, the same as the details say
+    spans = report["stall_spans"]
+    assert len(spans) == len(timing.stalls)
+    start, end, cause, ran, quiet = next(s for s in spans if s[0] == stall["start_ns"])
+    assert (cause, ran, quiet) == ("ours", True, False)  # it faulted
+    assert end - start == round(stall["call_ms"] * 1e6)
+
+
+def _report(spans: list[list[Any]]) -> dict[str, Any]:
+    stalls = [{"start_ns": a, "call_ms": (b - a) / 1e6, "cause": c} for a, b, c, *_ in spans]
+    return {"timed_calls": 1_000_000, "calls_over_5ms": len(spans), "hist": [[900, 1_000_000]],
+            "call_ns": {"max": 20e6},
+            "stalls_ours": sum(c == "ours" for _, _, c, *_ in spans),
+            "stalls_os": sum(c == "os" for _, _, c, *_ in spans),
+            "stalls": stalls, "stall_spans": spans}
+
+
+def test_a_stall_on_the_cpu_at_the_moment_the_control_was_too_is_the_machines() -> None:
+    ms = 1_000_000
+    control = {"stall_spans": [
+        [100 * ms, 120 * ms, "ours", True],   # the control charged CPU time, no progress
+        [200 * ms, 210 * ms, "os", False],    # the control preempted: not a pause
+        [300 * ms, 302 * ms, "ours", True],
+    ]}
+    log = _report([
+        [101 * ms, 119 * ms, "ours", True],   # inside the control's: paused, the machine's
+        [201 * ms, 209 * ms, "ours", True],   # the control was off its CPU: stays ours
+        [105 * ms, 115 * ms, "ours", False],  # our other threads ran: stays ours
+        [299 * ms, 307 * ms, "ours", True],   # covered less than half: stays ours
+        [400 * ms, 410 * ms, "os", False],
+    ])
+    rank = _report([[102 * ms, 110 * ms, "ours", True]])
+    assert _paused_with_control([log, rank], control) == 2
+    assert (log["stalls_ours"], log["stalls_os"], log["stalls_paused_with_control"]) == (3, 2, 1)
+    assert rank["stalls_ours"] == 0
+    assert rank["stalls_paused_with_control"] == 1
+    paused = [s for s in log["stalls"] if s.get("paused_with_control")]
+    assert [(s["start_ns"], s["cause"]) for s in paused] == [(101 * ms, "os")]
+    assert [c for _, _, c, *_ in log["stall_spans"]] == ["os", "ours", "ours", "ours", "os"]
+    section = _calls([log, rank])
+    assert (section["stalls_ours"], section["stalls_paused_with_control"]) == (3, 2)
+    assert section["stalls_on_cpu_quiet"] == 0  # these spans say nothing of faults
+    quiet = _report([[1, 6_000_001, "ours", True, True], [9, 6_000_009, "os", False, False]])
+    assert _calls([quiet])["stalls_on_cpu_quiet"] == 1
+    # without the control's spans nothing moves
+    fresh = _report([[101 * ms, 119 * ms, "ours", True]])
+    assert _paused_with_control([fresh], {}) == 0
+    assert fresh["stalls_ours"] == 1
