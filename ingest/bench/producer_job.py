@@ -66,11 +66,14 @@ SDK thread at all): the same loop and attribution measure what this machine alon
 a loop like this one — run side by side with the logging process, its stalls are the
 machine's (its ``stalls_ours`` should stay 0, a check of the method). With ``spin_ns``
 as well, the stand-in busy-waits so that its call lasts about that long (``_spinner``):
-the bench sets it to the log call's p50, making the no-op a control of the same length.
+the bench sets it to the log call's p50, making the no-op a control of the same length;
+with ``control`` "python" the stand-in is ``_python_work`` instead, interpreter work of
+that length (``control_steps`` steps a call).
 """
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import gc
 import json
@@ -164,6 +167,61 @@ def _spinner(target_ns: int) -> tuple[Callable[..., None], int]:
     took.sort()
     wait_ns = max(0, target_ns - took[len(took) // 2])
     return spin_for(wait_ns), wait_ns
+
+
+#: The Python control's ring of slots (``_python_work``): a few pages, as the log call's
+#: arrays between two passes of its sender.
+WORK_SLOTS = 4096
+
+
+def _python_work(target_ns: int) -> tuple[Callable[..., None], int]:
+    """A stand-in for ``run.log`` that runs no code of ours but does the same kind of
+    work — bytecodes, a dict lookup, stores into typed arrays — ``steps`` times a call,
+    with ``steps`` the fewest whose median call (over ``SPIN_PROBE_CALLS``) lasts
+    ``target_ns``; returns it and ``steps``.
+
+    A busy wait on the clock touches almost no memory; an interpreter does, so what
+    other processes do to the caches and the memory bus (the broker, PostgreSQL, our
+    senders) slows this control as it slows the log call."""
+    values = array.array("d", bytes(8 * WORK_SLOTS))
+    steps_at = array.array("q", bytes(8 * WORK_SLOTS))
+    names = {f"metric_{i}": i for i in range(16)}
+    state = [0]
+    mask = WORK_SLOTS - 1
+
+    def work_for(steps: int) -> Callable[..., None]:
+        def work(name: str, value: float, step: int | None = None) -> None:
+            i = state[0]
+            for _ in range(steps):
+                j = i & mask
+                values[j] = value
+                steps_at[j] = step or 0
+                names.get(name)
+                i += 1
+            state[0] = i
+        return work
+
+    clock = time.perf_counter_ns
+
+    def median(fn: Callable[..., None]) -> int:
+        took = []
+        for n in range(SPIN_PROBE_CALLS):
+            t0 = clock()
+            fn("metric_1", 0.5, step=n)
+            took.append(clock() - t0)
+        took.sort()
+        return took[len(took) // 2]
+
+    low, high = 1, 1
+    while median(work_for(high)) < target_ns and high < 1 << 20:
+        low, high = high, high * 2
+    while low < high:  # the fewest steps that last target_ns
+        mid = (low + high) // 2
+        if median(work_for(mid)) < target_ns:
+            low = mid + 1
+        else:
+            high = mid
+    return work_for(high), high
 
 
 class _Schedstat:
@@ -460,8 +518,13 @@ def main(spec_json: str) -> int:
         run = Run.get_context()
     log: Callable[..., None] = _noop if run is None else run.log
     spin_ns = int(spec.get("spin_ns", 0))
+    control = str(spec.get("control", "spin"))
+    control_steps = 0
     if noop and spin_ns > 0:
-        log, spin_ns = _spinner(spin_ns)
+        if control == "python":
+            log, control_steps = _python_work(spin_ns)
+        else:
+            log, spin_ns = _spinner(spin_ns)
     timing = _Timing() if spec.get("time_calls") else None
     started = time.perf_counter()
     if timing is not None:
@@ -504,7 +567,8 @@ def main(spec_json: str) -> int:
         "timed_calls": 0,
         "calls_over_5ms": 0,
         "call_ns": {"p50": 0.0, "p99": 0.0, "p999": 0.0, "max": 0.0},
-        **({"spin_ns": spin_ns} if noop else {}),
+        **({"spin_ns": spin_ns, "control": control, "control_steps": control_steps}
+           if noop else {}),
     }
     if timing is not None:
         report.update(timing.report())

@@ -3,22 +3,24 @@
 Everything runs for real on the local stack, in a database and topic of its own (dropped
 afterwards; with TimescaleDB when the stack's database has it):
 
-1. ``log_call`` — one training process calls ``run.log`` in a loop, each call timed, while
-   a second process runs the same loop around a no-op (``noop``; no SDK in it) at the same
-   time, its call a busy wait as long as the log call's p50 (measured first by a short
-   loop alone, ``CONTROL_CALLS`` calls): a control of the same length, which interrupts,
-   the hypervisor and preemption hit as often as they hit the log call (``vs_control``
-   compares the two). Every call over 5 ms is attributed (``producer_job.py``): to
-   Runstream (``stalls_ours``: the call's time went to our own code or threads — GIL, our locks) or
-   to the OS (``stalls_os``: the process was descheduled and something else ran; of those,
-   ``stalls_os_blocked`` slept rather than waited for a CPU — on the GIL or a lock whose
-   holder, one of our threads, was descheduled, or on I/O). The no-op's stalls are all
-   the machine's. A stall classed ours because the main thread was charged the CPU time
-   is the machine's after all when the control was charged CPU time for the same moment
-   without getting on (``_paused_with_control``: the virtual machine paused, and the
-   hypervisor did not report it as steal time); it counts in ``stalls_os`` and
-   ``stalls_paused_with_control``. ``log_call_noise_floor`` is that no-op's figures
-   (as before). Each loop runs ``log_call_duration_s``, or ``log_calls`` calls.
+1. ``log_call`` — one training process calls ``run.log`` in a loop, each call timed, while a
+   second process runs the same loop around a no-op (``noop``; no SDK in it) at the same
+   time, its call a busy wait as long as the log call's p50 (measured first by a short loop
+   alone, ``CONTROL_CALLS`` calls): a control of the same length, which interrupts, the
+   hypervisor and preemption hit as often as they hit the log call (``vs_control`` compares
+   the two; ``--control python`` makes it interpreter work of that length instead, array
+   stores and a dict lookup, which the caches and memory traffic of the other processes slow
+   as they slow the log call). Every call over 5 ms is attributed (``producer_job.py``): to
+   Runstream (``stalls_ours``: the call's time went to our own code or threads — GIL, our
+   locks) or to the OS (``stalls_os``: the process was descheduled and something else ran;
+   of those, ``stalls_os_blocked`` slept rather than waited for a CPU — on the GIL or a lock
+   whose holder, one of our threads, was descheduled, or on I/O). The no-op's stalls are all
+   the machine's. A stall classed ours because the main thread was charged the CPU time is
+   the machine's after all when the control was charged CPU time for the same moment without
+   getting on (``_paused_with_control``: the virtual machine paused, and the hypervisor did
+   not report it as steal time); it counts in ``stalls_os`` and
+   ``stalls_paused_with_control``. ``log_call_noise_floor`` is that no-op's figures (as
+   before). Each loop runs ``log_call_duration_s``, or ``log_calls`` calls.
 2. ``log_call_kafka_down`` — the same with Kafka unreachable (a closed port): events go
    to the spool, and no call may stall the loop.
 3. ``log_call_shared`` — ``shared_ranks`` ranks of one run log flat out, timed, beside
@@ -150,6 +152,9 @@ class BenchConfig:
     sample_every: int = 64
     #: Ranks of the shared-cores log-call scenario.
     shared_ranks: int = 3
+    #: The control beside each log-call loop: "spin" (a busy wait on the clock) or
+    #: "python" (interpreter work: array stores and a dict lookup), as long as the log call.
+    control: str = "spin"
     #: The overload suite: capacity run, then producers at ``overload_factor`` x capacity.
     capacity_duration_s: float = 20.0
     overload_duration_s: float = 60.0
@@ -307,6 +312,8 @@ def _log_section(logs: Sequence[dict[str, Any]], noop: dict[str, Any]) -> dict[s
     section["producer_counters"] = _producer_counters(logs)
     control = section["noop"] = _calls(noop)
     control["spin_ns"] = noop.get("spin_ns", 0)
+    control["kind"] = noop.get("control", "spin")
+    control["steps"] = noop.get("control_steps", 0)
     slow, calls = section["slow_calls"], section["calls"]
     # The same length of call, the same machine, the same moment, no code of ours: what
     # is left between the two is ours. Slow calls (5 µs-5 ms) set the p99.9.
@@ -774,6 +781,7 @@ def _timed_spec(config: BenchConfig, **more: Any) -> dict[str, Any]:
         "series": config.series,
         "sample_every": config.sample_every,
         "close_timeout_s": config.close_timeout_s,
+        "control": config.control,
         **more,
     }
 
@@ -1199,8 +1207,11 @@ def _log_call_lines(result: dict[str, Any]) -> list[str]:
         lines.append(_call_line(label, section))
         noop = section["noop"]
         spin = noop.get("spin_ns")
-        lines.append(_call_line(
-            f"  control ({spin / 1000:.2f} µs):" if spin else "  no-op beside it:", noop))
+        if noop.get("kind") == "python":
+            name = f"  control (python, {noop.get('steps')} steps):"
+        else:
+            name = f"  control ({spin / 1000:.2f} µs):" if spin else "  no-op beside it:"
+        lines.append(_call_line(name, noop))
         slow, versus = section.get("slow_calls"), section.get("vs_control")
         if slow:
             lines.append(

@@ -232,6 +232,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         log_calls=args.log_calls,
         sample_every=args.sample_every,
         shared_ranks=args.shared_ranks,
+        control=args.control,
         capacity_duration_s=args.capacity_duration_s,
         overload_duration_s=args.overload_duration_s,
         overload_factor=args.overload_factor,
@@ -612,6 +613,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--shared-ranks", type=int, default=3,
         help="ranks logging beside the workers in the shared-cores log-call loop (3)",
+    )
+    bench.add_argument(
+        "--control", choices=("spin", "python"), default="spin",
+        help="write: the control loop beside each log-call loop, as long as the log call: "
+             "a busy wait on the clock (spin), or interpreter work, array stores and a dict "
+             "lookup, that the caches and memory traffic of other processes slow as they "
+             "slow the log call (python)",
     )
     bench.add_argument(
         "--capacity-duration-s", type=float, default=20.0,

@@ -6,6 +6,7 @@ returns after ~1 ms without the thread ever leaving the CPU, its CPU clock runni
 from __future__ import annotations
 
 import gc
+import json
 import threading
 import time
 from typing import Any
@@ -15,9 +16,11 @@ import pytest
 from ingest.bench.producer_job import (
     SLOW_CAUSES,
     _Collections,
+    _python_work,
     _spinner,
     _timed_loop,
     _Timing,
+    main,
     worst_and_ours,
 )
 from ingest.bench.suite import _calls, _paused_with_control
@@ -194,3 +197,33 @@ def test_a_stall_on_the_cpu_at_the_moment_the_control_was_too_is_the_machines() 
     fresh = _report([[101 * ms, 119 * ms, "ours", True]])
     assert _paused_with_control([fresh], {}) == 0
     assert fresh["stalls_ours"] == 1
+
+
+def test_the_python_control_does_more_work_for_a_longer_call_and_runs_none_of_ours() -> None:
+    short, short_steps = _python_work(1_000)
+    long, long_steps = _python_work(8_000)
+    assert 1 <= short_steps < long_steps
+    took = []
+    for n in range(200):
+        t0 = time.perf_counter_ns()
+        long("metric_3", 0.25, step=n)
+        took.append(time.perf_counter_ns() - t0)
+    took.sort()
+    assert took[len(took) // 2] > 0
+    short("metric_3", 0.25)  # without a step, as run.log may be called
+
+
+def test_the_control_process_reports_its_kind(capsys: pytest.CaptureFixture[str]) -> None:
+    for kind in ("spin", "python"):
+        spec = {"duration_s": 0, "calls": 2_000, "noop": True, "spin_ns": 2_000,
+                "control": kind, "time_calls": True, "series": 2}
+        assert main(json.dumps(spec)) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["control"] == kind
+        assert report["timed_calls"] == 2_000
+        if kind == "python":
+            assert report["control_steps"] >= 1
+            assert report["spin_ns"] == 2_000  # the length it was asked for
+        else:
+            assert report["control_steps"] == 0
+            assert 0 <= report["spin_ns"] <= 2_000  # the wait, less a bare call's cost
