@@ -351,10 +351,11 @@ class _Timing:
         run-queue deltas (ns); ``wall`` is 0 when the loop does not sample (unattributed).
         ``call_start`` (``perf_counter_ns``) finds the collections inside the call;
         ``usage`` is the window's ``_thread_usage`` delta (faults, voluntary and
-        involuntary switches), recorded with it: a stall whose main thread ran without a
-        page fault or a switch spent that CPU time in the call's own code or, on a kernel
-        that charges interrupt time to whichever thread was running (no
-        ``CONFIG_IRQ_TIME_ACCOUNTING``), in the interrupts that came while it ran."""
+        involuntary switches, user and system µs), recorded with it: a stall whose main
+        thread ran without a page fault or a switch spent that CPU time in the call's own
+        code or, on a kernel that charges interrupt time to whichever thread was running
+        (no ``CONFIG_IRQ_TIME_ACCOUNTING``), in the interrupts that came while it ran —
+        or the virtual machine was paused (the module's docstring)."""
         others = max(0, proc - main)
         # Outside the stalled call the loop ran ordinary calls: count all of that time as
         # the main thread's, so what is left of its CPU time was spent inside the call.

@@ -327,8 +327,8 @@ def _log_section(logs: Sequence[dict[str, Any]], noop: dict[str, Any]) -> dict[s
         "slow_calls_our_threads_per_10m_calls": _per_10m(
             slow["our_threads"] + slow["blocked"], calls),
         # Stalls on the CPU without a fault or a sleep: the control's are the machine's
-        # (pauses of the virtual machine charged as CPU time); the log loops' beside them,
-        # matched with the control's or not, come at about the same rate.
+        # (pauses of the virtual machine charged as CPU time); compare the log loops' rate
+        # of them, matched with the control's or not, with the control's.
         "stalls_on_cpu_quiet_per_10m_calls": _per_10m(section["stalls_on_cpu_quiet"], calls),
         "control_stalls_on_cpu_quiet_per_10m_calls": _per_10m(
             control["stalls_on_cpu_quiet"], control["calls"]),
