@@ -237,6 +237,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         overload_duration_s=args.overload_duration_s,
         overload_factor=args.overload_factor,
         overload_shared_cores=args.overload_shared_cores,
+        overload_pipeline_cpu=args.overload_pipeline_cpu,
         close_timeout_s=args.close_timeout_s,
         quick_read=args.quick_read,
         jobs=args.jobs,
@@ -543,8 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the first request to the first draw; --quick-read: 1M points), `overload` (the "
         "pipeline's capacity, then producers at --overload-factor x it for "
         "--overload-duration-s: spooled, dropped, committed, and the drain after logging; "
-        "the broker, PostgreSQL and the workers on half of the CPUs, the producers on the "
-        "other half, unless --overload-shared-cores), "
+        "the broker, PostgreSQL and the workers on half of the CPUs, held to "
+        "--overload-pipeline-cpu of one, the producers on the other half, unless "
+        "--overload-shared-cores), "
         "`dedup` (batch-write throughput with --dedup-keys dedup keys stored vs an empty "
         "store, and the layout before migration 0011; about 15 minutes and 20 GB of "
         "temporary disk at 100 M keys; --quick-read: 1M keys), `maintenance` (TimescaleDB: "
@@ -637,6 +639,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--overload-shared-cores", action="store_true",
         help="overload: every process on every core (by default the pipeline runs on one "
              "half of the CPUs and the producers on the other, while measured)",
+    )
+    bench.add_argument(
+        "--overload-pipeline-cpu", type=float, default=0.5, metavar="SHARE",
+        help="overload: hold the broker, PostgreSQL and the workers to this share of one "
+             "CPU (a cgroup CPU quota, root only; 0: none), capacity run included, so that "
+             "producers on the other CPU can log faster than the pipeline stores (0.5)",
     )
     bench.add_argument(
         "--close-timeout-s", type=float, default=600.0,
