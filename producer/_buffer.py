@@ -23,9 +23,11 @@ the training loop's back (measured in ``runstream bench write``, README, Perform
 - a buffered point keeps no object alive, so a pass's points are not freed at once (which
   emptied whole allocator arenas, and the next pass faulted fresh pages in).
 
-A call writes slot ``n`` of each array and counts it; a series alternates between two
-sets of arrays, the one its calls fill and the one the sender is packing, which it hands
-back afterwards (``SeriesPoints.recycle``), so a steady series allocates nothing.
+A call writes slot ``n`` of each array and counts it; a series alternates between sets
+of arrays, the one its calls fill and those the sender is packing, which it hands back
+afterwards (``SeriesPoints.recycle``), so a steady series allocates nothing. A set grows
+by doubling up to ``SET_SLOTS`` slots, then is retired whole and the calls fill the next:
+no call copies a large array (which faulted in fresh pages for milliseconds).
 
 The bound is an estimate of the memory held (``POINT_COST_BYTES`` per point,
 ``len(text)`` for strings, the encoded size for other events). A full buffer never
@@ -53,18 +55,24 @@ POINT_COST_BYTES = 24
 #: Slots a series' arrays start with, and the least they grow by: small, so a program
 #: logging thousands of names once in a while keeps ~3 KB per name (two sets of three).
 MIN_CAPACITY = 64
-#: The most slots one ``Series.grow`` adds to each array.
-GROW_MAX_SLOTS = 1 << 16
-#: A set handed back with more slots than this, and more than four times the points its
-#: last pass held, is cut to twice those points: a burst does not keep its memory for good.
-KEEP_CAPACITY = 1 << 16
+#: A set's arrays double up to this many slots (128 KiB each); a call that finds a set this
+#: full hands it over whole (``Series.retire``) and fills the next, so no call ever copies a
+#: larger array. Growing by ``realloc`` past it moved the arrays to fresh memory: a single
+#: call faulted in 1,000+ pages (2.5-10 ms on a guest) when the sender had fallen behind.
+SET_SLOTS = 1 << 14
+#: Handed-back sets a series keeps for its next takes: a pass of several full sets (a
+#: sender behind its loop) reuses them instead of allocating.
+SPARE_SETS = 4
 
 Columns = tuple["array[int]", "array[float]", "array[int]"]  # steps, values, times
 
 
+_ZEROS = memoryview(bytes(8 * SET_SLOTS))
+
+
 def new_columns() -> Columns:
     """One set of ``MIN_CAPACITY`` zeroed arrays: steps, values, times."""
-    zeros = bytes(8 * MIN_CAPACITY)
+    zeros = _ZEROS[: 8 * MIN_CAPACITY]
     return array("q", zeros), array("d", zeros), array("q", zeros)
 
 
@@ -85,20 +93,16 @@ class SeriesPoints:
     owner: Series | None = None
 
     def recycle(self) -> None:
-        """Give the arrays back to their series as its next set, once the sender has
-        packed them (only the sender thread calls this; ``take`` is its only reader), so a
-        steady series allocates nothing; a set far larger than its last pass is cut first
-        (``KEEP_CAPACITY``)."""
+        """Give the arrays back to their series for a next set, once the sender has packed
+        them (only the sender thread calls this), so a steady series allocates nothing; a
+        series keeps ``SPARE_SETS`` at most. (``list.append`` and the taker's ``pop`` are
+        each atomic: no lock needed.)"""
         owner = self.owner
         if owner is None:
             return
         self.owner = None
-        columns = (self.steps, self.values, self.times)
-        keep = 2 * max(self.n, MIN_CAPACITY)
-        if len(self.steps) > max(KEEP_CAPACITY, 2 * keep):
-            for column in columns:
-                del column[keep:]
-        owner.spare = columns
+        if len(owner.spares) < SPARE_SETS:
+            owner.spares.append((self.steps, self.values, self.times))
 
 
 class Series:
@@ -108,10 +112,12 @@ class Series:
     cut short (Ctrl-C's KeyboardInterrupt lands between any two bytecodes) left slots
     that were never counted and that the next call overwrites, so the arrays stay
     aligned without a check. ``grow`` (every array to the same length, before any write)
-    keeps ``cap`` slots free in each."""
+    keeps ``cap`` slots free in each; once a set holds ``SET_SLOTS`` it is retired whole
+    to ``full`` instead, and the next take hands the sender ``full`` and the set being
+    filled, in order."""
 
-    __slots__ = ("cap", "kinds", "n", "name", "next_step", "spare", "steps", "texts", "times",
-                 "values")
+    __slots__ = ("cap", "full", "kinds", "n", "name", "next_step", "spares", "steps", "texts",
+                 "times", "values")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -122,18 +128,38 @@ class Series:
         self.cap = MIN_CAPACITY
         self.kinds: bytearray | None = None
         self.texts: list[str] = []
-        #: The other set of arrays, for the next take; the sender gives the taken ones back
-        #: (``SeriesPoints.recycle``), so after these two sets no new arrays.
-        self.spare: Columns | None = new_columns()
+        #: Sets retired full since the last take, oldest first.
+        self.full: list[SeriesPoints] = []
+        #: Sets for the next takes; the sender gives the taken ones back
+        #: (``SeriesPoints.recycle``), so a steady series allocates no new arrays.
+        self.spares: list[Columns] = [new_columns()]
 
     def grow(self) -> None:
-        """More slots in every array (caller holds the lock; ``n == cap``): twice as many,
-        by ``GROW_MAX_SLOTS`` at most (one ``realloc`` and a zero fill of up to 512 KB)."""
-        target = self.cap + min(max(self.cap, MIN_CAPACITY), GROW_MAX_SLOTS)
+        """Room for the next point (caller holds the lock; ``n == cap``; ``n`` may be 0
+        after): every array doubled, below ``SET_SLOTS``; at it, the set retired."""
+        if self.cap >= SET_SLOTS:
+            self.retire()
+            return
+        target = self.cap + max(self.cap, MIN_CAPACITY)
         for column in (self.steps, self.values, self.times):
             if len(column) < target:
-                column.frombytes(bytes(8 * (target - len(column))))
+                column.frombytes(_ZEROS[: 8 * (target - len(column))])
         self.cap = target
+
+    def retire(self) -> None:
+        """Move the set being filled to ``full`` and start the next (caller holds the lock).
+        Everything that can be interrupted (a call) comes before the first change, which
+        are plain stores: a KeyboardInterrupt leaves the series as it was or retired."""
+        taken = self._taken()
+        if taken is None:
+            return
+        columns = self._next_columns()
+        cap = min(len(column) for column in columns)
+        self.steps, self.values, self.times = columns
+        self.cap = cap
+        self.n = 0
+        self.kinds, self.texts = None, []
+        self.full = [*self.full, taken]
 
     def write(self, step: int, t_us: int, kind: int, number: float, text: str | None) -> None:
         """Add one point (caller holds the lock). ``RunHandle.log`` inlines this for its
@@ -141,6 +167,7 @@ class Series:
         n = self.n
         if n >= self.cap:
             self.grow()
+            n = self.n
         self.steps[n] = step
         self.times[n] = t_us
         if kind == KIND_FLOAT and self.kinds is None:
@@ -163,22 +190,37 @@ class Series:
         if text is not None:
             self.texts.append(text)
 
-    def take(self) -> SeriesPoints | None:
+    def take(self) -> list[SeriesPoints]:
+        """Everything buffered, oldest first: the retired sets and the one being filled
+        (caller holds the lock; the sender's pass)."""
+        taken = self._taken()
+        out = self.full
+        if taken is None:
+            if out:
+                self.full = []
+            return out
+        self.full = []
+        self.steps, self.values, self.times = self._next_columns()
+        self.cap = min(len(column) for column in (self.steps, self.values, self.times))
+        self.n = 0
+        self.kinds, self.texts = None, []
+        return [*out, taken]
+
+    def _taken(self) -> SeriesPoints | None:
+        """The set being filled as ``SeriesPoints`` (its texts trimmed to its points),
+        changing nothing else; None when it holds no point."""
         n = self.n
         if not n:
             return None
         taken = SeriesPoints(
             self.name, self.steps, self.values, self.times, self.kinds, self.texts, n, self
         )
-        spare, self.spare = self.spare, None
-        if spare is None:  # the last taken set was not handed back (its pass failed)
-            spare = new_columns()
-        self.steps, self.values, self.times = spare
-        self.cap = min(len(column) for column in spare)
-        self.n = 0
-        self.kinds, self.texts = None, []
         _whole_texts(taken)
         return taken
+
+    def _next_columns(self) -> Columns:
+        spares = self.spares
+        return spares.pop() if spares else new_columns()
 
 
 def _whole_texts(points: SeriesPoints) -> None:
@@ -307,7 +349,7 @@ class Buffer:
         out: Drained = []
         with self.lock:
             for stream in self.streams:
-                points = [p for s in stream.series.values() if (p := s.take()) is not None]
+                points = [p for s in stream.series.values() for p in s.take()]
                 events = list(stream.events)
                 stream.events.clear()
                 if points or events:

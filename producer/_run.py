@@ -314,6 +314,7 @@ class RunHandle(RunReads):
                 n = series.n  # Series.write, inlined (a method call here costs ~5%)
                 if n >= series.cap:
                     series.grow()
+                    n = series.n  # 0 if the set was retired
                 series.steps[n] = step
                 series.times[n] = t_us
                 if fast and series.kinds is None:

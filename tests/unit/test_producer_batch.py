@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import itertools
 import math
 import struct
 import uuid
@@ -39,8 +38,19 @@ def fill(name: str, values: list[Any], steps: list[int] | None = None) -> Series
         series.write(steps[i] if steps is not None else i,
                      1_700_000_000_000_000_000 + i * 1000, kind, number, text)
     taken = series.take()
-    assert taken is not None
-    return taken
+    if len(taken) == 1:
+        return taken[0]
+    # Longer than one set (SET_SLOTS): one SeriesPoints of them all, as the packer's tests
+    # of one long series want.
+    kinds = None if all(t.kinds is None for t in taken) else bytearray().join(
+        t.kinds if t.kinds is not None else bytearray(b"f") * t.n for t in taken)
+    all_steps, all_values, all_times = array("q"), array("d"), array("q")
+    for t in taken:
+        all_steps += t.steps[:t.n]
+        all_values += t.values[:t.n]
+        all_times += t.times[:t.n]
+    return SeriesPoints(name, all_steps, all_values, all_times, kinds,
+                        [x for t in taken for x in t.texts], len(all_steps))
 
 
 def encode_all(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -173,8 +183,7 @@ def test_a_series_reuses_two_sets_of_arrays_that_the_collector_never_walks() -> 
     # millions of buffered list items with the GIL held), and a pass frees nothing.
     series = Series("x")
     first = (series.steps, series.values, series.times)
-    assert series.spare is not None
-    second = series.spare
+    [second] = series.spares
     for column in (*first, *second):
         assert isinstance(column, array)
         assert gc.get_referents(column) in ([], [array])  # no items to walk (3.11: its type)
@@ -182,8 +191,7 @@ def test_a_series_reuses_two_sets_of_arrays_that_the_collector_never_walks() -> 
     for round_, count in enumerate([5000, 10, 3000, 7]):
         for i in range(count):
             series.write(round_ * 10_000 + i, i, KIND_FLOAT, float(i), None)
-        taken = series.take()
-        assert taken is not None
+        [taken] = series.take()
         assert taken.n == count
         sets.append(tuple(id(c) for c in (taken.steps, taken.values, taken.times)))
         records = list(metric_batches([taken], max_bytes=1 << 20))
@@ -193,32 +201,7 @@ def test_a_series_reuses_two_sets_of_arrays_that_the_collector_never_walks() -> 
         taken.recycle()  # idempotent: the set is handed back once
     assert sets[0] == sets[2] == tuple(id(c) for c in first)
     assert sets[1] == sets[3] == tuple(id(c) for c in second)
-    assert series.take() is None
-
-
-def test_a_set_far_larger_than_its_last_pass_is_cut_when_handed_back(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(buffer_module, "KEEP_CAPACITY", 4096)
-    series = Series("x")
-    for i in range(20_000):  # a burst: the arrays grow to 32768 slots
-        series.write(i, i, KIND_FLOAT, 1.0, None)
-    burst = series.take()
-    assert burst is not None
-    assert len(burst.steps) == 32768
-    burst.recycle()
-    series.write(0, 0, KIND_FLOAT, 1.0, None)
-    small = series.take()  # the other set, MIN_CAPACITY slots: kept as it is
-    assert small is not None
-    small.recycle()
-    assert len(small.steps) == buffer_module.MIN_CAPACITY
-    for i in range(3000):
-        series.write(i, i, KIND_FLOAT, 1.0, None)
-    again = series.take()  # the burst's set: 3000 points are under a quarter of it
-    assert again is not None
-    assert again.steps is burst.steps
-    again.recycle()
-    assert len(again.steps) == len(again.values) == len(again.times) == 6000
+    assert series.take() == []
 
 
 def test_a_set_not_handed_back_is_replaced_by_new_arrays() -> None:
@@ -226,28 +209,62 @@ def test_a_set_not_handed_back_is_replaced_by_new_arrays() -> None:
     series = Series("x")
     for step in range(3):
         series.write(step, step, KIND_FLOAT, float(step), None)
-        taken = series.take()  # never recycled
-        assert taken is not None
+        [taken] = series.take()  # never recycled
         assert taken.n == 1
         assert (taken.steps[0], taken.values[0], taken.times[0]) == (step, float(step), step)
 
 
-def test_columns_grow_by_doubling_then_by_a_bounded_step() -> None:
+def test_sets_double_up_to_set_slots_then_are_retired_whole_in_order() -> None:
+    # No call copies an array of more than SET_SLOTS slots: growing one by realloc moved
+    # it to fresh memory, and the call that did it faulted in every page (1,000+ faults,
+    # milliseconds on a guest) when the sender had fallen behind and a pass grew large.
     series = Series("x")
     caps = []
     for i in range(300_000):
-        series.write(i, i, KIND_FLOAT, 0.5, None)
+        series.write(i, i, KIND_FLOAT, i / 2, None)
         if series.cap not in caps:
             caps.append(series.cap)
-    doubling = list(itertools.takewhile(lambda c: c <= 65536, caps))
-    assert doubling == [64 << i for i in range(11)]  # 64 ... 65536
-    assert all(b - a == buffer_module.GROW_MAX_SLOTS for a, b in itertools.pairwise(caps[10:]))
-    assert len(caps) > 12
-    assert len(series.steps) == len(series.values) == len(series.times) == series.cap
+        assert len(series.steps) <= buffer_module.SET_SLOTS
+    assert caps == [64 << i for i in range(9)] == [64, 128, 256, 512, 1024, 2048, 4096,
+                                                    8192, buffer_module.SET_SLOTS]
+    assert len(series.full) == 300_000 // buffer_module.SET_SLOTS
     taken = series.take()
-    assert taken is not None
-    assert taken.n == 300_000
-    assert taken.steps[:taken.n].tolist() == list(range(300_000))
+    assert series.full == []
+    assert series.n == 0
+    assert [t.n for t in taken[:-1]] == [buffer_module.SET_SLOTS] * 18
+    assert sum(t.n for t in taken) == 300_000
+    steps = [s for t in taken for s in t.steps[:t.n].tolist()]
+    assert steps == list(range(300_000))
+    records = list(metric_batches(taken, max_bytes=1 << 20))
+    decoded = [p for r in encode_all(records) for s in r["series"] for p in unpack_series(s)]
+    assert decoded == [(i, i / 2, i) for i in range(300_000)]
+    for t in taken:  # handed back: a series keeps SPARE_SETS of them for its next sets
+        t.recycle()
+    assert len(series.spares) == buffer_module.SPARE_SETS
+    for i in range(3 * buffer_module.SET_SLOTS):
+        series.write(i, i, KIND_FLOAT, 0.0, None)
+    # The set being filled (grown to SET_SLOTS) retired, then two handed-back sets taken:
+    assert len(series.full) == 2
+    assert len(series.spares) == buffer_module.SPARE_SETS - 2
+
+
+def test_a_retired_set_keeps_its_texts_and_the_next_set_starts_without() -> None:
+    series = Series("x")
+    for i in range(buffer_module.SET_SLOTS + 2):
+        kind, number, text = (ord("s"), math.nan, f"t{i}") if i % 1000 == 0 else (
+            KIND_FLOAT, float(i), None)
+        series.write(i, i, kind, number, text)
+    first, second = series.take()
+    assert first.n == buffer_module.SET_SLOTS
+    assert second.n == 2
+    assert first.texts == [f"t{i}" for i in range(0, buffer_module.SET_SLOTS, 1000)]
+    assert first.kinds is not None
+    assert len(first.kinds) == first.n
+    assert second.kinds is None
+    assert second.texts == []
+    records = list(metric_batches([first, second], max_bytes=1 << 20))
+    decoded = [p for r in encode_all(records) for s in r["series"] for p in unpack_series(s)]
+    assert [p[0] for p in decoded] == list(range(buffer_module.SET_SLOTS + 2))
 
 
 @pytest.mark.parametrize("little_endian", [True, False])

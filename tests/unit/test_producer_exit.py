@@ -116,16 +116,14 @@ def test_a_log_call_cut_short_leaves_whole_points(cut: int) -> None:
         lambda: series.values.__setitem__(n, 0.0), lambda: series.texts.append("cut"), count]
     for done in steps[:cut]:
         done()
-    taken = series.take()
-    assert taken is not None
+    [taken] = series.take()
     assert taken.n == 3
     assert len(taken.steps) == len(taken.times) == len(taken.values)
     assert taken.kinds == bytearray(b"fsf")
     assert taken.texts == ["a"]
     taken.recycle()
     series.write(5, 5, ord("s"), 0.0, "b")  # a cut call's leftovers are gone from the next set
-    again = series.take()
-    assert again is not None
+    [again] = series.take()
     assert (again.n, again.kinds, again.texts) == (1, bytearray(b"s"), ["b"])
 
 
@@ -138,8 +136,7 @@ def test_a_cut_call_is_overwritten_by_the_next_one() -> None:
     series.texts.append("stale")
     series.write(1, 1, ord("s"), 0.0, "kept")
     series.write(2, 2, ord("f"), 3.0, None)
-    taken = series.take()
-    assert taken is not None
+    [taken] = series.take()
     assert taken.n == 3
     assert (taken.steps[:3].tolist(), taken.times[:3].tolist()) == ([0, 1, 2], [0, 1, 2])
     assert taken.kinds == bytearray(b"fsf")
