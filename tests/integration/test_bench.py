@@ -13,6 +13,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -121,6 +122,11 @@ def test_bench_json_reports_every_figure_and_loses_nothing(stack: StackInfo) -> 
         assert set(entry["cpu_s_per_million_points"]) == COMPONENTS
     assert report["copy_baseline"]["points"] == report["e2e"]["points_committed"]
     assert report["ratios"]["e2e_sustained_vs_copy"] > 0
+    # The e2e starts settled, and says what autovacuum did in its sustained window.
+    assert report["settle_s"] >= 0
+    seen = report["e2e"]["autovacuum"]
+    assert 0 <= seen["active"] <= seen["samples"]
+    assert bool(seen["tables"]) == (seen["active"] > 0)
     read = report["read"]
     assert read["downsample"]["buckets"] <= read["downsample"]["max_points"]
     assert 0 < read["downsample"]["p50_ms"] <= read["downsample"]["p99_ms"]
@@ -161,6 +167,17 @@ def test_bench_overload_reports_the_backlog_and_loses_nothing(stack: StackInfo) 
     assert overload["points_logged"] == overload["run"]["points_logged"] > 0
     assert overload["drain_points_per_s"] >= 0
     assert overload["backlog_at_logging_end_s"] >= 0
+    # The pipeline held to half a CPU where cgroups are writable (root), or says why not;
+    # either way it is back in its own cgroup afterwards (no bench cgroup left).
+    quota = overload["placement"]["pipeline_cpu_quota"]
+    if quota["share"] is None:
+        assert quota["reason"]
+    else:
+        assert quota["share"] == 0.5
+        assert quota["processes"] >= 3  # the broker, the postmaster and the worker at least
+        assert 0 <= quota["throttled_periods"] <= quota["periods"]
+    assert not list(Path("/sys/fs/cgroup").glob("*/runstream-bench-*"))
+    assert not list(Path("/sys/fs/cgroup").glob("runstream-bench-*"))
 
 
 def test_bench_dedup_compares_a_loaded_store_with_an_empty_one_and_cleans_up(
