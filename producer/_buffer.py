@@ -191,20 +191,11 @@ class Series:
             self.texts.append(text)
 
     def take(self) -> list[SeriesPoints]:
-        """Everything buffered, oldest first: the retired sets and the one being filled
-        (caller holds the lock; the sender's pass)."""
-        taken = self._taken()
-        out = self.full
-        if taken is None:
-            if out:
-                self.full = []
-            return out
-        self.full = []
-        self.steps, self.values, self.times = self._next_columns()
-        self.cap = min(len(column) for column in (self.steps, self.values, self.times))
-        self.n = 0
-        self.kinds, self.texts = None, []
-        return [*out, taken]
+        """Everything buffered, oldest first: the retired sets and the one being filled,
+        retired here (caller holds the lock; the sender's pass)."""
+        self.retire()
+        out, self.full = self.full, []
+        return out
 
     def _taken(self) -> SeriesPoints | None:
         """The set being filled as ``SeriesPoints`` (its texts trimmed to its points),

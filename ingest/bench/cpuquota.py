@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +49,11 @@ def _move(procs_file: Path, pids: Iterable[int]) -> int:
 
 
 @contextlib.contextmanager
-def cpu_quota(share: float, pids: Callable[[], Iterable[int]], *,
+def cpu_quota(share: float, pids: Iterable[int], *,
               root: Path = Path("/sys/fs/cgroup")) -> Iterator[dict[str, Any]]:
-    """Hold the processes ``pids()`` returns (called at entry and again at exit, to catch
-    processes forked meanwhile — children inherit their parent's cgroup anyway) to
-    ``share`` of one CPU for the block, then move them back where they were and remove
+    """Hold the processes ``pids`` (and the children they fork meanwhile, which inherit
+    their parent's cgroup) to ``share`` of one CPU for the block, then move every process
+    of the cgroup back where it was (a child: where the first process was) and remove
     the cgroup. ``share <= 0``: no quota. Yields what was done (``share`` None and a
     ``reason`` when no quota could be set); at the block's end that dict gains how many
     periods the block spanned and in how many the group was throttled, and for how long
@@ -87,11 +87,10 @@ def cpu_quota(share: float, pids: Callable[[], Iterable[int]], *,
     info: dict[str, Any] = {"share": share, "cgroup": version, "quota_us": quota_us,
                             "period_us": PERIOD_US}
     try:
-        members = [p for p in pids() if p != os.getpid()]
+        members = [p for p in pids if p != os.getpid()]
         origins = {p: where for p in members if (where := _cgroup_of(p, parent, version))}
         info["processes"] = _move(mine, members)
         yield info
-        _move(mine, [p for p in pids() if p != os.getpid()])
         stat = _stat(group / "cpu.stat")
         # v1: nr_periods/nr_throttled/throttled_time (ns); v2: .../throttled_usec
         info["periods"] = stat.get("nr_periods")
@@ -100,8 +99,7 @@ def cpu_quota(share: float, pids: Callable[[], Iterable[int]], *,
                        else stat.get("throttled_usec", 0) / 1e6)
         info["throttled_s"] = round(throttled_s, 2)
     finally:
-        # Each process back where it was; one forked meanwhile where most came from.
-        fallback = max(origins.values(), key=list(origins.values()).count, default=parent)
+        fallback = next(iter(origins.values()), parent)
         with contextlib.suppress(OSError):
             for pid in (int(p) for p in mine.read_text().split()):
                 _move(origins.get(pid, fallback) / "cgroup.procs", [pid])

@@ -461,7 +461,7 @@ def _confined(env: _Env, conn_pid: int, cpus: list[int] | None,
             with contextlib.suppress(psutil.Error):
                 out += p.children(recursive=True)
         return out
-    with cpu_quota(cpu_share, lambda: [p.pid for p in (*family(), *workers)]) as quota:
+    with cpu_quota(cpu_share, [p.pid for p in (*family(), *workers)]) as quota:
         if cpus is None:
             yield {"pipeline_cpus": None, "pipeline_cpu_quota": quota}
             return

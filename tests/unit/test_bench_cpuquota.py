@@ -38,7 +38,7 @@ def test_a_busy_process_gets_no_more_than_its_share_and_goes_back() -> None:
     try:
         before = _cgroup_of(busy.pid, parent, version)
         proc = psutil.Process(busy.pid)
-        with cpu_quota(0.2, lambda: [busy.pid]) as quota:
+        with cpu_quota(0.2, [busy.pid]) as quota:
             assert quota["share"] == 0.2
             assert quota["processes"] == 1
             group = _cgroup_of(busy.pid, parent, version)
@@ -61,8 +61,8 @@ def test_a_busy_process_gets_no_more_than_its_share_and_goes_back() -> None:
 
 
 def test_no_quota_asked_or_no_controller_says_why(tmp_path: Path) -> None:
-    with cpu_quota(0, lambda: [os.getpid()]) as quota:
+    with cpu_quota(0, [os.getpid()]) as quota:
         assert quota == {"share": None, "reason": "no quota asked"}
-    with cpu_quota(0.5, lambda: [os.getpid()], root=tmp_path) as quota:
+    with cpu_quota(0.5, [os.getpid()], root=tmp_path) as quota:
         assert quota["share"] is None
         assert "no cgroup cpu controller" in quota["reason"]
